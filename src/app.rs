@@ -1,0 +1,265 @@
+//! Builds the HTTP application and its background work from a `Config`.
+
+use crate::auth::ApiKeyAuth;
+use crate::config::Config;
+use crate::domain::TokenScope;
+use crate::error::ApiError;
+use crate::keys;
+use crate::store::{self, Store};
+use axum::extract::{MatchedPath, Request, State};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde_json::json;
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+use tower_http::timeout::TimeoutLayer;
+use tracing::Instrument;
+
+/// How often a token's last_used column is refreshed; every request would be a write.
+const TOKEN_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
+
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<Config>,
+    token_uses: Arc<Mutex<HashMap<String, Instant>>>,
+}
+
+impl AppState {
+    pub fn new(store: Store, config: Arc<Config>) -> Self {
+        Self {
+            store,
+            config,
+            token_uses: Arc::default(),
+        }
+    }
+
+    /// Records a token's use, at most once a minute per token, off the request path.
+    pub fn note_token_use(&self, name: &str) {
+        let due = match self.token_uses.lock() {
+            Ok(mut uses) => {
+                let now = Instant::now();
+                match uses.get(name) {
+                    Some(last) if now.duration_since(*last) < TOKEN_TOUCH_INTERVAL => false,
+                    _ => {
+                        uses.insert(name.to_owned(), now);
+                        true
+                    }
+                }
+            }
+            Err(_) => false,
+        };
+        if due {
+            let store = self.store.clone();
+            let name = name.to_owned();
+            tokio::spawn(async move {
+                if let Err(e) = store.touch_token(&name).await {
+                    tracing::warn!(error = %e, "could not record token use");
+                }
+            });
+        }
+    }
+}
+
+pub fn router(state: AppState) -> Router {
+    let timeout = Duration::from_secs(state.config.server.request_timeout_secs.max(1));
+    let max_body = state.config.server.max_body_bytes;
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/v1/whoami", get(whoami))
+        .route_layer(middleware::from_fn(log_request))
+        .fallback(not_found)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .with_state(state)
+}
+
+/// One span per request with method, route and, on completion, status and latency.
+/// Headers are never logged: they carry bearer credentials.
+async fn log_request(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "<unmatched>".to_owned());
+    let span = tracing::info_span!("request", %method, %route);
+    let started = Instant::now();
+    async move {
+        let response = next.run(request).await;
+        let status = response.status().as_u16();
+        let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
+        if response.status().is_server_error() {
+            tracing::warn!(status, latency_ms, "request failed");
+        } else {
+            tracing::info!(status, latency_ms, "request completed");
+        }
+        response
+    }
+    .instrument(span)
+    .await
+}
+
+async fn healthz() -> impl IntoResponse {
+    Json(json!({"status": "ok"}))
+}
+
+async fn readyz(State(state): State<AppState>) -> Response {
+    if state.store.ping().await {
+        Json(json!({"status": "ready"})).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "database unreachable"})),
+        )
+            .into_response()
+    }
+}
+
+async fn whoami(ApiKeyAuth(principal): ApiKeyAuth) -> impl IntoResponse {
+    Json(json!({
+        "user_id": principal.user_id,
+        "user_name": principal.user_name.as_str(),
+        "role": principal.role.as_str(),
+        "team_id": principal.team_id,
+        "key_id": principal.key_id,
+    }))
+}
+
+async fn not_found() -> ApiError {
+    ApiError::not_found("no such endpoint")
+}
+
+/// A bound, ready-to-serve daemon. Binding happens before serving so tests (and
+/// systemd readiness) know the port accepts connections.
+pub struct App {
+    state: AppState,
+    listener: TcpListener,
+}
+
+impl App {
+    /// Opens the database (applying migrations), makes sure a first token exists, and binds.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::open(&config.database.url, config.database.max_connections)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot open database: {e}"))?;
+        ensure_initial_token(&store, &config).await?;
+        let listener = TcpListener::bind(config.server.listen)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
+        Ok(Self {
+            state: AppState::new(store, Arc::new(config)),
+            listener,
+        })
+    }
+
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    pub fn state(&self) -> &AppState {
+        &self.state
+    }
+
+    /// Serves until `shutdown` completes, then lets in-flight requests finish.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+        let addr = self.local_addr()?;
+        tracing::info!(%addr, "listening");
+        let store = self.state.store.clone();
+        axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(shutdown)
+            .await?;
+        store.close().await;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Name of the token created on first start.
+pub const INITIAL_TOKEN_NAME: &str = "initial";
+/// File the first token is written to, beside the database.
+pub const INITIAL_TOKEN_FILE: &str = "initial-scim-token";
+
+/// Where first-start files go: beside a SQLite database, else the state directory or cwd.
+pub fn state_directory(config: &Config) -> PathBuf {
+    store::sqlite_directory(&config.database.url)
+        .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// On a database without any token, creates one named `initial` and writes it to a
+/// file only its owner can read. The token itself is never logged.
+async fn ensure_initial_token(store: &Store, config: &Config) -> anyhow::Result<()> {
+    if store.token_count().await? > 0 {
+        return Ok(());
+    }
+    let secret = keys::mint_token();
+    let path = state_directory(config).join(INITIAL_TOKEN_FILE);
+    write_secret_file(&path, secret.expose())
+        .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    if let Err(e) = store
+        .create_token(INITIAL_TOKEN_NAME, TokenScope::Scim, &keys::hash_secret(secret.expose()))
+        .await
+    {
+        let _ = std::fs::remove_file(&path);
+        return Err(e.into());
+    }
+    tracing::info!(
+        path = %path.display(),
+        "created the first SCIM token; give it to your IdP, then delete the file"
+    );
+    Ok(())
+}
+
+/// Writes a secret to a new file with mode 0600 (created with that mode, never widened).
+fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    writeln!(file, "{secret}")?;
+    file.sync_all()
+}
+
+/// Completes on SIGTERM or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for Ctrl-C");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down; letting in-flight requests finish");
+}

@@ -1,0 +1,115 @@
+//! Bearer authentication: one extractor for tokens (with their scope) and one for
+//! gateway API keys.
+
+use crate::app::AppState;
+use crate::domain::TokenScope;
+use crate::error::ApiError;
+use crate::keys::{self, API_KEY_PREFIX, TOKEN_PREFIX};
+use crate::store::{KeyPrincipal, TokenPrincipal};
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use std::marker::PhantomData;
+
+/// Marks which scope a route needs.
+pub trait RequiredScope: Send + Sync + 'static {
+    const SCOPE: TokenScope;
+    /// What the route family is called in a 403 message.
+    const SURFACE: &'static str;
+}
+
+pub struct ScimScope;
+impl RequiredScope for ScimScope {
+    const SCOPE: TokenScope = TokenScope::Scim;
+    const SURFACE: &'static str = "the SCIM API";
+}
+
+pub struct SsoScope;
+impl RequiredScope for SsoScope {
+    const SCOPE: TokenScope = TokenScope::Sso;
+    const SURFACE: &'static str = "the sign-in hook";
+}
+
+pub struct AdminScope;
+impl RequiredScope for AdminScope {
+    const SCOPE: TokenScope = TokenScope::Admin;
+    const SURFACE: &'static str = "the admin API";
+}
+
+/// A request carrying a valid, unrevoked token of scope `S`.
+pub struct Authorized<S> {
+    pub token: TokenPrincipal,
+    _scope: PhantomData<S>,
+}
+
+/// Takes the credential out of `Authorization: Bearer <credential>`.
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let header = parts
+        .headers
+        .get(AUTHORIZATION)
+        .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer header is required"))?;
+    let value = header
+        .to_str()
+        .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
+    let (scheme, credential) = value
+        .trim()
+        .split_once(' ')
+        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+    if !scheme.eq_ignore_ascii_case("bearer") {
+        return Err(ApiError::unauthorized(
+            "the Authorization header must use the Bearer scheme",
+        ));
+    }
+    Ok(credential.trim())
+}
+
+impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let credential = bearer(parts)?;
+        if !keys::is_well_formed(credential, TOKEN_PREFIX) {
+            return Err(ApiError::unauthorized("the bearer token is malformed"));
+        }
+        let token = state
+            .store
+            .authenticate_token(&keys::hash_secret(credential))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the bearer token is unknown or revoked"))?;
+        if token.scope != S::SCOPE {
+            return Err(ApiError::forbidden(format!(
+                "this token has scope {}; {} needs a token of scope {}",
+                token.scope,
+                S::SURFACE,
+                S::SCOPE
+            )));
+        }
+        state.note_token_use(&token.name);
+        Ok(Self {
+            token,
+            _scope: PhantomData,
+        })
+    }
+}
+
+/// A request carrying a valid gateway API key.
+pub struct ApiKeyAuth(pub KeyPrincipal);
+
+impl FromRequestParts<AppState> for ApiKeyAuth {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let credential = bearer(parts)?;
+        if !keys::is_well_formed(credential, API_KEY_PREFIX) {
+            return Err(ApiError::unauthorized("the API key is malformed"));
+        }
+        let principal = state
+            .store
+            .authenticate_key(&keys::hash_secret(credential), chrono::Utc::now())
+            .await?
+            .ok_or_else(|| {
+                ApiError::unauthorized("the API key is unknown, revoked, blocked or expired, or its user is inactive")
+            })?;
+        Ok(Self(principal))
+    }
+}

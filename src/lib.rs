@@ -1,0 +1,12 @@
+//! scimsync keeps an LLM gateway's users, teams, memberships and API keys in line
+//! with an identity provider. See DESIGN.md for the shape of the whole.
+
+pub mod app;
+pub mod auth;
+pub mod cli;
+pub mod config;
+pub mod domain;
+pub mod error;
+pub mod keys;
+pub mod store;
+pub mod telemetry;

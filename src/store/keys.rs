@@ -1,0 +1,267 @@
+use super::rows::uuid;
+use super::{format_ts, now, parse_ts, Store, StoreError, StoreResult, WriteTx};
+use crate::domain::{ApiKey, BlockedBy, Role, Trigger, UserName};
+use chrono::{DateTime, Utc};
+use sqlx::any::AnyRow;
+use sqlx::Row;
+use uuid::Uuid;
+
+/// Who a valid API key belongs to: what the gateway needs on every request it serves.
+#[derive(Debug, Clone, PartialEq)]
+pub struct KeyPrincipal {
+    pub key_id: Uuid,
+    pub user_id: Uuid,
+    pub user_name: UserName,
+    pub role: Role,
+    pub team_id: Option<Uuid>,
+}
+
+/// Why keys left the api_keys table; recorded in deleted_api_keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PurgeReason {
+    Revoked,
+    UserDeleted,
+    RemovedFromTeam,
+    TeamDeleted,
+}
+
+impl PurgeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeReason::Revoked => "revoked",
+            PurgeReason::UserDeleted => "user_deleted",
+            PurgeReason::RemovedFromTeam => "removed_from_team",
+            PurgeReason::TeamDeleted => "team_deleted",
+        }
+    }
+}
+
+const KEY_COLUMNS: &str = "id, user_id, team_id, name, prefix, created, expires, blocked_by";
+
+fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
+    const T: &str = "api_keys";
+    let id: String = row.try_get("id")?;
+    let user_id: String = row.try_get("user_id")?;
+    let team_id: Option<String> = row.try_get("team_id")?;
+    let created: String = row.try_get("created")?;
+    let expires: Option<String> = row.try_get("expires")?;
+    let blocked_by: Option<String> = row.try_get("blocked_by")?;
+    Ok(ApiKey {
+        id: uuid(T, &id)?,
+        user_id: uuid(T, &user_id)?,
+        team_id: team_id.as_deref().map(|t| uuid(T, t)).transpose()?,
+        name: row.try_get("name")?,
+        prefix: row.try_get("prefix")?,
+        created: parse_ts(T, &created)?,
+        expires: expires.as_deref().map(|t| parse_ts(T, t)).transpose()?,
+        blocked_by: match blocked_by {
+            None => None,
+            Some(b) => Some(BlockedBy::parse(&b).ok_or_else(|| StoreError::Corrupt {
+                table: T,
+                detail: format!("blocked_by {b:?}"),
+            })?),
+        },
+    })
+}
+
+impl Store {
+    pub async fn create_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, team_id, name, prefix, hash, created, expires, blocked_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(key.id.to_string())
+        .bind(key.user_id.to_string())
+        .bind(key.team_id.map(|t| t.to_string()))
+        .bind(key.name.clone())
+        .bind(key.prefix.clone())
+        .bind(hash.to_owned())
+        .bind(format_ts(key.created))
+        .bind(key.expires.map(format_ts))
+        .bind(key.blocked_by.map(|b| b.as_str()))
+        .execute(tx.conn())
+        .await?;
+        tx.commit().await
+    }
+
+    pub async fn list_keys(&self, user_id: Option<Uuid>) -> StoreResult<Vec<ApiKey>> {
+        let rows = match user_id {
+            Some(user) => {
+                sqlx::query(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys WHERE user_id = $1 ORDER BY created, id"
+                ))
+                .bind(user.to_string())
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created, id"))
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        rows.iter().map(key_from_row).collect()
+    }
+
+    /// Revokes one key: it leaves api_keys for deleted_api_keys. False when no such key.
+    pub async fn revoke_key(&self, id: Uuid, actor: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let moved = tx
+            .purge_keys_where("id = $5", &[id.to_string()], PurgeReason::Revoked, Trigger::Cli, actor)
+            .await?;
+        tx.commit().await?;
+        Ok(moved > 0)
+    }
+
+    /// The gateway's per-request question: whom does this key belong to, if anyone?
+    /// One indexed lookup by hash; blocked, expired and inactive-user keys answer nothing.
+    pub async fn authenticate_key(
+        &self,
+        hash: &str,
+        at: DateTime<Utc>,
+    ) -> StoreResult<Option<KeyPrincipal>> {
+        let row = sqlx::query(
+            "SELECT k.id, k.user_id, k.team_id, k.expires, k.blocked_by, k.hash, u.user_name, u.role, u.active \
+             FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.hash = $1",
+        )
+        .bind(hash.to_owned())
+        .fetch_optional(self.pool())
+        .await?;
+        let Some(row) = row else { return Ok(None) };
+        let stored: String = row.try_get("hash")?;
+        let blocked_by: Option<String> = row.try_get("blocked_by")?;
+        let expires: Option<String> = row.try_get("expires")?;
+        let active: bool = row.try_get("active")?;
+        let expired = match expires {
+            Some(t) => parse_ts("api_keys", &t)? <= at,
+            None => false,
+        };
+        if !crate::keys::hashes_match(&stored, hash) || blocked_by.is_some() || expired || !active {
+            return Ok(None);
+        }
+        let id: String = row.try_get("id")?;
+        let user_id: String = row.try_get("user_id")?;
+        let team_id: Option<String> = row.try_get("team_id")?;
+        let user_name: String = row.try_get("user_name")?;
+        let role: String = row.try_get("role")?;
+        let corrupt = |e: crate::domain::NameError| StoreError::Corrupt {
+            table: "users",
+            detail: e.to_string(),
+        };
+        Ok(Some(KeyPrincipal {
+            key_id: uuid("api_keys", &id)?,
+            user_id: uuid("api_keys", &user_id)?,
+            team_id: team_id.as_deref().map(|t| uuid("api_keys", t)).transpose()?,
+            user_name: UserName::parse(&user_name).map_err(corrupt)?,
+            role: Role::parse(&role).map_err(corrupt)?,
+        }))
+    }
+}
+
+impl WriteTx {
+    /// Moves matching keys to deleted_api_keys (without their hash) and deletes them.
+    /// `condition` is a fixed SQL fragment over api_keys using `$5`, `$6`, ... for `args`.
+    async fn purge_keys_where(
+        &mut self,
+        condition: &str,
+        args: &[String],
+        reason: PurgeReason,
+        trigger: Trigger,
+        actor: &str,
+    ) -> StoreResult<u64> {
+        let insert_sql = format!(
+            "INSERT INTO deleted_api_keys (id, user_id, team_id, name, prefix, created, deleted, reason, trigger, actor) \
+             SELECT id, user_id, team_id, name, prefix, created, $1, $2, $3, $4 FROM api_keys WHERE {condition}"
+        );
+        let mut insert = sqlx::query(&insert_sql)
+        .bind(format_ts(now()))
+        .bind(reason.as_str())
+        .bind(trigger.as_str())
+        .bind(actor.to_owned());
+        for arg in args {
+            insert = insert.bind(arg.clone());
+        }
+        insert.execute(self.conn()).await?;
+        // Placeholders must appear in ascending order, so the DELETE renumbers its own.
+        let delete_condition = condition.replace("$5", "$1").replace("$6", "$2");
+        let delete_sql = format!("DELETE FROM api_keys WHERE {delete_condition}");
+        let mut delete = sqlx::query(&delete_sql);
+        for arg in args {
+            delete = delete.bind(arg.clone());
+        }
+        let done = delete.execute(self.conn()).await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Purges every key of a user (deprovisioning). Returns how many were removed.
+    pub async fn purge_user_keys(
+        &mut self,
+        user_id: Uuid,
+        reason: PurgeReason,
+        trigger: Trigger,
+        actor: &str,
+    ) -> StoreResult<u64> {
+        self.purge_keys_where("user_id = $5", &[user_id.to_string()], reason, trigger, actor)
+            .await
+    }
+
+    /// Purges every key scoped to a team (the team is being deleted).
+    pub async fn purge_team_keys(
+        &mut self,
+        team_id: Uuid,
+        trigger: Trigger,
+        actor: &str,
+    ) -> StoreResult<u64> {
+        self.purge_keys_where(
+            "team_id = $5",
+            &[team_id.to_string()],
+            PurgeReason::TeamDeleted,
+            trigger,
+            actor,
+        )
+        .await
+    }
+
+    /// Purges the keys a user holds for one team (they left it).
+    pub async fn purge_member_keys(
+        &mut self,
+        team_id: Uuid,
+        user_id: Uuid,
+        trigger: Trigger,
+        actor: &str,
+    ) -> StoreResult<u64> {
+        self.purge_keys_where(
+            "team_id = $5 AND user_id = $6",
+            &[team_id.to_string(), user_id.to_string()],
+            PurgeReason::RemovedFromTeam,
+            trigger,
+            actor,
+        )
+        .await
+    }
+
+    /// Blocks every unblocked key of a user on behalf of provisioning.
+    pub async fn block_user_keys(&mut self, user_id: Uuid) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET blocked_by = $1 WHERE user_id = $2 AND blocked_by IS NULL",
+        )
+        .bind(BlockedBy::Provisioning.as_str())
+        .bind(user_id.to_string())
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected())
+    }
+
+    /// Unblocks only the keys provisioning blocked; an operator's block stays.
+    pub async fn unblock_user_keys(&mut self, user_id: Uuid) -> StoreResult<u64> {
+        let done = sqlx::query(
+            "UPDATE api_keys SET blocked_by = NULL WHERE user_id = $1 AND blocked_by = $2",
+        )
+        .bind(user_id.to_string())
+        .bind(BlockedBy::Provisioning.as_str())
+        .execute(self.conn())
+        .await?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,0 +1,268 @@
+//! The only module that speaks SQL.
+//!
+//! One `Store` serves both backends through sqlx's `Any` driver, so every query is
+//! written once in portable SQL: `$n` placeholders in ascending order, text UUIDs and
+//! timestamps, `BOOLEAN` columns. Reads go straight to the pool; every write runs in a
+//! [`WriteTx`], which on SQLite also holds the process-wide writer lock so that
+//! concurrent requests queue in memory instead of failing with `database is locked`.
+
+mod audit;
+mod keys;
+mod rows;
+mod tokens;
+pub use tokens::TokenPrincipal;
+mod users;
+mod teams;
+
+pub use audit::AuditEntry;
+pub use keys::{KeyPrincipal, PurgeReason};
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
+use sqlx::{Any, AnyPool, Transaction};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, OwnedMutexGuard};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migration(#[from] sqlx::migrate::MigrateError),
+    /// A unique constraint refused the write; the text names what collided.
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// A row that cannot be turned back into a domain value (hand-edited database?).
+    #[error("corrupt row in {table}: {detail}")]
+    Corrupt { table: &'static str, detail: String },
+    #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://...")]
+    UnsupportedUrl(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// WAL lets readers proceed while a write commits; the busy timeout covers other
+/// processes (the CLI) writing at the same moment; NORMAL sync is durable in WAL mode
+/// except for the last transactions on power loss, never corrupting.
+const SQLITE_PRAGMAS: &[&str] = &[
+    "PRAGMA journal_mode = WAL",
+    "PRAGMA busy_timeout = 10000",
+    "PRAGMA foreign_keys = ON",
+    "PRAGMA synchronous = NORMAL",
+];
+
+#[derive(Clone)]
+pub struct Store {
+    pool: AnyPool,
+    backend: Backend,
+    /// SQLite allows one writer at a time; queueing writers here avoids busy errors.
+    writer: Option<Arc<Mutex<()>>>,
+}
+
+/// Timestamps are stored as fixed-width RFC 3339 text so they sort lexically.
+pub fn format_ts(at: DateTime<Utc>) -> String {
+    at.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+pub(crate) fn parse_ts(table: &'static str, raw: &str) -> StoreResult<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(raw)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|e| StoreError::Corrupt {
+            table,
+            detail: format!("timestamp {raw:?}: {e}"),
+        })
+}
+
+/// The current time truncated to what the database keeps, so values read back compare equal.
+pub fn now() -> DateTime<Utc> {
+    let now = Utc::now();
+    parse_ts("clock", &format_ts(now)).unwrap_or(now)
+}
+
+impl Store {
+    /// Connects, creating a SQLite file if needed, and applies pending migrations.
+    pub async fn open(url: &str, max_connections: u32) -> StoreResult<Self> {
+        sqlx::any::install_default_drivers();
+        let (backend, url) = normalise_url(url)?;
+        let options = AnyConnectOptions::from_str(&url)?;
+        let pool = AnyPoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .acquire_timeout(Duration::from_secs(10))
+            .after_connect(move |conn, _meta| {
+                Box::pin(async move {
+                    if backend == Backend::Sqlite {
+                        // WAL lets readers proceed while a write commits; the busy timeout
+                        // covers other processes (the CLI) writing at the same moment.
+                        for pragma in SQLITE_PRAGMAS {
+                            sqlx::Executor::execute(&mut *conn, *pragma).await?;
+                        }
+                    }
+                    Ok(())
+                })
+            })
+            .connect_with(options)
+            .await?;
+        let store = Store {
+            pool,
+            backend,
+            writer: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+        };
+        store.migrate().await?;
+        Ok(store)
+    }
+
+    async fn migrate(&self) -> StoreResult<()> {
+        match self.backend {
+            Backend::Sqlite => sqlx::migrate!("src/store/migrations/sqlite").run(&self.pool).await?,
+            Backend::Postgres => {
+                sqlx::migrate!("src/store/migrations/postgres")
+                    .run(&self.pool)
+                    .await?
+            }
+        }
+        Ok(())
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    pub(crate) fn pool(&self) -> &AnyPool {
+        &self.pool
+    }
+
+    /// True when the database answers a trivial query.
+    pub async fn ping(&self) -> bool {
+        sqlx::query("SELECT 1").execute(&self.pool).await.is_ok()
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Starts a write transaction. Everything done through it commits together or not at all.
+    pub async fn begin_write(&self) -> StoreResult<WriteTx> {
+        let guard = match &self.writer {
+            Some(lock) => Some(lock.clone().lock_owned().await),
+            None => None,
+        };
+        let tx = self.pool.begin().await?;
+        Ok(WriteTx { tx, _guard: guard })
+    }
+}
+
+/// A write transaction. Dropping it without [`WriteTx::commit`] rolls it back.
+pub struct WriteTx {
+    tx: Transaction<'static, Any>,
+    _guard: Option<OwnedMutexGuard<()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> StoreResult<()> {
+        self.tx.commit().await?;
+        Ok(())
+    }
+
+    pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
+        &mut self.tx
+    }
+}
+
+/// Accepts `sqlite://PATH`, `sqlite:PATH` and `postgres://...`; creates SQLite files on first use.
+fn normalise_url(url: &str) -> StoreResult<(Backend, String)> {
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((Backend::Postgres, url.to_owned()));
+    }
+    if let Some(rest) = url.strip_prefix("sqlite:") {
+        let rest = rest.trim_start_matches("//");
+        let (path, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut query: Vec<String> = query
+            .split('&')
+            .filter(|p| !p.is_empty())
+            .map(str::to_owned)
+            .collect();
+        if !query.iter().any(|p| p.starts_with("mode=")) && path != ":memory:" {
+            query.push("mode=rwc".to_owned());
+        }
+        let joined = if query.is_empty() {
+            String::new()
+        } else {
+            format!("?{}", query.join("&"))
+        };
+        return Ok((Backend::Sqlite, format!("sqlite://{path}{joined}")));
+    }
+    Err(StoreError::UnsupportedUrl(url.to_owned()))
+}
+
+/// The directory a SQLite database lives in, which is where first-start files go.
+pub fn sqlite_directory(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite:")?.trim_start_matches("//");
+    let path = rest.split('?').next().unwrap_or(rest);
+    if path.is_empty() || path == ":memory:" {
+        return None;
+    }
+    let parent = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
+    Some(if parent.as_os_str().is_empty() {
+        PathBuf::from(".")
+    } else {
+        parent
+    })
+}
+
+pub(crate) fn is_unique_violation(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Database(db) => {
+            db.is_unique_violation()
+                || db.message().contains("UNIQUE constraint failed")
+                || db.code().as_deref() == Some("23505")
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_gain_create_mode_and_keep_their_path() {
+        assert_eq!(
+            normalise_url("sqlite://scimsync.db").unwrap(),
+            (Backend::Sqlite, "sqlite://scimsync.db?mode=rwc".to_owned())
+        );
+        assert_eq!(
+            normalise_url("sqlite:/var/lib/scimsync/scimsync.db?mode=ro").unwrap().1,
+            "sqlite:///var/lib/scimsync/scimsync.db?mode=ro"
+        );
+        assert!(normalise_url("mysql://x").is_err());
+    }
+
+    #[test]
+    fn the_database_directory_is_where_first_start_files_go() {
+        assert_eq!(sqlite_directory("sqlite://scimsync.db"), Some(PathBuf::from(".")));
+        assert_eq!(
+            sqlite_directory("sqlite:///var/lib/scimsync/scimsync.db"),
+            Some(PathBuf::from("/var/lib/scimsync"))
+        );
+        assert_eq!(sqlite_directory("postgres://localhost/x"), None);
+    }
+
+    #[test]
+    fn timestamps_are_fixed_width_and_round_trip() {
+        let t = now();
+        let text = format_ts(t);
+        assert_eq!(text.len(), "2026-11-29T00:00:00.000000Z".len());
+        assert_eq!(parse_ts("t", &text).unwrap(), t);
+    }
+}
