@@ -79,7 +79,10 @@ pub fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn(log_request))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(state)
 }
 
@@ -171,7 +174,10 @@ impl App {
     }
 
     /// Serves until `shutdown` completes, then lets in-flight requests finish.
-    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "listening");
         let store = self.state.store.clone();
@@ -207,7 +213,11 @@ async fn ensure_initial_token(store: &Store, config: &Config) -> anyhow::Result<
     write_secret_file(&path, secret.expose())
         .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     if let Err(e) = store
-        .create_token(INITIAL_TOKEN_NAME, TokenScope::Scim, &keys::hash_secret(secret.expose()))
+        .create_token(
+            INITIAL_TOKEN_NAME,
+            TokenScope::Scim,
+            &keys::hash_secret(secret.expose()),
+        )
         .await
     {
         let _ = std::fs::remove_file(&path);

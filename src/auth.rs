@@ -51,10 +51,9 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let value = header
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
-    let (scheme, credential) = value
-        .trim()
-        .split_once(' ')
-        .ok_or_else(|| ApiError::unauthorized("the Authorization header must be 'Bearer <token>'"))?;
+    let (scheme, credential) = value.trim().split_once(' ').ok_or_else(|| {
+        ApiError::unauthorized("the Authorization header must be 'Bearer <token>'")
+    })?;
     if !scheme.eq_ignore_ascii_case("bearer") {
         return Err(ApiError::unauthorized(
             "the Authorization header must use the Bearer scheme",
@@ -108,7 +107,9 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
             .authenticate_key(&keys::hash_secret(credential), chrono::Utc::now())
             .await?
             .ok_or_else(|| {
-                ApiError::unauthorized("the API key is unknown, revoked, blocked or expired, or its user is inactive")
+                ApiError::unauthorized(
+                    "the API key is unknown, revoked, blocked or expired, or its user is inactive",
+                )
             })?;
         Ok(Self(principal))
     }

@@ -2,7 +2,7 @@
 
 use crate::app::{self, App};
 use crate::config::{Config, LogFormat, Overrides};
-use crate::domain::{ApiKey, TokenScope};
+use crate::domain::TokenScope;
 use crate::keys;
 use crate::store::Store;
 use clap::{Args, Parser, Subcommand};
@@ -155,28 +155,36 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<i
             if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
                 return fail("a token name must be 1 to 128 printable characters");
             }
-            let secret = keys::mint_token();
-            match store.create_token(&name, scope, &keys::hash_secret(secret.expose())).await {
-                Ok(()) => {}
+            let secret = match keys::issue_token(store, &name, scope).await {
+                Ok(secret) => secret,
                 Err(crate::store::StoreError::Conflict(_)) => {
-                    return fail(format!("a token named {name:?} already exists; revoke it or pick another name"))
+                    return fail(format!(
+                        "a token named {name:?} already exists; revoke it or pick another name"
+                    ))
                 }
                 Err(e) => return Err(e.into()),
-            }
+            };
             println!("{}", secret.expose());
             Ok(0)
         }
         TokenCommand::List => {
             let tokens = store.list_tokens().await?;
-            println!("{:<24} {:<6} {:<28} {:<28} REVOKED", "NAME", "SCOPE", "CREATED", "LAST USED");
+            println!(
+                "{:<24} {:<6} {:<28} {:<28} REVOKED",
+                "NAME", "SCOPE", "CREATED", "LAST USED"
+            );
             for t in tokens {
                 println!(
                     "{:<24} {:<6} {:<28} {:<28} {}",
                     t.name,
                     t.scope,
                     crate::store::format_ts(t.created),
-                    t.last_used.map(crate::store::format_ts).unwrap_or_else(|| "-".into()),
-                    t.revoked.map(crate::store::format_ts).unwrap_or_else(|| "-".into()),
+                    t.last_used
+                        .map(crate::store::format_ts)
+                        .unwrap_or_else(|| "-".into()),
+                    t.revoked
+                        .map(crate::store::format_ts)
+                        .unwrap_or_else(|| "-".into()),
                 );
             }
             Ok(0)
@@ -214,7 +222,6 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
                     }
                 },
             };
-            let created = crate::store::now();
             let expires = match expires_in {
                 None => None,
                 Some(text) => {
@@ -222,21 +229,11 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
                         .map_err(|e| UserError(format!("--expires-in {text:?}: {e}")))?;
                     let d = chrono::Duration::from_std(d)
                         .map_err(|_| UserError(format!("--expires-in {text:?} is too long")))?;
-                    Some(created + d)
+                    Some(crate::store::now() + d)
                 }
             };
-            let secret = keys::mint_api_key();
-            let key = ApiKey {
-                id: Uuid::new_v4(),
-                user_id: owner.id,
-                team_id,
-                name,
-                prefix: keys::visible_prefix(secret.expose()),
-                created,
-                expires,
-                blocked_by: None,
-            };
-            store.create_key(&key, &keys::hash_secret(secret.expose())).await?;
+            let (key, secret) =
+                keys::issue_api_key(store, owner.id, team_id, name, expires).await?;
             println!("{}", secret.expose());
             eprintln!("created key {} for {}", key.id, owner.user_name);
             Ok(0)
@@ -265,7 +262,9 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
                     k.id,
                     k.prefix,
                     k.user_id,
-                    k.team_id.map(|t| t.to_string()).unwrap_or_else(|| "-".into()),
+                    k.team_id
+                        .map(|t| t.to_string())
+                        .unwrap_or_else(|| "-".into()),
                     state,
                     k.name.unwrap_or_default()
                 );

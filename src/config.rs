@@ -175,7 +175,10 @@ impl fmt::Debug for IdpConfig {
             .field("name", &self.name)
             .field("kind", &self.kind)
             .field("client_id", &self.client_id)
-            .field("client_secret", &self.client_secret.as_ref().map(|_| "<redacted>"))
+            .field(
+                "client_secret",
+                &self.client_secret.as_ref().map(|_| "<redacted>"),
+            )
             .field("client_secret_file", &self.client_secret_file)
             .field("client_secret_env", &self.client_secret_env)
             .field("token_url", &self.token_url)
@@ -235,7 +238,10 @@ pub fn default_database_url(state_directory: Option<&std::ffi::OsStr>) -> String
     match state_directory.and_then(|s| s.to_str()) {
         Some(dirs) if !dirs.is_empty() => {
             let first = dirs.split(':').next().unwrap_or(dirs);
-            format!("sqlite://{}", Path::new(first).join("scimsync.db").display())
+            format!(
+                "sqlite://{}",
+                Path::new(first).join("scimsync.db").display()
+            )
         }
         _ => "sqlite://scimsync.db".to_owned(),
     }
@@ -331,7 +337,9 @@ impl Config {
         env: &dyn Fn(&str) -> Option<String>,
         overrides: &Overrides,
     ) -> Result<Self, ConfigError> {
-        let env_file = env("SCIMSYNC_CONFIG").filter(|s| !s.is_empty()).map(PathBuf::from);
+        let env_file = env("SCIMSYNC_CONFIG")
+            .filter(|s| !s.is_empty())
+            .map(PathBuf::from);
         let mut config = match file.map(Path::to_path_buf).or(env_file) {
             Some(path) => {
                 let text = std::fs::read_to_string(&path).map_err(|source| ConfigError::Read {
@@ -462,7 +470,10 @@ mod tests {
     fn with_nothing_configured_the_defaults_apply() {
         let config = Config::load(None, &no_env, &Overrides::default()).unwrap();
         assert_eq!(config.server.listen.to_string(), "127.0.0.1:7643");
-        assert_eq!(config.database.url, default_database_url(std::env::var_os("STATE_DIRECTORY").as_deref()));
+        assert_eq!(
+            config.database.url,
+            default_database_url(std::env::var_os("STATE_DIRECTORY").as_deref())
+        );
         assert_eq!(config.provisioning.default_role.as_str(), "viewer");
         assert_eq!(config.safety.max_deletions, 500);
     }
@@ -478,16 +489,21 @@ mod tests {
 
     #[test]
     fn an_unknown_key_is_reported_with_file_line_and_key() {
-        let err = Config::from_toml("[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n", Path::new("c.toml"))
-            .unwrap_err()
-            .to_string();
+        let err = Config::from_toml(
+            "[server]\nlisten = \"127.0.0.1:1\"\nlisen = 1\n",
+            Path::new("c.toml"),
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.starts_with("c.toml:3:"), "{err}");
         assert!(err.contains("lisen"), "{err}");
     }
 
     #[test]
     fn malformed_toml_is_reported_with_its_line() {
-        let err = Config::from_toml("[server\n", Path::new("c.toml")).unwrap_err().to_string();
+        let err = Config::from_toml("[server\n", Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.starts_with("c.toml:1:"), "{err}");
     }
 

@@ -8,5 +8,6 @@ pub mod config;
 pub mod domain;
 pub mod error;
 pub mod keys;
+pub mod scim;
 pub mod store;
 pub mod telemetry;

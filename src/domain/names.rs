@@ -212,7 +212,10 @@ mod tests {
     #[test]
     fn user_names_are_trimmed_and_must_not_be_empty() {
         assert_eq!(UserName::parse("  bob ").unwrap().as_str(), "bob");
-        assert!(matches!(UserName::parse("   "), Err(NameError::Empty { .. })));
+        assert!(matches!(
+            UserName::parse("   "),
+            Err(NameError::Empty { .. })
+        ));
         assert!(matches!(
             UserName::parse("a\u{0}b"),
             Err(NameError::ControlCharacter { .. })

@@ -61,7 +61,8 @@ impl Store {
                     actor: row.try_get("actor")?,
                     operation: row.try_get("operation")?,
                     target: row.try_get("target")?,
-                    detail: serde_json::from_str(&detail).unwrap_or(serde_json::Value::String(detail)),
+                    detail: serde_json::from_str(&detail)
+                        .unwrap_or(serde_json::Value::String(detail)),
                 })
             })
             .collect()

@@ -96,9 +96,11 @@ impl Store {
                 .await?
             }
             None => {
-                sqlx::query(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created, id"))
-                    .fetch_all(self.pool())
-                    .await?
+                sqlx::query(&format!(
+                    "SELECT {KEY_COLUMNS} FROM api_keys ORDER BY created, id"
+                ))
+                .fetch_all(self.pool())
+                .await?
             }
         };
         rows.iter().map(key_from_row).collect()
@@ -108,7 +110,13 @@ impl Store {
     pub async fn revoke_key(&self, id: Uuid, actor: &str) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
         let moved = tx
-            .purge_keys_where("id = $5", &[id.to_string()], PurgeReason::Revoked, Trigger::Cli, actor)
+            .purge_keys_where(
+                "id = $5",
+                &[id.to_string()],
+                PurgeReason::Revoked,
+                Trigger::Cli,
+                actor,
+            )
             .await?;
         tx.commit().await?;
         Ok(moved > 0)
@@ -132,7 +140,7 @@ impl Store {
         let stored: String = row.try_get("hash")?;
         let blocked_by: Option<String> = row.try_get("blocked_by")?;
         let expires: Option<String> = row.try_get("expires")?;
-        let active: bool = row.try_get("active")?;
+        let active = super::rows::get_bool(&row, "active")?;
         let expired = match expires {
             Some(t) => parse_ts("api_keys", &t)? <= at,
             None => false,
@@ -152,7 +160,10 @@ impl Store {
         Ok(Some(KeyPrincipal {
             key_id: uuid("api_keys", &id)?,
             user_id: uuid("api_keys", &user_id)?,
-            team_id: team_id.as_deref().map(|t| uuid("api_keys", t)).transpose()?,
+            team_id: team_id
+                .as_deref()
+                .map(|t| uuid("api_keys", t))
+                .transpose()?,
             user_name: UserName::parse(&user_name).map_err(corrupt)?,
             role: Role::parse(&role).map_err(corrupt)?,
         }))
@@ -175,10 +186,10 @@ impl WriteTx {
              SELECT id, user_id, team_id, name, prefix, created, $1, $2, $3, $4 FROM api_keys WHERE {condition}"
         );
         let mut insert = sqlx::query(&insert_sql)
-        .bind(format_ts(now()))
-        .bind(reason.as_str())
-        .bind(trigger.as_str())
-        .bind(actor.to_owned());
+            .bind(format_ts(now()))
+            .bind(reason.as_str())
+            .bind(trigger.as_str())
+            .bind(actor.to_owned());
         for arg in args {
             insert = insert.bind(arg.clone());
         }
@@ -202,8 +213,14 @@ impl WriteTx {
         trigger: Trigger,
         actor: &str,
     ) -> StoreResult<u64> {
-        self.purge_keys_where("user_id = $5", &[user_id.to_string()], reason, trigger, actor)
-            .await
+        self.purge_keys_where(
+            "user_id = $5",
+            &[user_id.to_string()],
+            reason,
+            trigger,
+            actor,
+        )
+        .await
     }
 
     /// Purges every key scoped to a team (the team is being deleted).
@@ -263,5 +280,50 @@ impl WriteTx {
         .execute(self.conn())
         .await?;
         Ok(done.rows_affected())
+    }
+}
+
+/// The audit copy of a key that a purge or revocation removed.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct DeletedKey {
+    pub id: Uuid,
+    pub user_id: Uuid,
+    pub team_id: Option<Uuid>,
+    pub prefix: String,
+    pub deleted: DateTime<Utc>,
+    pub reason: String,
+    pub trigger: String,
+    pub actor: String,
+}
+
+impl Store {
+    /// What purges and revocations removed from a user, oldest first.
+    pub async fn deleted_keys(&self, user_id: Uuid) -> StoreResult<Vec<DeletedKey>> {
+        const T: &str = "deleted_api_keys";
+        let rows = sqlx::query(
+            "SELECT id, user_id, team_id, prefix, deleted, reason, trigger, actor \
+             FROM deleted_api_keys WHERE user_id = $1 ORDER BY deleted, id",
+        )
+        .bind(user_id.to_string())
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                let user_id: String = row.try_get("user_id")?;
+                let team_id: Option<String> = row.try_get("team_id")?;
+                let deleted: String = row.try_get("deleted")?;
+                Ok(DeletedKey {
+                    id: uuid(T, &id)?,
+                    user_id: uuid(T, &user_id)?,
+                    team_id: team_id.as_deref().map(|t| uuid(T, t)).transpose()?,
+                    prefix: row.try_get("prefix")?,
+                    deleted: parse_ts(T, &deleted)?,
+                    reason: row.try_get("reason")?,
+                    trigger: row.try_get("trigger")?,
+                    actor: row.try_get("actor")?,
+                })
+            })
+            .collect()
     }
 }

@@ -11,11 +11,12 @@ mod keys;
 mod rows;
 mod tokens;
 pub use tokens::TokenPrincipal;
-mod users;
+pub mod scim_query;
 mod teams;
+mod users;
 
 pub use audit::AuditEntry;
-pub use keys::{KeyPrincipal, PurgeReason};
+pub use keys::{DeletedKey, KeyPrincipal, PurgeReason};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -124,7 +125,11 @@ impl Store {
 
     async fn migrate(&self) -> StoreResult<()> {
         match self.backend {
-            Backend::Sqlite => sqlx::migrate!("src/store/migrations/sqlite").run(&self.pool).await?,
+            Backend::Sqlite => {
+                sqlx::migrate!("src/store/migrations/sqlite")
+                    .run(&self.pool)
+                    .await?
+            }
             Backend::Postgres => {
                 sqlx::migrate!("src/store/migrations/postgres")
                     .run(&self.pool)
@@ -212,7 +217,10 @@ pub fn sqlite_directory(url: &str) -> Option<PathBuf> {
     if path.is_empty() || path == ":memory:" {
         return None;
     }
-    let parent = Path::new(path).parent().map(Path::to_path_buf).unwrap_or_default();
+    let parent = Path::new(path)
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
     Some(if parent.as_os_str().is_empty() {
         PathBuf::from(".")
     } else {
@@ -242,7 +250,9 @@ mod tests {
             (Backend::Sqlite, "sqlite://scimsync.db?mode=rwc".to_owned())
         );
         assert_eq!(
-            normalise_url("sqlite:/var/lib/scimsync/scimsync.db?mode=ro").unwrap().1,
+            normalise_url("sqlite:/var/lib/scimsync/scimsync.db?mode=ro")
+                .unwrap()
+                .1,
             "sqlite:///var/lib/scimsync/scimsync.db?mode=ro"
         );
         assert!(normalise_url("mysql://x").is_err());
@@ -250,7 +260,10 @@ mod tests {
 
     #[test]
     fn the_database_directory_is_where_first_start_files_go() {
-        assert_eq!(sqlite_directory("sqlite://scimsync.db"), Some(PathBuf::from(".")));
+        assert_eq!(
+            sqlite_directory("sqlite://scimsync.db"),
+            Some(PathBuf::from("."))
+        );
         assert_eq!(
             sqlite_directory("sqlite:///var/lib/scimsync/scimsync.db"),
             Some(PathBuf::from("/var/lib/scimsync"))

@@ -8,7 +8,8 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
-pub(crate) const USER_COLUMNS: &str = "id, user_name, external_id, email, display_name, given_name, \
+pub(crate) const USER_COLUMNS: &str =
+    "id, user_name, external_id, email, display_name, given_name, \
      family_name, role, active, attributes, source, created, modified, version";
 
 pub(crate) const TEAM_COLUMNS: &str =
@@ -33,6 +34,14 @@ pub(crate) fn json_object(table: &'static str, raw: &str) -> StoreResult<Map<Str
     }
 }
 
+/// Booleans are BOOLEAN on PostgreSQL and INTEGER 0/1 on SQLite.
+pub(crate) fn get_bool(row: &AnyRow, column: &str) -> Result<bool, sqlx::Error> {
+    match row.try_get::<bool, _>(column) {
+        Ok(value) => Ok(value),
+        Err(_) => row.try_get::<i64, _>(column).map(|v| v != 0),
+    }
+}
+
 pub(crate) fn user_from_row(row: &AnyRow) -> StoreResult<User> {
     const T: &str = "users";
     let id: String = row.try_get("id")?;
@@ -51,7 +60,7 @@ pub(crate) fn user_from_row(row: &AnyRow) -> StoreResult<User> {
         given_name: row.try_get("given_name")?,
         family_name: row.try_get("family_name")?,
         role: Role::parse(&role).map_err(|e| corrupt(T, e))?,
-        active: row.try_get("active")?,
+        active: get_bool(row, "active")?,
         attributes: json_object(T, &attributes)?,
         source: Source::parse(&source).map_err(|e| corrupt(T, e))?,
         created: parse_ts(T, &created)?,

@@ -46,9 +46,11 @@ impl Store {
     }
 
     pub async fn all_memberships(&self) -> StoreResult<Vec<Membership>> {
-        let rows = sqlx::query("SELECT team_id, user_id, source FROM memberships ORDER BY team_id, user_id")
-            .fetch_all(self.pool())
-            .await?;
+        let rows = sqlx::query(
+            "SELECT team_id, user_id, source FROM memberships ORDER BY team_id, user_id",
+        )
+        .fetch_all(self.pool())
+        .await?;
         rows.iter()
             .map(|row| {
                 let team_id: String = row.try_get("team_id")?;

@@ -78,13 +78,12 @@ impl Store {
     /// Revokes a token by name. Returns false when no unrevoked token has that name.
     pub async fn revoke_token(&self, name: &str) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query(
-            "UPDATE scim_tokens SET revoked = $1 WHERE name = $2 AND revoked IS NULL",
-        )
-        .bind(format_ts(now()))
-        .bind(name.to_owned())
-        .execute(tx.conn())
-        .await?;
+        let done =
+            sqlx::query("UPDATE scim_tokens SET revoked = $1 WHERE name = $2 AND revoked IS NULL")
+                .bind(format_ts(now()))
+                .bind(name.to_owned())
+                .execute(tx.conn())
+                .await?;
         tx.commit().await?;
         Ok(done.rows_affected() > 0)
     }

@@ -14,7 +14,8 @@ CREATE TABLE users (
     given_name       TEXT,
     family_name      TEXT,
     role             TEXT NOT NULL,
-    active           BOOLEAN NOT NULL,
+    -- INTEGER 0/1 rather than BOOLEAN: sqlx's Any driver cannot decode SQLite's BOOLEAN type.
+    active           INTEGER NOT NULL,
     attributes       TEXT NOT NULL DEFAULT '{}',
     source           TEXT NOT NULL,
     created          TEXT NOT NULL,

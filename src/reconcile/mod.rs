@@ -1,0 +1,203 @@
+//! The reconcile engine: the one code path that writes users, teams, memberships and keys.
+//!
+//! A caller describes what it wants ([`Desired`]); [`load_actual`] reads the part of the
+//! store that the wish touches ([`Actual`]); [`plan`] computes, purely and
+//! deterministically, the ordered idempotent operations that close the gap ([`Plan`]);
+//! [`apply`] runs them in the caller's transaction, auditing each. SCIM handlers call
+//! [`reconcile_in`]; the CLI renders the plan first (`scimsync plan`) or applies it.
+
+mod apply;
+pub mod desired;
+mod load;
+mod plan;
+pub mod render;
+pub mod snapshot;
+
+pub use apply::{apply, ApplyError, ApplySummary};
+pub use desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
+pub use load::{fingerprint, load_actual};
+pub use plan::{
+    plan, plan_for_user, Actual, Change, NewTeam, NewUser, Op, OpKind, Plan, PurgeCause,
+    FORMAT_VERSION,
+};
+
+use crate::config::{Config, UnknownMembers};
+use crate::domain::{Role, Trigger};
+use crate::store::{StoreError, WriteTx};
+use chrono::{DateTime, Utc};
+use serde_json::{Map, Value};
+use std::collections::BTreeMap;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// What the configuration allows provisioning to do.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// Role of a user created without one (and of one who leaves every role group).
+    pub default_role: Role,
+    /// Group display name, id or external id → role its members get.
+    pub role_groups: BTreeMap<String, Role>,
+    pub unknown_members: UnknownMembers,
+    pub purge_team_keys_on_removal: bool,
+    /// How long a user missing from a complete pull stays deactivated before deletion;
+    /// `None`: never delete, only deactivate.
+    pub delete_after: Option<Duration>,
+    pub max_deletions: u64,
+    pub max_deletion_ratio: f64,
+    /// `--allow-deletions`: lifts the deletion guard.
+    pub allow_deletions: bool,
+    /// `[teams] defaults`: the metadata an auto-created team starts with.
+    pub team_defaults: Map<String, Value>,
+    /// The clock `delete_after` is measured against; an input so that plans are reproducible.
+    pub now: DateTime<Utc>,
+}
+
+impl Policy {
+    pub fn from_config(config: &Config) -> Policy {
+        let p = &config.provisioning;
+        Policy {
+            default_role: p.default_role.clone(),
+            role_groups: p.role_groups.clone(),
+            unknown_members: p.unknown_members,
+            purge_team_keys_on_removal: p.purge_team_keys_on_removal,
+            // Config::validate has already rejected malformed durations; should one slip
+            // through, "never delete" is the safe reading.
+            delete_after: p
+                .delete_after
+                .as_deref()
+                .and_then(|d| crate::config::parse_duration(d).ok()),
+            max_deletions: config.safety.max_deletions,
+            max_deletion_ratio: config.safety.max_deletion_ratio,
+            allow_deletions: false,
+            team_defaults: config.teams.defaults.clone(),
+            now: crate::store::now(),
+        }
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        Policy::from_config(&Config::default())
+    }
+}
+
+/// Who applies a plan, for the audit log: the trigger and e.g. the SCIM token's name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Actor {
+    pub trigger: Trigger,
+    pub name: String,
+}
+
+impl Actor {
+    pub fn new(trigger: Trigger, name: impl Into<String>) -> Self {
+        Self {
+            trigger,
+            name: name.into(),
+        }
+    }
+}
+
+/// Whether a missing resource was a user or a team.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResourceKind {
+    User,
+    Team,
+}
+
+impl std::fmt::Display for ResourceKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ResourceKind::User => "user",
+            ResourceKind::Team => "group",
+        })
+    }
+}
+
+/// Why a desired state cannot be planned. Every message is safe to show to a SCIM
+/// client or an operator: it names what the caller sent, nothing internal.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum PlanError {
+    #[error("userName {user_name:?} is already taken by another user")]
+    UserNameTaken { user_name: String },
+    /// A member reference that matches no user (with `unknown_members = "reject"`).
+    #[error("member {id} does not exist")]
+    UnknownMember { id: String },
+    #[error("{kind} {id} not found")]
+    NotFound { kind: ResourceKind, id: Uuid },
+    #[error(
+        "refusing to delete or deactivate {deletions} of {managed} managed users and teams: \
+         the limit is {limit} ([safety] max_deletions = {max_deletions}, max_deletion_ratio = \
+         {max_ratio}); check the IdP, then re-run with --allow-deletions if this is intended"
+    )]
+    DeletionGuard {
+        /// Deletions plus deactivations in the plan.
+        deletions: u64,
+        /// The effective limit: the smaller of max_deletions and the ratio's share.
+        limit: u64,
+        managed: u64,
+        max_deletions: u64,
+        max_ratio: f64,
+    },
+    /// The desired state contradicts itself (e.g. two users with one userName).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Everything [`reconcile_in`] can fail with; the SCIM layer maps each to a status.
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    /// → 409 uniqueness.
+    #[error("userName {user_name:?} is already taken by another user")]
+    UserNameTaken { user_name: String },
+    /// → 400 invalidValue.
+    #[error("member {id} does not exist")]
+    UnknownMember { id: String },
+    /// → 404.
+    #[error("{kind} {id} not found")]
+    NotFound { kind: ResourceKind, id: Uuid },
+    /// Only IdP pulls and the CLI meet this; the message says to use --allow-deletions.
+    #[error("{0}")]
+    DeletionGuard(PlanError),
+    /// → 400 invalidValue.
+    #[error("{0}")]
+    Invalid(String),
+    /// → 500; the text is for the log, not the client.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<PlanError> for ReconcileError {
+    fn from(e: PlanError) -> Self {
+        match e {
+            PlanError::UserNameTaken { user_name } => ReconcileError::UserNameTaken { user_name },
+            PlanError::UnknownMember { id } => ReconcileError::UnknownMember { id },
+            PlanError::NotFound { kind, id } => ReconcileError::NotFound { kind, id },
+            e @ PlanError::DeletionGuard { .. } => ReconcileError::DeletionGuard(e),
+            PlanError::Invalid(m) => ReconcileError::Invalid(m),
+        }
+    }
+}
+
+impl From<ApplyError> for ReconcileError {
+    fn from(e: ApplyError) -> Self {
+        match e {
+            ApplyError::UserNameTaken { user_name } => ReconcileError::UserNameTaken { user_name },
+            ApplyError::Store(e) => ReconcileError::Store(e),
+        }
+    }
+}
+
+/// `load_actual` + `plan` + `apply` inside the caller's transaction. SCIM handlers open
+/// the transaction, check ETags, call this, then commit; on error they drop the
+/// transaction, which rolls everything back.
+pub async fn reconcile_in(
+    tx: &mut WriteTx,
+    desired: &Desired,
+    policy: &Policy,
+    actor: &Actor,
+) -> Result<Plan, ReconcileError> {
+    let actual = load_actual(tx, desired, policy).await?;
+    let plan = plan(desired, &actual, policy)?;
+    apply(tx, &plan, actor).await?;
+    Ok(plan)
+}

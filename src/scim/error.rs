@@ -1,0 +1,62 @@
+//! How the SCIM layer's own errors become `ApiError` (and so the RFC 7644 error
+//! envelope). `ApiError`'s `IntoResponse` in src/error.rs stays the one place that
+//! writes an HTTP error; these are the conversions into it.
+
+use super::filter::FilterError;
+use super::patch::PatchError;
+use crate::error::{ApiError, ScimType};
+use crate::store::scim_query::ScimQueryError;
+use axum::http::StatusCode;
+
+impl From<FilterError> for ApiError {
+    fn from(e: FilterError) -> Self {
+        ApiError::bad_request(ScimType::InvalidFilter, format!("invalid filter: {e}"))
+    }
+}
+
+impl From<ScimQueryError> for ApiError {
+    fn from(e: ScimQueryError) -> Self {
+        match e {
+            ScimQueryError::Unsupported(message) => {
+                ApiError::bad_request(ScimType::InvalidFilter, message)
+            }
+            ScimQueryError::Store(e) => e.into(),
+        }
+    }
+}
+
+impl From<PatchError> for ApiError {
+    fn from(e: PatchError) -> Self {
+        let scim_type = match e {
+            PatchError::InvalidSyntax(_) => ScimType::InvalidSyntax,
+            PatchError::InvalidPath(_) => ScimType::InvalidPath,
+            PatchError::NoTarget(_) => ScimType::NoTarget,
+            PatchError::InvalidValue(_) => ScimType::InvalidValue,
+            PatchError::Mutability(_) => ScimType::Mutability,
+        };
+        ApiError::bad_request(scim_type, e.to_string())
+    }
+}
+
+/// 400 invalidValue: a required attribute is missing or has the wrong type.
+pub fn invalid_value(detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request(ScimType::InvalidValue, detail)
+}
+
+/// 400 invalidSyntax: the body is not the JSON the endpoint expects.
+pub fn invalid_syntax(detail: impl Into<String>) -> ApiError {
+    ApiError::bad_request(ScimType::InvalidSyntax, detail)
+}
+
+/// 412: If-Match named a version that is no longer current.
+pub fn precondition_failed() -> ApiError {
+    ApiError::new(
+        StatusCode::PRECONDITION_FAILED,
+        "the resource has changed since the version given in If-Match",
+    )
+}
+
+/// 413: a request body or bulk request over the advertised limits.
+pub fn too_large(detail: impl Into<String>) -> ApiError {
+    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
+}
