@@ -76,6 +76,8 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/whoami", get(whoami))
+        .route("/metrics", get(metrics_exposition))
+        .nest("/scim/v2", crate::scim::router())
         .route_layer(middleware::from_fn(log_request))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))
@@ -100,7 +102,9 @@ async fn log_request(request: Request, next: Next) -> Response {
     async move {
         let response = next.run(request).await;
         let status = response.status().as_u16();
-        let latency_ms = started.elapsed().as_micros() as f64 / 1000.0;
+        let elapsed = started.elapsed();
+        crate::metrics::http_request(method.as_str(), &route, status, elapsed);
+        let latency_ms = elapsed.as_micros() as f64 / 1000.0;
         if response.status().is_server_error() {
             tracing::warn!(status, latency_ms, "request failed");
         } else {
@@ -126,6 +130,16 @@ async fn readyz(State(state): State<AppState>) -> Response {
         )
             .into_response()
     }
+}
+
+async fn metrics_exposition() -> impl IntoResponse {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(),
+    )
 }
 
 async fn whoami(ApiKeyAuth(principal): ApiKeyAuth) -> impl IntoResponse {
@@ -156,6 +170,7 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database: {e}"))?;
         ensure_initial_token(&store, &config).await?;
+        crate::metrics::init();
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
@@ -181,12 +196,66 @@ impl App {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "listening");
         let store = self.state.store.clone();
-        axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(shutdown)
-            .await?;
+        // Migrations are applied and the port is bound: only now is the service ready.
+        systemd::notify_ready(&format!("serving SCIM on {addr}"));
+        let watchdog = systemd::spawn_watchdog(store.clone());
+        let result = axum::serve(self.listener, router(self.state))
+            .with_graceful_shutdown(async move {
+                shutdown.await;
+                systemd::notify_stopping();
+            })
+            .await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         store.close().await;
+        result?;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// The sd_notify(3) protocol: a no-op when not started by systemd (no $NOTIFY_SOCKET).
+mod systemd {
+    use crate::store::Store;
+    use sd_notify::NotifyState;
+
+    pub fn notify_ready(status: &str) {
+        notify(&[NotifyState::Ready, NotifyState::Status(status)]);
+    }
+
+    pub fn notify_stopping() {
+        notify(&[NotifyState::Stopping, NotifyState::Status("shutting down")]);
+    }
+
+    fn notify(states: &[NotifyState<'_>]) {
+        if std::env::var_os("NOTIFY_SOCKET").is_none() {
+            return;
+        }
+        if let Err(e) = sd_notify::notify(states) {
+            tracing::warn!(error = %e, "cannot notify systemd");
+        }
+    }
+
+    /// When WatchdogSec= is set, pings at half the interval, but only while the
+    /// database answers: a daemon that cannot reach its store should be restarted.
+    pub fn spawn_watchdog(store: Store) -> Option<tokio::task::JoinHandle<()>> {
+        let interval = sd_notify::watchdog_enabled()?;
+        if interval.is_zero() {
+            return None;
+        }
+        let period = interval / 2;
+        Some(tokio::spawn(async move {
+            let mut ticker = tokio::time::interval(period);
+            loop {
+                ticker.tick().await;
+                if store.ping().await {
+                    notify(&[NotifyState::Watchdog]);
+                } else {
+                    tracing::warn!("database unreachable; withholding the watchdog ping");
+                }
+            }
+        }))
     }
 }
 

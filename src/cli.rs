@@ -38,12 +38,24 @@ pub struct GlobalArgs {
 pub enum Command {
     /// Run the daemon: SCIM listener, scheduler and sign-in hook.
     Serve(ServeArgs),
+    /// Load and validate the configuration and say precisely what is wrong (exit 1) or
+    /// summarise it (exit 0). With --connect, also reach the database.
+    CheckConfig(CheckConfigArgs),
     /// Manage bearer tokens for IdPs (scim), the gateway's sign-in hook (sso) and operators (admin).
     #[command(subcommand)]
     Token(TokenCommand),
     /// Manage the gateway's API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Read an IdP's managed groups and their members into a snapshot (JSON).
+    Pull(PullArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Also open the database (applying no migrations to PostgreSQL beyond what serve would).
+    #[arg(long)]
+    pub connect: bool,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +138,7 @@ impl Cli {
 /// Runs a parsed command line against a loaded configuration. Returns the exit code.
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<i32> {
     match cli.command {
+        Command::CheckConfig(args) => check_config(&config, args.connect).await,
         Command::Serve(_) => {
             let app = App::build(config).await?;
             app.serve(app::shutdown_signal()).await?;
@@ -139,7 +152,41 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<i32> {
             let store = open_store(&config).await?;
             key_command(&store, command).await
         }
+        Command::Pull(args) => pull_command(&config, args).await,
     }
+}
+
+/// Prints what the configuration resolved to (never a secret) and, with `connect`,
+/// whether the database answers.
+async fn check_config(config: &Config, connect: bool) -> anyhow::Result<i32> {
+    println!("listen:    {}", config.server.listen);
+    println!(
+        "database:  {}",
+        crate::config::redact_url_password(&config.database.url)
+    );
+    println!("log:       {:?} {}", config.log.format, config.log.level);
+    println!("idps:      {}", config.idp.len());
+    for idp in &config.idp {
+        println!(
+            "  {} ({:?}){}",
+            idp.name,
+            idp.kind,
+            idp.schedule
+                .as_deref()
+                .map(|s| format!(", schedule {s}"))
+                .unwrap_or_default()
+        );
+    }
+    if connect {
+        let store = open_store(config).await?;
+        if !store.ping().await {
+            return fail("the database does not answer");
+        }
+        println!("database:  reachable, migrations applied");
+        store.close().await;
+    }
+    println!("configuration OK");
+    Ok(0)
 }
 
 async fn open_store(config: &Config) -> anyhow::Result<Store> {
@@ -283,4 +330,51 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
             }
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct PullArgs {
+    /// The [[idp]] to read (its `name`).
+    #[arg(long, value_name = "NAME")]
+    pub idp: String,
+    /// Write the snapshot here instead of to stdout.
+    #[arg(long, value_name = "FILE")]
+    pub out: Option<PathBuf>,
+}
+
+/// `scimsync pull`: IdP → snapshot JSON. A partial pull is still written (marked
+/// `"complete": false`, so applying it never deletes) and its problems are listed.
+async fn pull_command(config: &Config, args: PullArgs) -> anyhow::Result<i32> {
+    let idp = match crate::idp::idp_config(config, &args.idp) {
+        Ok(c) => crate::idp::Idp::from_config(c)?,
+        Err(e) => return fail(e.to_string()),
+    };
+    let progress = crate::idp::Progress::spawn_on_terminal(&idp);
+    let result = idp.pull().await;
+    progress.finish();
+    let pull = result?;
+    for problem in &pull.problems {
+        eprintln!("warning: {problem}");
+    }
+    let json = serde_json::to_string_pretty(&pull.snapshot)?;
+    match &args.out {
+        Some(path) => std::fs::write(path, format!("{json}\n"))
+            .map_err(|e| UserError(format!("cannot write {}: {e}", path.display())))?,
+        None => println!("{json}"),
+    }
+    let s = &pull.snapshot;
+    let members: usize = s.groups.iter().map(|g| g.members.len()).sum();
+    eprintln!(
+        "{}: {} groups, {} users, {} memberships{}",
+        s.idp,
+        s.groups.len(),
+        s.users.len(),
+        members,
+        if s.complete {
+            ""
+        } else {
+            " (partial: applying it adds and updates but never deletes)"
+        }
+    );
+    Ok(0)
 }

@@ -53,7 +53,7 @@ pub enum UnknownMembers {
     Ignore,
 }
 
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     pub server: ServerConfig,
@@ -145,46 +145,197 @@ pub enum IdpKind {
     Auth0,
 }
 
+/// One `[[idp]]` table: how to reach an IdP, which of its groups scimsync manages, and
+/// how to check its sign-in tokens. Each kind reads the keys it needs (see
+/// config.toml.example); `IdpConfig::validate` names the ones that are missing.
 #[derive(Clone, PartialEq, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct IdpConfig {
+    /// What `--idp` and the sign-in hook call this connection; owns `sync:<name>`.
     pub name: String,
     pub kind: IdpKind,
+    /// Entra: the directory (tenant) id or primary domain.
     pub tenant_id: Option<String>,
+    /// Okta org host (`example.okta.com`), Auth0 tenant host (`example.eu.auth0.com`),
+    /// OneLogin API host (`api.us.onelogin.com`), Google Workspace primary domain.
     pub domain: Option<String>,
+    /// Keycloak: the server's base URL (`https://sso.example.com`).
+    pub server_url: Option<String>,
+    /// Keycloak realm.
     pub realm: Option<String>,
     pub client_id: Option<String>,
+    /// Inline secrets are accepted for trying things out; prefer the file or the
+    /// environment (or `$CREDENTIALS_DIRECTORY/<name>` under systemd).
     pub client_secret: Option<String>,
     pub client_secret_file: Option<PathBuf>,
     pub client_secret_env: Option<String>,
+    /// Okta: an SSWS API token (instead of OAuth with `private_key_file`).
+    pub api_token: Option<String>,
     pub api_token_file: Option<PathBuf>,
     pub api_token_env: Option<String>,
+    /// Okta private_key_jwt: the PEM private key registered for the service app.
+    pub private_key_file: Option<PathBuf>,
+    /// Okta private_key_jwt: the key id (`kid`) registered with the key.
+    pub private_key_id: Option<String>,
+    /// Google: the service account's JSON key file.
     pub service_account_file: Option<PathBuf>,
+    /// Google: the admin user the service account acts as (domain-wide delegation).
     pub admin_subject: Option<String>,
+    /// Google: the customer id (default `my_customer`, the admin's own).
+    pub customer: Option<String>,
+    /// OAuth scopes to request instead of the kind's defaults.
+    pub scopes: Option<Vec<String>>,
     pub token_url: Option<String>,
     pub api_base_url: Option<String>,
+    /// Entra: the login host (default `https://login.microsoftonline.com`; sovereign
+    /// clouds use their own).
+    pub login_url: Option<String>,
+    /// The groups this connection manages: exact names, ids, or patterns such as
+    /// `"LLM *"`. Required; `["*"]` manages every group.
     #[serde(default)]
     pub groups: Vec<String>,
+    /// Cron expression with seconds, e.g. `"0 */30 * * * *"`; absent: no scheduled sync.
     pub schedule: Option<String>,
+    /// Parallel member fetches during a pull (default 4).
     pub concurrency: Option<usize>,
+    /// Retries of a throttled or failed request (default 5).
+    pub max_retries: Option<u32>,
+    /// First backoff step in milliseconds, doubled on each retry (default 500).
+    pub retry_backoff_ms: Option<u64>,
+    /// Timeout of one HTTP request to the IdP (default 30).
+    pub request_timeout_secs: Option<u64>,
+    /// Sign-in tokens: the expected `iss`. Default: the kind's issuer for the tenant.
+    pub issuer: Option<String>,
+    /// Sign-in tokens: the expected `aud` (default `client_id`).
+    pub audience: Option<String>,
+    /// Sign-in tokens: where the signing keys are. Default: the kind's JWKS endpoint.
+    pub jwks_url: Option<String>,
+    /// Sign-in tokens: the claim with the user's groups (default `groups`).
+    pub groups_claim: Option<String>,
+    /// Sign-in tokens: the claims tried, in order, for the userName (default
+    /// `preferred_username`, `upn`, `email`).
+    pub user_claims: Option<Vec<String>>,
+}
+
+impl IdpConfig {
+    /// A minimal connection of `kind` named `name`; tests and examples fill in the rest.
+    pub fn new(name: &str, kind: IdpKind) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            tenant_id: None,
+            domain: None,
+            server_url: None,
+            realm: None,
+            client_id: None,
+            client_secret: None,
+            client_secret_file: None,
+            client_secret_env: None,
+            api_token: None,
+            api_token_file: None,
+            api_token_env: None,
+            private_key_file: None,
+            private_key_id: None,
+            service_account_file: None,
+            admin_subject: None,
+            customer: None,
+            scopes: None,
+            token_url: None,
+            api_base_url: None,
+            login_url: None,
+            groups: Vec::new(),
+            schedule: None,
+            concurrency: None,
+            max_retries: None,
+            retry_backoff_ms: None,
+            request_timeout_secs: None,
+            issuer: None,
+            audience: None,
+            jwks_url: None,
+            groups_claim: None,
+            user_claims: None,
+        }
+    }
+
+    /// Checks what one table needs, naming the missing key.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let name = &self.name;
+        let missing = |key: &str| {
+            Err(ConfigError::Invalid(format!(
+                "[[idp]] {name:?} (kind {:?}) needs {key}",
+                self.kind
+            )))
+        };
+        if self.groups.iter().all(|g| g.trim().is_empty()) {
+            return Err(ConfigError::Invalid(format!(
+                "[[idp]] {name:?} has no groups: list the groups it manages \
+                 (names, ids or patterns such as \"LLM *\"; [\"*\"] for all)"
+            )));
+        }
+        if self.concurrency == Some(0) {
+            return Err(ConfigError::Invalid(format!(
+                "[[idp]] {name:?}: concurrency must be at least 1"
+            )));
+        }
+        // Secrets are not checked here: they may come from $CREDENTIALS_DIRECTORY, which
+        // exists only when systemd starts the service. The connector reports them missing.
+        match self.kind {
+            IdpKind::Entra if self.tenant_id.is_none() && self.token_url.is_none() => {
+                missing("tenant_id")
+            }
+            IdpKind::Entra | IdpKind::Keycloak | IdpKind::Onelogin | IdpKind::Auth0
+                if self.client_id.is_none() =>
+            {
+                missing("client_id")
+            }
+            IdpKind::Okta if self.domain.is_none() && self.api_base_url.is_none() => {
+                missing("domain (or api_base_url)")
+            }
+            IdpKind::Auth0 | IdpKind::Onelogin
+                if self.domain.is_none() && self.api_base_url.is_none() =>
+            {
+                missing("domain (or api_base_url)")
+            }
+            IdpKind::Keycloak
+                if self.realm.is_none()
+                    || (self.server_url.is_none() && self.api_base_url.is_none()) =>
+            {
+                missing("server_url and realm")
+            }
+            IdpKind::Google if self.admin_subject.is_none() => missing("admin_subject"),
+            _ => Ok(()),
+        }
+    }
 }
 
 impl fmt::Debug for IdpConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redacted = |s: &Option<String>| s.as_ref().map(|_| "<redacted>");
         f.debug_struct("IdpConfig")
             .field("name", &self.name)
             .field("kind", &self.kind)
+            .field("tenant_id", &self.tenant_id)
+            .field("domain", &self.domain)
+            .field("server_url", &self.server_url)
+            .field("realm", &self.realm)
             .field("client_id", &self.client_id)
-            .field(
-                "client_secret",
-                &self.client_secret.as_ref().map(|_| "<redacted>"),
-            )
+            .field("client_secret", &redacted(&self.client_secret))
             .field("client_secret_file", &self.client_secret_file)
             .field("client_secret_env", &self.client_secret_env)
+            .field("api_token", &redacted(&self.api_token))
+            .field("api_token_file", &self.api_token_file)
+            .field("api_token_env", &self.api_token_env)
+            .field("private_key_file", &self.private_key_file)
+            .field("service_account_file", &self.service_account_file)
+            .field("admin_subject", &self.admin_subject)
             .field("token_url", &self.token_url)
             .field("api_base_url", &self.api_base_url)
             .field("groups", &self.groups)
             .field("schedule", &self.schedule)
+            .field("concurrency", &self.concurrency)
+            .field("issuer", &self.issuer)
+            .field("audience", &self.audience)
+            .field("jwks_url", &self.jwks_url)
             .finish_non_exhaustive()
     }
 }
@@ -280,21 +431,6 @@ impl Default for SafetyConfig {
 impl Default for SsoConfig {
     fn default() -> Self {
         Self { timeout_secs: 5 }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Self {
-            server: ServerConfig::default(),
-            database: DatabaseConfig::default(),
-            log: LogConfig::default(),
-            provisioning: ProvisioningConfig::default(),
-            safety: SafetyConfig::default(),
-            teams: TeamsConfig::default(),
-            sso: SsoConfig::default(),
-            idp: Vec::new(),
-        }
     }
 }
 
@@ -426,6 +562,7 @@ impl Config {
             if !names.insert(idp.name.as_str()) {
                 return invalid(format!("two [[idp]] entries are named {:?}", idp.name));
             }
+            idp.validate()?;
         }
         Ok(())
     }

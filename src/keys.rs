@@ -72,42 +72,6 @@ pub fn is_well_formed(secret: &str, prefix: &str) -> bool {
         && secret.len() > prefix.len()
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn minted_keys_are_unique_well_formed_and_redacted_in_debug() {
-        let a = mint_api_key();
-        let b = mint_api_key();
-        assert_ne!(a.expose(), b.expose());
-        assert!(is_well_formed(a.expose(), API_KEY_PREFIX));
-        assert_eq!(a.expose().len(), 3 + 43);
-        assert!(!format!("{a:?}").contains(a.expose()));
-    }
-
-    #[test]
-    fn hashing_is_stable_and_comparison_is_exact() {
-        let h = hash_secret("sk-abc");
-        assert_eq!(h, hash_secret("sk-abc"));
-        assert_eq!(h.len(), 64);
-        assert!(hashes_match(&h, &hash_secret("sk-abc")));
-        assert!(!hashes_match(&h, &hash_secret("sk-abd")));
-    }
-
-    #[test]
-    fn malformed_credentials_are_recognised_before_lookup() {
-        assert!(!is_well_formed("sk-", API_KEY_PREFIX));
-        assert!(!is_well_formed("Bearer sk-abc", API_KEY_PREFIX));
-        assert!(!is_well_formed("sk-a b", API_KEY_PREFIX));
-        assert!(!is_well_formed(
-            &format!("sk-{}", "a".repeat(300)),
-            API_KEY_PREFIX
-        ));
-        assert!(is_well_formed("scimsync_abc-_9", TOKEN_PREFIX));
-    }
-}
-
 /// Issues a new API key for a user (optionally scoped to a team) and stores its hash.
 /// The returned secret is the only copy.
 pub async fn issue_api_key(
@@ -145,4 +109,40 @@ pub async fn issue_token(
         .create_token(name, scope, &hash_secret(secret.expose()))
         .await?;
     Ok(secret)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn minted_keys_are_unique_well_formed_and_redacted_in_debug() {
+        let a = mint_api_key();
+        let b = mint_api_key();
+        assert_ne!(a.expose(), b.expose());
+        assert!(is_well_formed(a.expose(), API_KEY_PREFIX));
+        assert_eq!(a.expose().len(), 3 + 43);
+        assert!(!format!("{a:?}").contains(a.expose()));
+    }
+
+    #[test]
+    fn hashing_is_stable_and_comparison_is_exact() {
+        let h = hash_secret("sk-abc");
+        assert_eq!(h, hash_secret("sk-abc"));
+        assert_eq!(h.len(), 64);
+        assert!(hashes_match(&h, &hash_secret("sk-abc")));
+        assert!(!hashes_match(&h, &hash_secret("sk-abd")));
+    }
+
+    #[test]
+    fn malformed_credentials_are_recognised_before_lookup() {
+        assert!(!is_well_formed("sk-", API_KEY_PREFIX));
+        assert!(!is_well_formed("Bearer sk-abc", API_KEY_PREFIX));
+        assert!(!is_well_formed("sk-a b", API_KEY_PREFIX));
+        assert!(!is_well_formed(
+            &format!("sk-{}", "a".repeat(300)),
+            API_KEY_PREFIX
+        ));
+        assert!(is_well_formed("scimsync_abc-_9", TOKEN_PREFIX));
+    }
 }

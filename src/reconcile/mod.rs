@@ -17,8 +17,8 @@ pub use apply::{apply, ApplyError, ApplySummary};
 pub use desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
 pub use load::{fingerprint, load_actual};
 pub use plan::{
-    plan, plan_for_user, Actual, Change, NewTeam, NewUser, Op, OpKind, Plan, PurgeCause,
-    FORMAT_VERSION,
+    check_deletion_guard, plan, plan_for_user, Actual, Change, Counts, NewTeam, NewUser, Op,
+    OpKind, Plan, PurgeCause, FORMAT_VERSION,
 };
 
 use crate::config::{Config, UnknownMembers};
@@ -182,6 +182,7 @@ impl From<ApplyError> for ReconcileError {
     fn from(e: ApplyError) -> Self {
         match e {
             ApplyError::UserNameTaken { user_name } => ReconcileError::UserNameTaken { user_name },
+            ApplyError::InvalidPlan(m) => ReconcileError::Invalid(m),
             ApplyError::Store(e) => ReconcileError::Store(e),
         }
     }

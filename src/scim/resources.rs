@@ -15,7 +15,8 @@ use serde_json::{json, Map, Value};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 pub const GROUP_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:Group";
-pub const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
+pub const ENTERPRISE_USER_SCHEMA: &str =
+    "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 pub const SEARCH_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
 
@@ -63,7 +64,13 @@ pub fn etag(version: i64) -> String {
     format!("W/\"{version}\"")
 }
 
-fn meta(resource_type: &str, location: String, created: &str, modified: &str, version: i64) -> Value {
+fn meta(
+    resource_type: &str,
+    location: String,
+    created: &str,
+    modified: &str,
+    version: i64,
+) -> Value {
     json!({
         "resourceType": resource_type,
         "created": created,
@@ -163,11 +170,19 @@ fn render_emails(user: &User) -> Option<Value> {
 /// one, else the first.
 fn primary_email_index(list: &[Value]) -> Option<usize> {
     let position = |pred: &dyn Fn(&Map<String, Value>) -> bool| {
-        list.iter()
-            .position(|v| v.as_object().is_some_and(|o| pred(o) && o.get("value").is_some_and(Value::is_string)))
+        list.iter().position(|v| {
+            v.as_object()
+                .is_some_and(|o| pred(o) && o.get("value").is_some_and(Value::is_string))
+        })
     };
     position(&|o| o.get("primary") == Some(&Value::Bool(true)))
-        .or_else(|| position(&|o| o.get("type").and_then(Value::as_str).is_some_and(|t| t.eq_ignore_ascii_case("work"))))
+        .or_else(|| {
+            position(&|o| {
+                o.get("type")
+                    .and_then(Value::as_str)
+                    .is_some_and(|t| t.eq_ignore_ascii_case("work"))
+            })
+        })
         .or_else(|| position(&|_| true))
 }
 
@@ -343,15 +358,25 @@ pub fn parse_user(body: &Value) -> Result<UserInput, ApiError> {
             input.active = Some(bool_attr("active", value)?);
         } else if is("name") {
             let Value::Object(name) = value else {
-                return Err(invalid_value(format!("name must be an object, got {}", kind_of(value))));
+                return Err(invalid_value(format!(
+                    "name must be an object, got {}",
+                    kind_of(value)
+                )));
             };
             let mut extra = Map::new();
             for (sub, v) in name {
                 match canonical(NAME_SUB_ATTRS, sub) {
-                    Some("givenName") => input.given_name = non_empty(string_attr("name.givenName", v)?),
-                    Some("familyName") => input.family_name = non_empty(string_attr("name.familyName", v)?),
+                    Some("givenName") => {
+                        input.given_name = non_empty(string_attr("name.givenName", v)?)
+                    }
+                    Some("familyName") => {
+                        input.family_name = non_empty(string_attr("name.familyName", v)?)
+                    }
                     Some(canonical) => {
-                        extra.insert(canonical.to_owned(), json!(string_attr(&format!("name.{canonical}"), v)?));
+                        extra.insert(
+                            canonical.to_owned(),
+                            json!(string_attr(&format!("name.{canonical}"), v)?),
+                        );
                     }
                     None => {}
                 }
@@ -360,16 +385,22 @@ pub fn parse_user(body: &Value) -> Result<UserInput, ApiError> {
                 input.attributes.insert("name".into(), Value::Object(extra));
             }
         } else if let Some(canonical) = canonical(USER_JSON_SIMPLE, key) {
-            input.attributes.insert(canonical.to_owned(), json!(string_attr(canonical, value)?));
+            input
+                .attributes
+                .insert(canonical.to_owned(), json!(string_attr(canonical, value)?));
         } else if let Some(canonical) = canonical(USER_JSON_MULTI, key) {
             let list = multi_valued(canonical, value)?;
             if !list.is_empty() {
-                input.attributes.insert(canonical.to_owned(), Value::Array(list));
+                input
+                    .attributes
+                    .insert(canonical.to_owned(), Value::Array(list));
             }
         } else if is(ENTERPRISE_USER_SCHEMA) {
             let extension = parse_enterprise(value)?;
             if !extension.is_empty() {
-                input.attributes.insert(ENTERPRISE_USER_SCHEMA.to_owned(), Value::Object(extension));
+                input
+                    .attributes
+                    .insert(ENTERPRISE_USER_SCHEMA.to_owned(), Value::Object(extension));
             }
         } else if canonical(USER_IGNORED, key).is_some() {
             // Server-owned or never kept (password): accepted and dropped.
@@ -403,18 +434,30 @@ fn multi_valued(name: &str, value: &Value) -> Result<Vec<Value>, ApiError> {
         .into_iter()
         .map(|item| match item {
             Value::Object(mut element) => {
-                let primary_key = element.keys().find(|k| k.eq_ignore_ascii_case("primary")).cloned();
+                let primary_key = element
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case("primary"))
+                    .cloned();
                 if let Some(key) = primary_key {
                     let primary = element.shift_remove(&key).unwrap_or(Value::Null);
-                    element.insert("primary".into(), json!(bool_attr(&format!("{name}.primary"), &primary)?));
+                    element.insert(
+                        "primary".into(),
+                        json!(bool_attr(&format!("{name}.primary"), &primary)?),
+                    );
                 }
-                let value_key = element.keys().find(|k| k.eq_ignore_ascii_case("value")).cloned();
+                let value_key = element
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case("value"))
+                    .cloned();
                 if let Some(key) = value_key.filter(|k| k != "value") {
                     if let Some(v) = element.shift_remove(&key) {
                         element.insert("value".into(), v);
                     }
                 }
-                let type_key = element.keys().find(|k| k.eq_ignore_ascii_case("type")).cloned();
+                let type_key = element
+                    .keys()
+                    .find(|k| k.eq_ignore_ascii_case("type"))
+                    .cloned();
                 if let Some(key) = type_key.filter(|k| k != "type") {
                     if let Some(v) = element.shift_remove(&key) {
                         element.insert("type".into(), v);
@@ -468,7 +511,10 @@ fn normalise_manager(value: &Value) -> Result<Option<Value>, ApiError> {
                         None => return Ok(None),
                     };
                 } else if key.eq_ignore_ascii_case("displayName") {
-                    out.insert("displayName".into(), json!(string_attr("manager.displayName", v)?));
+                    out.insert(
+                        "displayName".into(),
+                        json!(string_attr("manager.displayName", v)?),
+                    );
                 } else if key.eq_ignore_ascii_case("$ref") {
                     out.insert("$ref".into(), v.clone());
                 }
@@ -577,7 +623,10 @@ mod tests {
         assert_eq!(input.active, Some(false));
         assert_eq!(input.display_name, None);
         assert_eq!(input.email.as_deref(), Some("alice@example.com"));
-        assert_eq!(input.attributes[ENTERPRISE_USER_SCHEMA]["manager"], json!({"value": "m-1"}));
+        assert_eq!(
+            input.attributes[ENTERPRISE_USER_SCHEMA]["manager"],
+            json!({"value": "m-1"})
+        );
         assert_eq!(input.attributes["emails"][0]["primary"], json!(true));
         assert!(!input.attributes.contains_key("password"));
     }
@@ -591,7 +640,8 @@ mod tests {
 
     #[test]
     fn nested_group_members_are_ignored() {
-        let ids = member_ids(&json!([{"value": "u1"}, {"value": "g1", "type": "Group"}, "u2"])).unwrap();
+        let ids =
+            member_ids(&json!([{"value": "u1"}, {"value": "g1", "type": "Group"}, "u2"])).unwrap();
         assert_eq!(ids, vec!["u1", "u2"]);
     }
 }

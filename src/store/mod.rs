@@ -6,6 +6,7 @@
 //! [`WriteTx`], which on SQLite also holds the process-wide writer lock so that
 //! concurrent requests queue in memory instead of failing with `database is locked`.
 
+pub mod actual;
 mod audit;
 mod keys;
 mod rows;

@@ -2,6 +2,8 @@
 //! over HTTP the way an IdP or the gateway would.
 #![allow(dead_code)] // each test binary uses a different part of the harness
 
+pub mod daemon;
+
 use reqwest::{Method, RequestBuilder, StatusCode};
 use scimsync::app::{App, INITIAL_TOKEN_FILE};
 use scimsync::config::Config;

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Runs two independent SCIM 2.0 conformance suites against a freshly started scimsync:
+#   scim2-tester (through scim2-cli: `scim2 --url URL test`) and
+#   scim-sanity (`scim-sanity probe URL --token T --i-accept-side-effects`, strict mode).
+# Fails if either reports a failed check. Tools are pinned and installed into
+# target/conformance-venv; scimsync gets a fresh SQLite database on a free port.
+#
+# Environment: PYTHON (default python3), KEEP_TMP=1 keeps the database and server log.
+set -euo pipefail
+
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+
+python="${PYTHON:-python3}"
+venv="$root/target/conformance-venv"
+requirements=(scim2-cli==0.6.0 scim2-tester==0.5.2 scim-sanity==0.7.4)
+
+log() { printf '\n==> %s\n' "$*" >&2; }
+
+if [[ ! -x "$venv/bin/scim2" || ! -x "$venv/bin/scim-sanity" ]]; then
+    log "installing ${requirements[*]} into $venv"
+    "$python" -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check "${requirements[@]}"
+fi
+
+log "building scimsync"
+cargo build --quiet --release --bin scimsync
+binary="$root/target/release/scimsync"
+
+tmp="$(mktemp -d)"
+server_pid=""
+cleanup() {
+    if [[ -n "$server_pid" ]] && kill -0 "$server_pid" 2>/dev/null; then
+        kill "$server_pid" 2>/dev/null || true
+        wait "$server_pid" 2>/dev/null || true
+    fi
+    if [[ "${KEEP_TMP:-0}" == 1 ]]; then
+        echo "kept $tmp" >&2
+    else
+        rm -rf "$tmp"
+    fi
+}
+trap cleanup EXIT
+
+# A free port: bind port 0, read what the kernel chose, release it.
+port="$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()')"
+base="http://127.0.0.1:$port/scim/v2"
+
+log "starting scimsync on 127.0.0.1:$port with a fresh database in $tmp"
+SCIMSYNC_CONFIG="" SCIMSYNC_LISTEN="127.0.0.1:$port" SCIMSYNC_DATABASE_URL="sqlite://$tmp/scimsync.db" \
+    "$binary" serve >"$tmp/server.log" 2>&1 &
+server_pid=$!
+
+for _ in $(seq 1 100); do
+    if [[ -s "$tmp/initial-scim-token" ]] && curl -fsS "http://127.0.0.1:$port/healthz" >/dev/null 2>&1; then
+        break
+    fi
+    if ! kill -0 "$server_pid" 2>/dev/null; then
+        cat "$tmp/server.log" >&2
+        echo "scimsync exited before it was ready" >&2
+        exit 1
+    fi
+    sleep 0.1
+done
+token="$(tr -d '[:space:]' <"$tmp/initial-scim-token")"
+if [[ -z "$token" ]]; then
+    echo "no initial token was written to $tmp/initial-scim-token" >&2
+    exit 1
+fi
+
+failed=0
+
+log "scim2-tester (scim2-cli $("$venv/bin/pip" show scim2-cli 2>/dev/null | sed -n 's/^Version: //p'))"
+# The token goes through the environment, not argv, so other users cannot read it.
+if ! SCIM_CLI_HEADERS="Authorization: Bearer $token" "$venv/bin/scim2" --url "$base" test \
+    >"$tmp/scim2-tester.txt" 2>&1; then
+    failed=1
+fi
+cat "$tmp/scim2-tester.txt"
+# scim2 test exits 0 even when checks fail in some versions; the report is the truth.
+if grep -Eq '(^|[^A-Za-z])(ERROR|FAILED|CRITICAL)([^A-Za-z]|$)|❌' "$tmp/scim2-tester.txt"; then
+    failed=1
+fi
+
+log "scim-sanity probe (strict)"
+if ! "$venv/bin/scim-sanity" probe "$base" --token "$token" --strict --i-accept-side-effects \
+    --json-output >"$tmp/scim-sanity.json" 2>"$tmp/scim-sanity.err"; then
+    failed=1
+fi
+"$python" - "$tmp/scim-sanity.json" <<'PY' || failed=1
+import json, sys
+report = json.load(open(sys.argv[1]))
+results = report.get("results", [])
+bad = [r for r in results if str(r.get("status", "")).lower() in ("fail", "failed", "error")]
+for r in results:
+    print(f"{str(r.get('status', '?')).upper():5} {r.get('phase', '')}: {r.get('name', '')} {r.get('message', '') or ''}")
+summary = report.get("summary", {})
+print("summary:", json.dumps(summary))
+sys.exit(1 if bad or summary.get("failed", 0) or summary.get("errors", 0) else 0)
+PY
+
+if [[ "$failed" != 0 ]]; then
+    log "conformance FAILED (server log: $tmp/server.log; KEEP_TMP=1 to keep it)"
+    exit 1
+fi
+log "both conformance suites passed"

@@ -1,0 +1,697 @@
+//! The HTTP client every connector shares: OAuth tokens cached until shortly before
+//! they expire and refreshed when the API answers 401; throttling (429, 503, Google's
+//! 403 rate-limit reasons) waited out as `Retry-After` or the rate-limit reset header
+//! says, else with exponential backoff; other 5xx and network errors retried a bounded
+//! number of times; and, when a response says the rate-limit budget is spent, a pause
+//! until it resets before the next request.
+//!
+//! Credentials go into request headers and form bodies only; no error, log line or
+//! `Debug` output contains them.
+
+use super::{IdpError, Secret};
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_AFTER};
+use reqwest::StatusCode;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// A token this close to its expiry is renewed before use, so a request never starts
+/// with a token that dies on the way.
+const TOKEN_EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+/// When the token endpoint does not say how long a token lives.
+const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
+/// The longest single wait for a rate limit to reset; longer hints are distrusted.
+const MAX_WAIT: Duration = Duration::from_secs(120);
+/// The longest exponential backoff step.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How persistent the client is. Tests lower the numbers to stay fast.
+#[derive(Debug, Clone, Copy)]
+pub struct RetryPolicy {
+    /// Retries after the first attempt for throttling, 5xx and network errors.
+    pub max_retries: u32,
+    /// First backoff step; each further retry doubles it.
+    pub base_backoff: Duration,
+    pub request_timeout: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_retries: 5,
+            base_backoff: Duration::from_millis(500),
+            request_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Counters of one client's work: what a progress bar shows and tests assert on.
+#[derive(Debug, Default)]
+pub struct PullStats {
+    pub requests: AtomicU64,
+    /// Successful API responses (each page of a paged list counts one).
+    pub pages: AtomicU64,
+    pub retries: AtomicU64,
+    /// Times the client waited because the IdP throttled it or its budget ran out.
+    pub throttled: AtomicU64,
+    pub waited_ms: AtomicU64,
+    pub token_fetches: AtomicU64,
+    /// Tokens thrown away because the API answered 401 with them.
+    pub token_rejections: AtomicU64,
+    pub users: AtomicU64,
+    pub groups: AtomicU64,
+}
+
+impl PullStats {
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn add_users(&self, n: u64) {
+        self.users.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn add_groups(&self, n: u64) {
+        self.groups.fetch_add(n, Ordering::Relaxed);
+    }
+
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// How the client proves who it is.
+pub enum Auth {
+    /// A fixed `Authorization` header value (Okta's `SSWS <token>`).
+    Static(Secret),
+    /// An OAuth 2.0 token endpoint.
+    OAuth(TokenRequest),
+}
+
+/// How to get an access token.
+pub struct TokenRequest {
+    pub token_url: String,
+    /// Extra form fields: `scope`, `audience`, ...
+    pub form: Vec<(&'static str, String)>,
+    pub client: ClientAuth,
+}
+
+/// How the client authenticates at the token endpoint.
+pub enum ClientAuth {
+    /// Client credentials grant, secret in the form body (Entra, Keycloak, Auth0).
+    SecretPost { client_id: String, secret: Secret },
+    /// Client credentials grant, secret as HTTP Basic (OneLogin).
+    SecretBasic { client_id: String, secret: Secret },
+    /// Client credentials grant with a signed JWT instead of a secret (Okta's
+    /// private_key_jwt, RFC 7523 §2.2).
+    PrivateKeyJwt {
+        client_id: String,
+        key: EncodingKey,
+        key_id: Option<String>,
+    },
+    /// JWT bearer grant (RFC 7523 §2.1): a service account asserting a subject it may
+    /// impersonate (Google domain-wide delegation).
+    JwtBearer {
+        issuer: String,
+        subject: Option<String>,
+        scope: String,
+        key: EncodingKey,
+        key_id: Option<String>,
+    },
+}
+
+struct CachedToken {
+    value: Secret,
+    renew_at: Instant,
+}
+
+/// An authenticated, retrying, rate-limit-aware JSON client for one IdP.
+pub struct ApiClient {
+    http: reqwest::Client,
+    auth: Auth,
+    token: tokio::sync::Mutex<Option<CachedToken>>,
+    policy: RetryPolicy,
+    stats: Arc<PullStats>,
+    idp: String,
+}
+
+impl std::fmt::Debug for ApiClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiClient")
+            .field("idp", &self.idp)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What a successful GET returned.
+pub struct Reply<T> {
+    pub body: T,
+    pub headers: HeaderMap,
+}
+
+enum Failure {
+    /// Try again after this long (throttling, 5xx, network).
+    Retry(Duration, IdpError),
+    /// The token was refused: fetch a new one and try again once.
+    Unauthorized(IdpError),
+    Fatal(IdpError),
+}
+
+impl ApiClient {
+    pub fn new(idp: &str, auth: Auth, policy: RetryPolicy) -> Result<Self, IdpError> {
+        let http = reqwest::Client::builder()
+            .timeout(policy.request_timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .user_agent(concat!("scimsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| IdpError::Config {
+                idp: idp.to_owned(),
+                message: format!("cannot build an HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            http,
+            auth,
+            token: tokio::sync::Mutex::new(None),
+            policy,
+            stats: Arc::default(),
+            idp: idp.to_owned(),
+        })
+    }
+
+    pub fn stats(&self) -> Arc<PullStats> {
+        self.stats.clone()
+    }
+
+    /// GETs `url` and parses the JSON body.
+    pub async fn get_json<T: DeserializeOwned>(&self, url: &str) -> Result<Reply<T>, IdpError> {
+        self.get_json_with(url, &[]).await
+    }
+
+    /// GETs `url` with extra headers and parses the JSON body.
+    pub async fn get_json_with<T: DeserializeOwned>(
+        &self,
+        url: &str,
+        headers: &[(HeaderName, HeaderValue)],
+    ) -> Result<Reply<T>, IdpError> {
+        let mut attempt: u32 = 0;
+        let mut refreshed = false;
+        loop {
+            let authorization = self.authorization().await?;
+            let mut request = self
+                .http
+                .get(url)
+                .header(AUTHORIZATION, authorization)
+                .header(reqwest::header::ACCEPT, "application/json");
+            for (name, value) in headers {
+                request = request.header(name, value);
+            }
+            PullStats::bump(&self.stats.requests);
+            let failure = match request.send().await {
+                Ok(response) => match self.classify(url, response, attempt).await {
+                    Ok((bytes, headers)) => {
+                        PullStats::bump(&self.stats.pages);
+                        self.pause_if_budget_spent(&headers).await;
+                        let body =
+                            serde_json::from_slice(&bytes).map_err(|e| IdpError::Decode {
+                                url: url.to_owned(),
+                                message: e.to_string(),
+                            })?;
+                        return Ok(Reply { body, headers });
+                    }
+                    Err(failure) => failure,
+                },
+                Err(e) => Failure::Retry(
+                    self.backoff(attempt),
+                    IdpError::Transport {
+                        url: url.to_owned(),
+                        message: e.without_url().to_string(),
+                    },
+                ),
+            };
+            match failure {
+                Failure::Fatal(e) => return Err(e),
+                Failure::Unauthorized(e) => {
+                    if refreshed || matches!(self.auth, Auth::Static(_)) {
+                        return Err(e);
+                    }
+                    // The cached token expired early or was revoked: one fresh token,
+                    // one more try. A second 401 means the credentials lack access.
+                    refreshed = true;
+                    PullStats::bump(&self.stats.token_rejections);
+                    *self.token.lock().await = None;
+                    tracing::debug!(idp = %self.idp, %url, "access token refused; fetching a new one");
+                }
+                Failure::Retry(wait, e) => {
+                    if attempt >= self.policy.max_retries {
+                        return Err(match e {
+                            IdpError::Http { status: 429, .. } => IdpError::RateLimited {
+                                url: url.to_owned(),
+                                attempts: attempt + 1,
+                            },
+                            other => other,
+                        });
+                    }
+                    attempt += 1;
+                    PullStats::bump(&self.stats.retries);
+                    tracing::info!(idp = %self.idp, %url, error = %e, wait_ms = wait.as_millis() as u64,
+                        attempt, "retrying an IdP request");
+                    self.sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Sorts a response into success, retry, re-authenticate or give up.
+    async fn classify(
+        &self,
+        url: &str,
+        response: reqwest::Response,
+        attempt: u32,
+    ) -> Result<(Vec<u8>, HeaderMap), Failure> {
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = match response.bytes().await {
+            Ok(b) => b.to_vec(),
+            Err(e) => {
+                return Err(Failure::Retry(
+                    self.backoff(attempt),
+                    IdpError::Transport {
+                        url: url.to_owned(),
+                        message: e.without_url().to_string(),
+                    },
+                ))
+            }
+        };
+        if status.is_success() {
+            return Ok((bytes, headers));
+        }
+        let error = IdpError::Http {
+            url: url.to_owned(),
+            status: status.as_u16(),
+            message: error_message(&bytes),
+        };
+        let throttled = status == StatusCode::TOO_MANY_REQUESTS
+            || status == StatusCode::SERVICE_UNAVAILABLE
+            || (status == StatusCode::FORBIDDEN && is_google_rate_limit(&bytes));
+        if throttled {
+            PullStats::bump(&self.stats.throttled);
+            let wait = retry_after(&headers)
+                .or_else(|| rate_limit_reset(&headers))
+                .unwrap_or_else(|| self.backoff(attempt));
+            return Err(Failure::Retry(wait.min(MAX_WAIT), error));
+        }
+        match status {
+            StatusCode::UNAUTHORIZED => Err(Failure::Unauthorized(error)),
+            StatusCode::GONE => Err(Failure::Fatal(IdpError::Gone {
+                url: url.to_owned(),
+            })),
+            s if s.is_server_error() || s == StatusCode::REQUEST_TIMEOUT => {
+                Err(Failure::Retry(self.backoff(attempt), error))
+            }
+            _ => Err(Failure::Fatal(error)),
+        }
+    }
+
+    /// Exponential backoff with jitter, so that many clients do not retry in step.
+    fn backoff(&self, attempt: u32) -> Duration {
+        let step = self
+            .policy
+            .base_backoff
+            .saturating_mul(2u32.saturating_pow(attempt.min(16)))
+            .min(MAX_BACKOFF);
+        let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.75..1.25);
+        step.mul_f64(jitter)
+    }
+
+    async fn sleep(&self, wait: Duration) {
+        self.stats.waited_ms.fetch_add(
+            u64::try_from(wait.as_millis()).unwrap_or(u64::MAX),
+            Ordering::Relaxed,
+        );
+        tokio::time::sleep(wait).await;
+    }
+
+    /// When a response says no requests are left in the window, waits for the reset
+    /// instead of spending the next request on a 429.
+    async fn pause_if_budget_spent(&self, headers: &HeaderMap) {
+        let remaining = ["x-rate-limit-remaining", "x-ratelimit-remaining"]
+            .iter()
+            .find_map(|h| header_u64(headers, h));
+        if remaining == Some(0) {
+            if let Some(wait) = rate_limit_reset(headers) {
+                PullStats::bump(&self.stats.throttled);
+                tracing::info!(idp = %self.idp, wait_ms = wait.as_millis() as u64,
+                    "rate-limit budget spent; waiting for it to reset");
+                self.sleep(wait.min(MAX_WAIT)).await;
+            }
+        }
+    }
+
+    /// The `Authorization` header value, fetching a token when none is cached or the
+    /// cached one is about to expire.
+    async fn authorization(&self) -> Result<HeaderValue, IdpError> {
+        let value = match &self.auth {
+            Auth::Static(secret) => secret.expose().to_owned(),
+            Auth::OAuth(request) => {
+                // Holding the lock while fetching makes concurrent requests wait for one
+                // token instead of each fetching their own.
+                let mut cached = self.token.lock().await;
+                match &*cached {
+                    Some(t) if Instant::now() < t.renew_at => {
+                        format!("Bearer {}", t.value.expose())
+                    }
+                    _ => {
+                        let token = self.fetch_token(request).await?;
+                        let value = format!("Bearer {}", token.value.expose());
+                        *cached = Some(token);
+                        value
+                    }
+                }
+            }
+        };
+        let mut header = HeaderValue::from_str(&value).map_err(|_| IdpError::Token {
+            url: self.token_url().to_owned(),
+            message: "the credential contains characters not allowed in a header".into(),
+        })?;
+        header.set_sensitive(true);
+        Ok(header)
+    }
+
+    fn token_url(&self) -> &str {
+        match &self.auth {
+            Auth::OAuth(r) => &r.token_url,
+            Auth::Static(_) => "(static token)",
+        }
+    }
+
+    async fn fetch_token(&self, request: &TokenRequest) -> Result<CachedToken, IdpError> {
+        let url = &request.token_url;
+        let token_error = |message: String| IdpError::Token {
+            url: url.clone(),
+            message,
+        };
+        let mut attempt = 0;
+        loop {
+            let mut form: Vec<(&str, String)> =
+                request.form.iter().map(|(k, v)| (*k, v.clone())).collect();
+            let mut builder = self.http.post(url);
+            match &request.client {
+                ClientAuth::SecretPost { client_id, secret } => {
+                    form.push(("grant_type", "client_credentials".into()));
+                    form.push(("client_id", client_id.clone()));
+                    form.push(("client_secret", secret.expose().to_owned()));
+                }
+                ClientAuth::SecretBasic { client_id, secret } => {
+                    form.push(("grant_type", "client_credentials".into()));
+                    builder = builder.basic_auth(client_id, Some(secret.expose()));
+                }
+                ClientAuth::PrivateKeyJwt {
+                    client_id,
+                    key,
+                    key_id,
+                } => {
+                    let assertion =
+                        sign_assertion(key, key_id, client_id, Some(client_id), url, None)
+                            .map_err(token_error)?;
+                    form.push(("grant_type", "client_credentials".into()));
+                    form.push((
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer".into(),
+                    ));
+                    form.push(("client_assertion", assertion));
+                }
+                ClientAuth::JwtBearer {
+                    issuer,
+                    subject,
+                    scope,
+                    key,
+                    key_id,
+                } => {
+                    let assertion =
+                        sign_assertion(key, key_id, issuer, subject.as_deref(), url, Some(scope))
+                            .map_err(token_error)?;
+                    form.push((
+                        "grant_type",
+                        "urn:ietf:params:oauth:grant-type:jwt-bearer".into(),
+                    ));
+                    form.push(("assertion", assertion));
+                }
+            }
+            PullStats::bump(&self.stats.token_fetches);
+            let result = builder
+                .header(reqwest::header::ACCEPT, "application/json")
+                .form(&form)
+                .send()
+                .await;
+            let retry = match result {
+                Ok(response) => {
+                    let status = response.status();
+                    let headers = response.headers().clone();
+                    let bytes = response
+                        .bytes()
+                        .await
+                        .map(|b| b.to_vec())
+                        .unwrap_or_default();
+                    if status.is_success() {
+                        return parse_token(&bytes).map_err(token_error);
+                    }
+                    let message = format!("{status}: {}", error_message(&bytes));
+                    if status == StatusCode::TOO_MANY_REQUESTS || status.is_server_error() {
+                        (
+                            retry_after(&headers).unwrap_or_else(|| self.backoff(attempt)),
+                            message,
+                        )
+                    } else {
+                        return Err(token_error(message));
+                    }
+                }
+                Err(e) => (self.backoff(attempt), e.without_url().to_string()),
+            };
+            if attempt >= self.policy.max_retries {
+                return Err(token_error(retry.1));
+            }
+            attempt += 1;
+            PullStats::bump(&self.stats.retries);
+            self.sleep(retry.0.min(MAX_WAIT)).await;
+        }
+    }
+}
+
+fn parse_token(bytes: &[u8]) -> Result<CachedToken, String> {
+    let body: Value = serde_json::from_slice(bytes)
+        .map_err(|e| format!("the token response is not JSON: {e}"))?;
+    let token = body
+        .get("access_token")
+        .and_then(Value::as_str)
+        .filter(|t| !t.is_empty())
+        .ok_or("the token response has no access_token")?;
+    // Some endpoints (Azure AD v1, proxies) send expires_in as a string.
+    let lifetime = match body.get("expires_in") {
+        Some(Value::Number(n)) => n.as_u64().map(Duration::from_secs),
+        Some(Value::String(s)) => s.parse().ok().map(Duration::from_secs),
+        _ => None,
+    }
+    .unwrap_or(DEFAULT_TOKEN_LIFETIME);
+    let usable = lifetime
+        .checked_sub(TOKEN_EXPIRY_MARGIN)
+        .unwrap_or(lifetime / 2);
+    Ok(CachedToken {
+        value: Secret::new(token),
+        renew_at: Instant::now() + usable,
+    })
+}
+
+#[derive(serde::Serialize)]
+struct AssertionClaims<'a> {
+    iss: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    sub: Option<&'a str>,
+    aud: &'a str,
+    iat: u64,
+    exp: u64,
+    jti: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    scope: Option<&'a str>,
+}
+
+/// Signs a short-lived RS256 assertion for a token endpoint.
+fn sign_assertion(
+    key: &EncodingKey,
+    key_id: &Option<String>,
+    issuer: &str,
+    subject: Option<&str>,
+    audience: &str,
+    scope: Option<&str>,
+) -> Result<String, String> {
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let claims = AssertionClaims {
+        iss: issuer,
+        sub: subject,
+        aud: audience,
+        iat: now,
+        // Google accepts at most an hour; Okta at most an hour too. Five minutes is
+        // plenty for one token request.
+        exp: now + 300,
+        jti: uuid::Uuid::new_v4().to_string(),
+        scope,
+    };
+    let mut header = Header::new(Algorithm::RS256);
+    header.kid = key_id.clone();
+    jsonwebtoken::encode(&header, &claims, key)
+        .map_err(|e| format!("cannot sign the client assertion: {e}"))
+}
+
+/// Parses `Retry-After` as seconds or as an HTTP date.
+pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(seconds) = value.parse::<f64>() {
+        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// When the rate-limit window resets: Okta and Auth0 send a Unix time, OneLogin a
+/// number of seconds; a value that large can only be a timestamp.
+pub fn rate_limit_reset(headers: &HeaderMap) -> Option<Duration> {
+    let value = ["x-rate-limit-reset", "x-ratelimit-reset"]
+        .iter()
+        .find_map(|h| header_u64(headers, h))?;
+    if value > 1_000_000_000 {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).ok()?.as_secs();
+        // A second of slack: the IdP's clock and ours differ a little, and waking a
+        // moment early just costs another 429.
+        Some(Duration::from_secs(value.saturating_sub(now) + 1))
+    } else {
+        Some(Duration::from_secs(value))
+    }
+}
+
+fn header_u64(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+/// Google signals per-user and project quotas as 403 with these reasons.
+fn is_google_rate_limit(body: &[u8]) -> bool {
+    let Ok(value) = serde_json::from_slice::<Value>(body) else {
+        return false;
+    };
+    let reasons = value
+        .pointer("/error/errors")
+        .and_then(Value::as_array)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| e.get("reason").and_then(Value::as_str));
+    reasons.into_iter().any(|r| {
+        matches!(
+            r,
+            "userRateLimitExceeded" | "rateLimitExceeded" | "quotaExceeded"
+        )
+    })
+}
+
+/// The IdP's own error text, from whichever field its error format uses; short, so
+/// that a log line stays a line.
+fn error_message(body: &[u8]) -> String {
+    let text = match serde_json::from_slice::<Value>(body) {
+        Ok(v) => [
+            "/error/message",
+            "/error_description",
+            "/errorSummary",
+            "/errorMessage",
+            "/message",
+            "/error",
+            "/status/message",
+        ]
+        .iter()
+        .find_map(|p| v.pointer(p).and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| v.to_string()),
+        Err(_) => String::from_utf8_lossy(body).into_owned(),
+    };
+    let text = text.trim();
+    if text.is_empty() {
+        return "(no details)".into();
+    }
+    match text.char_indices().nth(200) {
+        Some((i, _)) => format!("{}…", &text[..i]),
+        None => text.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, HeaderValue::from_str(v).unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_a_date() {
+        assert_eq!(
+            retry_after(&headers(&[("retry-after", "3")])),
+            Some(Duration::from_secs(3))
+        );
+        let past = retry_after(&headers(&[(
+            "retry-after",
+            "Wed, 21 Oct 2015 07:28:00 GMT",
+        )]));
+        assert_eq!(past, Some(Duration::ZERO));
+        assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+    }
+
+    #[test]
+    fn a_rate_limit_reset_is_a_unix_time_or_a_number_of_seconds() {
+        assert_eq!(
+            rate_limit_reset(&headers(&[("x-ratelimit-reset", "7")])),
+            Some(Duration::from_secs(7))
+        );
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let wait =
+            rate_limit_reset(&headers(&[("x-rate-limit-reset", &(now + 10).to_string())])).unwrap();
+        assert!(wait >= Duration::from_secs(9) && wait <= Duration::from_secs(12));
+    }
+
+    #[test]
+    fn google_quota_errors_are_recognised_as_throttling() {
+        let body = br#"{"error":{"code":403,"errors":[{"reason":"userRateLimitExceeded"}]}}"#;
+        assert!(is_google_rate_limit(body));
+        let body = br#"{"error":{"code":403,"errors":[{"reason":"forbidden"}]}}"#;
+        assert!(!is_google_rate_limit(body));
+    }
+
+    #[test]
+    fn error_messages_come_from_the_idps_error_fields_and_are_short() {
+        assert_eq!(
+            error_message(br#"{"error":{"code":"Forbidden","message":"Insufficient privileges"}}"#),
+            "Insufficient privileges"
+        );
+        assert_eq!(
+            error_message(br#"{"errorSummary":"Not found"}"#),
+            "Not found"
+        );
+        assert!(error_message(&[b'x'; 1000]).chars().count() <= 201);
+    }
+
+    #[test]
+    fn token_lifetimes_may_be_numbers_or_strings() {
+        assert!(parse_token(br#"{"access_token":"t","expires_in":"3599"}"#).is_ok());
+        assert!(parse_token(br#"{"access_token":"t","expires_in":3599}"#).is_ok());
+        assert!(parse_token(br#"{"expires_in":3599}"#).is_err());
+    }
+}

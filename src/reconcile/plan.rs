@@ -1,0 +1,1630 @@
+//! `plan()`: the pure heart of the engine. Given what is wanted and what is, it
+//! computes the ordered idempotent operations that make the one into the other.
+//!
+//! Pure and deterministic: no I/O, no clock (the policy carries `now`), no hash-map
+//! iteration order in the output; the same inputs give a byte-identical plan.
+//! Everything is indexed once (hash maps, sorted vectors), so planning is
+//! O(n log n) in users + teams + memberships.
+
+use super::desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
+use super::{PlanError, Policy, ResourceKind};
+use crate::config::UnknownMembers;
+use crate::domain::{Membership, Role, Source, Team, TeamName, User, UserName};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use uuid::Uuid;
+
+/// Version of the plan file and of the JSON rendering; bumped on incompatible change.
+pub const FORMAT_VERSION: &str = "1";
+
+/// Namespace of the UUID v5 ids given to users and teams an IdP pull creates, so that
+/// planning the same snapshot twice proposes the same ids.
+const ID_NAMESPACE: Uuid = Uuid::from_u128(0x8f0c_2a4e_7b1d_4c3a_9e57_1d2b_6a90_c3f1);
+
+/// The part of the store a desired state touches, as [`super::load_actual`] read it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Actual {
+    pub users: Vec<User>,
+    pub teams: Vec<Team>,
+    pub memberships: Vec<Membership>,
+    /// Every row of the store is here: absence from these lists means absence from the store.
+    pub everything: bool,
+    /// Teams whose whole roster is in `memberships`.
+    pub full_rosters: BTreeSet<Uuid>,
+    /// Users all of whose memberships are in `memberships` (and the role-mapped teams
+    /// among them in `teams`).
+    pub full_user_memberships: BTreeSet<Uuid>,
+}
+
+/// A user a plan creates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewUser {
+    pub id: Uuid,
+    pub user_name: UserName,
+    pub external_id: Option<String>,
+    pub email: Option<String>,
+    pub display_name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+    pub role: Role,
+    pub active: bool,
+    pub attributes: Map<String, Value>,
+    pub source: Source,
+}
+
+/// A team a plan creates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NewTeam {
+    pub id: Uuid,
+    pub display_name: TeamName,
+    pub external_id: Option<String>,
+    pub metadata: Map<String, Value>,
+    pub source: Source,
+}
+
+/// One attribute's change, as the JSON columns and SCIM see the value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Change {
+    pub attribute: String,
+    pub before: Value,
+    pub after: Value,
+}
+
+/// Why keys are purged; recorded with the audit copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeCause {
+    UserDeleted,
+    RemovedFromTeam,
+    TeamDeleted,
+}
+
+/// One idempotent operation. Applying it when its effect is already there changes nothing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Op {
+    CreateUser(Box<NewUser>),
+    UpdateUser {
+        id: Uuid,
+        changes: Vec<Change>,
+    },
+    DeactivateUser {
+        id: Uuid,
+    },
+    DeleteUser {
+        id: Uuid,
+    },
+    CreateTeam(Box<NewTeam>),
+    UpdateTeam {
+        id: Uuid,
+        changes: Vec<Change>,
+    },
+    DeleteTeam {
+        id: Uuid,
+    },
+    /// The membership is owned by the plan's source.
+    AddMember {
+        team_id: Uuid,
+        user_id: Uuid,
+    },
+    RemoveMember {
+        team_id: Uuid,
+        user_id: Uuid,
+    },
+    /// Blocks the user's unblocked keys, marking them blocked by provisioning.
+    BlockKeys {
+        user_id: Uuid,
+    },
+    /// Unblocks only the keys provisioning blocked.
+    UnblockKeys {
+        user_id: Uuid,
+    },
+    /// Moves keys to deleted_api_keys: all of a user's, all of a team's, or a user's
+    /// keys for one team.
+    PurgeKeys {
+        user_id: Option<Uuid>,
+        team_id: Option<Uuid>,
+        reason: PurgeCause,
+    },
+}
+
+/// The kind of an [`Op`], for rendering, counting and the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OpKind {
+    CreateUser,
+    UpdateUser,
+    DeactivateUser,
+    DeleteUser,
+    CreateTeam,
+    UpdateTeam,
+    DeleteTeam,
+    AddMember,
+    RemoveMember,
+    BlockKeys,
+    UnblockKeys,
+    PurgeKeys,
+}
+
+impl OpKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OpKind::CreateUser => "create_user",
+            OpKind::UpdateUser => "update_user",
+            OpKind::DeactivateUser => "deactivate_user",
+            OpKind::DeleteUser => "delete_user",
+            OpKind::CreateTeam => "create_team",
+            OpKind::UpdateTeam => "update_team",
+            OpKind::DeleteTeam => "delete_team",
+            OpKind::AddMember => "add_member",
+            OpKind::RemoveMember => "remove_member",
+            OpKind::BlockKeys => "block_keys",
+            OpKind::UnblockKeys => "unblock_keys",
+            OpKind::PurgeKeys => "purge_keys",
+        }
+    }
+}
+
+impl Op {
+    pub fn kind(&self) -> OpKind {
+        match self {
+            Op::CreateUser(_) => OpKind::CreateUser,
+            Op::UpdateUser { .. } => OpKind::UpdateUser,
+            Op::DeactivateUser { .. } => OpKind::DeactivateUser,
+            Op::DeleteUser { .. } => OpKind::DeleteUser,
+            Op::CreateTeam(_) => OpKind::CreateTeam,
+            Op::UpdateTeam { .. } => OpKind::UpdateTeam,
+            Op::DeleteTeam { .. } => OpKind::DeleteTeam,
+            Op::AddMember { .. } => OpKind::AddMember,
+            Op::RemoveMember { .. } => OpKind::RemoveMember,
+            Op::BlockKeys { .. } => OpKind::BlockKeys,
+            Op::UnblockKeys { .. } => OpKind::UnblockKeys,
+            Op::PurgeKeys { .. } => OpKind::PurgeKeys,
+        }
+    }
+
+    /// The user this operation is about, if any.
+    pub fn user_id(&self) -> Option<Uuid> {
+        match self {
+            Op::CreateUser(u) => Some(u.id),
+            Op::UpdateUser { id, .. } | Op::DeactivateUser { id } | Op::DeleteUser { id } => {
+                Some(*id)
+            }
+            Op::AddMember { user_id, .. }
+            | Op::RemoveMember { user_id, .. }
+            | Op::BlockKeys { user_id }
+            | Op::UnblockKeys { user_id } => Some(*user_id),
+            Op::PurgeKeys { user_id, .. } => *user_id,
+            Op::CreateTeam(_) | Op::UpdateTeam { .. } | Op::DeleteTeam { .. } => None,
+        }
+    }
+
+    /// The team this operation is about, if any.
+    pub fn team_id(&self) -> Option<Uuid> {
+        match self {
+            Op::CreateTeam(t) => Some(t.id),
+            Op::UpdateTeam { id, .. } | Op::DeleteTeam { id } => Some(*id),
+            Op::AddMember { team_id, .. } | Op::RemoveMember { team_id, .. } => Some(*team_id),
+            Op::PurgeKeys { team_id, .. } => *team_id,
+            _ => None,
+        }
+    }
+
+    /// Whether this is a deletion or deactivation, which the deletion guard counts.
+    pub fn is_removal(&self) -> bool {
+        match self {
+            Op::DeactivateUser { .. } | Op::DeleteUser { .. } | Op::DeleteTeam { .. } => true,
+            Op::UpdateUser { changes, .. } => changes
+                .iter()
+                .any(|c| c.attribute == "active" && c.after == Value::Bool(false)),
+            _ => false,
+        }
+    }
+}
+
+/// An ordered list of operations and what is needed to show and check it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Plan {
+    pub format_version: String,
+    pub source: Source,
+    pub scope: Scope,
+    /// A digest of the actual state the plan was computed against (set by the CLI for
+    /// saved plans; `apply --plan` refuses the plan when the store no longer matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    pub ops: Vec<Op>,
+    /// userName of every user an operation names, for rendering and the audit log.
+    pub user_names: BTreeMap<Uuid, String>,
+    /// Display name of every team an operation names.
+    pub team_names: BTreeMap<Uuid, String>,
+    /// Things the operator should know that did not stop the plan (sorted).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub warnings: Vec<String>,
+}
+
+/// How many things a plan adds, changes and destroys (terraform's summary line).
+/// Key operations are consequences of these and are not counted separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Counts {
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+}
+
+impl Plan {
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+
+    pub fn counts(&self) -> Counts {
+        let mut c = Counts::default();
+        for op in &self.ops {
+            match op.kind() {
+                OpKind::CreateUser | OpKind::CreateTeam | OpKind::AddMember => c.add += 1,
+                OpKind::UpdateUser | OpKind::UpdateTeam | OpKind::DeactivateUser => c.change += 1,
+                OpKind::DeleteUser | OpKind::DeleteTeam | OpKind::RemoveMember => c.destroy += 1,
+                OpKind::BlockKeys | OpKind::UnblockKeys | OpKind::PurgeKeys => {}
+            }
+        }
+        c
+    }
+
+    /// userName of a user named by an operation (its id when unknown).
+    pub fn user_label(&self, id: Uuid) -> String {
+        self.user_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// Display name of a team named by an operation (its id when unknown).
+    pub fn team_label(&self, id: Uuid) -> String {
+        self.team_names
+            .get(&id)
+            .cloned()
+            .unwrap_or_else(|| id.to_string())
+    }
+
+    /// Keeps only the operations about one user, plus the creation of teams they are
+    /// added to (`plan --user`).
+    pub fn restrict_to_user(&mut self, user: Uuid) {
+        let needed_teams: HashSet<Uuid> = self
+            .ops
+            .iter()
+            .filter_map(|op| match op {
+                Op::AddMember { team_id, user_id } if *user_id == user => Some(*team_id),
+                _ => None,
+            })
+            .collect();
+        self.ops.retain(|op| match op {
+            Op::CreateTeam(t) => needed_teams.contains(&t.id),
+            Op::PurgeKeys { user_id, .. } => *user_id == Some(user),
+            op => op.user_id() == Some(user),
+        });
+        let users: HashSet<Uuid> = self.ops.iter().filter_map(Op::user_id).collect();
+        let teams: HashSet<Uuid> = self.ops.iter().filter_map(Op::team_id).collect();
+        self.user_names.retain(|id, _| users.contains(id));
+        self.team_names.retain(|id, _| teams.contains(id));
+    }
+}
+
+/// Plans the change from `actual` to `desired` under `policy`. Pure.
+pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Result<Plan, PlanError> {
+    let plan = Planner::new(desired, actual, policy).run()?;
+    check_deletion_guard(&plan, actual, policy)?;
+    Ok(plan)
+}
+
+/// Like [`plan`], restricted to one user (`plan --user USER`): USER is an id or a
+/// userName, of a user in the desired state or in the store.
+pub fn plan_for_user(
+    desired: &Desired,
+    actual: &Actual,
+    policy: &Policy,
+    user: &str,
+) -> Result<Plan, PlanError> {
+    let mut plan = Planner::new(desired, actual, policy).run()?;
+    let id = resolve_user_selector(&plan, desired, actual, user).ok_or_else(|| {
+        PlanError::Invalid(format!(
+            "no user {user:?} in the desired state or the store (give an id or a userName)"
+        ))
+    })?;
+    plan.restrict_to_user(id);
+    check_deletion_guard(&plan, actual, policy)?;
+    Ok(plan)
+}
+
+fn resolve_user_selector(
+    plan: &Plan,
+    desired: &Desired,
+    actual: &Actual,
+    user: &str,
+) -> Option<Uuid> {
+    if let Ok(id) = Uuid::parse_str(user) {
+        if plan.user_names.contains_key(&id) || actual.users.iter().any(|u| u.id == id) {
+            return Some(id);
+        }
+    }
+    let name = UserName::parse(user).ok()?;
+    // The plan's name table holds the final userName of every user it touches.
+    if let Some((id, _)) = plan
+        .user_names
+        .iter()
+        .find(|(_, n)| n.to_lowercase() == name.folded())
+    {
+        return Some(*id);
+    }
+    if let Some(u) = actual.users.iter().find(|u| u.user_name == name) {
+        return Some(u.id);
+    }
+    // A desired user whose plan is empty is still a valid selector: the result is "no changes".
+    desired
+        .users
+        .iter()
+        .any(|u| u.user_name == name)
+        .then(Uuid::nil)
+}
+
+/// The deletion guard: a whole-state plan whose deletions plus deactivations exceed
+/// `[safety] max_deletions`, or `max_deletion_ratio` of the users and teams the source
+/// manages, is refused unless `policy.allow_deletions`. `apply --plan` runs it again
+/// against the state it applies to.
+pub fn check_deletion_guard(
+    plan: &Plan,
+    actual: &Actual,
+    policy: &Policy,
+) -> Result<(), PlanError> {
+    // SCIM writes are explicit, one resource at a time; sign-ins never delete. Only
+    // whole-state syncs can delete by omission, which is what the guard is for.
+    if plan.scope != Scope::Everything || policy.allow_deletions {
+        return Ok(());
+    }
+    let deletions = plan.ops.iter().filter(|op| op.is_removal()).count() as u64;
+    if deletions == 0 {
+        return Ok(());
+    }
+    let managed = (actual
+        .users
+        .iter()
+        .filter(|u| u.source == plan.source)
+        .count()
+        + actual
+            .teams
+            .iter()
+            .filter(|t| t.source == plan.source)
+            .count()) as u64;
+    // For a whole count, "more than ratio × managed" is "more than floor(ratio × managed)".
+    let ratio_limit = (policy.max_deletion_ratio * managed as f64).floor() as u64;
+    let limit = policy.max_deletions.min(ratio_limit);
+    if deletions > limit {
+        return Err(PlanError::DeletionGuard {
+            deletions,
+            limit,
+            managed,
+            max_deletions: policy.max_deletions,
+            max_ratio: policy.max_deletion_ratio,
+        });
+    }
+    Ok(())
+}
+
+/// Whether `actor` may change something owned by `owner`. Nothing provisioning does
+/// touches manual data; a pull and the sign-in hook of the same IdP share ownership.
+pub(crate) fn may_manage(owner: &Source, actor: &Source) -> bool {
+    match (owner, actor) {
+        (Source::Manual, _) => false,
+        (a, b) if a == b => true,
+        (Source::Sso(a), Source::Sync(b)) | (Source::Sync(a), Source::Sso(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn derived_id(kind: &str, source: &Source, key: &str, attempt: u32) -> Uuid {
+    let name = if attempt == 0 {
+        format!("{kind}\n{source}\n{key}")
+    } else {
+        format!("{kind}\n{source}\n{key}\n{attempt}")
+    };
+    Uuid::new_v5(&ID_NAMESPACE, name.as_bytes())
+}
+
+/// A desired user with the id it has (or will have) and what exists of it.
+struct PlannedUser<'a> {
+    d: &'a DesiredUser,
+    id: Uuid,
+    existing: Option<&'a User>,
+}
+
+struct PlannedTeam<'a> {
+    d: &'a DesiredTeam,
+    id: Uuid,
+    existing: Option<&'a Team>,
+}
+
+/// Indexes over `Actual`, built once per plan.
+struct Index<'a> {
+    users_by_id: HashMap<Uuid, &'a User>,
+    /// Candidates per external id, best first (owned by the desired source, then by id).
+    users_by_ext: HashMap<&'a str, Vec<&'a User>>,
+    users_by_name: HashMap<&'a str, &'a User>,
+    teams_by_id: HashMap<Uuid, &'a Team>,
+    teams_by_ext: HashMap<&'a str, Vec<&'a Team>>,
+    teams_by_name: HashMap<String, Vec<&'a Team>>,
+    /// Memberships sorted by (team, user) and by (user, team).
+    by_team: Vec<&'a Membership>,
+    by_user: Vec<&'a Membership>,
+}
+
+impl<'a> Index<'a> {
+    fn new(actual: &'a Actual, source: &Source) -> Self {
+        let mut users_by_ext: HashMap<&str, Vec<&User>> = HashMap::new();
+        let mut users_by_name = HashMap::with_capacity(actual.users.len());
+        let mut users_by_id = HashMap::with_capacity(actual.users.len());
+        for u in &actual.users {
+            users_by_id.insert(u.id, u);
+            users_by_name.insert(u.user_name.folded(), u);
+            if let Some(e) = &u.external_id {
+                users_by_ext.entry(e.as_str()).or_default().push(u);
+            }
+        }
+        for list in users_by_ext.values_mut() {
+            list.sort_by_key(|u| (!may_manage(&u.source, source), u.id));
+        }
+        let mut teams_by_id = HashMap::with_capacity(actual.teams.len());
+        let mut teams_by_ext: HashMap<&str, Vec<&Team>> = HashMap::new();
+        let mut teams_by_name: HashMap<String, Vec<&Team>> = HashMap::new();
+        for t in &actual.teams {
+            teams_by_id.insert(t.id, t);
+            if let Some(e) = &t.external_id {
+                teams_by_ext.entry(e.as_str()).or_default().push(t);
+            }
+            teams_by_name
+                .entry(t.display_name.as_str().to_lowercase())
+                .or_default()
+                .push(t);
+        }
+        for list in teams_by_ext.values_mut() {
+            list.sort_by_key(|t| (!may_manage(&t.source, source), t.id));
+        }
+        for list in teams_by_name.values_mut() {
+            list.sort_by_key(|t| (!may_manage(&t.source, source), t.id));
+        }
+        let mut by_team: Vec<&Membership> = actual.memberships.iter().collect();
+        by_team.sort_by_key(|m| (m.team_id, m.user_id));
+        let mut by_user = by_team.clone();
+        by_user.sort_by_key(|m| (m.user_id, m.team_id));
+        Index {
+            users_by_id,
+            users_by_ext,
+            users_by_name,
+            teams_by_id,
+            teams_by_ext,
+            teams_by_name,
+            by_team,
+            by_user,
+        }
+    }
+
+    fn roster(&self, team: Uuid) -> &[&'a Membership] {
+        let start = self.by_team.partition_point(|m| m.team_id < team);
+        let end = self.by_team.partition_point(|m| m.team_id <= team);
+        &self.by_team[start..end]
+    }
+
+    fn user_teams(&self, user: Uuid) -> &[&'a Membership] {
+        let start = self.by_user.partition_point(|m| m.user_id < user);
+        let end = self.by_user.partition_point(|m| m.user_id <= user);
+        &self.by_user[start..end]
+    }
+
+    fn membership(&self, team: Uuid, user: Uuid) -> Option<&'a Membership> {
+        self.by_team
+            .binary_search_by(|m| (m.team_id, m.user_id).cmp(&(team, user)))
+            .ok()
+            .map(|i| self.by_team[i])
+    }
+}
+
+struct Planner<'a> {
+    desired: &'a Desired,
+    actual: &'a Actual,
+    policy: &'a Policy,
+    ix: Index<'a>,
+    warnings: BTreeSet<String>,
+}
+
+/// Operations tagged with where they sort: (phase, primary id, secondary id, step).
+type Sortable = (u8, Uuid, Uuid, u8, Op);
+
+// Phases: creates, then updates, then memberships, then key operations and removals.
+const PH_CREATE_USER: u8 = 0;
+const PH_UPDATE_USER: u8 = 1;
+const PH_CREATE_TEAM: u8 = 2;
+const PH_UPDATE_TEAM: u8 = 3;
+const PH_ADD_MEMBER: u8 = 4;
+const PH_REMOVE_MEMBER: u8 = 5;
+const PH_DEACTIVATE: u8 = 6;
+const PH_DELETE_TEAM: u8 = 7;
+const PH_DELETE_USER: u8 = 8;
+
+impl<'a> Planner<'a> {
+    fn new(desired: &'a Desired, actual: &'a Actual, policy: &'a Policy) -> Self {
+        Planner {
+            desired,
+            actual,
+            policy,
+            ix: Index::new(actual, &desired.source),
+            warnings: BTreeSet::new(),
+        }
+    }
+
+    fn scope(&self) -> Scope {
+        self.desired.scope
+    }
+
+    /// Whether this desired state may change a team owned by `owner`. SCIM names its
+    /// targets explicitly (an IdP may well manage a team an operator created); pulls
+    /// and sign-ins only change what their IdP owns.
+    fn may_touch_team(&self, owner: &Source) -> bool {
+        match self.scope() {
+            Scope::Listed => true,
+            Scope::Everything | Scope::UserMemberships => may_manage(owner, &self.desired.source),
+        }
+    }
+
+    /// Whether this desired state may remove a membership owned by `owner`.
+    fn may_remove_membership(&self, owner: &Source) -> bool {
+        match self.scope() {
+            Scope::Listed => !owner.is_manual(),
+            Scope::Everything | Scope::UserMemberships => may_manage(owner, &self.desired.source),
+        }
+    }
+
+    fn run(mut self) -> Result<Plan, PlanError> {
+        validate(self.desired)?;
+        let users = self.resolve_users()?;
+        let teams = self.resolve_teams()?;
+
+        let mut ops: Vec<Sortable> = Vec::new();
+        let mut user_names: BTreeMap<Uuid, String> = BTreeMap::new();
+        let mut team_names: BTreeMap<Uuid, String> = BTreeMap::new();
+
+        // Removals by omission and explicit deletions, first, so that later steps can
+        // leave deleted users and teams alone.
+        let deleted_users = self.plan_user_removals(&users, &mut ops, &mut user_names)?;
+        let deleted_teams = self.plan_team_removals(&teams, &mut ops, &mut team_names)?;
+
+        let planned_ids: HashMap<Uuid, &PlannedUser> = users.iter().map(|p| (p.id, p)).collect();
+        let ext_to_planned: HashMap<&str, Uuid> = users
+            .iter()
+            .filter_map(|p| p.d.external_id.as_deref().map(|e| (e, p.id)))
+            .collect();
+
+        let (adds, removes) = self.plan_memberships(
+            &users,
+            &teams,
+            &planned_ids,
+            &ext_to_planned,
+            &deleted_users,
+        )?;
+
+        let roles = self.plan_roles(
+            &users,
+            &teams,
+            &adds,
+            &removes,
+            &deleted_users,
+            &deleted_teams,
+        );
+
+        self.check_user_names(&users, &deleted_users)?;
+
+        // Users named in the desired state.
+        for p in &users {
+            if deleted_users.contains(&p.id) {
+                continue;
+            }
+            user_names.insert(p.id, p.d.user_name.as_str().to_owned());
+            let role = roles.get(&p.id).cloned();
+            match p.existing {
+                None => {
+                    let d = p.d;
+                    let new = NewUser {
+                        id: p.id,
+                        user_name: d.user_name.clone(),
+                        external_id: d.external_id.clone(),
+                        email: d.email.clone(),
+                        display_name: d.display_name.clone(),
+                        given_name: d.given_name.clone(),
+                        family_name: d.family_name.clone(),
+                        role: d
+                            .role
+                            .clone()
+                            .or(role)
+                            .unwrap_or_else(|| self.policy.default_role.clone()),
+                        active: d.active,
+                        attributes: d.attributes.clone().unwrap_or_default(),
+                        source: self.desired.source.clone(),
+                    };
+                    ops.push((
+                        PH_CREATE_USER,
+                        p.id,
+                        Uuid::nil(),
+                        0,
+                        Op::CreateUser(Box::new(new)),
+                    ));
+                }
+                Some(existing) => {
+                    let changes = self.user_changes(p, existing, role);
+                    if changes.is_empty() {
+                        continue;
+                    }
+                    let active_change = changes
+                        .iter()
+                        .find(|c| c.attribute == "active")
+                        .map(|c| c.after.clone());
+                    ops.push((
+                        PH_UPDATE_USER,
+                        p.id,
+                        Uuid::nil(),
+                        0,
+                        Op::UpdateUser { id: p.id, changes },
+                    ));
+                    match active_change {
+                        Some(Value::Bool(false)) => ops.push((
+                            PH_UPDATE_USER,
+                            p.id,
+                            Uuid::nil(),
+                            1,
+                            Op::BlockKeys { user_id: p.id },
+                        )),
+                        Some(Value::Bool(true)) => ops.push((
+                            PH_UPDATE_USER,
+                            p.id,
+                            Uuid::nil(),
+                            1,
+                            Op::UnblockKeys { user_id: p.id },
+                        )),
+                        _ => {}
+                    }
+                }
+            }
+        }
+        // Users not named in the desired state whose role follows a membership change.
+        for (id, role) in &roles {
+            if planned_ids.contains_key(id) || deleted_users.contains(id) {
+                continue;
+            }
+            if let Some(u) = self.ix.users_by_id.get(id) {
+                if &u.role != role {
+                    user_names.insert(u.id, u.user_name.as_str().to_owned());
+                    let changes = vec![Change {
+                        attribute: "role".into(),
+                        before: Value::String(u.role.as_str().to_owned()),
+                        after: Value::String(role.as_str().to_owned()),
+                    }];
+                    ops.push((
+                        PH_UPDATE_USER,
+                        u.id,
+                        Uuid::nil(),
+                        0,
+                        Op::UpdateUser { id: u.id, changes },
+                    ));
+                }
+            }
+        }
+
+        // Teams named in the desired state.
+        for p in &teams {
+            team_names.insert(p.id, p.d.display_name.as_str().to_owned());
+            match p.existing {
+                None => {
+                    let mut metadata = self.policy.team_defaults.clone();
+                    if let Some(m) = &p.d.metadata {
+                        for (k, v) in m {
+                            metadata.insert(k.clone(), v.clone());
+                        }
+                    }
+                    let new = NewTeam {
+                        id: p.id,
+                        display_name: p.d.display_name.clone(),
+                        external_id: p.d.external_id.clone(),
+                        metadata,
+                        source: self.desired.source.clone(),
+                    };
+                    ops.push((
+                        PH_CREATE_TEAM,
+                        p.id,
+                        Uuid::nil(),
+                        0,
+                        Op::CreateTeam(Box::new(new)),
+                    ));
+                }
+                Some(existing) => {
+                    let changes = self.team_changes(p, existing);
+                    if !changes.is_empty() {
+                        ops.push((
+                            PH_UPDATE_TEAM,
+                            p.id,
+                            Uuid::nil(),
+                            0,
+                            Op::UpdateTeam { id: p.id, changes },
+                        ));
+                    }
+                }
+            }
+        }
+
+        for &(team_id, user_id) in &adds {
+            ops.push((
+                PH_ADD_MEMBER,
+                team_id,
+                user_id,
+                0,
+                Op::AddMember { team_id, user_id },
+            ));
+        }
+        for &(team_id, user_id) in &removes {
+            ops.push((
+                PH_REMOVE_MEMBER,
+                team_id,
+                user_id,
+                0,
+                Op::RemoveMember { team_id, user_id },
+            ));
+            if self.policy.purge_team_keys_on_removal {
+                ops.push((
+                    PH_REMOVE_MEMBER,
+                    team_id,
+                    user_id,
+                    1,
+                    Op::PurgeKeys {
+                        user_id: Some(user_id),
+                        team_id: Some(team_id),
+                        reason: PurgeCause::RemovedFromTeam,
+                    },
+                ));
+            }
+        }
+        for &(team_id, user_id) in adds.iter().chain(removes.iter()) {
+            self.name_user(user_id, &planned_ids, &mut user_names);
+            self.name_team(team_id, &teams, &mut team_names);
+        }
+
+        ops.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+        Ok(Plan {
+            format_version: FORMAT_VERSION.to_owned(),
+            source: self.desired.source.clone(),
+            scope: self.desired.scope,
+            fingerprint: None,
+            ops: ops.into_iter().map(|(_, _, _, _, op)| op).collect(),
+            user_names,
+            team_names,
+            warnings: self.warnings.into_iter().collect(),
+        })
+    }
+
+    fn name_user(
+        &self,
+        id: Uuid,
+        planned: &HashMap<Uuid, &PlannedUser>,
+        names: &mut BTreeMap<Uuid, String>,
+    ) {
+        if names.contains_key(&id) {
+            return;
+        }
+        let name = match (planned.get(&id), self.ix.users_by_id.get(&id)) {
+            (Some(p), _) => p.d.user_name.as_str().to_owned(),
+            (None, Some(u)) => u.user_name.as_str().to_owned(),
+            (None, None) => return,
+        };
+        names.insert(id, name);
+    }
+
+    fn name_team(&self, id: Uuid, teams: &[PlannedTeam], names: &mut BTreeMap<Uuid, String>) {
+        if names.contains_key(&id) {
+            return;
+        }
+        if let Some(t) = self.ix.teams_by_id.get(&id) {
+            names.insert(id, t.display_name.as_str().to_owned());
+        } else if let Some(p) = teams.iter().find(|p| p.id == id) {
+            names.insert(id, p.d.display_name.as_str().to_owned());
+        }
+    }
+
+    /// Matches every desired user to an existing one or gives it a new id.
+    /// Matching: id, then external id, then userName (case-insensitive); a matched user
+    /// keeps its id, so adopting an account never re-keys it.
+    fn resolve_users(&mut self) -> Result<Vec<PlannedUser<'a>>, PlanError> {
+        let desired = self.desired;
+        let mut claimed: HashMap<Uuid, usize> = HashMap::new();
+        let mut out: Vec<Option<PlannedUser<'a>>> = Vec::with_capacity(desired.users.len());
+        // First pass: explicit ids and external ids, which are authoritative.
+        for (i, d) in desired.users.iter().enumerate() {
+            let found: Option<&'a User> = match d.intent {
+                Intent::Update => {
+                    let id = d.id.ok_or_else(|| {
+                        PlanError::Invalid(format!("user {} has no id to update", d.user_name))
+                    })?;
+                    Some(*self.ix.users_by_id.get(&id).ok_or(PlanError::NotFound {
+                        kind: ResourceKind::User,
+                        id,
+                    })?)
+                }
+                Intent::Create => {
+                    if let Some(id) = d.id {
+                        if self.ix.users_by_id.contains_key(&id) {
+                            return Err(PlanError::Invalid(format!("user id {id} already exists")));
+                        }
+                    }
+                    None
+                }
+                Intent::Upsert => {
+                    let by_id = d.id.and_then(|id| self.ix.users_by_id.get(&id).copied());
+                    by_id.or_else(|| {
+                        d.external_id
+                            .as_deref()
+                            .and_then(|e| self.ix.users_by_ext.get(e))
+                            .and_then(|list| list.iter().find(|u| !claimed.contains_key(&u.id)))
+                            .copied()
+                    })
+                }
+            };
+            if let Some(u) = found {
+                if let Some(other) = claimed.insert(u.id, i) {
+                    return Err(PlanError::Invalid(format!(
+                        "users {} and {} both match the existing user {}",
+                        desired.users[other].user_name, d.user_name, u.user_name
+                    )));
+                }
+                out.push(Some(PlannedUser {
+                    d,
+                    id: u.id,
+                    existing: Some(u),
+                }));
+            } else {
+                out.push(None);
+            }
+        }
+        // Second pass: adoption by userName, then new ids.
+        let mut taken_new: HashSet<Uuid> = HashSet::new();
+        for (i, d) in desired.users.iter().enumerate() {
+            if out[i].is_some() {
+                continue;
+            }
+            if d.intent == Intent::Upsert {
+                if let Some(u) = self.ix.users_by_name.get(d.user_name.folded()).copied() {
+                    if !claimed.contains_key(&u.id) {
+                        claimed.insert(u.id, i);
+                        out[i] = Some(PlannedUser {
+                            d,
+                            id: u.id,
+                            existing: Some(u),
+                        });
+                        continue;
+                    }
+                }
+            }
+            let id = match d.id {
+                Some(id) => id,
+                None => {
+                    let key = match &d.external_id {
+                        Some(e) => format!("ext:{e}"),
+                        None => format!("name:{}", d.user_name.folded()),
+                    };
+                    let mut attempt = 0;
+                    loop {
+                        let id = derived_id("user", &desired.source, &key, attempt);
+                        if !self.ix.users_by_id.contains_key(&id) && !taken_new.contains(&id) {
+                            break id;
+                        }
+                        attempt += 1;
+                    }
+                }
+            };
+            if !taken_new.insert(id) {
+                return Err(PlanError::Invalid(format!("two users have the id {id}")));
+            }
+            out[i] = Some(PlannedUser {
+                d,
+                id,
+                existing: None,
+            });
+        }
+        Ok(out.into_iter().flatten().collect())
+    }
+
+    /// Matches every desired team: id, then external id (the IdP group id), then display
+    /// name (case-insensitive). A pull or sign-in leaves alone a team it does not own.
+    fn resolve_teams(&mut self) -> Result<Vec<PlannedTeam<'a>>, PlanError> {
+        let desired = self.desired;
+        let mut claimed: HashMap<Uuid, usize> = HashMap::new();
+        let mut out: Vec<PlannedTeam<'a>> = Vec::with_capacity(desired.teams.len());
+        let mut taken_new: HashSet<Uuid> = HashSet::new();
+        for (i, d) in desired.teams.iter().enumerate() {
+            let found: Option<&'a Team> = match d.intent {
+                Intent::Update => {
+                    let id = d.id.ok_or_else(|| {
+                        PlanError::Invalid(format!("group {} has no id to update", d.display_name))
+                    })?;
+                    Some(*self.ix.teams_by_id.get(&id).ok_or(PlanError::NotFound {
+                        kind: ResourceKind::Team,
+                        id,
+                    })?)
+                }
+                Intent::Create => {
+                    if let Some(id) = d.id {
+                        if self.ix.teams_by_id.contains_key(&id) {
+                            return Err(PlanError::Invalid(format!(
+                                "group id {id} already exists"
+                            )));
+                        }
+                    }
+                    None
+                }
+                Intent::Upsert => {
+                    let unclaimed = |list: Option<&Vec<&'a Team>>| {
+                        list.and_then(|l| l.iter().find(|t| !claimed.contains_key(&t.id)).copied())
+                    };
+                    d.id.and_then(|id| self.ix.teams_by_id.get(&id).copied())
+                        .or_else(|| {
+                            unclaimed(
+                                d.external_id
+                                    .as_deref()
+                                    .and_then(|e| self.ix.teams_by_ext.get(e)),
+                            )
+                        })
+                        .or_else(|| {
+                            // A name match is only an adoption when the team has no other
+                            // IdP group id; otherwise it is a different group of the same name.
+                            unclaimed(
+                                self.ix
+                                    .teams_by_name
+                                    .get(&d.display_name.as_str().to_lowercase()),
+                            )
+                            .filter(|t| {
+                                match (&t.external_id, &d.external_id) {
+                                    (Some(a), Some(b)) => {
+                                        a == b || !may_manage(&t.source, &desired.source)
+                                    }
+                                    _ => true,
+                                }
+                            })
+                        })
+                }
+            };
+            if let Some(t) = found {
+                if !self.may_touch_team(&t.source) {
+                    self.warnings.insert(format!(
+                        "group {:?} matches team {:?} ({}), which is owned by {}; it is left alone \
+                         (rename one of them, or remove the team, to let the IdP manage it)",
+                        d.display_name.as_str(),
+                        t.display_name.as_str(),
+                        t.id,
+                        t.source
+                    ));
+                    continue;
+                }
+                if let Some(other) = claimed.insert(t.id, i) {
+                    return Err(PlanError::Invalid(format!(
+                        "groups {:?} and {:?} both match the existing team {:?}",
+                        desired.teams[other].display_name.as_str(),
+                        d.display_name.as_str(),
+                        t.display_name.as_str()
+                    )));
+                }
+                out.push(PlannedTeam {
+                    d,
+                    id: t.id,
+                    existing: Some(t),
+                });
+                continue;
+            }
+            let id = match d.id {
+                Some(id) => id,
+                None => {
+                    let key = match &d.external_id {
+                        Some(e) => format!("ext:{e}"),
+                        None => format!("name:{}", d.display_name.as_str().to_lowercase()),
+                    };
+                    let mut attempt = 0;
+                    loop {
+                        let id = derived_id("team", &desired.source, &key, attempt);
+                        if !self.ix.teams_by_id.contains_key(&id) && !taken_new.contains(&id) {
+                            break id;
+                        }
+                        attempt += 1;
+                    }
+                }
+            };
+            if !taken_new.insert(id) {
+                return Err(PlanError::Invalid(format!("two groups have the id {id}")));
+            }
+            out.push(PlannedTeam {
+                d,
+                id,
+                existing: None,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Deactivations and deletions of users: explicit ones (SCIM DELETE) and, for a
+    /// complete pull, the users the IdP owns that it no longer lists.
+    fn plan_user_removals(
+        &self,
+        users: &[PlannedUser],
+        ops: &mut Vec<Sortable>,
+        names: &mut BTreeMap<Uuid, String>,
+    ) -> Result<HashSet<Uuid>, PlanError> {
+        let mut deleted = HashSet::new();
+        let delete = |u: &User, ops: &mut Vec<Sortable>, names: &mut BTreeMap<Uuid, String>| {
+            names.insert(u.id, u.user_name.as_str().to_owned());
+            ops.push((
+                PH_DELETE_USER,
+                u.id,
+                Uuid::nil(),
+                0,
+                Op::PurgeKeys {
+                    user_id: Some(u.id),
+                    team_id: None,
+                    reason: PurgeCause::UserDeleted,
+                },
+            ));
+            ops.push((
+                PH_DELETE_USER,
+                u.id,
+                Uuid::nil(),
+                1,
+                Op::DeleteUser { id: u.id },
+            ));
+        };
+        for id in &self.desired.delete_users {
+            let u = self.ix.users_by_id.get(id).ok_or(PlanError::NotFound {
+                kind: ResourceKind::User,
+                id: *id,
+            })?;
+            if deleted.insert(*id) {
+                delete(u, ops, names);
+            }
+        }
+        if self.scope() != Scope::Everything || !self.desired.complete {
+            return Ok(deleted);
+        }
+        let listed: HashSet<Uuid> = users.iter().map(|p| p.id).collect();
+        let delete_after = self
+            .policy
+            .delete_after
+            .and_then(|d| chrono::Duration::from_std(d).ok());
+        for u in &self.actual.users {
+            if u.source != self.desired.source || listed.contains(&u.id) || deleted.contains(&u.id)
+            {
+                continue;
+            }
+            // `delete_after = "0s"` means "delete at once": deactivating first would
+            // only postpone the deletion to the next run.
+            if u.active && delete_after != Some(chrono::Duration::zero()) {
+                names.insert(u.id, u.user_name.as_str().to_owned());
+                ops.push((
+                    PH_DEACTIVATE,
+                    u.id,
+                    Uuid::nil(),
+                    0,
+                    Op::DeactivateUser { id: u.id },
+                ));
+                ops.push((
+                    PH_DEACTIVATE,
+                    u.id,
+                    Uuid::nil(),
+                    1,
+                    Op::BlockKeys { user_id: u.id },
+                ));
+            } else if let Some(after) = delete_after {
+                // An inactive user's `modified` is when it was deactivated: nothing else
+                // changes a user the IdP no longer lists. Any later change restarts the
+                // clock, which errs on the side of keeping the account.
+                if u.modified + after <= self.policy.now {
+                    deleted.insert(u.id);
+                    delete(u, ops, names);
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn plan_team_removals(
+        &self,
+        teams: &[PlannedTeam],
+        ops: &mut Vec<Sortable>,
+        names: &mut BTreeMap<Uuid, String>,
+    ) -> Result<HashSet<Uuid>, PlanError> {
+        let mut deleted = HashSet::new();
+        let delete = |t: &Team, ops: &mut Vec<Sortable>, names: &mut BTreeMap<Uuid, String>| {
+            names.insert(t.id, t.display_name.as_str().to_owned());
+            ops.push((
+                PH_DELETE_TEAM,
+                t.id,
+                Uuid::nil(),
+                0,
+                Op::PurgeKeys {
+                    user_id: None,
+                    team_id: Some(t.id),
+                    reason: PurgeCause::TeamDeleted,
+                },
+            ));
+            ops.push((
+                PH_DELETE_TEAM,
+                t.id,
+                Uuid::nil(),
+                1,
+                Op::DeleteTeam { id: t.id },
+            ));
+        };
+        for id in &self.desired.delete_teams {
+            let t = self.ix.teams_by_id.get(id).ok_or(PlanError::NotFound {
+                kind: ResourceKind::Team,
+                id: *id,
+            })?;
+            if deleted.insert(*id) {
+                delete(t, ops, names);
+            }
+        }
+        if self.scope() != Scope::Everything || !self.desired.complete {
+            return Ok(deleted);
+        }
+        let listed: HashSet<Uuid> = teams.iter().map(|p| p.id).collect();
+        for t in &self.actual.teams {
+            // Only teams the pull itself created (or took over) go; sign-in-created teams
+            // of the same IdP may be outside the pull's group filter.
+            if t.source == self.desired.source && !listed.contains(&t.id) && deleted.insert(t.id) {
+                delete(t, ops, names);
+            }
+        }
+        Ok(deleted)
+    }
+
+    fn resolve_member(
+        &mut self,
+        r: &MemberRef,
+        planned: &HashMap<Uuid, &PlannedUser>,
+        ext_to_planned: &HashMap<&str, Uuid>,
+    ) -> Result<Option<Uuid>, PlanError> {
+        let found = match r {
+            MemberRef::UserId(id) => {
+                (planned.contains_key(id) || self.ix.users_by_id.contains_key(id)).then_some(*id)
+            }
+            MemberRef::ExternalId(e) => ext_to_planned.get(e.as_str()).copied().or_else(|| {
+                self.ix
+                    .users_by_ext
+                    .get(e.as_str())
+                    .and_then(|l| l.first())
+                    .map(|u| u.id)
+            }),
+        };
+        if found.is_some() {
+            return Ok(found);
+        }
+        // A SCIM request naming a missing member is the client's mistake, reported
+        // unless configured otherwise; a pull's group may list members (nested groups,
+        // service accounts) that are not users, which is only worth a warning.
+        if self.scope() == Scope::Listed && self.policy.unknown_members == UnknownMembers::Reject {
+            return Err(PlanError::UnknownMember { id: r.to_string() });
+        }
+        self.warnings
+            .insert(format!("member {r} matches no user; skipped"));
+        Ok(None)
+    }
+
+    #[allow(clippy::type_complexity)]
+    fn plan_memberships(
+        &mut self,
+        users: &[PlannedUser],
+        teams: &[PlannedTeam],
+        planned: &HashMap<Uuid, &PlannedUser>,
+        ext_to_planned: &HashMap<&str, Uuid>,
+        deleted_users: &HashSet<Uuid>,
+    ) -> Result<(BTreeSet<(Uuid, Uuid)>, BTreeSet<(Uuid, Uuid)>), PlanError> {
+        let mut adds = BTreeSet::new();
+        let mut removes = BTreeSet::new();
+        // A partial pull may add but never remove: its member lists may be partial too.
+        let may_remove = self.desired.complete;
+
+        if self.scope() == Scope::UserMemberships {
+            let [user] = users else {
+                return Err(PlanError::Invalid(
+                    "a sign-in's desired state names exactly one user".into(),
+                ));
+            };
+            let wanted: HashSet<Uuid> = teams.iter().map(|t| t.id).collect();
+            for t in teams {
+                if self.ix.membership(t.id, user.id).is_none() {
+                    adds.insert((t.id, user.id));
+                }
+            }
+            if may_remove {
+                for m in self.ix.user_teams(user.id) {
+                    let owned_team = self
+                        .ix
+                        .teams_by_id
+                        .get(&m.team_id)
+                        .is_some_and(|t| may_manage(&t.source, &self.desired.source));
+                    if !wanted.contains(&m.team_id)
+                        && owned_team
+                        && self.may_remove_membership(&m.source)
+                    {
+                        removes.insert((m.team_id, user.id));
+                    }
+                }
+            }
+            return Ok((adds, removes));
+        }
+
+        for t in teams {
+            match &t.d.members {
+                MemberSpec::Unchanged => {}
+                MemberSpec::Exactly(refs) => {
+                    let mut want = HashSet::with_capacity(refs.len());
+                    for r in refs {
+                        if let Some(u) = self.resolve_member(r, planned, ext_to_planned)? {
+                            if !deleted_users.contains(&u) {
+                                want.insert(u);
+                            }
+                        }
+                    }
+                    let roster: &[&Membership] = if t.existing.is_some() {
+                        self.ix.roster(t.id)
+                    } else {
+                        &[]
+                    };
+                    let have: HashSet<Uuid> = roster.iter().map(|m| m.user_id).collect();
+                    for u in want.iter().filter(|u| !have.contains(u)) {
+                        adds.insert((t.id, *u));
+                    }
+                    if may_remove {
+                        for m in roster {
+                            if !want.contains(&m.user_id)
+                                && !deleted_users.contains(&m.user_id)
+                                && self.may_remove_membership(&m.source)
+                            {
+                                removes.insert((t.id, m.user_id));
+                            }
+                        }
+                    }
+                }
+                MemberSpec::Delta { add, remove } => {
+                    for r in add {
+                        if let Some(u) = self.resolve_member(r, planned, ext_to_planned)? {
+                            let present =
+                                t.existing.is_some() && self.ix.membership(t.id, u).is_some();
+                            if !present && !deleted_users.contains(&u) {
+                                adds.insert((t.id, u));
+                            }
+                        }
+                    }
+                    for r in remove {
+                        if let Some(u) = self.resolve_member(r, planned, ext_to_planned)? {
+                            // Removing wins over adding the same member in one request.
+                            adds.remove(&(t.id, u));
+                            if let Some(m) = self.ix.membership(t.id, u) {
+                                if self.may_remove_membership(&m.source)
+                                    && !deleted_users.contains(&u)
+                                {
+                                    removes.insert((t.id, u));
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        Ok((adds, removes))
+    }
+
+    /// Roles decided by `[provisioning] role_groups`, for the users whose memberships
+    /// change (and, for pulls and sign-ins, every user they name). A user in several
+    /// role groups gets the role of the group whose key sorts first in the config.
+    fn plan_roles(
+        &self,
+        users: &[PlannedUser],
+        teams: &[PlannedTeam],
+        adds: &BTreeSet<(Uuid, Uuid)>,
+        removes: &BTreeSet<(Uuid, Uuid)>,
+        deleted_users: &HashSet<Uuid>,
+        deleted_teams: &HashSet<Uuid>,
+    ) -> BTreeMap<Uuid, Role> {
+        let mut roles = BTreeMap::new();
+        let rg = &self.policy.role_groups;
+        if rg.is_empty() {
+            return roles;
+        }
+        // Which final teams are role-mapped, and by which key (its rank in the config).
+        let keys: Vec<(&String, &Role)> = rg.iter().collect();
+        let mut key_rank: HashMap<String, usize> = HashMap::new();
+        for (rank, (k, _)) in keys.iter().enumerate() {
+            key_rank.entry(k.to_string()).or_insert(rank);
+            key_rank.entry(k.to_lowercase()).or_insert(rank);
+        }
+        let rank_of = |id: Uuid, ext: Option<&str>, name: &str| -> Option<usize> {
+            [
+                key_rank.get(&id.to_string()),
+                ext.and_then(|e| key_rank.get(e)),
+                key_rank.get(&name.to_lowercase()),
+            ]
+            .into_iter()
+            .flatten()
+            .min()
+            .copied()
+        };
+        let mut mapped: HashMap<Uuid, usize> = HashMap::new();
+        for p in teams {
+            let ext =
+                p.d.external_id
+                    .as_deref()
+                    .or(p.existing.and_then(|t| t.external_id.as_deref()));
+            if let Some(r) = rank_of(p.id, ext, p.d.display_name.as_str()) {
+                mapped.insert(p.id, r);
+            }
+        }
+        for t in &self.actual.teams {
+            if mapped.contains_key(&t.id) || deleted_teams.contains(&t.id) {
+                continue;
+            }
+            if teams.iter().any(|p| p.id == t.id) {
+                continue;
+            }
+            if let Some(r) = rank_of(t.id, t.external_id.as_deref(), t.display_name.as_str()) {
+                mapped.insert(t.id, r);
+            }
+        }
+        if mapped.is_empty() {
+            return roles;
+        }
+        let mut added_by_user: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        let mut candidates: BTreeSet<Uuid> = BTreeSet::new();
+        for &(t, u) in adds {
+            if mapped.contains_key(&t) {
+                added_by_user.entry(u).or_default().push(t);
+                candidates.insert(u);
+            }
+        }
+        for &(t, u) in removes {
+            if mapped.contains_key(&t) {
+                candidates.insert(u);
+            }
+        }
+        if self.scope() != Scope::Listed {
+            candidates.extend(users.iter().map(|p| p.id));
+        }
+        let explicit: HashMap<Uuid, bool> =
+            users.iter().map(|p| (p.id, p.d.role.is_some())).collect();
+        let new_users: HashSet<Uuid> = users
+            .iter()
+            .filter(|p| p.existing.is_none())
+            .map(|p| p.id)
+            .collect();
+        let group_roles: HashSet<&Role> = rg.values().collect();
+        for u in candidates {
+            if deleted_users.contains(&u) || explicit.get(&u).copied().unwrap_or(false) {
+                continue;
+            }
+            let is_new = new_users.contains(&u);
+            let known =
+                is_new || self.actual.everything || self.actual.full_user_memberships.contains(&u);
+            if !known {
+                continue;
+            }
+            let mut best: Option<usize> = None;
+            if !is_new {
+                for m in self.ix.user_teams(u) {
+                    if removes.contains(&(m.team_id, u)) || deleted_teams.contains(&m.team_id) {
+                        continue;
+                    }
+                    if let Some(&r) = mapped.get(&m.team_id) {
+                        best = Some(best.map_or(r, |b| b.min(r)));
+                    }
+                }
+            }
+            for t in added_by_user.get(&u).into_iter().flatten() {
+                if let Some(&r) = mapped.get(t) {
+                    best = Some(best.map_or(r, |b| b.min(r)));
+                }
+            }
+            let current = self.ix.users_by_id.get(&u).map(|x| &x.role);
+            let role = match (best, current) {
+                (Some(r), _) => keys[r].1.clone(),
+                // Leaving the last role group takes away what the group gave, and only that.
+                (None, Some(cur)) if group_roles.contains(cur) => self.policy.default_role.clone(),
+                (None, Some(cur)) => cur.clone(),
+                (None, None) => self.policy.default_role.clone(),
+            };
+            roles.insert(u, role);
+        }
+        roles
+    }
+
+    /// After the plan, no two users may share a userName (case-insensitively).
+    fn check_user_names(
+        &self,
+        users: &[PlannedUser],
+        deleted: &HashSet<Uuid>,
+    ) -> Result<(), PlanError> {
+        let moving: HashSet<Uuid> = users
+            .iter()
+            .filter_map(|p| p.existing.map(|u| u.id))
+            .chain(deleted.iter().copied())
+            .collect();
+        let mut final_names: HashMap<&str, Uuid> = HashMap::new();
+        for p in users {
+            if deleted.contains(&p.id) {
+                continue;
+            }
+            if let Some(other) = final_names.insert(p.d.user_name.folded(), p.id) {
+                if other != p.id {
+                    return Err(PlanError::Invalid(format!(
+                        "two users are named {}",
+                        p.d.user_name
+                    )));
+                }
+            }
+            if let Some(holder) = self.ix.users_by_name.get(p.d.user_name.folded()) {
+                if holder.id != p.id && !moving.contains(&holder.id) {
+                    return Err(PlanError::UserNameTaken {
+                        user_name: p.d.user_name.as_str().to_owned(),
+                    });
+                }
+                // The holder is renamed or deleted by this plan; unless it keeps the name.
+                if holder.id != p.id && moving.contains(&holder.id) && !deleted.contains(&holder.id)
+                {
+                    let keeps = users
+                        .iter()
+                        .any(|q| q.id == holder.id && q.d.user_name == p.d.user_name);
+                    if keeps {
+                        return Err(PlanError::UserNameTaken {
+                            user_name: p.d.user_name.as_str().to_owned(),
+                        });
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn user_changes(&self, p: &PlannedUser, u: &User, role: Option<Role>) -> Vec<Change> {
+        let d = p.d;
+        // A pull or sign-in that does not know a value leaves it; SCIM's PUT and PATCH
+        // send the whole resource, so there `None` clears.
+        let keep_missing = d.intent == Intent::Upsert;
+        let mut changes = Vec::new();
+        let mut text = |name: &str, before: &Option<String>, after: &Option<String>| {
+            if after.is_none() && keep_missing {
+                return;
+            }
+            if before != after {
+                changes.push(Change {
+                    attribute: name.to_owned(),
+                    before: before.clone().map_or(Value::Null, Value::String),
+                    after: after.clone().map_or(Value::Null, Value::String),
+                });
+            }
+        };
+        text(
+            "user_name",
+            &Some(u.user_name.as_str().to_owned()),
+            &Some(d.user_name.as_str().to_owned()),
+        );
+        text("external_id", &u.external_id, &d.external_id);
+        text("email", &u.email, &d.email);
+        text("display_name", &u.display_name, &d.display_name);
+        text("given_name", &u.given_name, &d.given_name);
+        text("family_name", &u.family_name, &d.family_name);
+        let role = d.role.clone().or(role);
+        if let Some(role) = role {
+            if role != u.role {
+                changes.push(Change {
+                    attribute: "role".into(),
+                    before: Value::String(u.role.as_str().to_owned()),
+                    after: Value::String(role.as_str().to_owned()),
+                });
+            }
+        }
+        if d.active != u.active {
+            changes.push(Change {
+                attribute: "active".into(),
+                before: Value::Bool(u.active),
+                after: Value::Bool(d.active),
+            });
+        }
+        if let Some(attrs) = &d.attributes {
+            if attrs != &u.attributes {
+                changes.push(Change {
+                    attribute: "attributes".into(),
+                    before: Value::Object(u.attributes.clone()),
+                    after: Value::Object(attrs.clone()),
+                });
+            }
+        }
+        // A pull takes over the accounts it lists (adoption), so that it can later
+        // deactivate them when the IdP drops them.
+        if self.scope() == Scope::Everything && u.source != self.desired.source {
+            changes.push(Change {
+                attribute: "source".into(),
+                before: Value::String(u.source.to_string()),
+                after: Value::String(self.desired.source.to_string()),
+            });
+        }
+        changes
+    }
+
+    fn team_changes(&self, p: &PlannedTeam, t: &Team) -> Vec<Change> {
+        let d = p.d;
+        let mut changes = Vec::new();
+        if d.display_name.as_str() != t.display_name.as_str() {
+            changes.push(Change {
+                attribute: "display_name".into(),
+                before: Value::String(t.display_name.as_str().to_owned()),
+                after: Value::String(d.display_name.as_str().to_owned()),
+            });
+        }
+        let ext_changes = match d.intent {
+            Intent::Upsert => d.external_id.is_some() && d.external_id != t.external_id,
+            Intent::Create | Intent::Update => d.external_id != t.external_id,
+        };
+        if ext_changes {
+            changes.push(Change {
+                attribute: "external_id".into(),
+                before: t.external_id.clone().map_or(Value::Null, Value::String),
+                after: d.external_id.clone().map_or(Value::Null, Value::String),
+            });
+        }
+        if let Some(m) = &d.metadata {
+            if m != &t.metadata {
+                changes.push(Change {
+                    attribute: "metadata".into(),
+                    before: Value::Object(t.metadata.clone()),
+                    after: Value::Object(m.clone()),
+                });
+            }
+        }
+        // A pull takes over the teams the same IdP's sign-ins created.
+        if self.scope() == Scope::Everything && t.source != self.desired.source {
+            changes.push(Change {
+                attribute: "source".into(),
+                before: Value::String(t.source.to_string()),
+                after: Value::String(self.desired.source.to_string()),
+            });
+        }
+        changes
+    }
+}
+
+/// Contradictions within the desired state itself.
+fn validate(desired: &Desired) -> Result<(), PlanError> {
+    let mut names: HashSet<&str> = HashSet::new();
+    let mut exts: HashSet<&str> = HashSet::new();
+    for u in &desired.users {
+        if !names.insert(u.user_name.folded()) {
+            return Err(PlanError::Invalid(format!(
+                "two users are named {} (userName is case-insensitive)",
+                u.user_name
+            )));
+        }
+        if let Some(e) = &u.external_id {
+            if !exts.insert(e) {
+                return Err(PlanError::Invalid(format!(
+                    "two users have the external id {e:?}"
+                )));
+            }
+        }
+    }
+    let mut team_exts: HashSet<&str> = HashSet::new();
+    for t in &desired.teams {
+        if let Some(e) = &t.external_id {
+            if !team_exts.insert(e) {
+                return Err(PlanError::Invalid(format!(
+                    "two groups have the external id {e:?}"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,536 @@
+//! Showing a plan: text like `terraform plan` for people, JSON for programs, and the
+//! per-operation record the audit log keeps.
+
+use super::plan::{Change, Op, Plan, PurgeCause};
+use serde_json::{json, Map, Value};
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use uuid::Uuid;
+
+/// One operation as JSON consumers and the audit log see it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct OpRecord {
+    pub kind: &'static str,
+    pub target: Value,
+    pub before: Value,
+    pub after: Value,
+}
+
+impl OpRecord {
+    /// A compact target for the audit log's target column, e.g. `user:<id>`.
+    pub fn target_key(&self) -> String {
+        let get = |k: &str| self.target.get(k).and_then(Value::as_str).unwrap_or("-");
+        match self.target.get("type").and_then(Value::as_str) {
+            Some("user") => format!("user:{}", get("id")),
+            Some("team") => format!("team:{}", get("id")),
+            Some("membership") => format!("membership:{}:{}", get("team_id"), get("user_id")),
+            _ => match (self.target.get("user_id"), self.target.get("team_id")) {
+                (Some(Value::String(u)), Some(Value::String(t))) => {
+                    format!("keys:team:{t}:user:{u}")
+                }
+                (Some(Value::String(u)), _) => format!("keys:user:{u}"),
+                (_, Some(Value::String(t))) => format!("keys:team:{t}"),
+                _ => "keys".to_owned(),
+            },
+        }
+    }
+}
+
+/// SCIM clients could send a password; it must never reach a plan file, a terminal or
+/// the audit log.
+fn redact(map: &Map<String, Value>) -> Value {
+    Value::Object(
+        map.iter()
+            .map(|(k, v)| {
+                if k.eq_ignore_ascii_case("password") {
+                    (k.clone(), Value::String("<redacted>".into()))
+                } else {
+                    (k.clone(), v.clone())
+                }
+            })
+            .collect(),
+    )
+}
+
+fn change_value(c: &Change, v: &Value) -> Value {
+    match (c.attribute.as_str(), v) {
+        ("attributes", Value::Object(m)) => redact(m),
+        _ => v.clone(),
+    }
+}
+
+fn user_target(plan: &Plan, id: Uuid) -> Value {
+    json!({"type": "user", "id": id, "user_name": plan.user_label(id)})
+}
+
+fn team_target(plan: &Plan, id: Uuid) -> Value {
+    json!({"type": "team", "id": id, "display_name": plan.team_label(id)})
+}
+
+fn changes_maps(changes: &[Change]) -> (Value, Value) {
+    let mut before = Map::new();
+    let mut after = Map::new();
+    for c in changes {
+        before.insert(c.attribute.clone(), change_value(c, &c.before));
+        after.insert(c.attribute.clone(), change_value(c, &c.after));
+    }
+    (Value::Object(before), Value::Object(after))
+}
+
+fn purge_reason(reason: PurgeCause) -> &'static str {
+    match reason {
+        PurgeCause::UserDeleted => "user_deleted",
+        PurgeCause::RemovedFromTeam => "removed_from_team",
+        PurgeCause::TeamDeleted => "team_deleted",
+    }
+}
+
+/// The record of one operation: its kind, its target, and before/after attribute maps.
+pub fn op_record(plan: &Plan, op: &Op) -> OpRecord {
+    let kind = op.kind().as_str();
+    let (target, before, after) = match op {
+        Op::CreateUser(u) => (
+            user_target(plan, u.id),
+            Value::Null,
+            json!({
+                "user_name": u.user_name.as_str(),
+                "external_id": u.external_id,
+                "email": u.email,
+                "display_name": u.display_name,
+                "given_name": u.given_name,
+                "family_name": u.family_name,
+                "role": u.role.as_str(),
+                "active": u.active,
+                "attributes": redact(&u.attributes),
+                "source": u.source.to_string(),
+            }),
+        ),
+        Op::UpdateUser { id, changes } => {
+            let (b, a) = changes_maps(changes);
+            (user_target(plan, *id), b, a)
+        }
+        Op::DeactivateUser { id } => (
+            user_target(plan, *id),
+            json!({"active": true}),
+            json!({"active": false}),
+        ),
+        Op::DeleteUser { id } => (user_target(plan, *id), json!({"exists": true}), Value::Null),
+        Op::CreateTeam(t) => (
+            team_target(plan, t.id),
+            Value::Null,
+            json!({
+                "display_name": t.display_name.as_str(),
+                "external_id": t.external_id,
+                "metadata": t.metadata,
+                "source": t.source.to_string(),
+            }),
+        ),
+        Op::UpdateTeam { id, changes } => {
+            let (b, a) = changes_maps(changes);
+            (team_target(plan, *id), b, a)
+        }
+        Op::DeleteTeam { id } => (team_target(plan, *id), json!({"exists": true}), Value::Null),
+        Op::AddMember { team_id, user_id } => (
+            membership_target(plan, *team_id, *user_id),
+            Value::Null,
+            json!({"source": plan.source.to_string()}),
+        ),
+        Op::RemoveMember { team_id, user_id } => (
+            membership_target(plan, *team_id, *user_id),
+            json!({"member": true}),
+            Value::Null,
+        ),
+        Op::BlockKeys { user_id } => (
+            keys_target(plan, Some(*user_id), None),
+            json!({"blocked_by": null}),
+            json!({"blocked_by": "provisioning"}),
+        ),
+        Op::UnblockKeys { user_id } => (
+            keys_target(plan, Some(*user_id), None),
+            json!({"blocked_by": "provisioning"}),
+            json!({"blocked_by": null}),
+        ),
+        Op::PurgeKeys {
+            user_id,
+            team_id,
+            reason,
+        } => {
+            let mut target = keys_target(plan, *user_id, *team_id);
+            target["reason"] = json!(purge_reason(*reason));
+            (target, json!({"keys": "present"}), Value::Null)
+        }
+    };
+    OpRecord {
+        kind,
+        target,
+        before,
+        after,
+    }
+}
+
+fn membership_target(plan: &Plan, team: Uuid, user: Uuid) -> Value {
+    json!({
+        "type": "membership",
+        "team_id": team,
+        "team": plan.team_label(team),
+        "user_id": user,
+        "user_name": plan.user_label(user),
+    })
+}
+
+fn keys_target(plan: &Plan, user: Option<Uuid>, team: Option<Uuid>) -> Value {
+    let mut t = Map::new();
+    t.insert("type".into(), json!("keys"));
+    if let Some(u) = user {
+        t.insert("user_id".into(), json!(u));
+        t.insert("user_name".into(), json!(plan.user_label(u)));
+    }
+    if let Some(team) = team {
+        t.insert("team_id".into(), json!(team));
+        t.insert("team".into(), json!(plan.team_label(team)));
+    }
+    Value::Object(t)
+}
+
+/// The machine-readable rendering (`plan --format json`).
+pub fn render_json(plan: &Plan) -> String {
+    let counts = plan.counts();
+    let operations: Vec<OpRecord> = plan.ops.iter().map(|op| op_record(plan, op)).collect();
+    let doc = json!({
+        "format_version": plan.format_version,
+        "fingerprint": plan.fingerprint,
+        "source": plan.source.to_string(),
+        "operations": operations,
+        "summary": {"add": counts.add, "change": counts.change, "destroy": counts.destroy},
+        "warnings": plan.warnings,
+    });
+    // Serialising a Value with string keys cannot fail; fall back to compact just in case.
+    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string());
+    out.push('\n');
+    out
+}
+
+/// ANSI colours, or nothing when the output is not a terminal.
+struct Style {
+    color: bool,
+}
+
+impl Style {
+    fn paint(&self, code: &str, text: &str) -> String {
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_owned()
+        }
+    }
+    fn add(&self, t: &str) -> String {
+        self.paint("32", t)
+    }
+    fn change(&self, t: &str) -> String {
+        self.paint("33", t)
+    }
+    fn destroy(&self, t: &str) -> String {
+        self.paint("31", t)
+    }
+    fn bold(&self, t: &str) -> String {
+        self.paint("1", t)
+    }
+}
+
+fn show(v: &Value) -> String {
+    match v {
+        Value::Null => "(none)".to_owned(),
+        other => other.to_string(),
+    }
+}
+
+fn is_multiline(v: &Value) -> bool {
+    matches!(v, Value::Object(m) if !m.is_empty()) || matches!(v, Value::Array(a) if !a.is_empty())
+}
+
+fn pretty(v: &Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_else(|_| v.to_string())
+}
+
+/// `name: before → after`, or a line diff (the `similar` crate) for JSON objects.
+fn write_change(
+    out: &mut String,
+    s: &Style,
+    indent: &str,
+    name: &str,
+    before: &Value,
+    after: &Value,
+) {
+    if is_multiline(before) || is_multiline(after) {
+        let _ = writeln!(out, "{indent}{} {name}:", s.change("~"));
+        let old = if before.is_null() {
+            String::new()
+        } else {
+            pretty(before) + "\n"
+        };
+        let new = if after.is_null() {
+            String::new()
+        } else {
+            pretty(after) + "\n"
+        };
+        let diff = similar::TextDiff::from_lines(&old, &new);
+        for change in diff.iter_all_changes() {
+            let line = change.value().trim_end_matches('\n');
+            let _ = match change.tag() {
+                similar::ChangeTag::Delete => {
+                    writeln!(out, "{indent}    {}", s.destroy(&format!("- {line}")))
+                }
+                similar::ChangeTag::Insert => {
+                    writeln!(out, "{indent}    {}", s.add(&format!("+ {line}")))
+                }
+                similar::ChangeTag::Equal => writeln!(out, "{indent}      {line}"),
+            };
+        }
+    } else {
+        let _ = writeln!(
+            out,
+            "{indent}{} {name}: {} → {}",
+            s.change("~"),
+            show(before),
+            show(after)
+        );
+    }
+}
+
+fn write_attrs(out: &mut String, s: &Style, indent: &str, attrs: &Value) {
+    let Value::Object(map) = attrs else { return };
+    let width = map.keys().map(String::len).max().unwrap_or(0);
+    for (k, v) in map {
+        if v.is_null() || matches!(v, Value::Object(m) if m.is_empty()) {
+            continue;
+        }
+        if is_multiline(v) {
+            let _ = writeln!(out, "{indent}{} {k}:", s.add("+"));
+            for line in pretty(v).lines() {
+                let _ = writeln!(out, "{indent}      {line}");
+            }
+        } else {
+            let _ = writeln!(out, "{indent}{} {k:<width$} = {}", s.add("+"), show(v));
+        }
+    }
+}
+
+/// The human rendering (`plan`, the default): grouped by user and by team, `+` create,
+/// `~` update with per-attribute before → after, `-` destroy, then the summary line.
+pub fn render_text(plan: &Plan, color: bool) -> String {
+    let s = Style { color };
+    let mut out = String::new();
+    if plan.ops.is_empty() {
+        for w in &plan.warnings {
+            let _ = writeln!(out, "{} {w}", s.change("Warning:"));
+        }
+        out.push_str("No changes. The store matches the desired state.\n");
+        return out;
+    }
+    let _ = writeln!(
+        out,
+        "scimsync will perform the following actions (source {}):\n",
+        plan.source
+    );
+
+    // Group: user-level operations by user; team-level and membership ones by team.
+    let mut by_user: BTreeMap<(String, Uuid), Vec<&Op>> = BTreeMap::new();
+    let mut by_team: BTreeMap<(String, Uuid), Vec<&Op>> = BTreeMap::new();
+    for op in &plan.ops {
+        let team = match op {
+            Op::CreateTeam(_)
+            | Op::UpdateTeam { .. }
+            | Op::DeleteTeam { .. }
+            | Op::AddMember { .. }
+            | Op::RemoveMember { .. } => op.team_id(),
+            Op::PurgeKeys {
+                team_id: Some(t), ..
+            } => Some(*t),
+            _ => None,
+        };
+        match (team, op.user_id()) {
+            (Some(t), _) => by_team
+                .entry((plan.team_label(t).to_lowercase(), t))
+                .or_default()
+                .push(op),
+            (None, Some(u)) => by_user
+                .entry((plan.user_label(u).to_lowercase(), u))
+                .or_default()
+                .push(op),
+            (None, None) => {}
+        }
+    }
+
+    for ((_, id), ops) in &by_user {
+        let name = plan.user_label(*id);
+        let head = ops.iter().find(|op| {
+            matches!(
+                op,
+                Op::CreateUser(_)
+                    | Op::DeleteUser { .. }
+                    | Op::DeactivateUser { .. }
+                    | Op::UpdateUser { .. }
+            )
+        });
+        let header = match head {
+            Some(Op::CreateUser(_)) => format!("{} user {name}", s.add("+")),
+            Some(Op::DeleteUser { .. }) => format!("{} user {name}", s.destroy("-")),
+            Some(Op::DeactivateUser { .. }) => {
+                format!("{} user {name} (deactivate)", s.change("~"))
+            }
+            _ => format!("{} user {name}", s.change("~")),
+        };
+        let _ = writeln!(out, "  {}", s.bold(&header));
+        for op in ops {
+            match op {
+                Op::CreateUser(u) => {
+                    let rec = op_record(plan, op);
+                    let _ = writeln!(out, "      {} id = \"{}\"", s.add("+"), u.id);
+                    let mut after = rec.after;
+                    if let Value::Object(m) = &mut after {
+                        m.remove("user_name");
+                    }
+                    write_attrs(&mut out, &s, "      ", &after);
+                }
+                Op::UpdateUser { changes, .. } => {
+                    for c in changes {
+                        write_change(
+                            &mut out,
+                            &s,
+                            "      ",
+                            &c.attribute,
+                            &change_value(c, &c.before),
+                            &change_value(c, &c.after),
+                        );
+                    }
+                }
+                Op::DeactivateUser { .. } => {
+                    write_change(
+                        &mut out,
+                        &s,
+                        "      ",
+                        "active",
+                        &Value::Bool(true),
+                        &Value::Bool(false),
+                    );
+                }
+                Op::DeleteUser { .. } => {
+                    let _ = writeln!(
+                        out,
+                        "      {} the user and their memberships",
+                        s.destroy("-")
+                    );
+                }
+                Op::BlockKeys { .. } => {
+                    let _ = writeln!(
+                        out,
+                        "      {} keys: block (until reactivated)",
+                        s.change("~")
+                    );
+                }
+                Op::UnblockKeys { .. } => {
+                    let _ = writeln!(
+                        out,
+                        "      {} keys: unblock those provisioning blocked",
+                        s.change("~")
+                    );
+                }
+                Op::PurgeKeys { .. } => {
+                    let _ = writeln!(
+                        out,
+                        "      {} keys: purge all (an audit copy is kept)",
+                        s.destroy("-")
+                    );
+                }
+                _ => {}
+            }
+        }
+        out.push('\n');
+    }
+
+    for ((_, id), ops) in &by_team {
+        let name = plan.team_label(*id);
+        let header = if ops.iter().any(|op| matches!(op, Op::CreateTeam(_))) {
+            format!("{} team \"{name}\"", s.add("+"))
+        } else if ops.iter().any(|op| matches!(op, Op::DeleteTeam { .. })) {
+            format!("{} team \"{name}\"", s.destroy("-"))
+        } else {
+            format!("{} team \"{name}\"", s.change("~"))
+        };
+        let _ = writeln!(out, "  {}", s.bold(&header));
+        let mut adds: Vec<String> = Vec::new();
+        let mut removes: Vec<(String, bool)> = Vec::new();
+        for op in ops {
+            match op {
+                Op::CreateTeam(t) => {
+                    let rec = op_record(plan, op);
+                    let _ = writeln!(out, "      {} id = \"{}\"", s.add("+"), t.id);
+                    let mut after = rec.after;
+                    if let Value::Object(m) = &mut after {
+                        m.remove("display_name");
+                    }
+                    write_attrs(&mut out, &s, "      ", &after);
+                }
+                Op::UpdateTeam { changes, .. } => {
+                    for c in changes {
+                        write_change(&mut out, &s, "      ", &c.attribute, &c.before, &c.after);
+                    }
+                }
+                Op::DeleteTeam { .. } => {
+                    let _ = writeln!(out, "      {} the team and its memberships", s.destroy("-"));
+                }
+                Op::PurgeKeys { user_id: None, .. } => {
+                    let _ = writeln!(
+                        out,
+                        "      {} keys: purge every key scoped to this team",
+                        s.destroy("-")
+                    );
+                }
+                Op::AddMember { user_id, .. } => adds.push(plan.user_label(*user_id)),
+                Op::RemoveMember { user_id, .. } => {
+                    removes.push((plan.user_label(*user_id), false))
+                }
+                Op::PurgeKeys {
+                    user_id: Some(u), ..
+                } => {
+                    let label = plan.user_label(*u);
+                    if let Some(r) = removes.iter_mut().find(|(n, _)| *n == label) {
+                        r.1 = true;
+                    }
+                }
+                _ => {}
+            }
+        }
+        adds.sort_by_key(|n| n.to_lowercase());
+        removes.sort_by_key(|(n, _)| n.to_lowercase());
+        for n in adds {
+            let _ = writeln!(out, "      {} member {n}", s.add("+"));
+        }
+        for (n, purge) in removes {
+            let note = if purge {
+                " (and their keys for this team)"
+            } else {
+                ""
+            };
+            let _ = writeln!(out, "      {} member {n}{note}", s.destroy("-"));
+        }
+        out.push('\n');
+    }
+
+    for w in &plan.warnings {
+        let _ = writeln!(out, "{} {w}", s.change("Warning:"));
+    }
+    if !plan.warnings.is_empty() {
+        out.push('\n');
+    }
+    let c = plan.counts();
+    let _ = writeln!(
+        out,
+        "{} {} to add, {} to change, {} to destroy.",
+        s.bold("Plan:"),
+        c.add,
+        c.change,
+        c.destroy
+    );
+    out
+}

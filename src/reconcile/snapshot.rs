@@ -1,0 +1,191 @@
+//! The snapshot: an IdP's state as JSON (docs/snapshot.md, docs/snapshot.schema.json).
+//! `scimsync pull` writes it, `scimsync plan --snapshot` reads it.
+
+use super::desired::{Desired, DesiredTeam, DesiredUser, MemberRef, MemberSpec, Scope};
+use crate::domain::{Role, Source, TeamName, UserName};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::collections::HashSet;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    /// The IdP connection the state comes from; what it creates is owned by `sync:<idp>`.
+    pub idp: String,
+    /// False for a partial pull: it may add and update but never deletes or deactivates.
+    pub complete: bool,
+    #[serde(default)]
+    pub users: Vec<SnapshotUser>,
+    #[serde(default)]
+    pub groups: Vec<SnapshotGroup>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotUser {
+    /// The IdP's id of the user; group `members` refer to it.
+    pub external_id: String,
+    pub user_name: UserName,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub given_name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family_name: Option<String>,
+    #[serde(default = "yes")]
+    pub active: bool,
+    /// A role set by the IdP; without it the role follows role_groups or the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<Role>,
+    /// Extra SCIM attributes to keep; without it, existing ones are left as they are.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<Map<String, Value>>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotGroup {
+    /// The IdP's group id.
+    pub external_id: String,
+    pub display_name: TeamName,
+    /// External ids of the member users.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// Team metadata to set; without it an existing team's metadata is left alone and a
+    /// new team gets `[teams] defaults`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metadata: Option<Map<String, Value>>,
+}
+
+/// A snapshot that cannot be used, with where and why.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum SnapshotError {
+    /// Malformed JSON or a value of the wrong shape, at a line and column, in a field.
+    #[error("line {line}, column {column}{}: {message}", field_suffix(.field))]
+    Parse {
+        line: usize,
+        column: usize,
+        /// The path of the offending field, e.g. `users[3].user_name`; empty at the top.
+        field: String,
+        message: String,
+    },
+    /// Well-formed but contradictory (e.g. one external id used twice).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn field_suffix(field: &str) -> String {
+    if field.is_empty() || field == "." {
+        String::new()
+    } else {
+        format!(", field {field}")
+    }
+}
+
+impl Snapshot {
+    /// Parses a snapshot, naming the line, column and field of any problem.
+    pub fn parse(text: &str) -> Result<Snapshot, SnapshotError> {
+        let mut de = serde_json::Deserializer::from_str(text);
+        let snapshot: Snapshot = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let field = e.path().to_string();
+            let inner = e.into_inner();
+            SnapshotError::Parse {
+                line: inner.line(),
+                column: inner.column(),
+                field,
+                message: strip_location(&inner.to_string()),
+            }
+        })?;
+        de.end().map_err(|e| SnapshotError::Parse {
+            line: e.line(),
+            column: e.column(),
+            field: String::new(),
+            message: strip_location(&e.to_string()),
+        })?;
+        snapshot.validate()?;
+        Ok(snapshot)
+    }
+
+    fn validate(&self) -> Result<(), SnapshotError> {
+        if self.idp.trim().is_empty() {
+            return Err(SnapshotError::Invalid("idp must not be empty".into()));
+        }
+        let mut ext = HashSet::new();
+        let mut names = HashSet::new();
+        for (i, u) in self.users.iter().enumerate() {
+            if !ext.insert(u.external_id.as_str()) {
+                return Err(SnapshotError::Invalid(format!(
+                    "users[{i}]: external_id {:?} is used by an earlier user",
+                    u.external_id
+                )));
+            }
+            if !names.insert(u.user_name.folded()) {
+                return Err(SnapshotError::Invalid(format!(
+                    "users[{i}]: user_name {:?} is used by an earlier user (user names are case-insensitive)",
+                    u.user_name.as_str()
+                )));
+            }
+        }
+        let mut groups = HashSet::new();
+        for (i, g) in self.groups.iter().enumerate() {
+            if !groups.insert(g.external_id.as_str()) {
+                return Err(SnapshotError::Invalid(format!(
+                    "groups[{i}]: external_id {:?} is used by an earlier group",
+                    g.external_id
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// The desired state this snapshot describes: everything the IdP owns.
+    pub fn into_desired(self) -> Desired {
+        let users = self
+            .users
+            .into_iter()
+            .map(|u| DesiredUser {
+                external_id: Some(u.external_id),
+                email: u.email,
+                display_name: u.display_name,
+                given_name: u.given_name,
+                family_name: u.family_name,
+                active: u.active,
+                role: u.role,
+                attributes: u.attributes,
+                ..DesiredUser::new(u.user_name)
+            })
+            .collect();
+        let teams = self
+            .groups
+            .into_iter()
+            .map(|g| DesiredTeam {
+                external_id: Some(g.external_id),
+                metadata: g.metadata,
+                members: MemberSpec::Exactly(
+                    g.members.into_iter().map(MemberRef::ExternalId).collect(),
+                ),
+                ..DesiredTeam::new(g.display_name)
+            })
+            .collect();
+        Desired {
+            complete: self.complete,
+            users,
+            teams,
+            ..Desired::new(Source::Sync(self.idp), Scope::Everything)
+        }
+    }
+}
+
+/// serde_json appends " at line L column C"; the error already carries them as fields.
+fn strip_location(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}

@@ -1,0 +1,312 @@
+//! /Groups (gateway teams): parse → desired state → reconcile → render, like /Users.
+//!
+//! Membership changes in a PATCH become `MemberSpec::Delta`, so adding one member to
+//! a team of 100,000 reads and writes only that one membership; the roster is never
+//! loaded to be modified.
+
+use super::error::invalid_value;
+use super::list::{ListParams, Projection};
+use super::patch::{apply_operations, member_changes, parse_patch_request, MemberChange};
+use super::resources::{parse_group, render_group};
+use super::routes::Written;
+use super::users::check_if_match;
+use crate::app::AppState;
+use crate::config::UnknownMembers;
+use crate::domain::{Source, Team};
+use crate::error::ApiError;
+use crate::reconcile::{
+    reconcile_in, Actor, Desired, DesiredTeam, Intent, MemberRef, MemberSpec, Policy, Scope,
+};
+use axum::http::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+const READ_ONLY: &[&str] = &["id", "meta"];
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("Group {id} not found"))
+}
+
+fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id.trim()).map_err(|_| not_found(id))
+}
+
+/// Member values are user ids. One that is not even a UUID names no user: under
+/// `unknown_members = "reject"` that fails the request naming it, under "ignore"
+/// it is dropped. (UUIDs of missing users are the reconcile engine's to judge.)
+fn member_refs(ids: &[String], policy: &Policy, adding: bool) -> Result<Vec<MemberRef>, ApiError> {
+    let mut refs = Vec::with_capacity(ids.len());
+    for id in ids {
+        match Uuid::parse_str(id) {
+            Ok(uuid) => refs.push(MemberRef::UserId(uuid)),
+            // Removing a member that cannot exist removes nothing, successfully.
+            Err(_) if !adding => {}
+            Err(_) if policy.unknown_members == UnknownMembers::Ignore => {}
+            Err(_) => return Err(invalid_value(format!("member {id} does not exist"))),
+        }
+    }
+    Ok(refs)
+}
+
+fn one_team(team: DesiredTeam) -> Desired {
+    let mut desired = Desired::new(Source::Scim, Scope::Listed);
+    desired.teams.push(team);
+    desired
+}
+
+/// Renders teams, loading the members of the whole page in one query only when the
+/// response shows them (Entra lists groups with excludedAttributes=members).
+async fn render_all(
+    state: &AppState,
+    base: &str,
+    teams: &[Team],
+    projection: &Projection,
+) -> Result<Vec<Value>, ApiError> {
+    let members = if projection.wants("members") {
+        let ids: Vec<Uuid> = teams.iter().map(|t| t.id).collect();
+        Some(state.store.members_of_teams(&ids).await?)
+    } else {
+        None
+    };
+    Ok(teams
+        .iter()
+        .map(|team| {
+            let mine = members
+                .as_ref()
+                .map(|m| m.get(&team.id).map(Vec::as_slice).unwrap_or_default());
+            render_group(team, mine, base)
+        })
+        .collect())
+}
+
+pub async fn list(
+    state: &AppState,
+    base: &str,
+    params: &ListParams,
+) -> Result<(u64, Vec<Value>), ApiError> {
+    let page = state.store.scim_teams(&params.query()).await?;
+    let mut resources = render_all(state, base, &page.items, &params.projection).await?;
+    resources
+        .iter_mut()
+        .for_each(|r| params.projection.apply(r));
+    Ok((page.total, resources))
+}
+
+async fn read_back(
+    state: &AppState,
+    base: &str,
+    id: Uuid,
+    status: StatusCode,
+    projection: &Projection,
+) -> Result<Written, ApiError> {
+    let team = state
+        .store
+        .team(id)
+        .await?
+        .ok_or_else(|| not_found(&id.to_string()))?;
+    let mut rendered = render_all(state, base, std::slice::from_ref(&team), projection).await?;
+    Ok(Written {
+        status,
+        location: (status == StatusCode::CREATED).then(|| format!("{base}/Groups/{id}")),
+        resource: rendered.pop(),
+        version: Some(team.version),
+    })
+}
+
+pub async fn get(
+    state: &AppState,
+    base: &str,
+    id: &str,
+    projection: &Projection,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    read_back(state, base, uuid, StatusCode::OK, projection)
+        .await
+        .map_err(|e| {
+            if e.status == StatusCode::NOT_FOUND {
+                not_found(id)
+            } else {
+                e
+            }
+        })
+}
+
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    base: &str,
+    body: &Value,
+    projection: &Projection,
+) -> Result<Written, ApiError> {
+    let input = parse_group(body)?;
+    let policy = Policy::from_config(&state.config);
+    let id = Uuid::new_v4();
+    let members = match &input.members {
+        Some(ids) => MemberSpec::Exactly(member_refs(ids, &policy, true)?),
+        None => MemberSpec::Unchanged,
+    };
+    let desired = one_team(DesiredTeam {
+        id: Some(id),
+        intent: Intent::Create,
+        external_id: input.external_id,
+        display_name: input.display_name,
+        metadata: None,
+        members,
+    });
+    let mut tx = state.store.begin_write().await?;
+    reconcile_in(&mut tx, &desired, &policy, actor).await?;
+    tx.commit().await?;
+    read_back(state, base, id, StatusCode::CREATED, projection).await
+}
+
+/// PUT: a full replace; `members` left out means no members.
+pub async fn replace(
+    state: &AppState,
+    actor: &Actor,
+    base: &str,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+    projection: &Projection,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    let input = parse_group(body)?;
+    let policy = Policy::from_config(&state.config);
+    let members = member_refs(input.members.as_deref().unwrap_or_default(), &policy, true)?;
+    let mut tx = state.store.begin_write().await?;
+    let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
+    check_if_match(if_match, current.version)?;
+    let desired = one_team(DesiredTeam {
+        id: Some(uuid),
+        intent: Intent::Update,
+        external_id: input.external_id,
+        display_name: input.display_name,
+        metadata: None,
+        members: MemberSpec::Exactly(members),
+    });
+    reconcile_in(&mut tx, &desired, &policy, actor).await?;
+    tx.commit().await?;
+    read_back(state, base, uuid, StatusCode::OK, projection).await
+}
+
+/// How a PATCH's member operations add up, in order, without the roster.
+enum Members {
+    Delta {
+        add: Vec<String>,
+        remove: Vec<String>,
+    },
+    Exactly(Vec<String>),
+}
+
+impl Members {
+    fn apply(&mut self, change: MemberChange) {
+        match (self, change) {
+            (Members::Delta { add, remove }, MemberChange::Add(ids)) => {
+                remove.retain(|r| !ids.contains(r));
+                for id in ids {
+                    if !add.contains(&id) {
+                        add.push(id);
+                    }
+                }
+            }
+            (Members::Delta { add, remove }, MemberChange::Remove(ids)) => {
+                add.retain(|a| !ids.contains(a));
+                remove.extend(ids);
+            }
+            (Members::Exactly(set), MemberChange::Add(ids)) => {
+                let new: Vec<String> = ids.into_iter().filter(|id| !set.contains(id)).collect();
+                set.extend(new);
+            }
+            (Members::Exactly(set), MemberChange::Remove(ids)) => set.retain(|m| !ids.contains(m)),
+            (this, MemberChange::RemoveAll) => *this = Members::Exactly(Vec::new()),
+            (this, MemberChange::ReplaceAll(ids)) => *this = Members::Exactly(ids),
+        }
+    }
+
+    fn spec(self, policy: &Policy) -> Result<MemberSpec, ApiError> {
+        Ok(match self {
+            Members::Delta { add, remove } if add.is_empty() && remove.is_empty() => {
+                MemberSpec::Unchanged
+            }
+            Members::Delta { add, remove } => MemberSpec::Delta {
+                add: member_refs(&add, policy, true)?,
+                remove: member_refs(&remove, policy, false)?,
+            },
+            Members::Exactly(ids) => MemberSpec::Exactly(member_refs(&ids, policy, true)?),
+        })
+    }
+}
+
+/// PATCH: member operations become a delta; the others are applied to the group as
+/// rendered without its members.
+pub async fn patch(
+    state: &AppState,
+    actor: &Actor,
+    base: &str,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+    projection: &Projection,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    let operations = parse_patch_request(body)?;
+    let policy = Policy::from_config(&state.config);
+    let mut members = Members::Delta {
+        add: Vec::new(),
+        remove: Vec::new(),
+    };
+    let mut rest = Vec::new();
+    for (index, operation) in operations.iter().enumerate() {
+        let split = member_changes(operation).map_err(|e| {
+            let mut err = ApiError::from(e);
+            err.detail = format!("Operations[{index}]: {}", err.detail);
+            err
+        })?;
+        if let Some(change) = split.members {
+            members.apply(change);
+        }
+        rest.extend(split.rest);
+    }
+    let members = members.spec(&policy)?;
+    let mut tx = state.store.begin_write().await?;
+    let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
+    check_if_match(if_match, current.version)?;
+    let mut resource = render_group(&current, None, base);
+    apply_operations(&mut resource, &rest, READ_ONLY)?;
+    let input = parse_group(&resource)?;
+    let desired = one_team(DesiredTeam {
+        id: Some(uuid),
+        intent: Intent::Update,
+        external_id: input.external_id,
+        display_name: input.display_name,
+        metadata: None,
+        members,
+    });
+    reconcile_in(&mut tx, &desired, &policy, actor).await?;
+    tx.commit().await?;
+    read_back(state, base, uuid, StatusCode::OK, projection).await
+}
+
+/// DELETE: the team, its memberships and the keys scoped to it, in one transaction.
+pub async fn delete(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    let mut tx = state.store.begin_write().await?;
+    let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
+    check_if_match(if_match, current.version)?;
+    let mut desired = Desired::new(Source::Scim, Scope::Listed);
+    desired.delete_teams.push(uuid);
+    reconcile_in(
+        &mut tx,
+        &desired,
+        &Policy::from_config(&state.config),
+        actor,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Written::no_content())
+}

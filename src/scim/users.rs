@@ -1,0 +1,237 @@
+//! /Users: each operation is parse → desired state → reconcile → render. Used by
+//! the HTTP handlers and by /Bulk alike.
+
+use super::error::precondition_failed;
+use super::list::{ListParams, Projection};
+use super::patch::{apply_operations, parse_patch_request};
+use super::resources::{parse_user, render_user, UserInput};
+use super::routes::{etag_matches, Written};
+use crate::app::AppState;
+use crate::domain::{Source, User};
+use crate::error::ApiError;
+use crate::reconcile::{reconcile_in, Actor, Desired, DesiredUser, Intent, Policy, Scope};
+use axum::http::StatusCode;
+use serde_json::Value;
+use uuid::Uuid;
+
+/// Attributes a PATCH may not change. `groups` is derived from memberships and is
+/// changed through /Groups.
+const READ_ONLY: &[&str] = &["id", "meta", "groups"];
+
+fn not_found(id: &str) -> ApiError {
+    ApiError::not_found(format!("User {id} not found"))
+}
+
+/// Ids are UUIDs; anything else names no user.
+pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(id.trim()).map_err(|_| not_found(id))
+}
+
+pub fn check_if_match(if_match: Option<&str>, version: i64) -> Result<(), ApiError> {
+    match if_match {
+        Some(tag) if !etag_matches(tag, version) => Err(precondition_failed()),
+        _ => Ok(()),
+    }
+}
+
+/// The desired state "this one user, like so".
+fn one_user(input: UserInput, id: Uuid, intent: Intent, active_by_default: bool) -> Desired {
+    let mut desired = Desired::new(Source::Scim, Scope::Listed);
+    desired.users.push(DesiredUser {
+        id: Some(id),
+        intent,
+        external_id: input.external_id,
+        user_name: input.user_name,
+        email: input.email,
+        display_name: input.display_name,
+        given_name: input.given_name,
+        family_name: input.family_name,
+        active: input.active.unwrap_or(active_by_default),
+        role: None,
+        attributes: Some(input.attributes),
+    });
+    desired
+}
+
+/// Renders users with their groups (loaded for the whole page in one query) unless
+/// the client left `groups` out. The projection is applied by the caller.
+async fn render_all(
+    state: &AppState,
+    base: &str,
+    users: &[User],
+    projection: &Projection,
+) -> Result<Vec<Value>, ApiError> {
+    let groups = if projection.wants("groups") {
+        let ids: Vec<Uuid> = users.iter().map(|u| u.id).collect();
+        Some(state.store.groups_of_users(&ids).await?)
+    } else {
+        None
+    };
+    Ok(users
+        .iter()
+        .map(|user| {
+            let mine = groups
+                .as_ref()
+                .map(|g| g.get(&user.id).map(Vec::as_slice).unwrap_or_default());
+            render_user(user, mine, base)
+        })
+        .collect())
+}
+
+pub async fn list(
+    state: &AppState,
+    base: &str,
+    params: &ListParams,
+) -> Result<(u64, Vec<Value>), ApiError> {
+    let page = state.store.scim_users(&params.query()).await?;
+    let mut resources = render_all(state, base, &page.items, &params.projection).await?;
+    resources
+        .iter_mut()
+        .for_each(|r| params.projection.apply(r));
+    Ok((page.total, resources))
+}
+
+/// The stored user as a 200 response (unprojected; the caller projects).
+async fn read_back(
+    state: &AppState,
+    base: &str,
+    id: Uuid,
+    status: StatusCode,
+) -> Result<Written, ApiError> {
+    let user = state
+        .store
+        .user(id)
+        .await?
+        .ok_or_else(|| not_found(&id.to_string()))?;
+    let groups = state.store.groups_of_users(&[id]).await?;
+    let resource = render_user(
+        &user,
+        Some(groups.get(&id).map(Vec::as_slice).unwrap_or_default()),
+        base,
+    );
+    Ok(Written {
+        status,
+        location: (status == StatusCode::CREATED).then(|| format!("{base}/Users/{id}")),
+        resource: Some(resource),
+        version: Some(user.version),
+    })
+}
+
+pub async fn get(
+    state: &AppState,
+    base: &str,
+    id: &str,
+    projection: &Projection,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    let user = state.store.user(uuid).await?.ok_or_else(|| not_found(id))?;
+    let mut rendered = render_all(state, base, std::slice::from_ref(&user), projection).await?;
+    Ok(Written {
+        status: StatusCode::OK,
+        resource: rendered.pop(),
+        version: Some(user.version),
+        location: None,
+    })
+}
+
+pub async fn create(
+    state: &AppState,
+    actor: &Actor,
+    base: &str,
+    body: &Value,
+) -> Result<Written, ApiError> {
+    let input = parse_user(body)?;
+    let id = Uuid::new_v4();
+    let desired = one_user(input, id, Intent::Create, true);
+    let mut tx = state.store.begin_write().await?;
+    reconcile_in(
+        &mut tx,
+        &desired,
+        &Policy::from_config(&state.config),
+        actor,
+    )
+    .await?;
+    tx.commit().await?;
+    read_back(state, base, id, StatusCode::CREATED).await
+}
+
+/// PUT: a full replace of an existing user (never a create). Attributes left out
+/// are cleared, except `active`, which stays as it is when not given.
+pub async fn replace(
+    state: &AppState,
+    actor: &Actor,
+    base: &str,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    let input = parse_user(body)?;
+    let mut tx = state.store.begin_write().await?;
+    let current = tx.user(uuid).await?.ok_or_else(|| not_found(id))?;
+    check_if_match(if_match, current.version)?;
+    let desired = one_user(input, uuid, Intent::Update, current.active);
+    reconcile_in(
+        &mut tx,
+        &desired,
+        &Policy::from_config(&state.config),
+        actor,
+    )
+    .await?;
+    tx.commit().await?;
+    read_back(state, base, uuid, StatusCode::OK).await
+}
+
+/// PATCH: the operations are applied, in order, to the user as SCIM renders it, and
+/// the result is the desired user. All or nothing.
+pub async fn patch(
+    state: &AppState,
+    actor: &Actor,
+    base: &str,
+    id: &str,
+    body: &Value,
+    if_match: Option<&str>,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    let operations = parse_patch_request(body)?;
+    let mut tx = state.store.begin_write().await?;
+    let current = tx.user(uuid).await?.ok_or_else(|| not_found(id))?;
+    check_if_match(if_match, current.version)?;
+    let mut resource = render_user(&current, None, base);
+    apply_operations(&mut resource, &operations, READ_ONLY)?;
+    let input = parse_user(&resource)?;
+    let desired = one_user(input, uuid, Intent::Update, current.active);
+    reconcile_in(
+        &mut tx,
+        &desired,
+        &Policy::from_config(&state.config),
+        actor,
+    )
+    .await?;
+    tx.commit().await?;
+    read_back(state, base, uuid, StatusCode::OK).await
+}
+
+/// DELETE: memberships, keys (with an audit copy) and the user go in one transaction.
+pub async fn delete(
+    state: &AppState,
+    actor: &Actor,
+    id: &str,
+    if_match: Option<&str>,
+) -> Result<Written, ApiError> {
+    let uuid = parse_id(id)?;
+    let mut tx = state.store.begin_write().await?;
+    let current = tx.user(uuid).await?.ok_or_else(|| not_found(id))?;
+    check_if_match(if_match, current.version)?;
+    let mut desired = Desired::new(Source::Scim, Scope::Listed);
+    desired.delete_users.push(uuid);
+    reconcile_in(
+        &mut tx,
+        &desired,
+        &Policy::from_config(&state.config),
+        actor,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Written::no_content())
+}

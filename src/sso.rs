@@ -1,0 +1,1 @@
+//! SSO sign-in hook (being written).

@@ -1,0 +1,338 @@
+//! A mock Microsoft Graph (v1.0) and Entra token endpoint.
+
+use super::{serve, Faults};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Form, Json, Router};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+pub const TENANT: &str = "contoso.onmicrosoft.com";
+pub const CLIENT_ID: &str = "11111111-2222-3333-4444-555555555555";
+pub const CLIENT_SECRET: &str = "graph-client-secret-for-tests";
+
+#[derive(Default)]
+pub struct Directory {
+    /// id → (displayName)
+    pub groups: BTreeMap<String, String>,
+    /// group id → member ids (users, and other object ids that are not users)
+    pub members: HashMap<String, Vec<String>>,
+    /// id → Graph user JSON
+    pub users: BTreeMap<String, Value>,
+    /// ids of members that are devices, not users
+    pub devices: Vec<String>,
+}
+
+pub struct GraphMock {
+    pub base_url: String,
+    pub dir: Arc<Mutex<Directory>>,
+    pub faults: Arc<Faults>,
+    /// Items per page (Graph's $top is honoured up to this).
+    pub page_size: usize,
+}
+
+#[derive(Clone)]
+struct AppState {
+    dir: Arc<Mutex<Directory>>,
+    faults: Arc<Faults>,
+    page_size: usize,
+    base: Arc<Mutex<String>>,
+}
+
+impl GraphMock {
+    /// A tenant with five users and five groups:
+    /// LLM Users (alice, bob, carol, dave [disabled], a device), LLM Admins (alice),
+    /// Sales (bob, eve), Production LLM Evals Group (carol, eve), Finance (nobody).
+    pub async fn start() -> Self {
+        Self::start_with(standard_directory(), 2).await
+    }
+
+    pub async fn start_with(dir: Directory, page_size: usize) -> Self {
+        let dir = Arc::new(Mutex::new(dir));
+        let faults = Arc::new(Faults::default());
+        let base = Arc::new(Mutex::new(String::new()));
+        let state = AppState {
+            dir: dir.clone(),
+            faults: faults.clone(),
+            page_size,
+            base: base.clone(),
+        };
+        let router = Router::new()
+            .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .route("/v1.0/groups", get(list_groups))
+            .route(
+                "/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user",
+                get(group_members),
+            )
+            .route("/v1.0/users", get(filter_users))
+            .route("/v1.0/users/{id}", get(get_user))
+            .route(
+                "/v1.0/users/{id}/transitiveMemberOf/microsoft.graph.group",
+                get(user_groups),
+            )
+            .with_state(state);
+        let (_, base_url) = serve(router).await;
+        *base.lock().unwrap() = base_url.clone();
+        Self {
+            base_url,
+            dir,
+            faults,
+            page_size,
+        }
+    }
+
+    /// An `[[idp]]` for this mock managing `groups`.
+    pub fn config(&self, name: &str, groups: &[&str]) -> scimsync::config::IdpConfig {
+        let mut c =
+            scimsync::config::IdpConfig::new(name, scimsync::config::IdpKind::Entra);
+        c.tenant_id = Some(TENANT.into());
+        c.client_id = Some(CLIENT_ID.into());
+        c.client_secret = Some(CLIENT_SECRET.into());
+        c.login_url = Some(self.base_url.clone());
+        c.api_base_url = Some(format!("{}/v1.0", self.base_url));
+        c.groups = groups.iter().map(|g| g.to_string()).collect();
+        c.max_retries = Some(3);
+        c.retry_backoff_ms = Some(50);
+        c
+    }
+
+    /// Puts a user into a group.
+    pub fn add_member(&self, group: &str, user: &str) {
+        let mut dir = self.dir.lock().unwrap();
+        dir.members.entry(group.into()).or_default().push(user.into());
+    }
+
+    /// Takes a user out of a group.
+    pub fn remove_member(&self, group: &str, user: &str) {
+        let mut dir = self.dir.lock().unwrap();
+        if let Some(m) = dir.members.get_mut(group) {
+            m.retain(|u| u != user);
+        }
+    }
+}
+
+pub fn user(id: &str, upn: &str, given: &str, surname: &str, enabled: bool) -> Value {
+    json!({
+        "@odata.type": "#microsoft.graph.user",
+        "id": id, "userPrincipalName": upn, "mail": upn,
+        "displayName": format!("{given} {surname}"), "givenName": given, "surname": surname,
+        "accountEnabled": enabled,
+    })
+}
+
+pub fn standard_directory() -> Directory {
+    let mut d = Directory::default();
+    for (id, upn, g, s, on) in [
+        ("u-alice", "alice@contoso.com", "Alice", "Ng", true),
+        ("u-bob", "bob@contoso.com", "Bob", "Stone", true),
+        ("u-carol", "carol@contoso.com", "Carol", "Diaz", true),
+        ("u-dave", "dave@contoso.com", "Dave", "Kim", false),
+        ("u-eve", "eve@contoso.com", "Eve", "Moss", true),
+    ] {
+        d.users.insert(id.into(), user(id, upn, g, s, on));
+    }
+    for (id, name) in [
+        ("g-users", "LLM Users"),
+        ("g-admins", "LLM Admins"),
+        ("g-sales", "Sales"),
+        ("g-evals", "Production LLM Evals Group"),
+        ("g-finance", "Finance"),
+    ] {
+        d.groups.insert(id.into(), name.into());
+    }
+    d.devices.push("d-printer".into());
+    d.members.insert(
+        "g-users".into(),
+        vec!["u-alice", "u-bob", "u-carol", "u-dave", "d-printer"]
+            .into_iter()
+            .map(String::from)
+            .collect(),
+    );
+    d.members.insert("g-admins".into(), vec!["u-alice".into()]);
+    d.members.insert("g-sales".into(), vec!["u-bob".into(), "u-eve".into()]);
+    d.members.insert("g-evals".into(), vec!["u-carol".into(), "u-eve".into()]);
+    d
+}
+
+async fn token(
+    State(s): State<AppState>,
+    Path(tenant): Path<String>,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let ok = tenant == TENANT
+        && form.get("grant_type").map(String::as_str) == Some("client_credentials")
+        && form.get("client_id").map(String::as_str) == Some(CLIENT_ID)
+        && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
+        && form.get("scope").map(String::as_str) == Some("https://graph.microsoft.com/.default");
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "invalid_client",
+                "error_description": "AADSTS7000215: Invalid client secret provided."})),
+        )
+            .into_response();
+    }
+    let token = s.faults.issue_token();
+    Json(json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
+        "access_token": token}))
+    .into_response()
+}
+
+/// One page of `items`, with an `@odata.nextLink` when more follow.
+fn page(s: &AppState, path: &str, items: Vec<Value>, query: &HashMap<String, String>) -> Response {
+    let skip: usize = query
+        .get("$skiptoken")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(0);
+    let top: usize = query
+        .get("$top")
+        .and_then(|t| t.parse().ok())
+        .unwrap_or(100)
+        .min(s.page_size);
+    let end = (skip + top).min(items.len());
+    let mut body = json!({"value": items[skip.min(items.len())..end].to_vec()});
+    if end < items.len() {
+        let base = s.base.lock().unwrap().clone();
+        body["@odata.nextLink"] = json!(format!(
+            "{base}{path}?$top={}&$skiptoken={end}",
+            query.get("$top").cloned().unwrap_or_default()
+        ));
+    }
+    Json(body).into_response()
+}
+
+fn group_json(id: &str, name: &str) -> Value {
+    json!({"@odata.type": "#microsoft.graph.group", "id": id, "displayName": name})
+}
+
+async fn list_groups(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let items = {
+        let dir = s.dir.lock().unwrap();
+        dir.groups.iter().map(|(id, n)| group_json(id, n)).collect()
+    };
+    page(&s, uri.path(), items, &q)
+}
+
+async fn group_members(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let items: Vec<Value> = {
+        let dir = s.dir.lock().unwrap();
+        if !dir.groups.contains_key(&id) {
+            return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "Request_ResourceNotFound",
+                "message": "Resource does not exist"}}))).into_response();
+        }
+        dir.members
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .map(|m| match dir.users.get(m) {
+                Some(u) => u.clone(),
+                // A device in the group: real Graph drops it because of the cast; the mock
+                // keeps it to check that the connector filters by @odata.type too.
+                None => json!({"@odata.type": "#microsoft.graph.device", "id": m}),
+            })
+            .collect()
+    };
+    page(&s, uri.path(), items, &q)
+}
+
+fn find_user(dir: &Directory, key: &str) -> Option<Value> {
+    dir.users.get(key).cloned().or_else(|| {
+        dir.users
+            .values()
+            .find(|u| u["userPrincipalName"].as_str().map(str::to_lowercase) == Some(key.to_lowercase()))
+            .cloned()
+    })
+}
+
+async fn get_user(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let found = find_user(&s.dir.lock().unwrap(), &id);
+    match found {
+        Some(u) => Json(u).into_response(),
+        None => (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "Request_ResourceNotFound",
+            "message": format!("Resource '{id}' does not exist")}}))).into_response(),
+    }
+}
+
+async fn filter_users(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let mail = q
+        .get("$filter")
+        .and_then(|f| f.strip_prefix("mail eq '"))
+        .and_then(|f| f.strip_suffix('\''))
+        .map(str::to_lowercase);
+    let items: Vec<Value> = s
+        .dir
+        .lock()
+        .unwrap()
+        .users
+        .values()
+        .filter(|u| u["mail"].as_str().map(str::to_lowercase) == mail)
+        .cloned()
+        .collect();
+    Json(json!({"value": items})).into_response()
+}
+
+async fn user_groups(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let items: Vec<Value> = {
+        let dir = s.dir.lock().unwrap();
+        let Some(user) = find_user(&dir, &id) else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        let uid = user["id"].as_str().unwrap_or_default().to_owned();
+        let mut items: Vec<Value> = dir
+            .groups
+            .iter()
+            .filter(|(g, _)| dir.members.get(*g).is_some_and(|m| m.contains(&uid)))
+            .map(|(g, n)| group_json(g, n))
+            .collect();
+        // A directory role the user holds: real Graph drops it because of the cast.
+        items.push(json!({"@odata.type": "#microsoft.graph.directoryRole", "id": "r-1",
+            "displayName": "LLM Global Reader"}));
+        items
+    };
+    page(&s, uri.path(), items, &q)
+}
