@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
@@ -29,17 +30,55 @@ const TOKEN_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The configuration the process started with. Prefer [`AppState::current_config`],
+    /// which follows reloads (SIGHUP).
     pub config: Arc<Config>,
+    live: Arc<watch::Sender<Arc<Config>>>,
     token_uses: Arc<Mutex<HashMap<String, Instant>>>,
 }
 
 impl AppState {
     pub fn new(store: Store, config: Arc<Config>) -> Self {
+        let (live, _) = watch::channel(config.clone());
         Self {
             store,
             config,
+            live: Arc::new(live),
             token_uses: Arc::default(),
         }
+    }
+
+    /// The configuration in force now, including any reload since start.
+    pub fn current_config(&self) -> Arc<Config> {
+        self.live.borrow().clone()
+    }
+
+    /// Notifies on every accepted reload (the scheduler re-reads IdP schedules from it).
+    pub fn subscribe_config(&self) -> watch::Receiver<Arc<Config>> {
+        self.live.subscribe()
+    }
+
+    /// Installs a new configuration. Settings bound at start (listener, database, log
+    /// format) keep their running values; a change to them is reported, not applied.
+    pub fn replace_config(&self, mut new: Config) {
+        let old = self.current_config();
+        if new.server != old.server
+            || new.database != old.database
+            || new.log.format != old.log.format
+        {
+            tracing::warn!(
+                "[server], [database] and [log] format changes take effect at the next restart"
+            );
+            new.server = old.server.clone();
+            new.database = old.database.clone();
+            new.log.format = old.log.format;
+        }
+        if let Err(e) = crate::telemetry::set_level(&new.log.level) {
+            tracing::warn!(error = %e, "keeping the previous log level");
+            new.log.level = old.log.level.clone();
+        }
+        self.live.send_replace(Arc::new(new));
+        tracing::info!("configuration reloaded");
     }
 
     /// Records a token's use, at most once a minute per token, off the request path.
@@ -76,6 +115,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/v1/whoami", get(whoami))
+        .merge(crate::sso::routes())
         .route("/metrics", get(metrics_exposition))
         .nest("/scim/v2", crate::scim::router())
         .route_layer(middleware::from_fn(log_request))
@@ -89,7 +129,8 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// One span per request with method, route and, on completion, status and latency.
-/// Headers are never logged: they carry bearer credentials.
+/// Headers are never logged: they carry bearer credentials. The events use the target
+/// `scimsync::http`, so `level = "info,scimsync::http=warn"` keeps only failed requests.
 async fn log_request(request: Request, next: Next) -> Response {
     let method = request.method().clone();
     let route = request
@@ -106,9 +147,9 @@ async fn log_request(request: Request, next: Next) -> Response {
         crate::metrics::http_request(method.as_str(), &route, status, elapsed);
         let latency_ms = elapsed.as_micros() as f64 / 1000.0;
         if response.status().is_server_error() {
-            tracing::warn!(status, latency_ms, "request failed");
+            tracing::warn!(target: "scimsync::http", status, latency_ms, "request failed");
         } else {
-            tracing::info!(status, latency_ms, "request completed");
+            tracing::info!(target: "scimsync::http", status, latency_ms, "request completed");
         }
         response
     }
@@ -161,7 +202,11 @@ async fn not_found() -> ApiError {
 pub struct App {
     state: AppState,
     listener: TcpListener,
+    reloader: Option<ConfigLoader>,
 }
+
+/// Reads the configuration again from where it first came from (file, environment, flags).
+pub type ConfigLoader = Arc<dyn Fn() -> anyhow::Result<Config> + Send + Sync>;
 
 impl App {
     /// Opens the database (applying migrations), makes sure a first token exists, and binds.
@@ -177,7 +222,15 @@ impl App {
         Ok(Self {
             state: AppState::new(store, Arc::new(config)),
             listener,
+            reloader: None,
         })
+    }
+
+    /// Makes SIGHUP reload the configuration through `loader`. An invalid new
+    /// configuration is refused with a log line and the running one stays in force.
+    pub fn reload_with(mut self, loader: ConfigLoader) -> Self {
+        self.reloader = Some(loader);
+        self
     }
 
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
@@ -196,6 +249,12 @@ impl App {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "listening");
         let store = self.state.store.clone();
+        let reloads = match self.reloader.clone() {
+            Some(loader) => Some(spawn_reload_on_hangup(self.state.clone(), loader)?),
+            None => None,
+        };
+        // Scheduled IdP syncs (src/sync.rs); a malformed schedule stops startup.
+        let scheduler = crate::sync::start(&self.state).await?;
         // Migrations are applied and the port is bound: only now is the service ready.
         systemd::notify_ready(&format!("serving SCIM on {addr}"));
         let watchdog = systemd::spawn_watchdog(store.clone());
@@ -205,14 +264,39 @@ impl App {
                 systemd::notify_stopping();
             })
             .await;
-        if let Some(watchdog) = watchdog {
-            watchdog.abort();
+        for task in [watchdog, reloads].into_iter().flatten() {
+            task.abort();
+        }
+        if let Some(scheduler) = scheduler {
+            scheduler.shutdown().await;
         }
         store.close().await;
         result?;
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Listens for SIGHUP (installed before READY=1, so an early reload is not fatal).
+fn spawn_reload_on_hangup(
+    state: AppState,
+    loader: ConfigLoader,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangups = signal(SignalKind::hangup())
+        .map_err(|e| anyhow::anyhow!("cannot listen for SIGHUP: {e}"))?;
+    Ok(tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading the configuration");
+            match loader() {
+                Ok(config) => state.replace_config(config),
+                Err(e) => tracing::error!(
+                    error = %e,
+                    "refusing the new configuration; the previous one stays in force"
+                ),
+            }
+        }
+    }))
 }
 
 /// The sd_notify(3) protocol: a no-op when not started by systemd (no $NOTIFY_SOCKET).
@@ -266,7 +350,11 @@ pub const INITIAL_TOKEN_FILE: &str = "initial-scim-token";
 
 /// Where first-start files go: beside a SQLite database, else the state directory or cwd.
 pub fn state_directory(config: &Config) -> PathBuf {
-    store::sqlite_directory(&config.database.url)
+    config
+        .server
+        .state_directory
+        .clone()
+        .or_else(|| store::sqlite_directory(&config.database.url))
         .or_else(|| std::env::var_os("STATE_DIRECTORY").map(PathBuf::from))
         .unwrap_or_else(|| PathBuf::from("."))
 }
@@ -314,31 +402,19 @@ fn write_secret_file(path: &Path, secret: &str) -> std::io::Result<()> {
     file.sync_all()
 }
 
-/// Completes on SIGTERM or Ctrl-C.
-pub async fn shutdown_signal() {
-    let ctrl_c = async {
-        if let Err(e) = tokio::signal::ctrl_c().await {
-            tracing::error!(error = %e, "cannot listen for Ctrl-C");
-            std::future::pending::<()>().await;
+/// Completes on SIGTERM or SIGINT (Ctrl-C). The handlers are installed before this
+/// returns, so a signal that arrives right after READY=1 is not lost (nor fatal).
+pub fn shutdown_signal() -> anyhow::Result<impl Future<Output = ()> + Send + 'static> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut terminate = signal(SignalKind::terminate())
+        .map_err(|e| anyhow::anyhow!("cannot listen for SIGTERM: {e}"))?;
+    let mut interrupt = signal(SignalKind::interrupt())
+        .map_err(|e| anyhow::anyhow!("cannot listen for SIGINT: {e}"))?;
+    Ok(async move {
+        tokio::select! {
+            _ = terminate.recv() => {},
+            _ = interrupt.recv() => {},
         }
-    };
-    #[cfg(unix)]
-    let terminate = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut sig) => {
-                sig.recv().await;
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                std::future::pending::<()>().await;
-            }
-        }
-    };
-    #[cfg(not(unix))]
-    let terminate = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = terminate => {},
-    }
-    tracing::info!("shutting down; letting in-flight requests finish");
+        tracing::info!("shutting down; letting in-flight requests finish");
+    })
 }

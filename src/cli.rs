@@ -21,7 +21,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-#[derive(Debug, Args)]
+#[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Configuration file (TOML). Default: $SCIMSYNC_CONFIG, else built-in defaults.
     #[arg(long, global = true, value_name = "FILE")]
@@ -47,8 +47,16 @@ pub enum Command {
     /// Manage the gateway's API keys.
     #[command(subcommand)]
     Key(KeyCommand),
+    /// Show what syncing a snapshot would change, like `terraform plan`. Changes nothing.
+    Plan(PlanArgs),
+    /// Make the store match a snapshot, or apply a plan saved with `plan --out`.
+    Apply(ApplyArgs),
+    /// Show the audit log: every applied operation with its time, trigger and actor.
+    Audit(AuditArgs),
     /// Read an IdP's managed groups and their members into a snapshot (JSON).
     Pull(PullArgs),
+    /// Sync one user's team memberships from the IdP, as a sign-in would.
+    SsoSignIn(SsoSignInArgs),
 }
 
 #[derive(Debug, Args)]
@@ -139,9 +147,20 @@ impl Cli {
 pub async fn run(cli: Cli, config: Config) -> anyhow::Result<i32> {
     match cli.command {
         Command::CheckConfig(args) => check_config(&config, args.connect).await,
-        Command::Serve(_) => {
-            let app = App::build(config).await?;
-            app.serve(app::shutdown_signal()).await?;
+        Command::Serve(ref serve) => {
+            let listen = serve.listen;
+            let global = cli.global.clone();
+            // SIGHUP re-reads the configuration from the same file, environment and flags.
+            let loader: app::ConfigLoader = std::sync::Arc::new(move || {
+                Cli {
+                    global: global.clone(),
+                    command: Command::Serve(ServeArgs { listen }),
+                }
+                .load_config()
+            });
+            let app = App::build(config).await?.reload_with(loader);
+            let shutdown = app::shutdown_signal()?;
+            app.serve(shutdown).await?;
             Ok(0)
         }
         Command::Token(command) => {
@@ -152,7 +171,11 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<i32> {
             let store = open_store(&config).await?;
             key_command(&store, command).await
         }
+        Command::Plan(args) => plan_command(&config, args).await,
+        Command::Apply(args) => apply_command(&config, args).await,
+        Command::Audit(args) => audit_command(&config, args).await,
         Command::Pull(args) => pull_command(&config, args).await,
+        Command::SsoSignIn(args) => sso_sign_in_command(config, args).await,
     }
 }
 
@@ -374,6 +397,372 @@ async fn pull_command(config: &Config, args: PullArgs) -> anyhow::Result<i32> {
             ""
         } else {
             " (partial: applying it adds and updates but never deletes)"
+        }
+    );
+    Ok(0)
+}
+
+// ---------------------------------------------------------------------------------
+// plan, apply, audit: the reconcile engine's commands.
+
+/// How `plan` and `audit` print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum OutputFormat {
+    /// For people: like `terraform plan`, coloured on a terminal.
+    Text,
+    /// For programs: see docs/snapshot.md for the plan's JSON.
+    Json,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// The desired state: a snapshot file as `scimsync pull` writes it (docs/snapshot.md);
+    /// `-` reads standard input.
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: PathBuf,
+    /// Only the changes that concern this user (an id or a userName).
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// How to show the plan.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+    /// Also save the plan, with a fingerprint of the current state, for `apply --plan`.
+    #[arg(long, value_name = "PLAN")]
+    pub out: Option<PathBuf>,
+    /// Exit 0 when there is nothing to change, 2 when there is, 1 on error.
+    #[arg(long)]
+    pub detailed_exitcode: bool,
+    /// Plan deletions and deactivations beyond the [safety] limits instead of refusing.
+    #[arg(long)]
+    pub allow_deletions: bool,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["snapshot", "plan"])))]
+pub struct ApplyArgs {
+    /// Plan against this snapshot and apply at once (`-` reads standard input).
+    #[arg(long, value_name = "FILE")]
+    pub snapshot: Option<PathBuf>,
+    /// Apply a plan saved by `plan --out`; refused if the store changed since.
+    #[arg(long, value_name = "PLAN")]
+    pub plan: Option<PathBuf>,
+    /// With --snapshot: only the changes that concern this user (an id or a userName).
+    #[arg(long, value_name = "USER", requires = "snapshot")]
+    pub user: Option<String>,
+    /// Apply deletions and deactivations beyond the [safety] limits.
+    #[arg(long)]
+    pub allow_deletions: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    /// Only entries at or after TIME: RFC 3339 (2026-01-31T12:00:00Z), a date
+    /// (2026-01-31, UTC) or an age such as 24h or 7d.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// How to show the entries.
+    #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+    pub format: OutputFormat,
+}
+
+fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
+    use std::io::Read;
+    if path.as_os_str() == "-" {
+        let mut text = String::new();
+        std::io::stdin()
+            .read_to_string(&mut text)
+            .map_err(|e| UserError(format!("cannot read standard input: {e}")))?;
+        return Ok(text);
+    }
+    std::fs::read_to_string(path)
+        .map_err(|e| UserError(format!("cannot read {}: {e}", path.display())).into())
+}
+
+fn read_snapshot(path: &std::path::Path) -> anyhow::Result<crate::reconcile::snapshot::Snapshot> {
+    let text = read_input(path)?;
+    crate::reconcile::snapshot::Snapshot::parse(&text)
+        .map_err(|e| UserError(format!("{}: {e}", path.display())).into())
+}
+
+/// Engine refusals are the operator's to act on: their text is the message.
+fn plan_error(e: crate::reconcile::PlanError) -> anyhow::Error {
+    UserError(e.to_string()).into()
+}
+
+fn apply_error(e: crate::reconcile::ApplyError) -> anyhow::Error {
+    match e {
+        crate::reconcile::ApplyError::Store(e) => anyhow::anyhow!("database error: {e}"),
+        other => UserError(other.to_string()).into(),
+    }
+}
+
+/// Plans `snapshot` against the store inside `tx` (which it only reads).
+async fn plan_snapshot(
+    tx: &mut crate::store::WriteTx,
+    path: &std::path::Path,
+    user: Option<&str>,
+    policy: &crate::reconcile::Policy,
+) -> anyhow::Result<crate::reconcile::Plan> {
+    use crate::reconcile;
+    let desired = read_snapshot(path)?.into_desired();
+    let actual = reconcile::load_actual(tx, &desired, policy).await?;
+    let mut plan = match user {
+        Some(user) => reconcile::plan_for_user(&desired, &actual, policy, user),
+        None => reconcile::plan(&desired, &actual, policy),
+    }
+    .map_err(plan_error)?;
+    plan.fingerprint = Some(reconcile::fingerprint(&actual));
+    Ok(plan)
+}
+
+fn stdout_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+}
+
+async fn plan_command(config: &Config, args: PlanArgs) -> anyhow::Result<i32> {
+    use crate::reconcile::{render, Policy};
+    let store = open_store(config).await?;
+    let mut policy = Policy::from_config(config);
+    policy.allow_deletions = args.allow_deletions;
+    // A write transaction only for a consistent view of the store: nothing is written,
+    // and dropping it rolls back.
+    let mut tx = store.begin_write().await?;
+    let plan = plan_snapshot(&mut tx, &args.snapshot, args.user.as_deref(), &policy).await?;
+    drop(tx);
+    match args.format {
+        OutputFormat::Text => print!("{}", render::render_text(&plan, stdout_is_terminal())),
+        OutputFormat::Json => print!("{}", render::render_json(&plan)),
+    }
+    if let Some(out) = &args.out {
+        let bytes = serde_json::to_vec(&plan)?;
+        std::fs::write(out, bytes)
+            .map_err(|e| UserError(format!("cannot write {}: {e}", out.display())))?;
+        eprintln!(
+            "Saved the plan to {0}. Apply exactly these changes with: scimsync apply --plan {0}",
+            out.display()
+        );
+    }
+    Ok(if args.detailed_exitcode && !plan.is_empty() {
+        2
+    } else {
+        0
+    })
+}
+
+fn read_plan_file(path: &std::path::Path) -> anyhow::Result<crate::reconcile::Plan> {
+    let text = read_input(path)?;
+    let version: Option<String> = serde_json::from_str::<serde_json::Value>(&text)
+        .ok()
+        .and_then(|v| {
+            v.get("format_version")
+                .and_then(|f| f.as_str())
+                .map(str::to_owned)
+        });
+    match version.as_deref() {
+        Some(crate::reconcile::FORMAT_VERSION) => {}
+        Some(other) => {
+            return fail(format!(
+                "{}: plan format version {other:?} is not supported (this scimsync writes {:?}); plan again",
+                path.display(),
+                crate::reconcile::FORMAT_VERSION
+            ))
+        }
+        None => {
+            return fail(format!(
+                "{}: not a plan saved by `scimsync plan --out`",
+                path.display()
+            ))
+        }
+    }
+    let mut de = serde_json::Deserializer::from_str(&text);
+    serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        UserError(format!(
+            "{}: invalid plan at {}: {}",
+            path.display(),
+            e.path(),
+            e.inner()
+        ))
+        .into()
+    })
+}
+
+async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> {
+    use crate::domain::Trigger;
+    use crate::reconcile::{self, render, Actor, Desired, Policy, Scope};
+    let store = open_store(config).await?;
+    let mut policy = Policy::from_config(config);
+    policy.allow_deletions = args.allow_deletions;
+    let actor = Actor::new(Trigger::Cli, "cli");
+    let mut tx = store.begin_write().await?;
+    let plan = match (&args.plan, &args.snapshot) {
+        (Some(path), _) => {
+            let plan = read_plan_file(path)?;
+            if plan.scope != Scope::Everything {
+                return fail(format!(
+                    "{}: only plans made by `scimsync plan` can be applied",
+                    path.display()
+                ));
+            }
+            // Re-read the state the plan was made against and refuse it if it moved.
+            let scope = Desired::new(plan.source.clone(), Scope::Everything);
+            let actual = reconcile::load_actual(&mut tx, &scope, &policy).await?;
+            let now = reconcile::fingerprint(&actual);
+            match &plan.fingerprint {
+                Some(saved) if *saved == now => {}
+                Some(_) => {
+                    return fail(format!(
+                        "{}: the plan is stale: the store has changed since it was made. \
+                         Nothing was applied; run `scimsync plan` again and review the new plan.",
+                        path.display()
+                    ))
+                }
+                None => {
+                    return fail(format!(
+                        "{}: the plan has no fingerprint of the state it was made against; \
+                         save it with `scimsync plan --out`",
+                        path.display()
+                    ))
+                }
+            }
+            reconcile::check_deletion_guard(&plan, &actual, &policy).map_err(plan_error)?;
+            plan
+        }
+        (None, Some(path)) => plan_snapshot(&mut tx, path, args.user.as_deref(), &policy).await?,
+        (None, None) => return fail("give --snapshot FILE or --plan PLAN"),
+    };
+    print!("{}", render::render_text(&plan, stdout_is_terminal()));
+    if plan.is_empty() {
+        return Ok(0);
+    }
+    let summary = reconcile::apply(&mut tx, &plan, &actor)
+        .await
+        .map_err(apply_error)?;
+    tx.commit().await?;
+    println!(
+        "\nApply complete! {} operations applied, {} already in place.",
+        summary.applied, summary.unchanged
+    );
+    Ok(0)
+}
+
+/// `--since`: RFC 3339, a date (UTC midnight) or an age such as 24h.
+fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    use chrono::{DateTime, NaiveDate, Utc};
+    if let Ok(t) = DateTime::parse_from_rfc3339(text) {
+        return Ok(t.with_timezone(&Utc));
+    }
+    if let Ok(d) = NaiveDate::parse_from_str(text, "%Y-%m-%d") {
+        if let Some(t) = d.and_hms_opt(0, 0, 0) {
+            return Ok(t.and_utc());
+        }
+    }
+    if let Ok(age) = crate::config::parse_duration(text) {
+        if let Ok(age) = chrono::Duration::from_std(age) {
+            return Ok(crate::store::now() - age);
+        }
+    }
+    fail(format!(
+        "--since {text:?}: expected a time such as 2026-01-31T12:00:00Z, a date such as \
+         2026-01-31, or an age such as 24h or 7d"
+    ))
+}
+
+async fn audit_command(config: &Config, args: AuditArgs) -> anyhow::Result<i32> {
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let store = open_store(config).await?;
+    let entries = store.audit_since(since).await?;
+    match args.format {
+        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
+        OutputFormat::Text => {
+            println!(
+                "{:<27} {:<7} {:<16} {:<16} TARGET",
+                "AT", "TRIGGER", "ACTOR", "OPERATION"
+            );
+            for e in entries {
+                println!(
+                    "{:<27} {:<7} {:<16} {:<16} {}",
+                    crate::store::format_ts(e.at),
+                    e.trigger,
+                    e.actor,
+                    e.operation,
+                    e.target
+                );
+            }
+        }
+    }
+    Ok(0)
+}
+
+#[cfg(test)]
+mod reconcile_cli_tests {
+    use super::*;
+
+    #[test]
+    fn since_accepts_times_dates_and_ages() {
+        assert_eq!(
+            parse_since("2026-01-31T12:00:00Z").unwrap().to_rfc3339(),
+            "2026-01-31T12:00:00+00:00"
+        );
+        assert_eq!(
+            parse_since("2026-01-31").unwrap().to_rfc3339(),
+            "2026-01-31T00:00:00+00:00"
+        );
+        assert!(parse_since("24h").unwrap() < chrono::Utc::now());
+        assert!(parse_since("yesterday").is_err());
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct SsoSignInArgs {
+    /// The [[idp]] the user signs in through.
+    #[arg(long, value_name = "NAME")]
+    pub idp: String,
+    /// The user: an IdP id, userName or email.
+    #[arg(long, value_name = "USER")]
+    pub user: String,
+    /// Show the plan without changing anything.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// `scimsync sso-sign-in`: what the sign-in hook does, from a shell; prints the plan.
+async fn sso_sign_in_command(config: Config, args: SsoSignInArgs) -> anyhow::Result<i32> {
+    let store = open_store(&config).await?;
+    let outcome = crate::sso::sign_in_from_cli(
+        &store,
+        std::sync::Arc::new(config),
+        &args.idp,
+        &args.user,
+        args.dry_run,
+    )
+    .await;
+    store.close().await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e @ (crate::sso::SsoError::UnknownIdp(_) | crate::sso::SsoError::BadRequest(_))) => {
+            return fail(e.to_string())
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    print!(
+        "{}",
+        crate::reconcile::render::render_text(&outcome.plan, color)
+    );
+    eprintln!(
+        "{} via {}: {} ({})",
+        outcome.user_name,
+        outcome.idp,
+        if outcome.teams.is_empty() {
+            "no managed groups".to_owned()
+        } else {
+            outcome.teams.join(", ")
+        },
+        if outcome.applied {
+            "applied"
+        } else {
+            "dry run, nothing changed"
         }
     );
     Ok(0)

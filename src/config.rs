@@ -78,6 +78,9 @@ pub struct ServerConfig {
     /// Base URL clients reach us at, for Location headers and meta.location
     /// (default: derived from the request's Host header).
     pub public_url: Option<String>,
+    /// Where first-start files (the initial token) are written. Default: beside a
+    /// SQLite database, else $STATE_DIRECTORY, else the working directory.
+    pub state_directory: Option<PathBuf>,
 }
 
 #[derive(Clone, PartialEq, Deserialize)]
@@ -370,6 +373,7 @@ impl Default for ServerConfig {
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
             public_url: None,
+            state_directory: None,
         }
     }
 }
@@ -549,6 +553,8 @@ impl Config {
         if self.server.max_body_bytes < 1024 {
             return invalid("[server] max_body_bytes must be at least 1024".into());
         }
+        crate::telemetry::validate_level(&self.log.level)
+            .map_err(|m| ConfigError::Invalid(format!("[log] level: {m}")))?;
         if let Some(after) = &self.provisioning.delete_after {
             parse_duration(after).map_err(|m| {
                 ConfigError::Invalid(format!("[provisioning] delete_after {after:?}: {m}"))

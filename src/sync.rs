@@ -1,1 +1,292 @@
-//! Scheduled sync (being written).
+//! Scheduled sync: each `[[idp]]` with a `schedule` is pulled, planned and applied on
+//! that cron schedule (with seconds), within the safety policy.
+//!
+//! - One run at a time per IdP: a run still going when the next tick comes makes that
+//!   tick a no-op, so a slow IdP is never pulled twice at once.
+//! - A pull that failed is not applied; one that was cut short is applied as a partial
+//!   snapshot (`complete: false`), which adds and updates but never deletes.
+//! - Every run is recorded in `sync_state`: when, how long, the outcome, the counts,
+//!   the error.
+//! - After [`BACKOFF_AFTER`] failures in a row the IdP is skipped for an exponentially
+//!   growing while (a warning and the `scimsync_sync_backoff_seconds` gauge say so);
+//!   the first success puts it back on its schedule.
+
+use crate::app::AppState;
+use crate::config::Config;
+use crate::domain::Trigger;
+use crate::idp::{self, Idp};
+use crate::reconcile::{self, Actor, Policy, ReconcileError};
+use crate::store::Store;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_cron_scheduler::{Job, JobScheduler};
+
+/// Consecutive failures before runs are spaced out.
+pub const BACKOFF_AFTER: i64 = 3;
+const BACKOFF_BASE: Duration = Duration::from_secs(60);
+const BACKOFF_MAX: Duration = Duration::from_secs(6 * 3600);
+
+/// What one run did; stored as `sync_state.last_result`.
+#[derive(Debug, Clone, Serialize)]
+pub struct SyncReport {
+    pub idp: String,
+    pub started: DateTime<Utc>,
+    pub duration_ms: u64,
+    /// `success`, `partial` (applied without deletions), `refused` (the deletion guard
+    /// tripped), or `failed`.
+    pub outcome: &'static str,
+    pub complete: bool,
+    pub users: usize,
+    pub groups: usize,
+    pub add: usize,
+    pub change: usize,
+    pub destroy: usize,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub problems: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl SyncReport {
+    pub fn succeeded(&self) -> bool {
+        self.outcome == "success"
+    }
+}
+
+/// How long to wait after `failures` consecutive failures before trying again.
+pub fn backoff_for(failures: i64) -> Option<Duration> {
+    if failures < BACKOFF_AFTER {
+        return None;
+    }
+    let exponent = u32::try_from(failures - BACKOFF_AFTER)
+        .unwrap_or(u32::MAX)
+        .min(16);
+    Some(
+        BACKOFF_BASE
+            .saturating_mul(2u32.saturating_pow(exponent))
+            .min(BACKOFF_MAX),
+    )
+}
+
+/// Pulls one IdP and applies the result under the safety policy, then records the run.
+///
+/// Boxed so that callers can spawn it: the compiler cannot otherwise prove the nested
+/// futures of the pull `Send` for every lifetime.
+pub fn sync_once<'a>(
+    store: &'a Store,
+    config: &'a Config,
+    idp: &'a Idp,
+    actor: &'a Actor,
+) -> futures::future::BoxFuture<'a, SyncReport> {
+    Box::pin(sync_once_inner(store, config, idp, actor))
+}
+
+async fn sync_once_inner(store: &Store, config: &Config, idp: &Idp, actor: &Actor) -> SyncReport {
+    let started = Utc::now();
+    let clock = Instant::now();
+    let mut report = SyncReport {
+        idp: idp.name.clone(),
+        started,
+        duration_ms: 0,
+        outcome: "failed",
+        complete: false,
+        users: 0,
+        groups: 0,
+        add: 0,
+        change: 0,
+        destroy: 0,
+        problems: Vec::new(),
+        error: None,
+    };
+    match idp.pull().await {
+        Err(e) => report.error = Some(e.to_string()),
+        Ok(pull) => {
+            report.complete = pull.snapshot.complete;
+            report.users = pull.snapshot.users.len();
+            report.groups = pull.snapshot.groups.len();
+            report.problems = pull.problems;
+            let desired = pull.snapshot.into_desired();
+            let policy = Policy::from_config(config);
+            match apply(store, &desired, &policy, actor).await {
+                Ok(plan) => {
+                    let counts = plan.counts();
+                    report.add = counts.add;
+                    report.change = counts.change;
+                    report.destroy = counts.destroy;
+                    report.outcome = if report.complete {
+                        "success"
+                    } else {
+                        "partial"
+                    };
+                }
+                Err(e @ ReconcileError::DeletionGuard(_)) => {
+                    report.outcome = "refused";
+                    report.error = Some(e.to_string());
+                }
+                Err(e) => report.error = Some(e.to_string()),
+            }
+        }
+    }
+    report.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
+    crate::metrics::sync_run(&idp.name, report.outcome, clock.elapsed());
+    let result = serde_json::to_value(&report).unwrap_or_default();
+    match store
+        .record_sync(&idp.name, started, report.succeeded(), &result, None)
+        .await
+    {
+        Ok(state) => match backoff_for(state.consecutive_failures) {
+            Some(wait) => {
+                tracing::warn!(idp = %idp.name, failures = state.consecutive_failures,
+                    backoff_secs = wait.as_secs(), error = report.error.as_deref().unwrap_or("partial pull"),
+                    "IdP sync keeps failing; backing off before the next attempt");
+                metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
+                    .set(wait.as_secs_f64());
+            }
+            None => {
+                metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
+                    .set(0.0);
+            }
+        },
+        Err(e) => tracing::error!(idp = %idp.name, error = %e, "cannot record the sync run"),
+    }
+    if report.succeeded() {
+        tracing::info!(idp = %report.idp, duration_ms = report.duration_ms, add = report.add,
+            change = report.change, destroy = report.destroy, "IdP sync done");
+    } else {
+        tracing::warn!(idp = %report.idp, outcome = report.outcome, duration_ms = report.duration_ms,
+            error = report.error.as_deref().unwrap_or(""), problems = report.problems.len(),
+            "IdP sync did not fully succeed");
+    }
+    report
+}
+
+async fn apply(
+    store: &Store,
+    desired: &reconcile::Desired,
+    policy: &Policy,
+    actor: &Actor,
+) -> Result<reconcile::Plan, ReconcileError> {
+    let mut tx = store.begin_write().await?;
+    let plan = reconcile::reconcile_in(&mut tx, desired, policy, actor).await?;
+    tx.commit().await?;
+    Ok(plan)
+}
+
+/// One scheduled IdP: its connector (kept across runs, with its token) and the lock
+/// that keeps runs from overlapping.
+struct Runner {
+    idp: Idp,
+    store: Store,
+    config: Arc<Config>,
+    running: tokio::sync::Mutex<()>,
+}
+
+impl Runner {
+    async fn tick(&self) {
+        let Ok(_running) = self.running.try_lock() else {
+            tracing::info!(idp = %self.idp.name, "previous sync still running; skipping this tick");
+            return;
+        };
+        if let Ok(Some(state)) = self.store.sync_state(&self.idp.name).await {
+            if let (Some(wait), Some(last)) =
+                (backoff_for(state.consecutive_failures), state.last_pull)
+            {
+                let next = last + chrono::Duration::from_std(wait).unwrap_or_default();
+                if Utc::now() < next {
+                    tracing::debug!(idp = %self.idp.name, %next, "backing off; skipping this tick");
+                    return;
+                }
+            }
+        }
+        let actor = Actor::new(Trigger::Sync, "scheduler");
+        sync_once(&self.store, &self.config, &self.idp, &actor).await;
+    }
+}
+
+/// The running scheduler; [`Scheduler::shutdown`] stops it.
+pub struct Scheduler {
+    inner: JobScheduler,
+}
+
+impl Scheduler {
+    pub async fn shutdown(mut self) {
+        if let Err(e) = self.inner.shutdown().await {
+            tracing::warn!(error = %e, "scheduler did not stop cleanly");
+        }
+    }
+}
+
+/// Starts a job per `[[idp]]` with a schedule. `None` when no IdP has one. An IdP whose
+/// connector cannot be built (missing secret...) is logged and left out; a malformed
+/// schedule is an error, so a typo does not silently disable syncing.
+pub async fn start(state: &AppState) -> anyhow::Result<Option<Scheduler>> {
+    let scheduled: Vec<_> = state
+        .config
+        .idp
+        .iter()
+        .filter(|i| i.schedule.is_some())
+        .collect();
+    if scheduled.is_empty() {
+        return Ok(None);
+    }
+    let scheduler = JobScheduler::new().await?;
+    for config in scheduled {
+        let schedule = config.schedule.clone().unwrap_or_default();
+        let idp = match Idp::from_config(config) {
+            Ok(idp) => idp,
+            Err(e) => {
+                tracing::error!(idp = %config.name, error = %e, "IdP not scheduled: cannot build its connector");
+                continue;
+            }
+        };
+        let runner = Arc::new(Runner {
+            idp,
+            store: state.store.clone(),
+            config: state.config.clone(),
+            running: tokio::sync::Mutex::new(()),
+        });
+        let job = Job::new_async(schedule.as_str(), move |_id, _scheduler| {
+            let runner = runner.clone();
+            Box::pin(async move { runner.tick().await })
+        })
+        .map_err(|e| {
+            anyhow::anyhow!(
+                "[[idp]] {:?}: schedule {schedule:?} is not a cron expression with seconds \
+                 (e.g. \"0 */30 * * * *\"): {e}",
+                config.name
+            )
+        })?;
+        scheduler.add(job).await?;
+        tracing::info!(idp = %config.name, %schedule, "IdP sync scheduled");
+    }
+    scheduler.start().await?;
+    Ok(Some(Scheduler { inner: scheduler }))
+}
+
+/// Runs one IdP's sync now (CLI `apply --idp` and tests): the same as a scheduled run.
+pub async fn sync_now(
+    store: &Store,
+    config: &Config,
+    name: &str,
+    actor: &Actor,
+) -> Result<SyncReport, idp::IdpError> {
+    let idp = Idp::from_config(idp::idp_config(config, name)?)?;
+    Ok(sync_once(store, config, &idp, actor).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_starts_after_three_failures_and_doubles_up_to_six_hours() {
+        assert_eq!(backoff_for(0), None);
+        assert_eq!(backoff_for(2), None);
+        assert_eq!(backoff_for(3), Some(Duration::from_secs(60)));
+        assert_eq!(backoff_for(4), Some(Duration::from_secs(120)));
+        assert_eq!(backoff_for(5), Some(Duration::from_secs(240)));
+        assert_eq!(backoff_for(100), Some(Duration::from_secs(6 * 3600)));
+    }
+}

@@ -32,19 +32,27 @@ fn member_names(snapshot: &scimsync::reconcile::snapshot::Snapshot, group: &str)
 #[tokio::test]
 async fn an_entra_pull_follows_every_page_and_keeps_only_managed_groups_and_users() {
     let mock = GraphMock::start().await;
-    let idp = Idp::from_config(&mock.config("entra", &["LLM *", "Production LLM Evals Group"]))
-        .unwrap();
+    let idp =
+        Idp::from_config(&mock.config("entra", &["LLM *", "Production LLM Evals Group"])).unwrap();
     let pull = idp.pull().await.unwrap();
     let s = &pull.snapshot;
     assert!(s.complete, "problems: {:?}", pull.problems);
     assert_eq!(s.idp, "entra");
     let names: Vec<&str> = s.groups.iter().map(|g| g.display_name.as_str()).collect();
-    assert_eq!(names, ["LLM Admins", "LLM Users", "Production LLM Evals Group"]);
+    assert_eq!(
+        names,
+        ["LLM Admins", "LLM Users", "Production LLM Evals Group"]
+    );
     assert_eq!(member_names(s, "LLM Admins"), ["alice@contoso.com"]);
     // Four users across two pages; the device in the group is not a user.
     assert_eq!(
         member_names(s, "LLM Users"),
-        ["alice@contoso.com", "bob@contoso.com", "carol@contoso.com", "dave@contoso.com"]
+        [
+            "alice@contoso.com",
+            "bob@contoso.com",
+            "carol@contoso.com",
+            "dave@contoso.com"
+        ]
     );
     assert_eq!(
         member_names(s, "Production LLM Evals Group"),
@@ -62,7 +70,12 @@ async fn an_entra_pull_follows_every_page_and_keeps_only_managed_groups_and_user
     // Unmanaged groups are never read.
     assert_eq!(mock.faults.calls_to("g-sales"), 0);
     assert_eq!(mock.faults.calls_to("g-finance"), 0);
-    assert_eq!(mock.faults.tokens_issued.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        mock.faults
+            .tokens_issued
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
 }
 
 #[tokio::test]
@@ -74,7 +87,12 @@ async fn a_429_in_the_middle_of_a_pull_is_waited_out() {
     let pull = idp.pull().await.unwrap();
     assert!(pull.snapshot.complete, "problems: {:?}", pull.problems);
     assert_eq!(pull.snapshot.groups.len(), 2);
-    assert_eq!(mock.faults.throttled.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        mock.faults
+            .throttled
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
     assert!(
         started.elapsed() >= Duration::from_secs(1),
         "Retry-After: 1 was honoured"
@@ -91,8 +109,16 @@ async fn an_access_token_that_expires_mid_pull_is_refreshed_once_and_the_pull_co
     let idp = Idp::from_config(&mock.config("entra", &["LLM *"])).unwrap();
     let pull = idp.pull().await.unwrap();
     assert!(pull.snapshot.complete, "problems: {:?}", pull.problems);
-    assert_eq!(member_names(&pull.snapshot, "LLM Admins"), ["alice@contoso.com"]);
-    assert_eq!(mock.faults.tokens_issued.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(
+        member_names(&pull.snapshot, "LLM Admins"),
+        ["alice@contoso.com"]
+    );
+    assert_eq!(
+        mock.faults
+            .tokens_issued
+            .load(std::sync::atomic::Ordering::SeqCst),
+        2
+    );
     assert_eq!(PullStats::get(&idp.connector.stats().token_rejections), 1);
 }
 
@@ -103,7 +129,12 @@ async fn a_server_error_is_retried() {
     let idp = Idp::from_config(&mock.config("entra", &["LLM *"])).unwrap();
     let pull = idp.pull().await.unwrap();
     assert!(pull.snapshot.complete, "problems: {:?}", pull.problems);
-    assert_eq!(mock.faults.server_errors.load(std::sync::atomic::Ordering::SeqCst), 1);
+    assert_eq!(
+        mock.faults
+            .server_errors
+            .load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
 }
 
 #[tokio::test]
@@ -116,8 +147,17 @@ async fn a_group_whose_members_cannot_be_read_makes_the_snapshot_partial() {
     let pull = idp.pull().await.unwrap();
     assert!(!pull.snapshot.complete);
     assert_eq!(pull.problems.len(), 1);
-    assert!(pull.problems[0].contains("LLM Users"), "{:?}", pull.problems);
-    let names: Vec<&str> = pull.snapshot.groups.iter().map(|g| g.display_name.as_str()).collect();
+    assert!(
+        pull.problems[0].contains("LLM Users"),
+        "{:?}",
+        pull.problems
+    );
+    let names: Vec<&str> = pull
+        .snapshot
+        .groups
+        .iter()
+        .map(|g| g.display_name.as_str())
+        .collect();
     assert_eq!(names, ["LLM Admins"], "what could be read is still there");
 }
 
@@ -128,7 +168,10 @@ async fn a_wrong_client_secret_fails_the_pull_without_showing_the_secret() {
     config.client_secret = Some("not-the-right-secret".into());
     let idp = Idp::from_config(&config).unwrap();
     let err = idp.pull().await.unwrap_err().to_string();
-    assert!(err.contains("invalid_client") || err.contains("Invalid client secret"), "{err}");
+    assert!(
+        err.contains("invalid_client") || err.contains("Invalid client secret"),
+        "{err}"
+    );
     assert!(!err.contains("not-the-right-secret"), "{err}");
     assert!(!format!("{config:?}").contains("not-the-right-secret"));
 }
@@ -136,8 +179,8 @@ async fn a_wrong_client_secret_fails_the_pull_without_showing_the_secret() {
 #[tokio::test]
 async fn a_users_groups_are_read_transitively_without_directory_roles() {
     let mock = GraphMock::start().await;
-    let idp = Idp::from_config(&mock.config("entra", &["LLM *", "Production LLM Evals Group"]))
-        .unwrap();
+    let idp =
+        Idp::from_config(&mock.config("entra", &["LLM *", "Production LLM Evals Group"])).unwrap();
     let (user, groups) = idp.user_with_groups("Carol@Contoso.com").await.unwrap();
     assert_eq!(user.id, "u-carol");
     let mut names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
@@ -150,7 +193,11 @@ async fn the_pull_command_writes_a_snapshot_file() {
     let mock = GraphMock::start().await;
     let dir = tempfile::tempdir().unwrap();
     let secret_file = dir.path().join("entra-secret");
-    std::fs::write(&secret_file, format!("{}\n", idp_mocks::graph::CLIENT_SECRET)).unwrap();
+    std::fs::write(
+        &secret_file,
+        format!("{}\n", idp_mocks::graph::CLIENT_SECRET),
+    )
+    .unwrap();
     let config_file = dir.path().join("config.toml");
     std::fs::write(
         &config_file,
@@ -186,13 +233,20 @@ groups = ["LLM Admins"]
         .output()
         .await
         .unwrap();
-    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let written: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
     assert_eq!(written["idp"], "entra");
     assert_eq!(written["complete"], true);
     assert_eq!(written["groups"][0]["display_name"], "LLM Admins");
-    assert_eq!(written["groups"][0]["members"], serde_json::json!(["u-alice"]));
+    assert_eq!(
+        written["groups"][0]["members"],
+        serde_json::json!(["u-alice"])
+    );
     assert_eq!(written["users"][0]["user_name"], "alice@contoso.com");
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(!stderr.contains(idp_mocks::graph::CLIENT_SECRET));

@@ -13,7 +13,9 @@ fn ready_is_sent_to_systemd_only_once_the_port_accepts_connections() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let mut cmd = serve(dir.path());
     cmd.env("NOTIFY_SOCKET", &socket_path);
     let mut child = cmd
@@ -44,7 +46,9 @@ fn ready_is_sent_to_systemd_only_once_the_port_accepts_connections() {
         .args(["-TERM", &child.id().to_string()])
         .status()
         .unwrap();
-    let stopping = socket.recv(&mut buf).map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
+    let stopping = socket
+        .recv(&mut buf)
+        .map(|n| String::from_utf8_lossy(&buf[..n]).into_owned());
     assert!(stopping.unwrap_or_default().contains("STOPPING=1"));
     assert!(child.wait().unwrap().success());
 }
@@ -56,10 +60,13 @@ fn the_watchdog_is_fed_when_systemd_asks_for_it() {
     let dir = tempfile::tempdir().unwrap();
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();
-    socket.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let mut cmd = serve(dir.path());
     // systemd sets WATCHDOG_PID to the service's pid; without it the watchdog applies to us.
-    cmd.env("NOTIFY_SOCKET", &socket_path).env("WATCHDOG_USEC", "400000");
+    cmd.env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "400000");
     let mut child = cmd
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null())
@@ -70,7 +77,10 @@ fn the_watchdog_is_fed_when_systemd_asks_for_it() {
     let deadline = Instant::now() + Duration::from_secs(10);
     while pings < 2 && Instant::now() < deadline {
         if let Ok(n) = socket.recv(&mut buf) {
-            if String::from_utf8_lossy(&buf[..n]).lines().any(|l| l == "WATCHDOG=1") {
+            if String::from_utf8_lossy(&buf[..n])
+                .lines()
+                .any(|l| l == "WATCHDOG=1")
+            {
                 pings += 1;
             }
         }
@@ -85,7 +95,11 @@ fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.starts_with(name) && l[name.len()..].starts_with('{'))
-        .filter(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum()
 }
@@ -93,23 +107,55 @@ fn sample(exposition: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
 #[tokio::test]
 async fn metrics_are_exposed_in_the_prometheus_text_format_and_count_requests() {
     let app = TestApp::spawn().await;
-    let before = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    let healthz_before = sample(&before, "scimsync_http_requests_total", &[("route", "/healthz"), ("status", "200")]);
+    let before = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let healthz_before = sample(
+        &before,
+        "scimsync_http_requests_total",
+        &[("route", "/healthz"), ("status", "200")],
+    );
     for _ in 0..3 {
         app.http.get(app.url("/healthz")).send().await.unwrap();
     }
     let response = app.http.get(app.url("/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
-    assert!(response.headers()["content-type"].to_str().unwrap().starts_with("text/plain"));
+    assert!(response.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/plain"));
     let text = response.text().await.unwrap();
-    for line in text.lines().filter(|l| !l.is_empty() && !l.starts_with('#')) {
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
         let value = line.rsplit(' ').next().unwrap();
-        assert!(value.parse::<f64>().is_ok(), "unparsable sample line {line:?}");
+        assert!(
+            value.parse::<f64>().is_ok(),
+            "unparsable sample line {line:?}"
+        );
         let name = line.split(['{', ' ']).next().unwrap();
-        assert!(name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'), "{line}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "{line}"
+        );
     }
-    let healthz_after = sample(&text, "scimsync_http_requests_total", &[("route", "/healthz"), ("status", "200")]);
-    assert!(healthz_after - healthz_before >= 3.0, "{healthz_before} → {healthz_after}");
+    let healthz_after = sample(
+        &text,
+        "scimsync_http_requests_total",
+        &[("route", "/healthz"), ("status", "200")],
+    );
+    assert!(
+        healthz_after - healthz_before >= 3.0,
+        "{healthz_before} → {healthz_after}"
+    );
     assert!(text.contains("scimsync_http_request_duration_seconds_bucket"));
     assert!(!text.contains(&app.scim_token));
 }
@@ -118,16 +164,34 @@ async fn metrics_are_exposed_in_the_prometheus_text_format_and_count_requests() 
 async fn metric_labels_never_carry_ids_or_user_data() {
     let app = TestApp::spawn().await;
     let id = uuid::Uuid::new_v4();
-    app.scim_json(reqwest::Method::GET, &format!("/Users/{id}"), None).await;
-    let text = app.http.get(app.url("/metrics")).send().await.unwrap().text().await.unwrap();
-    assert!(!text.contains(&id.to_string()), "ids must not become label values");
+    app.scim_json(reqwest::Method::GET, &format!("/Users/{id}"), None)
+        .await;
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        !text.contains(&id.to_string()),
+        "ids must not become label values"
+    );
 }
 
 #[test]
 fn check_config_accepts_a_good_file_and_summarises_it() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write(dir.path(), "c.toml", "[server]\nlisten = \"127.0.0.1:9999\"\n");
-    let out = run(scimsync(dir.path()).args(["check-config", "--config"]).arg(&config));
+    let config = write(
+        dir.path(),
+        "c.toml",
+        "[server]\nlisten = \"127.0.0.1:9999\"\n",
+    );
+    let out = run(scimsync(dir.path())
+        .args(["check-config", "--config"])
+        .arg(&config));
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stdout(&out).contains("127.0.0.1:9999"));
     assert!(stdout(&out).contains("configuration OK"));
@@ -137,7 +201,9 @@ fn check_config_accepts_a_good_file_and_summarises_it() {
 fn check_config_reports_a_broken_file_precisely() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "c.toml", "[safety]\nmax_deletions = \"many\"\n");
-    let out = run(scimsync(dir.path()).args(["check-config", "--config"]).arg(&config));
+    let out = run(scimsync(dir.path())
+        .args(["check-config", "--config"])
+        .arg(&config));
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     assert!(err.contains(&format!("{}:2:", config.display())), "{err}");
@@ -148,9 +214,15 @@ fn check_config_reports_a_broken_file_precisely() {
 fn check_config_reports_values_out_of_range() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(dir.path(), "c.toml", "[safety]\nmax_deletion_ratio = 3.0\n");
-    let out = run(scimsync(dir.path()).args(["check-config", "--config"]).arg(&config));
+    let out = run(scimsync(dir.path())
+        .args(["check-config", "--config"])
+        .arg(&config));
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("max_deletion_ratio"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("max_deletion_ratio"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
@@ -166,13 +238,79 @@ fn check_config_with_connect_reaches_the_database() {
         "sqlite:///nonexistent-dir/x.db",
     ]));
     assert_eq!(out.status.code(), Some(1));
-    assert!(stderr(&out).contains("cannot open database"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("cannot open database"),
+        "{}",
+        stderr(&out)
+    );
 }
 
 #[test]
 fn the_example_configuration_parses() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
     let text = std::fs::read_to_string(&path).unwrap();
-    let config = scimsync::config::Config::from_toml(&text, &path).expect("config.toml.example parses");
+    let config =
+        scimsync::config::Config::from_toml(&text, &path).expect("config.toml.example parses");
     config.validate().expect("and is valid");
+}
+
+fn hangup(daemon: &Daemon) {
+    Command::new("kill")
+        .args(["-HUP", &daemon.child.id().to_string()])
+        .status()
+        .unwrap();
+}
+
+fn wait_for_log(daemon: &Daemon, needle: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if daemon.log().contains(needle) {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    false
+}
+
+#[test]
+fn sighup_reloads_the_configuration_and_refuses_an_invalid_one() {
+    let dir = tempfile::tempdir().unwrap();
+    // Request lines have their own target: quiet them, keep the rest at info.
+    let quiet = "[log]\nlevel = \"info,scimsync::http=warn\"\n";
+    let config = write(dir.path(), "c.toml", quiet);
+    let mut cmd = serve(dir.path());
+    cmd.arg("--config").arg(&config);
+    let daemon = Daemon::start(cmd);
+    assert_eq!(get(&daemon.url("/healthz"), None), 200);
+
+    write(dir.path(), "c.toml", &format!("{quiet}bogus = 1\n"));
+    hangup(&daemon);
+    assert!(
+        wait_for_log(&daemon, "refusing the new configuration"),
+        "{}",
+        daemon.log()
+    );
+    assert!(
+        daemon.log().contains("bogus"),
+        "the refusal says what is wrong"
+    );
+    assert_eq!(get(&daemon.url("/healthz"), None), 200, "still serving");
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        !daemon.log().contains("request completed"),
+        "the old level is still in force"
+    );
+
+    write(dir.path(), "c.toml", "[log]\nlevel = \"info\"\n");
+    hangup(&daemon);
+    assert!(
+        wait_for_log(&daemon, "configuration reloaded"),
+        "{}",
+        daemon.log()
+    );
+    assert_eq!(get(&daemon.url("/healthz"), None), 200);
+    assert!(
+        wait_for_log(&daemon, "request completed"),
+        "the new level (info) applies"
+    );
 }

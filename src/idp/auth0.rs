@@ -1,42 +1,186 @@
-//! Auth0 connector (to be written).
+//! Auth0 Management API: client credentials with audience `https://{tenant}/api/v2/`;
+//! roles are the groups; a role's users with checkpoint paging (`from` / `take`,
+//! `next` in the answer); the client honours `X-RateLimit-Remaining` / `-Reset`.
 
-use super::{Connector, IdpError, IdpGroup, IdpUser, PullStats};
+use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
+use super::{
+    api_url, base_url, client_secret, non_empty, required, retry_policy, Connector, IdpError,
+    IdpGroup, IdpUser, PullStats,
+};
 use crate::config::IdpConfig;
 use futures::future::BoxFuture;
+use serde::Deserialize;
 use std::sync::Arc;
 
-pub struct Auth0;
+const PAGE_SIZE: usize = 100;
+
+pub struct Auth0 {
+    name: String,
+    client: ApiClient,
+    base: String,
+}
+
+#[derive(Deserialize)]
+struct Role {
+    id: String,
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct RolesPage {
+    #[serde(default)]
+    roles: Vec<Role>,
+    total: Option<usize>,
+}
+
+#[derive(Deserialize)]
+struct A0User {
+    user_id: String,
+    email: Option<String>,
+    name: Option<String>,
+    given_name: Option<String>,
+    family_name: Option<String>,
+    username: Option<String>,
+    blocked: Option<bool>,
+}
+
+#[derive(Deserialize)]
+struct UsersPage {
+    #[serde(default)]
+    users: Vec<A0User>,
+    next: Option<String>,
+}
+
+impl A0User {
+    fn into_user(self) -> Option<IdpUser> {
+        let user_name =
+            non_empty(self.email.as_deref()).or_else(|| non_empty(self.username.as_deref()))?;
+        Some(IdpUser {
+            id: self.user_id,
+            email: non_empty(self.email.as_deref()),
+            display_name: non_empty(self.name.as_deref()),
+            given_name: non_empty(self.given_name.as_deref()),
+            family_name: non_empty(self.family_name.as_deref()),
+            active: !self.blocked.unwrap_or(false),
+            user_name,
+        })
+    }
+}
 
 impl Auth0 {
     pub fn new(config: &IdpConfig) -> Result<Self, IdpError> {
-        Err(IdpError::Config {
-            idp: config.name.clone(),
-            message: "this kind of IdP is not supported yet".into(),
+        let domain = config.domain.clone().unwrap_or_default();
+        let base = base_url(&config.api_base_url, || format!("https://{domain}/api/v2"));
+        let audience = format!("{base}/");
+        let auth = Auth::OAuth(TokenRequest {
+            token_url: config
+                .token_url
+                .clone()
+                .unwrap_or_else(|| format!("https://{domain}/oauth/token")),
+            form: vec![("audience", audience)],
+            client: ClientAuth::SecretPost {
+                client_id: required(config, &config.client_id, "client_id")?.to_owned(),
+                secret: client_secret(config)?,
+            },
+        });
+        Ok(Self {
+            name: config.name.clone(),
+            client: ApiClient::new(&config.name, auth, retry_policy(config))?,
+            base,
         })
+    }
+
+    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<String, IdpError> {
+        api_url(&self.name, &self.base, segments, query)
+    }
+
+    /// Page-numbered lists (`/roles`, `/users/{id}/roles`) with totals.
+    async fn roles(&self, segments: &[&str]) -> Result<Vec<IdpGroup>, IdpError> {
+        let mut out = Vec::new();
+        let per_page = PAGE_SIZE.to_string();
+        for page in 0.. {
+            let page_text = page.to_string();
+            let url = self.url(
+                segments,
+                &[
+                    ("per_page", &per_page),
+                    ("page", &page_text),
+                    ("include_totals", "true"),
+                ],
+            )?;
+            let body: RolesPage = self.client.get_json(&url).await?.body;
+            let n = body.roles.len();
+            out.extend(body.roles.into_iter().map(|r| IdpGroup::new(r.id, r.name)));
+            let done = match body.total {
+                Some(total) => out.len() >= total,
+                None => n < PAGE_SIZE,
+            };
+            if n == 0 || done {
+                break;
+            }
+        }
+        Ok(out)
     }
 }
 
 impl Connector for Auth0 {
     fn list_groups(&self) -> BoxFuture<'_, Result<Vec<IdpGroup>, IdpError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        Box::pin(self.roles(&["roles"]))
     }
+
     fn group_members<'a>(
         &'a self,
-        _group: &'a IdpGroup,
+        group: &'a IdpGroup,
         _all: &'a [IdpGroup],
     ) -> BoxFuture<'a, Result<Vec<IdpUser>, IdpError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        Box::pin(async move {
+            let take = PAGE_SIZE.to_string();
+            let mut from: Option<String> = None;
+            let mut out = Vec::new();
+            loop {
+                let mut query = vec![("take", take.as_str())];
+                if let Some(f) = &from {
+                    query.push(("from", f.as_str()));
+                }
+                let url = self.url(&["roles", &group.id, "users"], &query)?;
+                let page: UsersPage = self.client.get_json(&url).await?.body;
+                out.extend(page.users.into_iter().filter_map(A0User::into_user));
+                match page.next.filter(|n| !n.is_empty()) {
+                    Some(next) => from = Some(next),
+                    None => return Ok(out),
+                }
+            }
+        })
     }
+
     fn find_user<'a>(&'a self, user: &'a str) -> BoxFuture<'a, Result<IdpUser, IdpError>> {
-        Box::pin(async move { Err(IdpError::UserNotFound(user.to_owned())) })
+        Box::pin(async move {
+            let found = if user.contains('|') {
+                let url = self.url(&["users", user], &[])?;
+                match self.client.get_json::<A0User>(&url).await {
+                    Ok(reply) => Some(reply.body),
+                    Err(IdpError::Http { status: 404, .. }) => None,
+                    Err(e) => return Err(e),
+                }
+            } else {
+                let url = self.url(&["users-by-email"], &[("email", user)])?;
+                let users: Vec<A0User> = self.client.get_json(&url).await?.body;
+                users.into_iter().next()
+            };
+            found
+                .and_then(A0User::into_user)
+                .ok_or_else(|| IdpError::UserNotFound(user.to_owned()))
+        })
     }
+
     fn user_groups<'a>(
         &'a self,
-        _user: &'a IdpUser,
+        user: &'a IdpUser,
     ) -> BoxFuture<'a, Result<Vec<IdpGroup>, IdpError>> {
-        Box::pin(async { Ok(Vec::new()) })
+        Box::pin(async move { self.roles(&["users", &user.id, "roles"]).await })
     }
+
     fn stats(&self) -> Arc<PullStats> {
-        Arc::default()
+        self.client.stats()
     }
 }

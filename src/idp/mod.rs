@@ -184,13 +184,20 @@ impl Idp {
             .stats()
             .add_groups(u64::try_from(managed.len()).unwrap_or(u64::MAX));
         let all_ref = &all;
-        let fetched: Vec<(&IdpGroup, Result<Vec<IdpUser>, IdpError>)> = futures::stream::iter(
-            managed,
-        )
-        .map(|group| async move { (group, self.connector.group_members(group, all_ref).await) })
-        .buffer_unordered(self.concurrency)
-        .collect()
-        .await;
+        // Boxed one by one: a closure returning `async` blocks that borrow would not be
+        // provably `Send`, and the scheduler spawns pulls.
+        type Fetch<'f> = BoxFuture<'f, (&'f IdpGroup, Result<Vec<IdpUser>, IdpError>)>;
+        let fetches: Vec<Fetch<'_>> = managed
+            .into_iter()
+            .map(|group| -> Fetch<'_> {
+                Box::pin(async move { (group, self.connector.group_members(group, all_ref).await) })
+            })
+            .collect();
+        let fetched: Vec<(&IdpGroup, Result<Vec<IdpUser>, IdpError>)> =
+            futures::stream::iter(fetches)
+                .buffer_unordered(self.concurrency)
+                .collect()
+                .await;
         let mut problems = Vec::new();
         let mut users: BTreeMap<String, IdpUser> = BTreeMap::new();
         let mut groups = Vec::new();

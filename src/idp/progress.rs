@@ -51,7 +51,10 @@ fn draw(name: &str, stats: &Arc<PullStats>) {
         line.push_str(&format!(", {} retries", g(&stats.retries)));
     }
     if waited > 0 {
-        line.push_str(&format!(", waited {:.1}s for rate limits", waited as f64 / 1000.0));
+        line.push_str(&format!(
+            ", waited {:.1}s for rate limits",
+            waited as f64 / 1000.0
+        ));
     }
     let mut err = std::io::stderr();
     let _ = write!(err, "\r\x1b[2K{line}");

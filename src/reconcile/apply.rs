@@ -79,26 +79,19 @@ pub async fn apply(
     let mut i = 0;
     while i < ops.len() {
         // A run of operations of one batchable kind goes to the store together.
-        let run_end = |pred: fn(&Op) -> bool| {
-            let mut j = i;
-            while j < ops.len() && pred(&ops[j]) {
-                j += 1;
-            }
-            j
-        };
         match &ops[i] {
             Op::CreateUser(_) => {
-                let j = run_end(|op| matches!(op, Op::CreateUser(_)));
+                let j = run_end(ops, i, |op| matches!(op, Op::CreateUser(_)));
                 a.create_users(&ops[i..j]).await?;
                 i = j;
             }
             Op::CreateTeam(_) => {
-                let j = run_end(|op| matches!(op, Op::CreateTeam(_)));
+                let j = run_end(ops, i, |op| matches!(op, Op::CreateTeam(_)));
                 a.create_teams(&ops[i..j]).await?;
                 i = j;
             }
             Op::AddMember { .. } => {
-                let j = run_end(|op| matches!(op, Op::AddMember { .. }));
+                let j = run_end(ops, i, |op| matches!(op, Op::AddMember { .. }));
                 a.add_members(&ops[i..j]).await?;
                 i = j;
             }
@@ -122,7 +115,14 @@ pub async fn apply(
     Ok(a.summary)
 }
 
-fn user_from_new(n: &NewUser, now: DateTime<Utc>) -> User {
+/// The end of the run of operations from `start` that satisfy `pred`.
+/// (A plain function: a closure held across an await would make `apply`'s future
+/// lose `Send` for callers that spawn it.)
+fn run_end(ops: &[Op], start: usize, pred: fn(&Op) -> bool) -> usize {
+    start + ops[start..].iter().take_while(|op| pred(op)).count()
+}
+
+pub(super) fn user_from_new(n: &NewUser, now: DateTime<Utc>) -> User {
     User {
         id: n.id,
         user_name: n.user_name.clone(),
@@ -141,7 +141,7 @@ fn user_from_new(n: &NewUser, now: DateTime<Utc>) -> User {
     }
 }
 
-fn team_from_new(n: &NewTeam, now: DateTime<Utc>) -> Team {
+pub(super) fn team_from_new(n: &NewTeam, now: DateTime<Utc>) -> Team {
     Team {
         id: n.id,
         display_name: n.display_name.clone(),
@@ -191,7 +191,7 @@ fn text<'v>(attr: &str, v: &'v Value) -> Result<&'v str, ApplyError> {
     v.as_str().ok_or_else(|| invalid(attr, v))
 }
 
-fn set_user_attr(u: &mut User, c: &Change) -> Result<(), ApplyError> {
+pub(super) fn set_user_attr(u: &mut User, c: &Change) -> Result<(), ApplyError> {
     let v = &c.after;
     let a = c.attribute.as_str();
     match a {
@@ -219,7 +219,7 @@ fn set_user_attr(u: &mut User, c: &Change) -> Result<(), ApplyError> {
     Ok(())
 }
 
-fn set_team_attr(t: &mut Team, c: &Change) -> Result<(), ApplyError> {
+pub(super) fn set_team_attr(t: &mut Team, c: &Change) -> Result<(), ApplyError> {
     let v = &c.after;
     let a = c.attribute.as_str();
     match a {
@@ -252,6 +252,20 @@ fn name_conflict(e: StoreError, user_name: &UserName) -> ApplyError {
 
 impl Applier<'_> {
     fn record(&mut self, op: &Op, extra: Option<(&str, Value)>) {
+        // Memberships are by far the most numerous operations: their entry names the
+        // pair (the target column has the ids) and nothing else.
+        if let Op::AddMember { team_id, user_id } | Op::RemoveMember { team_id, user_id } = op {
+            self.audit.push(AuditRecord {
+                operation: op.kind().as_str(),
+                target: format!("membership:{team_id}:{user_id}"),
+                detail: json!({
+                    "team": self.plan.team_label(*team_id),
+                    "user_name": self.plan.user_label(*user_id),
+                }),
+            });
+            self.summary.applied += 1;
+            return;
+        }
         let rec = op_record(self.plan, op);
         let target = rec.target_key();
         let mut detail = json!({"target": rec.target, "before": rec.before, "after": rec.after});

@@ -12,6 +12,8 @@ mod load;
 mod plan;
 pub mod render;
 pub mod snapshot;
+#[cfg(test)]
+mod tests;
 
 pub use apply::{apply, ApplyError, ApplySummary};
 pub use desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};

@@ -531,6 +531,9 @@ struct Planner<'a> {
     policy: &'a Policy,
     ix: Index<'a>,
     warnings: BTreeSet<String>,
+    /// Member references that match no user (skipped), and a few of them to show.
+    unknown_members: usize,
+    unknown_examples: BTreeSet<String>,
 }
 
 /// Operations tagged with where they sort: (phase, primary id, secondary id, step).
@@ -555,6 +558,8 @@ impl<'a> Planner<'a> {
             policy,
             ix: Index::new(actual, &desired.source),
             warnings: BTreeSet::new(),
+            unknown_members: 0,
+            unknown_examples: BTreeSet::new(),
         }
     }
 
@@ -791,6 +796,16 @@ impl<'a> Planner<'a> {
             self.name_team(team_id, &teams, &mut team_names);
         }
 
+        if self.unknown_members > 0 {
+            let examples: Vec<String> = std::mem::take(&mut self.unknown_examples)
+                .into_iter()
+                .collect();
+            self.warnings.insert(format!(
+                "{} member reference(s) match no user and were skipped (e.g. {})",
+                self.unknown_members,
+                examples.join(", ")
+            ));
+        }
         ops.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
         Ok(Plan {
             format_version: FORMAT_VERSION.to_owned(),
@@ -865,7 +880,14 @@ impl<'a> Planner<'a> {
                         d.external_id
                             .as_deref()
                             .and_then(|e| self.ix.users_by_ext.get(e))
-                            .and_then(|list| list.iter().find(|u| !claimed.contains_key(&u.id)))
+                            .and_then(|list| {
+                                // Several accounts may carry one external id (two IdPs, a
+                                // re-created account); the one with this userName is it,
+                                // which is also who holds the id after the plan.
+                                list.iter()
+                                    .filter(|u| !claimed.contains_key(&u.id))
+                                    .min_by_key(|u| u.user_name != d.user_name)
+                            })
                             .copied()
                     })
                 }
@@ -937,17 +959,24 @@ impl<'a> Planner<'a> {
     /// Matches every desired team: id, then external id (the IdP group id), then display
     /// name (case-insensitive). A pull or sign-in leaves alone a team it does not own.
     fn resolve_teams(&mut self) -> Result<Vec<PlannedTeam<'a>>, PlanError> {
+        /// How one desired team was resolved.
+        enum Found<'t> {
+            Pending,
+            Team(&'t Team),
+            New,
+        }
         let desired = self.desired;
         let mut claimed: HashMap<Uuid, usize> = HashMap::new();
-        let mut out: Vec<PlannedTeam<'a>> = Vec::with_capacity(desired.teams.len());
-        let mut taken_new: HashSet<Uuid> = HashSet::new();
-        for (i, d) in desired.teams.iter().enumerate() {
-            let found: Option<&'a Team> = match d.intent {
+        let mut found: Vec<Found<'a>> = Vec::with_capacity(desired.teams.len());
+        // First pass: explicit ids and group ids, which are authoritative; doing them
+        // all before any name match makes the outcome independent of the order of groups.
+        for d in &desired.teams {
+            let f = match d.intent {
                 Intent::Update => {
                     let id = d.id.ok_or_else(|| {
                         PlanError::Invalid(format!("group {} has no id to update", d.display_name))
                     })?;
-                    Some(*self.ix.teams_by_id.get(&id).ok_or(PlanError::NotFound {
+                    Found::Team(self.ix.teams_by_id.get(&id).ok_or(PlanError::NotFound {
                         kind: ResourceKind::Team,
                         id,
                     })?)
@@ -960,91 +989,111 @@ impl<'a> Planner<'a> {
                             )));
                         }
                     }
-                    None
+                    Found::New
                 }
                 Intent::Upsert => {
-                    let unclaimed = |list: Option<&Vec<&'a Team>>| {
-                        list.and_then(|l| l.iter().find(|t| !claimed.contains_key(&t.id)).copied())
-                    };
                     d.id.and_then(|id| self.ix.teams_by_id.get(&id).copied())
                         .or_else(|| {
-                            unclaimed(
-                                d.external_id
-                                    .as_deref()
-                                    .and_then(|e| self.ix.teams_by_ext.get(e)),
-                            )
+                            d.external_id
+                                .as_deref()
+                                .and_then(|e| self.ix.teams_by_ext.get(e))
+                                .and_then(|l| l.first().copied())
                         })
-                        .or_else(|| {
-                            // A name match is only an adoption when the team has no other
-                            // IdP group id; otherwise it is a different group of the same name.
-                            unclaimed(
-                                self.ix
-                                    .teams_by_name
-                                    .get(&d.display_name.as_str().to_lowercase()),
-                            )
-                            .filter(|t| {
-                                match (&t.external_id, &d.external_id) {
-                                    (Some(a), Some(b)) => {
-                                        a == b || !may_manage(&t.source, &desired.source)
-                                    }
-                                    _ => true,
-                                }
-                            })
-                        })
+                        .map_or(Found::Pending, Found::Team)
                 }
             };
-            if let Some(t) = found {
-                if !self.may_touch_team(&t.source) {
-                    self.warnings.insert(format!(
-                        "group {:?} matches team {:?} ({}), which is owned by {}; it is left alone \
-                         (rename one of them, or remove the team, to let the IdP manage it)",
-                        d.display_name.as_str(),
-                        t.display_name.as_str(),
-                        t.id,
-                        t.source
-                    ));
-                    continue;
-                }
-                if let Some(other) = claimed.insert(t.id, i) {
-                    return Err(PlanError::Invalid(format!(
-                        "groups {:?} and {:?} both match the existing team {:?}",
-                        desired.teams[other].display_name.as_str(),
-                        d.display_name.as_str(),
-                        t.display_name.as_str()
-                    )));
-                }
-                out.push(PlannedTeam {
-                    d,
-                    id: t.id,
-                    existing: Some(t),
-                });
-                continue;
-            }
-            let id = match d.id {
-                Some(id) => id,
-                None => {
-                    let key = match &d.external_id {
-                        Some(e) => format!("ext:{e}"),
-                        None => format!("name:{}", d.display_name.as_str().to_lowercase()),
-                    };
-                    let mut attempt = 0;
-                    loop {
-                        let id = derived_id("team", &desired.source, &key, attempt);
-                        if !self.ix.teams_by_id.contains_key(&id) && !taken_new.contains(&id) {
-                            break id;
-                        }
-                        attempt += 1;
+            found.push(f);
+        }
+        let mut out: Vec<PlannedTeam<'a>> = Vec::with_capacity(desired.teams.len());
+        let mut taken_new: HashSet<Uuid> = HashSet::new();
+        for pass in [1, 2] {
+            for (i, d) in desired.teams.iter().enumerate() {
+                if pass == 2 {
+                    if let Found::Pending = found[i] {
+                        // Second pass: adoption by display name, of a team that is not some
+                        // other group (a team with another group id is a different group
+                        // that happens to share the name).
+                        found[i] = self
+                            .ix
+                            .teams_by_name
+                            .get(&d.display_name.as_str().to_lowercase())
+                            .and_then(|list| {
+                                list.iter().copied().find(|t| {
+                                    !claimed.contains_key(&t.id)
+                                        && match (&t.external_id, &d.external_id) {
+                                            (Some(a), Some(b)) => {
+                                                a == b || !may_manage(&t.source, &desired.source)
+                                            }
+                                            _ => true,
+                                        }
+                                })
+                            })
+                            .map_or(Found::New, Found::Team);
+                    } else {
+                        continue;
                     }
                 }
-            };
-            if !taken_new.insert(id) {
-                return Err(PlanError::Invalid(format!("two groups have the id {id}")));
+                match found[i] {
+                    Found::Pending => {}
+                    Found::Team(t) => {
+                        if !self.may_touch_team(&t.source) {
+                            self.warnings.insert(format!(
+                                "group {:?} matches team {:?} ({}), which is owned by {}; it is left \
+                                 alone (rename one of them, or remove the team, to let the IdP manage it)",
+                                d.display_name.as_str(),
+                                t.display_name.as_str(),
+                                t.id,
+                                t.source
+                            ));
+                            continue;
+                        }
+                        if let Some(other) = claimed.insert(t.id, i) {
+                            return Err(PlanError::Invalid(format!(
+                                "groups {:?} and {:?} both match the existing team {:?}",
+                                desired.teams[other].display_name.as_str(),
+                                d.display_name.as_str(),
+                                t.display_name.as_str()
+                            )));
+                        }
+                        out.push(PlannedTeam {
+                            d,
+                            id: t.id,
+                            existing: Some(t),
+                        });
+                    }
+                    Found::New => {
+                        let id = match d.id {
+                            Some(id) => id,
+                            None => {
+                                let key = match &d.external_id {
+                                    Some(e) => format!("ext:{e}"),
+                                    None => {
+                                        format!("name:{}", d.display_name.as_str().to_lowercase())
+                                    }
+                                };
+                                let mut attempt = 0;
+                                loop {
+                                    let id = derived_id("team", &desired.source, &key, attempt);
+                                    if !self.ix.teams_by_id.contains_key(&id)
+                                        && !taken_new.contains(&id)
+                                    {
+                                        break id;
+                                    }
+                                    attempt += 1;
+                                }
+                            }
+                        };
+                        if !taken_new.insert(id) {
+                            return Err(PlanError::Invalid(format!("two groups have the id {id}")));
+                        }
+                        out.push(PlannedTeam {
+                            d,
+                            id,
+                            existing: None,
+                        });
+                    }
+                }
             }
-            out.push(PlannedTeam {
-                d,
-                id,
-                existing: None,
-            });
         }
         Ok(out)
     }
@@ -1188,16 +1237,36 @@ impl<'a> Planner<'a> {
         r: &MemberRef,
         planned: &HashMap<Uuid, &PlannedUser>,
         ext_to_planned: &HashMap<&str, Uuid>,
+        deleted_users: &HashSet<Uuid>,
     ) -> Result<Option<Uuid>, PlanError> {
         let found = match r {
             MemberRef::UserId(id) => {
                 (planned.contains_key(id) || self.ix.users_by_id.contains_key(id)).then_some(*id)
             }
+            // Resolved against the state after the plan: a user this plan deletes, or
+            // gives another external id, no longer answers to this one.
             MemberRef::ExternalId(e) => ext_to_planned.get(e.as_str()).copied().or_else(|| {
+                let adopts = self.scope() == Scope::Everything;
                 self.ix
                     .users_by_ext
                     .get(e.as_str())
-                    .and_then(|l| l.first())
+                    .and_then(|l| {
+                        l.iter()
+                            .filter(|u| {
+                                !deleted_users.contains(&u.id)
+                                    && planned.get(&u.id).map_or(true, |p| {
+                                        p.d.external_id.is_none()
+                                            || p.d.external_id.as_deref() == Some(e)
+                                    })
+                            })
+                            // Ranked by ownership after the plan (a pull adopts the users it
+                            // lists), so that planning again resolves to the same user.
+                            .min_by_key(|u| {
+                                let owned = (adopts && planned.contains_key(&u.id))
+                                    || may_manage(&u.source, &self.desired.source);
+                                (!owned, u.id)
+                            })
+                    })
                     .map(|u| u.id)
             }),
         };
@@ -1210,8 +1279,10 @@ impl<'a> Planner<'a> {
         if self.scope() == Scope::Listed && self.policy.unknown_members == UnknownMembers::Reject {
             return Err(PlanError::UnknownMember { id: r.to_string() });
         }
-        self.warnings
-            .insert(format!("member {r} matches no user; skipped"));
+        self.unknown_members += 1;
+        if self.unknown_examples.len() < 5 {
+            self.unknown_examples.insert(r.to_string());
+        }
         Ok(None)
     }
 
@@ -1265,7 +1336,9 @@ impl<'a> Planner<'a> {
                 MemberSpec::Exactly(refs) => {
                     let mut want = HashSet::with_capacity(refs.len());
                     for r in refs {
-                        if let Some(u) = self.resolve_member(r, planned, ext_to_planned)? {
+                        if let Some(u) =
+                            self.resolve_member(r, planned, ext_to_planned, deleted_users)?
+                        {
                             if !deleted_users.contains(&u) {
                                 want.insert(u);
                             }
@@ -1293,7 +1366,9 @@ impl<'a> Planner<'a> {
                 }
                 MemberSpec::Delta { add, remove } => {
                     for r in add {
-                        if let Some(u) = self.resolve_member(r, planned, ext_to_planned)? {
+                        if let Some(u) =
+                            self.resolve_member(r, planned, ext_to_planned, deleted_users)?
+                        {
                             let present =
                                 t.existing.is_some() && self.ix.membership(t.id, u).is_some();
                             if !present && !deleted_users.contains(&u) {
@@ -1302,7 +1377,9 @@ impl<'a> Planner<'a> {
                         }
                     }
                     for r in remove {
-                        if let Some(u) = self.resolve_member(r, planned, ext_to_planned)? {
+                        if let Some(u) =
+                            self.resolve_member(r, planned, ext_to_planned, deleted_users)?
+                        {
                             // Removing wins over adding the same member in one request.
                             adds.remove(&(t.id, u));
                             if let Some(m) = self.ix.membership(t.id, u) {
@@ -1365,11 +1442,12 @@ impl<'a> Planner<'a> {
                 mapped.insert(p.id, r);
             }
         }
+        let planned_teams: HashSet<Uuid> = teams.iter().map(|p| p.id).collect();
         for t in &self.actual.teams {
-            if mapped.contains_key(&t.id) || deleted_teams.contains(&t.id) {
-                continue;
-            }
-            if teams.iter().any(|p| p.id == t.id) {
+            if mapped.contains_key(&t.id)
+                || deleted_teams.contains(&t.id)
+                || planned_teams.contains(&t.id)
+            {
                 continue;
             }
             if let Some(r) = rank_of(t.id, t.external_id.as_deref(), t.display_name.as_str()) {

@@ -315,6 +315,21 @@ fn write_attrs(out: &mut String, s: &Style, indent: &str, attrs: &Value) {
     }
 }
 
+/// The attributes of a created user or team as shown: the id first, then what was
+/// given, without the name that is already in the header.
+fn creation_attrs(id: Uuid, after: &Value, name_key: &str) -> Value {
+    let mut shown = Map::new();
+    shown.insert("id".into(), json!(id));
+    if let Value::Object(m) = after {
+        for (k, v) in m {
+            if k != name_key {
+                shown.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    Value::Object(shown)
+}
+
 /// The human rendering (`plan`, the default): grouped by user and by team, `+` create,
 /// `~` update with per-attribute before → after, `-` destroy, then the summary line.
 pub fn render_text(plan: &Plan, color: bool) -> String {
@@ -385,12 +400,12 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             match op {
                 Op::CreateUser(u) => {
                     let rec = op_record(plan, op);
-                    let _ = writeln!(out, "      {} id = \"{}\"", s.add("+"), u.id);
-                    let mut after = rec.after;
-                    if let Value::Object(m) = &mut after {
-                        m.remove("user_name");
-                    }
-                    write_attrs(&mut out, &s, "      ", &after);
+                    write_attrs(
+                        &mut out,
+                        &s,
+                        "      ",
+                        &creation_attrs(u.id, &rec.after, "user_name"),
+                    );
                 }
                 Op::UpdateUser { changes, .. } => {
                     for c in changes {
@@ -464,12 +479,12 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             match op {
                 Op::CreateTeam(t) => {
                     let rec = op_record(plan, op);
-                    let _ = writeln!(out, "      {} id = \"{}\"", s.add("+"), t.id);
-                    let mut after = rec.after;
-                    if let Value::Object(m) = &mut after {
-                        m.remove("display_name");
-                    }
-                    write_attrs(&mut out, &s, "      ", &after);
+                    write_attrs(
+                        &mut out,
+                        &s,
+                        "      ",
+                        &creation_attrs(t.id, &rec.after, "display_name"),
+                    );
                 }
                 Op::UpdateTeam { changes, .. } => {
                     for c in changes {

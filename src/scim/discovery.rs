@@ -231,11 +231,14 @@ fn user_schema(base: &str) -> Value {
             "timezone",
             "The User's time zone in the IANA Time Zone database format.",
         ),
+        // Always assigned here (a user is active or not; a new user without it is active),
+        // so it is declared required: it can be set to false but not removed.
         Attr::new(
             "active",
             "boolean",
             "The User's administrative status; false blocks their API keys.",
-        ),
+        )
+        .required(),
         Attr::string(
             "password",
             "Accepted and discarded: scimsync never stores passwords.",
@@ -369,7 +372,6 @@ fn group_schema(base: &str) -> Value {
                 Attr::new("$ref", "reference", "The URI of the member.")
                     .references(&["User"])
                     .mutability("immutable"),
-                Attr::string("display", "The member's userName.").mutability("readOnly"),
                 Attr::string("type", "The type of member.")
                     .canonical(&["User"])
                     .mutability("immutable"),

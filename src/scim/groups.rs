@@ -23,6 +23,9 @@ use uuid::Uuid;
 
 const READ_ONLY: &[&str] = &["id", "meta"];
 
+/// Largest roster a PATCH response carries; see [`patch`].
+pub const MAX_MEMBERS_IN_PATCH_RESPONSE: u64 = 10_000;
+
 fn not_found(id: &str) -> ApiError {
     ApiError::not_found(format!("Group {id} not found"))
 }
@@ -284,6 +287,21 @@ pub async fn patch(
     });
     reconcile_in(&mut tx, &desired, &policy, actor).await?;
     tx.commit().await?;
+    // RFC 7644 §3.5.2 lets a PATCH answer 200 with the resource or 204. The resource
+    // is the better answer (scim-sanity's strict mode insists on it) until its roster
+    // would make one membership change cost megabytes; past that, 204.
+    if projection.wants("members")
+        && state
+            .store
+            .team_has_more_members_than(uuid, MAX_MEMBERS_IN_PATCH_RESPONSE)
+            .await?
+    {
+        let version = state.store.team(uuid).await?.map(|t| t.version);
+        return Ok(Written {
+            version,
+            ..Written::no_content()
+        });
+    }
     read_back(state, base, uuid, StatusCode::OK, projection).await
 }
 

@@ -199,9 +199,10 @@ pub fn render_group(team: &Team, members: Option<&[MemberRef]>, base: &str) -> V
         let members: Vec<Value> = members
             .iter()
             .map(|m| {
+                // No `display`: members are the memberships table, which keeps no
+                // per-member text, and RFC 7643 §8.7.1 defines value, $ref and type only.
                 json!({
                     "value": m.id,
-                    "display": m.user_name.as_str(),
                     "$ref": format!("{base}/Users/{}", m.id),
                     "type": "User",
                 })

@@ -13,6 +13,7 @@ mod rows;
 mod tokens;
 pub use tokens::TokenPrincipal;
 pub mod scim_query;
+pub mod sync_state;
 mod teams;
 mod users;
 

@@ -28,7 +28,7 @@
 
 use super::rows::{team_from_row, user_from_row, uuid, TEAM_COLUMNS, USER_COLUMNS};
 use super::{format_ts, Backend, Store, StoreError, StoreResult};
-use crate::domain::{Team, TeamName, User, UserName};
+use crate::domain::{Team, TeamName, User};
 use crate::scim::filter::{AttrPath, CompValue, CompareOp, Filter};
 use sqlx::any::{AnyArguments, AnyRow};
 use sqlx::query::Query;
@@ -82,11 +82,11 @@ pub struct GroupRef {
     pub display_name: TeamName,
 }
 
-/// A user as a group's `members` attribute shows it.
+/// A user as a group's `members` attribute shows it: by id only, so that a roster
+/// is read from the memberships primary key without touching the users table.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberRef {
     pub id: Uuid,
-    pub user_name: UserName,
 }
 
 type ScimResult<T> = Result<T, ScimQueryError>;
@@ -1056,8 +1056,7 @@ impl Store {
             return Ok(out);
         }
         let sql = format!(
-            "SELECT m.team_id, u.id, u.user_name FROM memberships m JOIN users u ON u.id = m.user_id \
-             WHERE m.team_id IN ({}) ORDER BY m.team_id, m.user_id",
+            "SELECT team_id, user_id FROM memberships WHERE team_id IN ({}) ORDER BY team_id, user_id",
             placeholders(teams.len())
         );
         let mut query = sqlx::query(&sql);
@@ -1066,43 +1065,26 @@ impl Store {
         }
         for row in query.fetch_all(self.pool()).await? {
             let team_id: String = row.try_get("team_id")?;
-            let id: String = row.try_get("id")?;
-            let name: String = row.try_get("user_name")?;
+            let user_id: String = row.try_get("user_id")?;
             out.entry(uuid("memberships", &team_id)?)
                 .or_default()
                 .push(MemberRef {
-                    id: uuid("users", &id)?,
-                    user_name: UserName::parse(&name).map_err(|e| StoreError::Corrupt {
-                        table: "users",
-                        detail: e.to_string(),
-                    })?,
+                    id: uuid("memberships", &user_id)?,
                 });
         }
         Ok(out)
     }
 
-    /// Which of `ids` are existing users (to reject unknown group members by name).
-    pub async fn existing_user_ids(&self, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let sql = format!(
-            "SELECT id FROM users WHERE id IN ({})",
-            placeholders(ids.len())
-        );
-        let mut query = sqlx::query(&sql);
-        for id in ids {
-            query = query.bind(id.to_string());
-        }
-        query
-            .fetch_all(self.pool())
-            .await?
-            .iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                uuid("users", &id)
-            })
-            .collect()
+    /// Whether a team has more than `limit` members, reading at most `limit + 1`
+    /// index entries however large the roster is.
+    pub async fn team_has_more_members_than(&self, team_id: Uuid, limit: u64) -> StoreResult<bool> {
+        let row =
+            sqlx::query("SELECT user_id FROM memberships WHERE team_id = $1 LIMIT 1 OFFSET $2")
+                .bind(team_id.to_string())
+                .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+                .fetch_optional(self.pool())
+                .await?;
+        Ok(row.is_some())
     }
 }
 

@@ -41,7 +41,11 @@ impl TestApp {
         let dir = tempfile::tempdir().expect("temporary directory");
         let mut config = Config::default();
         config.server.listen = "127.0.0.1:0".parse().expect("address");
-        config.database.url = format!("sqlite://{}", dir.path().join("scimsync.db").display());
+        config.database.url = match postgres_server() {
+            Some(server) => fresh_postgres_database(&server).await,
+            None => format!("sqlite://{}", dir.path().join("scimsync.db").display()),
+        };
+        config.server.state_directory = Some(dir.path().to_owned());
         configure(&mut config);
         let app = App::build(config.clone()).await.expect("app starts");
         let addr = app.local_addr().expect("bound address");
@@ -181,6 +185,32 @@ impl TestApp {
         let body = response.json().await.unwrap_or(Value::Null);
         (status, body)
     }
+}
+
+/// The PostgreSQL server to test against, if any (`SCIMSYNC_TEST_POSTGRES_URL`, e.g.
+/// `postgres://postgres@127.0.0.1:5432/postgres`). Without it every test uses SQLite.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("SCIMSYNC_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Creates an empty database for one test on the server and returns its URL.
+pub async fn fresh_postgres_database(server: &str) -> String {
+    use sqlx::{Connection, Executor};
+    sqlx::any::install_default_drivers();
+    let name = format!("scimsync_test_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(server)
+        .await
+        .expect("SCIMSYNC_TEST_POSTGRES_URL reachable");
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("test database created");
+    let _ = conn.close().await;
+    let (base, _) = server
+        .rsplit_once('/')
+        .expect("SCIMSYNC_TEST_POSTGRES_URL ends in /DATABASE");
+    format!("{base}/{name}")
 }
 
 impl Drop for TestApp {

@@ -86,8 +86,7 @@ impl GraphMock {
 
     /// An `[[idp]]` for this mock managing `groups`.
     pub fn config(&self, name: &str, groups: &[&str]) -> scimsync::config::IdpConfig {
-        let mut c =
-            scimsync::config::IdpConfig::new(name, scimsync::config::IdpKind::Entra);
+        let mut c = scimsync::config::IdpConfig::new(name, scimsync::config::IdpKind::Entra);
         c.tenant_id = Some(TENANT.into());
         c.client_id = Some(CLIENT_ID.into());
         c.client_secret = Some(CLIENT_SECRET.into());
@@ -102,7 +101,10 @@ impl GraphMock {
     /// Puts a user into a group.
     pub fn add_member(&self, group: &str, user: &str) {
         let mut dir = self.dir.lock().unwrap();
-        dir.members.entry(group.into()).or_default().push(user.into());
+        dir.members
+            .entry(group.into())
+            .or_default()
+            .push(user.into());
     }
 
     /// Takes a user out of a group.
@@ -152,8 +154,10 @@ pub fn standard_directory() -> Directory {
             .collect(),
     );
     d.members.insert("g-admins".into(), vec!["u-alice".into()]);
-    d.members.insert("g-sales".into(), vec!["u-bob".into(), "u-eve".into()]);
-    d.members.insert("g-evals".into(), vec!["u-carol".into(), "u-eve".into()]);
+    d.members
+        .insert("g-sales".into(), vec!["u-bob".into(), "u-eve".into()]);
+    d.members
+        .insert("g-evals".into(), vec!["u-carol".into(), "u-eve".into()]);
     d
 }
 
@@ -176,8 +180,10 @@ async fn token(
             .into_response();
     }
     let token = s.faults.issue_token();
-    Json(json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
-        "access_token": token}))
+    Json(
+        json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
+        "access_token": token}),
+    )
     .into_response()
 }
 
@@ -237,8 +243,12 @@ async fn group_members(
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         if !dir.groups.contains_key(&id) {
-            return (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "Request_ResourceNotFound",
-                "message": "Resource does not exist"}}))).into_response();
+            return (
+                StatusCode::NOT_FOUND,
+                Json(json!({"error": {"code": "Request_ResourceNotFound",
+                "message": "Resource does not exist"}})),
+            )
+                .into_response();
         }
         dir.members
             .get(&id)
@@ -259,7 +269,9 @@ fn find_user(dir: &Directory, key: &str) -> Option<Value> {
     dir.users.get(key).cloned().or_else(|| {
         dir.users
             .values()
-            .find(|u| u["userPrincipalName"].as_str().map(str::to_lowercase) == Some(key.to_lowercase()))
+            .find(|u| {
+                u["userPrincipalName"].as_str().map(str::to_lowercase) == Some(key.to_lowercase())
+            })
             .cloned()
     })
 }
@@ -276,8 +288,12 @@ async fn get_user(
     let found = find_user(&s.dir.lock().unwrap(), &id);
     match found {
         Some(u) => Json(u).into_response(),
-        None => (StatusCode::NOT_FOUND, Json(json!({"error": {"code": "Request_ResourceNotFound",
-            "message": format!("Resource '{id}' does not exist")}}))).into_response(),
+        None => (
+            StatusCode::NOT_FOUND,
+            Json(json!({"error": {"code": "Request_ResourceNotFound",
+            "message": format!("Resource '{id}' does not exist")}})),
+        )
+            .into_response(),
     }
 }
 
@@ -330,8 +346,10 @@ async fn user_groups(
             .map(|(g, n)| group_json(g, n))
             .collect();
         // A directory role the user holds: real Graph drops it because of the cast.
-        items.push(json!({"@odata.type": "#microsoft.graph.directoryRole", "id": "r-1",
-            "displayName": "LLM Global Reader"}));
+        items.push(
+            json!({"@odata.type": "#microsoft.graph.directoryRole", "id": "r-1",
+            "displayName": "LLM Global Reader"}),
+        );
         items
     };
     page(&s, uri.path(), items, &q)

@@ -78,14 +78,22 @@ pub fn sign(key: &TestKey, claims: &Value) -> String {
 pub fn sign_hs256(secret: &[u8], claims: &Value) -> String {
     let mut header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
     header.kid = Some(idp_key().kid.clone());
-    jsonwebtoken::encode(&header, claims, &jsonwebtoken::EncodingKey::from_secret(secret))
-        .expect("signed")
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret),
+    )
+    .expect("signed")
 }
 
 /// An unsigned token (`alg: none`).
 pub fn unsigned(claims: &Value) -> String {
     let b64 = |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
-    format!("{}.{}.", b64(&json!({"alg": "none", "typ": "JWT"})), b64(claims))
+    format!(
+        "{}.{}.",
+        b64(&json!({"alg": "none", "typ": "JWT"})),
+        b64(claims)
+    )
 }
 
 pub fn now() -> i64 {

@@ -78,15 +78,20 @@ impl Faults {
         let presented = headers
             .get("authorization")
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("SSWS ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("SSWS "))
+            })
             .map(str::to_owned);
         let valid = self.valid_token.lock().unwrap().clone();
         if presented.is_none() || presented != valid {
             self.unauthorized.fetch_add(1, Ordering::SeqCst);
             return Err((
                 StatusCode::UNAUTHORIZED,
-                axum::Json(serde_json::json!({"error": {"code": "InvalidAuthenticationToken",
-                    "message": "Access token has expired or is not yet valid."}})),
+                axum::Json(
+                    serde_json::json!({"error": {"code": "InvalidAuthenticationToken",
+                    "message": "Access token has expired or is not yet valid."}}),
+                ),
             )
                 .into_response());
         }
