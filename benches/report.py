@@ -57,6 +57,7 @@ def main():
             errors = sum(sum(r["errors"].values()) for r in runs)
             m = {
                 "rounds": len(runs),
+                "connections": runs[0].get("connections"),
                 "rps": med([r["rps"] for r in runs]),
                 "p50_us": med([r["p50_us"] for r in runs]),
                 "p99_us": med([r["p99_us"] for r in runs]),
@@ -152,13 +153,13 @@ def main():
         if w not in H:
             continue
         out.append(f"**{title}**\n")
-        out.append("| server | req/s (median) | p50 | p99 | rounds (req/s) | non-2xx/errors |")
-        out.append("|---|---:|---:|---:|---|---:|")
+        out.append("| server | connections | req/s (median) | p50 | p99 | rounds (req/s) | non-2xx/errors |")
+        out.append("|---|---:|---:|---:|---:|---|---:|")
         for s in SERVERS:
             m = H[w].get(s)
             if not m:
                 continue
-            out.append(f"| {s} | {fmt(m['rps'])} | {ms(m['p50_us'])} | {ms(m['p99_us'])} | "
+            out.append(f"| {s} | {m['connections']} | {fmt(m['rps'])} | {ms(m['p50_us'])} | {ms(m['p99_us'])} | "
                        f"{', '.join(fmt(x) for x in m['rps_rounds'])} | {m['errors']:,} |")
         sm = H[w].get("scimsync", {}).get("rps")
         ratios = []
@@ -166,6 +167,8 @@ def main():
             o = H[w].get(s, {}).get("rps")
             if sm and o:
                 ratios.append(f"scimsync/{s} = **{sm / o:.2f}×**")
+            elif sm and s in H[w] and not o:
+                ratios.append(f"scimsync/{s}: not comparable ({s} completed no request within a round)")
         if ratios:
             out.append("\nThroughput ratio: " + ", ".join(ratios) + "\n")
         else:

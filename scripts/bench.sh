@@ -41,6 +41,10 @@ SEED_MEMBERS="${SEED_MEMBERS:-5000}"
 LARGE_USERS="${LARGE_USERS:-100000}"
 POOL="${POOL:-100000}"
 PEER_POOL="${PEER_POOL:-20000}"
+# The peer needs seconds per request on a 100,000-user store; with 32 connections its
+# threads would keep working through a backlog long after each round, stealing CPU from
+# the next server's round. Its 100,000-user workloads use fewer connections.
+PEER_SLOW_CONNECTIONS="${PEER_SLOW_CONNECTIONS:-4}"
 SCALE_USERS="${SCALE_USERS:-100000}"
 SCALE_GROUPS="${SCALE_GROUPS:-10000}"
 SCALE_MEMBERSHIPS="${SCALE_MEMBERSHIPS:-1000000}"
@@ -197,6 +201,18 @@ start_baseline() { # NAME PORT
     wait_http "$1" "http://127.0.0.1:$2/scim/v2/Users/x"
 }
 
+settle() { # NAME: waits (at most 90 s) until a server has finished its backlog (idle CPU)
+    local pid="${pids[$1]:-}" a b
+    [[ -n "$pid" ]] || return 0
+    for _ in $(seq 1 180); do
+        a="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null)" || return 0
+        sleep 0.5
+        b="$(awk '{print $14 + $15}' "/proc/$pid/stat" 2>/dev/null)" || return 0
+        (( b - a <= 2 )) && return 0
+    done
+    echo "  $1 was still busy after 90 s" >&2
+}
+
 token_of() { tr -d '[:space:]' <"$1/initial-scim-token"; }
 
 # `/usr/bin/time -v` around a scimsync command: records wall time and peak RSS.
@@ -263,6 +279,7 @@ if [[ "${SKIP_HTTP:-0}" != 1 ]]; then
                     filter) wrk_round filter "$s" "$round" "$(url_of "$s")" filter "$(token_for "$s")" "$tmp/names.txt" >/dev/null ;;
                     post) wrk_round post "$s" "$round" "$(url_of "$s")" post "$(token_for "$s")" "" "bench-$run_id-r$round" >/dev/null ;;
                 esac
+                settle "$s"
             done
         done
     done
@@ -287,12 +304,15 @@ if [[ "${SKIP_HTTP:-0}" != 1 ]]; then
     log "workload page (32 connections, then 1 connection)"
     for round in $(seq 1 "$ROUNDS"); do
         for s in "${servers[@]}"; do
-            wrk_round page "$s" "$round" "$(url_of "$s")$page_path" plain "$(token_for "$s")" >/dev/null
+            c="$CONNECTIONS"; [[ "$s" == peer ]] && c="$PEER_SLOW_CONNECTIONS"
+            wrk_round page "$s" "$round" "$(url_of "$s")$page_path" plain "$(token_for "$s")" "" "" 0 "$c" >/dev/null
+            settle "$s"
         done
     done
     for round in $(seq 1 "$ROUNDS"); do
         for s in "${servers[@]}"; do
             wrk_round page_c1 "$s" "$round" "$(url_of "$s")$page_path" plain "$(token_for "$s")" "" "" 0 1 >/dev/null
+            settle "$s"
         done
     done
     rss_of scimsync scimsync "$LARGE_USERS" "after the page workloads"
@@ -322,9 +342,12 @@ PY
     for round in $(seq 1 "$ROUNDS"); do
         for s in "${servers[@]}"; do
             wrk_round patch_empty "$s" "$round" "$(url_of "$s")" patch "$(token_for "$s")" "$(pool_for "$s")" "$(group_of "$s" "$round")" 0 >/dev/null
+            settle "$s"
         done
         for s in "${servers[@]}"; do
-            n="$(wrk_round patch_big "$s" "$round" "$(url_of "$s")" patch "$(token_for "$s")" "$(pool_for "$s")" "$(group_of "$s" big)" "${offset[$s]}" | head -1)"
+            c="$CONNECTIONS"; [[ "$s" == peer ]] && c="$PEER_SLOW_CONNECTIONS"
+            n="$(wrk_round patch_big "$s" "$round" "$(url_of "$s")" patch "$(token_for "$s")" "$(pool_for "$s")" "$(group_of "$s" big)" "${offset[$s]}" "$c" | head -1)"
+            settle "$s"
             offset[$s]=$(( ${offset[$s]} + n ))
         done
     done

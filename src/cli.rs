@@ -504,14 +504,19 @@ async fn plan_snapshot(
     policy: &crate::reconcile::Policy,
 ) -> anyhow::Result<crate::reconcile::Plan> {
     use crate::reconcile;
+    let started = std::time::Instant::now();
     let desired = read_snapshot(path)?.into_desired();
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, users = desired.users.len(), groups = desired.teams.len(), "read the snapshot");
     let actual = reconcile::load_actual(tx, &desired, policy).await?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, users = actual.users.len(), memberships = actual.memberships.len(), "loaded the store");
     let mut plan = match user {
         Some(user) => reconcile::plan_for_user(&desired, &actual, policy, user),
         None => reconcile::plan(&desired, &actual, policy),
     }
     .map_err(plan_error)?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, operations = plan.ops.len(), "planned");
     plan.fingerprint = Some(reconcile::fingerprint(&actual));
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "fingerprinted");
     Ok(plan)
 }
 

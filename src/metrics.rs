@@ -27,7 +27,7 @@ fn handle() -> Option<&'static PrometheusHandle> {
                         SYNC_BUCKETS,
                     )
                 });
-            match builder.and_then(|b| b.install_recorder().map_err(Into::into)) {
+            match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => Some(handle),
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics are unavailable");

@@ -133,7 +133,7 @@ fn check_golden(name: &str, actual: &str) {
     let expected = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("{}: {e} (UPDATE_GOLDEN=1 writes it)", path.display()));
     if expected != actual {
-        let diff = similar::TextDiff::from_lines(&expected, actual)
+        let diff = similar::TextDiff::from_lines(expected.as_str(), actual)
             .unified_diff()
             .header("expected", "actual")
             .to_string();

@@ -7,8 +7,8 @@
 use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
 use super::secret::SecretSources;
 use super::{
-    api_url, base_url, non_empty, required, retry_policy, Connector, IdpError, IdpGroup,
-    IdpUser, PullStats,
+    api_url, base_url, non_empty, required, retry_policy, Connector, IdpError, IdpGroup, IdpUser,
+    PullStats,
 };
 use crate::config::IdpConfig;
 use futures::future::BoxFuture;
@@ -121,10 +121,12 @@ impl Google {
                 // serde's message names the field, never the key material.
                 message: format!("the service account key file is not a JSON key: {e}"),
             })?;
-        let signing = jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.as_bytes())
-            .map_err(|e| IdpError::Config {
-                idp: config.name.clone(),
-                message: format!("the service account's private_key is unusable: {e}"),
+        let signing =
+            jsonwebtoken::EncodingKey::from_rsa_pem(key.private_key.as_bytes()).map_err(|e| {
+                IdpError::Config {
+                    idp: config.name.clone(),
+                    message: format!("the service account's private_key is unusable: {e}"),
+                }
             })?;
         let auth = Auth::OAuth(TokenRequest {
             token_url: config
@@ -196,7 +198,12 @@ impl Connector for Google {
                 if let Some(t) = &token {
                     query.push(("pageToken", t.as_str()));
                 }
-                let url = api_url(&self.name, &self.base, &["groups", &group.id, "members"], &query)?;
+                let url = api_url(
+                    &self.name,
+                    &self.base,
+                    &["groups", &group.id, "members"],
+                    &query,
+                )?;
                 let page: MembersPage = self.client.get_json(&url).await?.body;
                 for m in page.members {
                     // Nested groups are expanded by includeDerivedMembership; the group

@@ -172,8 +172,11 @@ impl Keycloak {
     }
 
     async fn members_of(&self, id: &str) -> Result<Vec<KcUser>, IdpError> {
-        self.all_pages(&["groups", id, "members"], &[("briefRepresentation", "true")])
-            .await
+        self.all_pages(
+            &["groups", id, "members"],
+            &[("briefRepresentation", "true")],
+        )
+        .await
     }
 }
 
@@ -206,12 +209,21 @@ impl Connector for Keycloak {
             if uuid::Uuid::parse_str(user).is_ok() {
                 let url = api_url(&self.name, &self.admin, &["users", user], &[])?;
                 match self.client.get_json::<KcUser>(&url).await {
-                    Ok(reply) => return reply.body.into_user().ok_or_else(|| IdpError::UserNotFound(user.to_owned())),
+                    Ok(reply) => {
+                        return reply
+                            .body
+                            .into_user()
+                            .ok_or_else(|| IdpError::UserNotFound(user.to_owned()))
+                    }
                     Err(IdpError::Http { status: 404, .. }) => {}
                     Err(e) => return Err(e),
                 }
             }
-            let key = if user.contains('@') { "email" } else { "username" };
+            let key = if user.contains('@') {
+                "email"
+            } else {
+                "username"
+            };
             let url = api_url(
                 &self.name,
                 &self.admin,

@@ -8,8 +8,8 @@
 use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
 use super::secret::SecretSources;
 use super::{
-    api_url, base_url, checked_next_link, non_empty, retry_policy, Connector, IdpError,
-    IdpGroup, IdpUser, PullStats, Secret,
+    api_url, base_url, checked_next_link, non_empty, retry_policy, Connector, IdpError, IdpGroup,
+    IdpUser, PullStats, Secret,
 };
 use crate::config::IdpConfig;
 use futures::future::BoxFuture;
@@ -58,8 +58,7 @@ struct UserProfile {
 impl OktaUser {
     fn into_user(self) -> Option<IdpUser> {
         let p = self.profile;
-        let user_name =
-            non_empty(p.login.as_deref()).or_else(|| non_empty(p.email.as_deref()))?;
+        let user_name = non_empty(p.login.as_deref()).or_else(|| non_empty(p.email.as_deref()))?;
         let active = !matches!(
             self.status.as_deref(),
             Some("DEPROVISIONED") | Some("SUSPENDED")

@@ -156,7 +156,12 @@ impl Connector for OneLogin {
             } else {
                 "username"
             };
-            let url = api_url(&self.name, &self.base, &["api", "2", "users"], &[(key, user)])?;
+            let url = api_url(
+                &self.name,
+                &self.base,
+                &["api", "2", "users"],
+                &[(key, user)],
+            )?;
             let users: Vec<OlUser> = self.client.get_json(&url).await?.body;
             users
                 .into_iter()
