@@ -95,7 +95,8 @@ if ! "$venv/bin/scim-sanity" probe "$base" --token "$token" --strict --i-accept-
 fi
 
 if [[ "$failed" != 0 ]]; then
-    log "conformance FAILED (server log: $tmp/server.log; KEEP_TMP=1 to keep it)"
+    log "conformance FAILED; the last lines of the server log follow (KEEP_TMP=1 keeps all of it)"
+    tail -n 40 "$tmp/server.log" >&2 || true
     exit 1
 fi
 log "both conformance suites passed"

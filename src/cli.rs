@@ -537,7 +537,13 @@ async fn plan_command(config: &Config, args: PlanArgs) -> anyhow::Result<i32> {
     drop(tx);
     match args.format {
         OutputFormat::Text => print!("{}", render::render_text(&plan, stdout_is_terminal())),
-        OutputFormat::Json => print!("{}", render::render_json(&plan)),
+        OutputFormat::Json => {
+            // Streamed: a first pull's plan has a million operations.
+            let stdout = std::io::stdout();
+            let mut out = std::io::BufWriter::new(stdout.lock());
+            render::write_json(&plan, &mut out)?;
+            std::io::Write::flush(&mut out)?;
+        }
     }
     if let Some(out) = &args.out {
         let bytes = serde_json::to_vec(&plan)?;

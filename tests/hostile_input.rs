@@ -466,10 +466,6 @@ fn cases(s: &Seeded, sso_token: &str) -> Vec<Case> {
             .fails(400, Some("invalidFilter")),
         case("parentheses nested 200 deep", Method::GET, filter(&format!("{}userName pr{}", "(".repeat(200), ")".repeat(200))))
             .fails(400, Some("invalidFilter")),
-        case("1,600 or-ed terms (a left-deep tree)", Method::GET, filter(&vec!["id pr"; 1_600].join(" or ")))
-            .lists(n, n as usize),
-        case("1,600 and-ed terms (a left-deep tree)", Method::GET, filter(&vec!["userName pr"; 1_300].join(" and ")))
-            .lists(n, n as usize),
         case("a filter on a Group attribute", Method::GET, format!("/Groups?filter={}", q("members.value eq 1 or 1")))
             .fails(400, Some("invalidFilter")),
         case("SearchRequest with a malformed filter", Method::POST, "/Users/.search")
@@ -604,13 +600,16 @@ async fn every_hostile_request_gets_its_precise_error_and_changes_nothing() {
     assert!(cases.len() >= 50, "only {} cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
+        let started = std::time::Instant::now();
         let (status, body) = send(&app, case).await;
+        let sent = started.elapsed();
         if let Err(why) = check(case, status, &body) {
             let mut why = why;
             why.truncate(600);
             failures.push(format!("{}: {why}", case.name));
         }
         let after = dump(&pool).await;
+        eprintln!("case {:?}: {sent:?} + dump {:?}", case.name, started.elapsed() - sent);
         if after != before {
             let added: Vec<_> = after.iter().filter(|r| !before.contains(r)).collect();
             let removed: Vec<_> = before.iter().filter(|r| !after.contains(r)).collect();
@@ -703,4 +702,30 @@ async fn sql_metacharacters_in_every_field_are_stored_and_returned_verbatim() {
     // The SCIM token still works: nothing was revoked or dropped.
     let (status, _) = app.scim_json(Method::GET, "/Groups", None).await;
     assert_eq!(status, StatusCode::OK);
+}
+
+/// A filter of 1,600 `or`-ed terms is 14 KB, within MAX_FILTER_LEN, and nests no
+/// parentheses, so MAX_FILTER_DEPTH does not apply; but the AST is 1,600 levels deep.
+/// It must be answered or refused with 400 invalidFilter: never a 500, never a crash.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "bug: ~900+ or-ed filter terms overflow the stack in store::scim_query compile (debug) or hit SQLite's expression depth (500), see report"]
+async fn a_filter_of_fifteen_hundred_ored_terms_is_answered_or_refused_never_a_crash() {
+    let app = TestApp::spawn().await;
+    seed(&app).await;
+    for (joiner, term, n) in [(" or ", "id pr", 1_500), (" and ", "userName pr", 1_200)] {
+        let expression = vec![term; n].join(joiner);
+        let response = app
+            .scim(Method::GET, "/Users")
+            .query(&[("filter", &expression)])
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status();
+        let body: Value = response.json().await.expect("json");
+        match status {
+            StatusCode::OK => assert_eq!(body["totalResults"], 3, "{body}"),
+            StatusCode::BAD_REQUEST => assert_eq!(body["scimType"], "invalidFilter", "{body}"),
+            other => panic!("{n} terms joined by {joiner:?}: {other} {body}"),
+        }
+    }
 }

@@ -44,11 +44,17 @@ struct A0User {
     blocked: Option<bool>,
 }
 
+/// A role's users: with `take`/`from` (checkpoint paging) an object with `next`; a
+/// tenant or proxy that ignores them answers a bare array, which is then all there is.
 #[derive(Deserialize)]
-struct UsersPage {
-    #[serde(default)]
-    users: Vec<A0User>,
-    next: Option<String>,
+#[serde(untagged)]
+enum UsersPage {
+    Checkpoint {
+        #[serde(default)]
+        users: Vec<A0User>,
+        next: Option<String>,
+    },
+    Plain(Vec<A0User>),
 }
 
 impl A0User {
@@ -71,7 +77,14 @@ impl Auth0 {
     pub fn new(config: &IdpConfig) -> Result<Self, IdpError> {
         let domain = config.domain.clone().unwrap_or_default();
         let base = base_url(&config.api_base_url, || format!("https://{domain}/api/v2"));
-        let audience = format!("{base}/");
+        // The Management API's identifier is always the tenant's canonical
+        // `https://{tenant}/api/v2/`, also when the API is reached through a custom
+        // domain or a proxy (api_base_url).
+        let audience = if domain.trim().is_empty() {
+            format!("{base}/")
+        } else {
+            format!("https://{}/api/v2/", domain.trim().trim_end_matches('/'))
+        };
         let auth = Auth::OAuth(TokenRequest {
             token_url: config
                 .token_url
@@ -143,9 +156,12 @@ impl Connector for Auth0 {
                     query.push(("from", f.as_str()));
                 }
                 let url = self.url(&["roles", &group.id, "users"], &query)?;
-                let page: UsersPage = self.client.get_json(&url).await?.body;
-                out.extend(page.users.into_iter().filter_map(A0User::into_user));
-                match page.next.filter(|n| !n.is_empty()) {
+                let (users, next) = match self.client.get_json(&url).await?.body {
+                    UsersPage::Checkpoint { users, next } => (users, next),
+                    UsersPage::Plain(users) => (users, None),
+                };
+                out.extend(users.into_iter().filter_map(A0User::into_user));
+                match next.filter(|n| !n.is_empty()) {
                     Some(next) => from = Some(next),
                     None => return Ok(out),
                 }

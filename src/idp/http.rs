@@ -103,8 +103,12 @@ pub struct TokenRequest {
 pub enum ClientAuth {
     /// Client credentials grant, secret in the form body (Entra, Keycloak, Auth0).
     SecretPost { client_id: String, secret: Secret },
-    /// Client credentials grant, secret as HTTP Basic (OneLogin).
+    /// Client credentials grant, secret as HTTP Basic, form body (RFC 6749 §2.3.1).
     SecretBasic { client_id: String, secret: Secret },
+    /// Client credentials grant, secret as HTTP Basic, and the grant as a JSON body
+    /// (`{"grant_type": "client_credentials"}`): what OneLogin's API v2 token endpoint
+    /// documents, with `Content-Type: application/json`.
+    SecretBasicJson { client_id: String, secret: Secret },
     /// Client credentials grant with a signed JWT instead of a secret (Okta's
     /// private_key_jwt, RFC 7523 §2.2).
     PrivateKeyJwt {
@@ -126,6 +130,8 @@ pub enum ClientAuth {
 struct CachedToken {
     value: Secret,
     renew_at: Instant,
+    /// Which fetch produced it, so that a 401 discards only the token it was sent with.
+    generation: u64,
 }
 
 /// An authenticated, retrying, rate-limit-aware JSON client for one IdP.
@@ -133,6 +139,7 @@ pub struct ApiClient {
     http: reqwest::Client,
     auth: Auth,
     token: tokio::sync::Mutex<Option<CachedToken>>,
+    token_generation: AtomicU64,
     policy: RetryPolicy,
     stats: Arc<PullStats>,
     idp: String,
@@ -176,6 +183,7 @@ impl ApiClient {
             http,
             auth,
             token: tokio::sync::Mutex::new(None),
+            token_generation: AtomicU64::new(0),
             policy,
             stats: Arc::default(),
             idp: idp.to_owned(),
@@ -200,7 +208,7 @@ impl ApiClient {
         let mut attempt: u32 = 0;
         let mut refreshed = false;
         loop {
-            let authorization = self.authorization().await?;
+            let (authorization, generation) = self.authorization().await?;
             let mut request = self
                 .http
                 .get(url)
@@ -241,8 +249,14 @@ impl ApiClient {
                     // The cached token expired early or was revoked: one fresh token,
                     // one more try. A second 401 means the credentials lack access.
                     refreshed = true;
-                    PullStats::bump(&self.stats.token_rejections);
-                    *self.token.lock().await = None;
+                    let mut cached = self.token.lock().await;
+                    // Requests running side by side all see the 401; only the first
+                    // discards the token, the others use the one it fetched.
+                    if cached.as_ref().map(|t| t.generation) == generation {
+                        PullStats::bump(&self.stats.token_rejections);
+                        *cached = None;
+                    }
+                    drop(cached);
                     tracing::debug!(idp = %self.idp, %url, "access token refused; fetching a new one");
                 }
                 Failure::Retry(wait, e) => {
@@ -352,8 +366,9 @@ impl ApiClient {
     }
 
     /// The `Authorization` header value, fetching a token when none is cached or the
-    /// cached one is about to expire.
-    async fn authorization(&self) -> Result<HeaderValue, IdpError> {
+    /// cached one is about to expire; with the token's generation (None: static).
+    async fn authorization(&self) -> Result<(HeaderValue, Option<u64>), IdpError> {
+        let mut generation = None;
         let value = match &self.auth {
             Auth::Static(secret) => secret.expose().to_owned(),
             Auth::OAuth(request) => {
@@ -362,10 +377,13 @@ impl ApiClient {
                 let mut cached = self.token.lock().await;
                 match &*cached {
                     Some(t) if Instant::now() < t.renew_at => {
+                        generation = Some(t.generation);
                         format!("Bearer {}", t.value.expose())
                     }
                     _ => {
-                        let token = self.fetch_token(request).await?;
+                        let mut token = self.fetch_token(request).await?;
+                        token.generation = self.token_generation.fetch_add(1, Ordering::Relaxed);
+                        generation = Some(token.generation);
                         let value = format!("Bearer {}", token.value.expose());
                         *cached = Some(token);
                         value
@@ -378,7 +396,7 @@ impl ApiClient {
             message: "the credential contains characters not allowed in a header".into(),
         })?;
         header.set_sensitive(true);
-        Ok(header)
+        Ok((header, generation))
     }
 
     fn token_url(&self) -> &str {
@@ -399,6 +417,7 @@ impl ApiClient {
             let mut form: Vec<(&str, String)> =
                 request.form.iter().map(|(k, v)| (*k, v.clone())).collect();
             let mut builder = self.http.post(url);
+            let mut json_body = false;
             match &request.client {
                 ClientAuth::SecretPost { client_id, secret } => {
                     form.push(("grant_type", "client_credentials".into()));
@@ -408,6 +427,11 @@ impl ApiClient {
                 ClientAuth::SecretBasic { client_id, secret } => {
                     form.push(("grant_type", "client_credentials".into()));
                     builder = builder.basic_auth(client_id, Some(secret.expose()));
+                }
+                ClientAuth::SecretBasicJson { client_id, secret } => {
+                    form.push(("grant_type", "client_credentials".into()));
+                    builder = builder.basic_auth(client_id, Some(secret.expose()));
+                    json_body = true;
                 }
                 ClientAuth::PrivateKeyJwt {
                     client_id,
@@ -442,11 +466,17 @@ impl ApiClient {
                 }
             }
             PullStats::bump(&self.stats.token_fetches);
-            let result = builder
-                .header(reqwest::header::ACCEPT, "application/json")
-                .form(&form)
-                .send()
-                .await;
+            let builder = builder.header(reqwest::header::ACCEPT, "application/json");
+            let builder = if json_body {
+                let body: serde_json::Map<String, Value> = form
+                    .iter()
+                    .map(|(k, v)| ((*k).to_owned(), Value::String(v.clone())))
+                    .collect();
+                builder.json(&body)
+            } else {
+                builder.form(&form)
+            };
+            let result = builder.send().await;
             let retry = match result {
                 Ok(response) => {
                     let status = response.status();
@@ -502,6 +532,7 @@ fn parse_token(bytes: &[u8]) -> Result<CachedToken, String> {
     Ok(CachedToken {
         value: Secret::new(token),
         renew_at: Instant::now() + usable,
+        generation: 0,
     })
 }
 

@@ -1,4 +1,5 @@
-//! OneLogin API v2: client credentials with HTTP Basic on `/auth/oauth2/v2/token`;
+//! OneLogin API v2: client credentials with HTTP Basic on `/auth/oauth2/v2/token` (the
+//! grant as a JSON body, as OneLogin documents it);
 //! roles are the many-to-many groups (`/api/2/roles`, `/api/2/roles/{id}/users`);
 //! cursor paging (`After-Cursor` header → `cursor=`); the client honours
 //! `X-RateLimit-Remaining` / `X-RateLimit-Reset`.
@@ -16,6 +17,8 @@ use serde_json::Value;
 use std::sync::Arc;
 
 const PAGE_SIZE: &str = "1000";
+/// `status` of a suspended user.
+const SUSPENDED: i64 = 2;
 
 pub struct OneLogin {
     name: String,
@@ -37,7 +40,8 @@ struct OlUser {
     firstname: Option<String>,
     lastname: Option<String>,
     name: Option<String>,
-    /// 1 active; 0 unactivated, 2 suspended, 3 locked, ...
+    /// 0 unactivated, 1 active, 2 suspended, 3 locked, 4 password expired, 5 awaiting
+    /// password reset, 7 password pending, 8 security questions required.
     status: Option<i64>,
 }
 
@@ -65,8 +69,10 @@ impl OlUser {
             display_name,
             given_name: non_empty(self.firstname.as_deref()),
             family_name: non_empty(self.lastname.as_deref()),
-            // Role member listings carry no status; absent means active.
-            active: matches!(self.status, None | Some(1)),
+            // Only a suspension ends access; a lockout, an expired password or a
+            // pending activation is the user's to resolve, and deactivating would block
+            // their API keys. Role member listings carry no status: absent is active.
+            active: self.status != Some(SUSPENDED),
             user_name,
         })
     }
@@ -83,7 +89,7 @@ impl OneLogin {
                 .clone()
                 .unwrap_or_else(|| format!("{base}/auth/oauth2/v2/token")),
             form: Vec::new(),
-            client: ClientAuth::SecretBasic {
+            client: ClientAuth::SecretBasicJson {
                 client_id: required(config, &config.client_id, "client_id")?.to_owned(),
                 secret: client_secret(config)?,
             },

@@ -18,6 +18,13 @@ use uuid::Uuid;
 /// Version of the plan file and of the JSON rendering; bumped on incompatible change.
 pub const FORMAT_VERSION: &str = "1";
 
+/// Sorts and deduplicates (team, user) pairs.
+fn sorted_pairs(mut pairs: Vec<(Uuid, Uuid)>) -> Vec<(Uuid, Uuid)> {
+    pairs.sort_unstable();
+    pairs.dedup();
+    pairs
+}
+
 /// Namespace of the UUID v5 ids given to users and teams an IdP pull creates, so that
 /// planning the same snapshot twice proposes the same ids.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x8f0c_2a4e_7b1d_4c3a_9e57_1d2b_6a90_c3f1);
@@ -270,19 +277,19 @@ impl Plan {
     }
 
     /// userName of a user named by an operation (its id when unknown).
-    pub fn user_label(&self, id: Uuid) -> String {
-        self.user_names
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| id.to_string())
+    pub fn user_label(&self, id: Uuid) -> std::borrow::Cow<'_, str> {
+        match self.user_names.get(&id) {
+            Some(name) => std::borrow::Cow::Borrowed(name),
+            None => std::borrow::Cow::Owned(id.to_string()),
+        }
     }
 
     /// Display name of a team named by an operation (its id when unknown).
-    pub fn team_label(&self, id: Uuid) -> String {
-        self.team_names
-            .get(&id)
-            .cloned()
-            .unwrap_or_else(|| id.to_string())
+    pub fn team_label(&self, id: Uuid) -> std::borrow::Cow<'_, str> {
+        match self.team_names.get(&id) {
+            Some(name) => std::borrow::Cow::Borrowed(name),
+            None => std::borrow::Cow::Owned(id.to_string()),
+        }
     }
 
     /// Keeps only the operations about one user, plus the creation of teams they are
@@ -545,7 +552,7 @@ const PH_UPDATE_USER: u8 = 1;
 const PH_CREATE_TEAM: u8 = 2;
 const PH_UPDATE_TEAM: u8 = 3;
 const PH_ADD_MEMBER: u8 = 4;
-const PH_REMOVE_MEMBER: u8 = 5;
+// (Removed memberships, phase 5, are placed after the added ones without sorting.)
 const PH_DEACTIVATE: u8 = 6;
 const PH_DELETE_TEAM: u8 = 7;
 const PH_DELETE_USER: u8 = 8;
@@ -760,39 +767,14 @@ impl<'a> Planner<'a> {
             }
         }
 
-        for &(team_id, user_id) in &adds {
-            ops.push((
-                PH_ADD_MEMBER,
-                team_id,
-                user_id,
-                0,
-                Op::AddMember { team_id, user_id },
-            ));
-        }
-        for &(team_id, user_id) in &removes {
-            ops.push((
-                PH_REMOVE_MEMBER,
-                team_id,
-                user_id,
-                0,
-                Op::RemoveMember { team_id, user_id },
-            ));
-            if self.policy.purge_team_keys_on_removal {
-                ops.push((
-                    PH_REMOVE_MEMBER,
-                    team_id,
-                    user_id,
-                    1,
-                    Op::PurgeKeys {
-                        user_id: Some(user_id),
-                        team_id: Some(team_id),
-                        reason: PurgeCause::RemovedFromTeam,
-                    },
-                ));
+        // Every planned user and team is named already; only members found in the store
+        // (by id or external id) and teams of removed memberships may still need a name.
+        for &(_, user_id) in adds.iter().chain(removes.iter()) {
+            if !planned_ids.contains_key(&user_id) {
+                self.name_user(user_id, &planned_ids, &mut user_names);
             }
         }
-        for &(team_id, user_id) in adds.iter().chain(removes.iter()) {
-            self.name_user(user_id, &planned_ids, &mut user_names);
+        for &(team_id, _) in &removes {
             self.name_team(team_id, &teams, &mut team_names);
         }
 
@@ -807,12 +789,32 @@ impl<'a> Planner<'a> {
             ));
         }
         ops.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+        // Memberships, already sorted by (team, user), go between the updates and the
+        // removals without passing through the sort (they can be a million).
+        let purge = self.policy.purge_team_keys_on_removal;
+        let mut sorted = Vec::with_capacity(ops.len() + adds.len() + removes.len() * 2);
+        let mut rest = ops.into_iter().peekable();
+        while let Some(op) = rest.next_if(|o| o.0 < PH_ADD_MEMBER) {
+            sorted.push(op.4);
+        }
+        sorted.extend(adds.iter().map(|&(team_id, user_id)| Op::AddMember { team_id, user_id }));
+        for &(team_id, user_id) in &removes {
+            sorted.push(Op::RemoveMember { team_id, user_id });
+            if purge {
+                sorted.push(Op::PurgeKeys {
+                    user_id: Some(user_id),
+                    team_id: Some(team_id),
+                    reason: PurgeCause::RemovedFromTeam,
+                });
+            }
+        }
+        sorted.extend(rest.map(|o| o.4));
         Ok(Plan {
             format_version: FORMAT_VERSION.to_owned(),
             source: self.desired.source.clone(),
             scope: self.desired.scope,
             fingerprint: None,
-            ops: ops.into_iter().map(|(_, _, _, _, op)| op).collect(),
+            ops: sorted,
             user_names,
             team_names,
             warnings: self.warnings.into_iter().collect(),
@@ -1294,9 +1296,11 @@ impl<'a> Planner<'a> {
         planned: &HashMap<Uuid, &PlannedUser>,
         ext_to_planned: &HashMap<&str, Uuid>,
         deleted_users: &HashSet<Uuid>,
-    ) -> Result<(BTreeSet<(Uuid, Uuid)>, BTreeSet<(Uuid, Uuid)>), PlanError> {
-        let mut adds = BTreeSet::new();
-        let mut removes = BTreeSet::new();
+    ) -> Result<(Vec<(Uuid, Uuid)>, Vec<(Uuid, Uuid)>), PlanError> {
+        // Vectors sorted once at the end: a first pull adds a million pairs, which a
+        // tree set would make needlessly slow.
+        let mut adds = Vec::new();
+        let mut removes = Vec::new();
         // A partial pull may add but never remove: its member lists may be partial too.
         let may_remove = self.desired.complete;
 
@@ -1309,7 +1313,7 @@ impl<'a> Planner<'a> {
             let wanted: HashSet<Uuid> = teams.iter().map(|t| t.id).collect();
             for t in teams {
                 if self.ix.membership(t.id, user.id).is_none() {
-                    adds.insert((t.id, user.id));
+                    adds.push((t.id, user.id));
                 }
             }
             if may_remove {
@@ -1323,11 +1327,11 @@ impl<'a> Planner<'a> {
                         && owned_team
                         && self.may_remove_membership(&m.source)
                     {
-                        removes.insert((m.team_id, user.id));
+                        removes.push((m.team_id, user.id));
                     }
                 }
             }
-            return Ok((adds, removes));
+            return Ok((sorted_pairs(adds), sorted_pairs(removes)));
         }
 
         for t in teams {
@@ -1351,7 +1355,7 @@ impl<'a> Planner<'a> {
                     };
                     let have: HashSet<Uuid> = roster.iter().map(|m| m.user_id).collect();
                     for u in want.iter().filter(|u| !have.contains(u)) {
-                        adds.insert((t.id, *u));
+                        adds.push((t.id, *u));
                     }
                     if may_remove {
                         for m in roster {
@@ -1359,42 +1363,43 @@ impl<'a> Planner<'a> {
                                 && !deleted_users.contains(&m.user_id)
                                 && self.may_remove_membership(&m.source)
                             {
-                                removes.insert((t.id, m.user_id));
+                                removes.push((t.id, m.user_id));
                             }
                         }
                     }
                 }
                 MemberSpec::Delta { add, remove } => {
+                    // Removing wins over adding the same member in one request.
+                    let mut removed = HashSet::new();
+                    for r in remove {
+                        if let Some(u) =
+                            self.resolve_member(r, planned, ext_to_planned, deleted_users)?
+                        {
+                            removed.insert(u);
+                            if let Some(m) = self.ix.membership(t.id, u) {
+                                if self.may_remove_membership(&m.source)
+                                    && !deleted_users.contains(&u)
+                                {
+                                    removes.push((t.id, u));
+                                }
+                            }
+                        }
+                    }
                     for r in add {
                         if let Some(u) =
                             self.resolve_member(r, planned, ext_to_planned, deleted_users)?
                         {
                             let present =
                                 t.existing.is_some() && self.ix.membership(t.id, u).is_some();
-                            if !present && !deleted_users.contains(&u) {
-                                adds.insert((t.id, u));
-                            }
-                        }
-                    }
-                    for r in remove {
-                        if let Some(u) =
-                            self.resolve_member(r, planned, ext_to_planned, deleted_users)?
-                        {
-                            // Removing wins over adding the same member in one request.
-                            adds.remove(&(t.id, u));
-                            if let Some(m) = self.ix.membership(t.id, u) {
-                                if self.may_remove_membership(&m.source)
-                                    && !deleted_users.contains(&u)
-                                {
-                                    removes.insert((t.id, u));
-                                }
+                            if !present && !deleted_users.contains(&u) && !removed.contains(&u) {
+                                adds.push((t.id, u));
                             }
                         }
                     }
                 }
             }
         }
-        Ok((adds, removes))
+        Ok((sorted_pairs(adds), sorted_pairs(removes)))
     }
 
     /// Roles decided by `[provisioning] role_groups`, for the users whose memberships
@@ -1404,8 +1409,8 @@ impl<'a> Planner<'a> {
         &self,
         users: &[PlannedUser],
         teams: &[PlannedTeam],
-        adds: &BTreeSet<(Uuid, Uuid)>,
-        removes: &BTreeSet<(Uuid, Uuid)>,
+        adds: &[(Uuid, Uuid)],
+        removes: &[(Uuid, Uuid)],
         deleted_users: &HashSet<Uuid>,
         deleted_teams: &HashSet<Uuid>,
     ) -> BTreeMap<Uuid, Role> {
@@ -1494,7 +1499,7 @@ impl<'a> Planner<'a> {
             let mut best: Option<usize> = None;
             if !is_new {
                 for m in self.ix.user_teams(u) {
-                    if removes.contains(&(m.team_id, u)) || deleted_teams.contains(&m.team_id) {
+                    if removes.binary_search(&(m.team_id, u)).is_ok() || deleted_teams.contains(&m.team_id) {
                         continue;
                     }
                     if let Some(&r) = mapped.get(&m.team_id) {

@@ -3,7 +3,7 @@
 
 use super::plan::{Change, Op, Plan, PurgeCause};
 use serde_json::{json, Map, Value};
-use std::collections::BTreeMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use uuid::Uuid;
 
@@ -192,22 +192,89 @@ fn keys_target(plan: &Plan, user: Option<Uuid>, team: Option<Uuid>) -> Value {
     Value::Object(t)
 }
 
-/// The machine-readable rendering (`plan --format json`).
-pub fn render_json(plan: &Plan) -> String {
+/// A membership operation's record, serialised without building a JSON tree: a first
+/// pull has a million of them.
+#[derive(serde::Serialize)]
+struct MemberRecord<'a> {
+    kind: &'static str,
+    target: MemberTarget<'a>,
+    before: Option<MemberSide<'a>>,
+    after: Option<MemberSide<'a>>,
+}
+
+#[derive(serde::Serialize)]
+struct MemberTarget<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    team_id: Uuid,
+    team: &'a str,
+    user_id: Uuid,
+    user_name: &'a str,
+}
+
+#[derive(serde::Serialize)]
+#[serde(untagged)]
+enum MemberSide<'a> {
+    Source { source: &'a str },
+    Member { member: bool },
+}
+
+/// Writes the machine-readable rendering (`plan --format json`): one operation per line,
+/// streamed, so that memory does not grow with the JSON.
+pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result<()> {
     let counts = plan.counts();
-    let operations: Vec<OpRecord> = plan.ops.iter().map(|op| op_record(plan, op)).collect();
-    let doc = json!({
+    let source = plan.source.to_string();
+    let head = json!({
         "format_version": plan.format_version,
         "fingerprint": plan.fingerprint,
-        "source": plan.source.to_string(),
-        "operations": operations,
-        "summary": {"add": counts.add, "change": counts.change, "destroy": counts.destroy},
-        "warnings": plan.warnings,
+        "source": source,
     });
-    // Serialising a Value with string keys cannot fail; fall back to compact just in case.
-    let mut out = serde_json::to_string_pretty(&doc).unwrap_or_else(|_| doc.to_string());
-    out.push('\n');
-    out
+    let head = serde_json::to_string_pretty(&head)?;
+    // The head's closing brace is replaced by the operations and the rest.
+    let head = head.trim_end().trim_end_matches('}').trim_end();
+    writeln!(out, "{head},")?;
+    writeln!(out, "  \"operations\": [")?;
+    for (n, op) in plan.ops.iter().enumerate() {
+        out.write_all(b"    ")?;
+        match op {
+            Op::AddMember { team_id, user_id } | Op::RemoveMember { team_id, user_id } => {
+                let team = plan.team_label(*team_id);
+                let user = plan.user_label(*user_id);
+                let adding = matches!(op, Op::AddMember { .. });
+                let rec = MemberRecord {
+                    kind: op.kind().as_str(),
+                    target: MemberTarget {
+                        kind: "membership",
+                        team_id: *team_id,
+                        team: &team,
+                        user_id: *user_id,
+                        user_name: &user,
+                    },
+                    before: (!adding).then_some(MemberSide::Member { member: true }),
+                    after: adding.then_some(MemberSide::Source { source: &source }),
+                };
+                serde_json::to_writer(&mut *out, &rec)?;
+            }
+            other => serde_json::to_writer(&mut *out, &op_record(plan, other))?,
+        }
+        out.write_all(if n + 1 < plan.ops.len() { b",\n" } else { b"\n" })?;
+    }
+    writeln!(out, "  ],")?;
+    writeln!(
+        out,
+        "  \"summary\": {{\"add\": {}, \"change\": {}, \"destroy\": {}}},",
+        counts.add, counts.change, counts.destroy
+    )?;
+    writeln!(out, "  \"warnings\": {}", serde_json::to_string(&plan.warnings)?)?;
+    writeln!(out, "}}")
+}
+
+/// [`write_json`] into a string.
+pub fn render_json(plan: &Plan) -> String {
+    let mut out = Vec::new();
+    // Writing to a Vec cannot fail.
+    let _ = write_json(plan, &mut out);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 /// ANSI colours, or nothing when the output is not a terminal.
@@ -349,8 +416,8 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     );
 
     // Group: user-level operations by user; team-level and membership ones by team.
-    let mut by_user: BTreeMap<(String, Uuid), Vec<&Op>> = BTreeMap::new();
-    let mut by_team: BTreeMap<(String, Uuid), Vec<&Op>> = BTreeMap::new();
+    let mut by_user: HashMap<Uuid, Vec<&Op>> = HashMap::new();
+    let mut by_team: HashMap<Uuid, Vec<&Op>> = HashMap::new();
     for op in &plan.ops {
         let team = match op {
             Op::CreateTeam(_)
@@ -364,172 +431,26 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
             _ => None,
         };
         match (team, op.user_id()) {
-            (Some(t), _) => by_team
-                .entry((plan.team_label(t).to_lowercase(), t))
-                .or_default()
-                .push(op),
-            (None, Some(u)) => by_user
-                .entry((plan.user_label(u).to_lowercase(), u))
-                .or_default()
-                .push(op),
+            (Some(t), _) => by_team.entry(t).or_default().push(op),
+            (None, Some(u)) => by_user.entry(u).or_default().push(op),
             (None, None) => {}
         }
     }
+    let ordered = |ids: Vec<Uuid>, label: &dyn Fn(Uuid) -> String| {
+        let mut keyed: Vec<(String, Uuid)> = ids.into_iter().map(|id| (label(id).to_lowercase(), id)).collect();
+        keyed.sort();
+        keyed.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
+    };
+    let users = ordered(by_user.keys().copied().collect(), &|id| plan.user_label(id).into_owned());
+    let teams = ordered(by_team.keys().copied().collect(), &|id| plan.team_label(id).into_owned());
 
-    for ((_, id), ops) in &by_user {
-        let name = plan.user_label(*id);
-        let head = ops.iter().find(|op| {
-            matches!(
-                op,
-                Op::CreateUser(_)
-                    | Op::DeleteUser { .. }
-                    | Op::DeactivateUser { .. }
-                    | Op::UpdateUser { .. }
-            )
-        });
-        let header = match head {
-            Some(Op::CreateUser(_)) => format!("{} user {name}", s.add("+")),
-            Some(Op::DeleteUser { .. }) => format!("{} user {name}", s.destroy("-")),
-            Some(Op::DeactivateUser { .. }) => {
-                format!("{} user {name} (deactivate)", s.change("~"))
-            }
-            _ => format!("{} user {name}", s.change("~")),
-        };
-        let _ = writeln!(out, "  {}", s.bold(&header));
-        for op in ops {
-            match op {
-                Op::CreateUser(u) => {
-                    let rec = op_record(plan, op);
-                    write_attrs(
-                        &mut out,
-                        &s,
-                        "      ",
-                        &creation_attrs(u.id, &rec.after, "user_name"),
-                    );
-                }
-                Op::UpdateUser { changes, .. } => {
-                    for c in changes {
-                        write_change(
-                            &mut out,
-                            &s,
-                            "      ",
-                            &c.attribute,
-                            &change_value(c, &c.before),
-                            &change_value(c, &c.after),
-                        );
-                    }
-                }
-                Op::DeactivateUser { .. } => {
-                    write_change(
-                        &mut out,
-                        &s,
-                        "      ",
-                        "active",
-                        &Value::Bool(true),
-                        &Value::Bool(false),
-                    );
-                }
-                Op::DeleteUser { .. } => {
-                    let _ = writeln!(
-                        out,
-                        "      {} the user and their memberships",
-                        s.destroy("-")
-                    );
-                }
-                Op::BlockKeys { .. } => {
-                    let _ = writeln!(
-                        out,
-                        "      {} keys: block (until reactivated)",
-                        s.change("~")
-                    );
-                }
-                Op::UnblockKeys { .. } => {
-                    let _ = writeln!(
-                        out,
-                        "      {} keys: unblock those provisioning blocked",
-                        s.change("~")
-                    );
-                }
-                Op::PurgeKeys { .. } => {
-                    let _ = writeln!(
-                        out,
-                        "      {} keys: purge all (an audit copy is kept)",
-                        s.destroy("-")
-                    );
-                }
-                _ => {}
-            }
-        }
-        out.push('\n');
+    for id in users {
+        let ops = &by_user[&id];
+        write_user(&mut out, &s, plan, id, ops);
     }
-
-    for ((_, id), ops) in &by_team {
-        let name = plan.team_label(*id);
-        let header = if ops.iter().any(|op| matches!(op, Op::CreateTeam(_))) {
-            format!("{} team \"{name}\"", s.add("+"))
-        } else if ops.iter().any(|op| matches!(op, Op::DeleteTeam { .. })) {
-            format!("{} team \"{name}\"", s.destroy("-"))
-        } else {
-            format!("{} team \"{name}\"", s.change("~"))
-        };
-        let _ = writeln!(out, "  {}", s.bold(&header));
-        let mut adds: Vec<String> = Vec::new();
-        let mut removes: Vec<(String, bool)> = Vec::new();
-        for op in ops {
-            match op {
-                Op::CreateTeam(t) => {
-                    let rec = op_record(plan, op);
-                    write_attrs(
-                        &mut out,
-                        &s,
-                        "      ",
-                        &creation_attrs(t.id, &rec.after, "display_name"),
-                    );
-                }
-                Op::UpdateTeam { changes, .. } => {
-                    for c in changes {
-                        write_change(&mut out, &s, "      ", &c.attribute, &c.before, &c.after);
-                    }
-                }
-                Op::DeleteTeam { .. } => {
-                    let _ = writeln!(out, "      {} the team and its memberships", s.destroy("-"));
-                }
-                Op::PurgeKeys { user_id: None, .. } => {
-                    let _ = writeln!(
-                        out,
-                        "      {} keys: purge every key scoped to this team",
-                        s.destroy("-")
-                    );
-                }
-                Op::AddMember { user_id, .. } => adds.push(plan.user_label(*user_id)),
-                Op::RemoveMember { user_id, .. } => {
-                    removes.push((plan.user_label(*user_id), false))
-                }
-                Op::PurgeKeys {
-                    user_id: Some(u), ..
-                } => {
-                    let label = plan.user_label(*u);
-                    if let Some(r) = removes.iter_mut().find(|(n, _)| *n == label) {
-                        r.1 = true;
-                    }
-                }
-                _ => {}
-            }
-        }
-        adds.sort_by_key(|n| n.to_lowercase());
-        removes.sort_by_key(|(n, _)| n.to_lowercase());
-        for n in adds {
-            let _ = writeln!(out, "      {} member {n}", s.add("+"));
-        }
-        for (n, purge) in removes {
-            let note = if purge {
-                " (and their keys for this team)"
-            } else {
-                ""
-            };
-            let _ = writeln!(out, "      {} member {n}{note}", s.destroy("-"));
-        }
-        out.push('\n');
+    for id in teams {
+        let ops = &by_team[&id];
+        write_team(&mut out, &s, plan, id, ops);
     }
 
     for w in &plan.warnings {
@@ -548,4 +469,105 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         c.destroy
     );
     out
+}
+
+fn write_user(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
+    let name = plan.user_label(id);
+    let head = ops.iter().find(|op| {
+        matches!(
+            op,
+            Op::CreateUser(_) | Op::DeleteUser { .. } | Op::DeactivateUser { .. } | Op::UpdateUser { .. }
+        )
+    });
+    let header = match head {
+        Some(Op::CreateUser(_)) => format!("{} user {name}", s.add("+")),
+        Some(Op::DeleteUser { .. }) => format!("{} user {name}", s.destroy("-")),
+        Some(Op::DeactivateUser { .. }) => format!("{} user {name} (deactivate)", s.change("~")),
+        _ => format!("{} user {name}", s.change("~")),
+    };
+    let _ = writeln!(out, "  {}", s.bold(&header));
+    for op in ops {
+        match op {
+            Op::CreateUser(u) => {
+                let rec = op_record(plan, op);
+                write_attrs(out, s, "      ", &creation_attrs(u.id, &rec.after, "user_name"));
+            }
+            Op::UpdateUser { changes, .. } => {
+                for c in changes {
+                    write_change(out, s, "      ", &c.attribute, &change_value(c, &c.before), &change_value(c, &c.after));
+                }
+            }
+            Op::DeactivateUser { .. } => {
+                write_change(out, s, "      ", "active", &Value::Bool(true), &Value::Bool(false));
+            }
+            Op::DeleteUser { .. } => {
+                let _ = writeln!(out, "      {} the user and their memberships", s.destroy("-"));
+            }
+            Op::BlockKeys { .. } => {
+                let _ = writeln!(out, "      {} keys: block (until reactivated)", s.change("~"));
+            }
+            Op::UnblockKeys { .. } => {
+                let _ = writeln!(out, "      {} keys: unblock those provisioning blocked", s.change("~"));
+            }
+            Op::PurgeKeys { .. } => {
+                let _ = writeln!(out, "      {} keys: purge all (an audit copy is kept)", s.destroy("-"));
+            }
+            _ => {}
+        }
+    }
+    out.push('\n');
+}
+
+fn write_team(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
+    let name = plan.team_label(id);
+    let header = if ops.iter().any(|op| matches!(op, Op::CreateTeam(_))) {
+        format!("{} team \"{name}\"", s.add("+"))
+    } else if ops.iter().any(|op| matches!(op, Op::DeleteTeam { .. })) {
+        format!("{} team \"{name}\"", s.destroy("-"))
+    } else {
+        format!("{} team \"{name}\"", s.change("~"))
+    };
+    let _ = writeln!(out, "  {}", s.bold(&header));
+    let mut adds = Vec::new();
+    let mut removes = Vec::new();
+    let mut purged: HashSet<Uuid> = HashSet::new();
+    for op in ops {
+        match op {
+            Op::CreateTeam(t) => {
+                let rec = op_record(plan, op);
+                write_attrs(out, s, "      ", &creation_attrs(t.id, &rec.after, "display_name"));
+            }
+            Op::UpdateTeam { changes, .. } => {
+                for c in changes {
+                    write_change(out, s, "      ", &c.attribute, &c.before, &c.after);
+                }
+            }
+            Op::DeleteTeam { .. } => {
+                let _ = writeln!(out, "      {} the team and its memberships", s.destroy("-"));
+            }
+            Op::PurgeKeys { user_id: None, .. } => {
+                let _ = writeln!(out, "      {} keys: purge every key scoped to this team", s.destroy("-"));
+            }
+            Op::PurgeKeys { user_id: Some(u), .. } => {
+                purged.insert(*u);
+            }
+            Op::AddMember { user_id, .. } => adds.push((plan.user_label(*user_id), *user_id)),
+            Op::RemoveMember { user_id, .. } => removes.push((plan.user_label(*user_id), *user_id)),
+            _ => {}
+        }
+    }
+    adds.sort_by_cached_key(|(n, id)| (n.to_lowercase(), *id));
+    removes.sort_by_cached_key(|(n, id)| (n.to_lowercase(), *id));
+    for (n, _) in adds {
+        let _ = writeln!(out, "      {} member {n}", s.add("+"));
+    }
+    for (n, id) in removes {
+        let note = if purged.contains(&id) {
+            " (and their keys for this team)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "      {} member {n}{note}", s.destroy("-"));
+    }
+    out.push('\n');
 }

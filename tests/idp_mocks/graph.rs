@@ -52,7 +52,7 @@ impl GraphMock {
 
     pub async fn start_with(dir: Directory, page_size: usize) -> Self {
         let dir = Arc::new(Mutex::new(dir));
-        let faults = Arc::new(Faults::default());
+        let faults = Faults::new(super::Flavor::Graph);
         let base = Arc::new(Mutex::new(String::new()));
         let state = AppState {
             dir: dir.clone(),

@@ -18,7 +18,7 @@ pub struct TestKey {
     pub e: String,
 }
 
-fn generate(kid: &str) -> TestKey {
+pub fn generate(kid: &str) -> TestKey {
     let mut rng = rand::thread_rng();
     let key = rsa::RsaPrivateKey::new(&mut rng, 2048).expect("RSA key generated");
     let b64 = |bytes: Vec<u8>| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);

@@ -1,0 +1,297 @@
+//! A mock Auth0 tenant: `/oauth/token` (client credentials with the Management API
+//! audience) and the Management API v2: `/api/v2/roles` (page / per_page with totals),
+//! `/api/v2/roles/{id}/users` (checkpoint paging: `take`, then `from` = the previous
+//! answer's `next`), `/api/v2/users/{id}`, `/api/v2/users-by-email`,
+//! `/api/v2/users/{id}/roles`, carrying `X-RateLimit-*` headers (the reset a Unix time).
+
+use super::{serve, slice, with_rate_limit_headers, Dir, Faults, Flavor, Group};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub const DOMAIN: &str = "acme.eu.auth0.com";
+pub const AUDIENCE: &str = "https://acme.eu.auth0.com/api/v2/";
+pub const CLIENT_ID: &str = "AbCdEfGhIjKlMnOpQrStUvWxYz012345";
+pub const CLIENT_SECRET: &str = "auth0-client-secret-for-tests";
+
+pub fn user_id(key: &str) -> String {
+    format!("auth0|{key}")
+}
+
+pub fn group_id(key: &str) -> String {
+    format!("rol_{key}")
+}
+
+pub fn user(id: &str, key: &str, given: &str, family: &str, active: bool) -> Value {
+    json!({"user_id": id, "email": format!("{key}@example.com"), "email_verified": true,
+        "name": format!("{given} {family}"), "given_name": given, "family_name": family,
+        "nickname": key, "picture": "https://cdn.auth0.com/avatars/x.png",
+        "blocked": !active, "created_at": "2024-01-10T10:00:00.000Z",
+        "identities": [{"connection": "Username-Password-Authentication",
+            "provider": "auth0", "user_id": key, "isSocial": false}]})
+}
+
+pub struct Auth0Mock {
+    pub base_url: String,
+    pub dir: Arc<Mutex<Dir>>,
+    pub faults: Arc<Faults>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    dir: Arc<Mutex<Dir>>,
+    faults: Arc<Faults>,
+    page_size: usize,
+}
+
+impl Auth0Mock {
+    /// The standard directory plus 110 unrelated roles, so that the role list takes
+    /// two pages of 100; role users come two a page.
+    pub async fn start() -> Self {
+        let mut dir = Dir::standard(user_id, group_id, user);
+        for n in 0..110 {
+            dir.groups.push(Group {
+                id: format!("rol_support{n:03}"),
+                name: format!("Support Tier {n:03}"),
+                members: Vec::new(),
+                parent: None,
+            });
+        }
+        let dir = Arc::new(Mutex::new(dir));
+        let faults = Faults::new(Flavor::Auth0);
+        let state = AppState {
+            dir: dir.clone(),
+            faults: faults.clone(),
+            page_size: 2,
+        };
+        let router = Router::new()
+            .route("/oauth/token", post(token))
+            .route("/api/v2/roles", get(roles))
+            .route("/api/v2/roles/{id}/users", get(role_users))
+            .route("/api/v2/users/{id}", get(get_user))
+            .route("/api/v2/users/{id}/roles", get(user_roles))
+            .route("/api/v2/users-by-email", get(users_by_email))
+            .with_state(state);
+        let (_, base_url) = serve(with_rate_limit_headers(router, faults.clone())).await;
+        Self {
+            base_url,
+            dir,
+            faults,
+        }
+    }
+
+    pub fn config(&self, name: &str, groups: &[&str]) -> scimsync::config::IdpConfig {
+        let mut c = scimsync::config::IdpConfig::new(name, scimsync::config::IdpKind::Auth0);
+        c.domain = Some(DOMAIN.into());
+        c.token_url = Some(format!("{}/oauth/token", self.base_url));
+        c.api_base_url = Some(format!("{}/api/v2", self.base_url));
+        c.client_id = Some(CLIENT_ID.into());
+        c.client_secret = Some(CLIENT_SECRET.into());
+        c.groups = groups.iter().map(|g| g.to_string()).collect();
+        c.max_retries = Some(3);
+        c.retry_backoff_ms = Some(50);
+        c
+    }
+}
+
+/// Auth0 takes the token request as a form or as JSON.
+async fn token(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let json_body = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let form: HashMap<String, String> = if json_body {
+        serde_json::from_slice(&body).unwrap_or_default()
+    } else {
+        serde_urlencoded_pairs(&body)
+    };
+    let f = |k: &str| super::form_value(&form, k);
+    if f("grant_type") != "client_credentials" {
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": "unsupported_grant_type",
+                "error_description": "Unsupported grant type"})),
+        )
+            .into_response();
+    }
+    if f("audience") != AUDIENCE {
+        return (
+            StatusCode::FORBIDDEN,
+            Json(json!({"error": "access_denied", "error_description":
+                format!("Service not found: {}", f("audience"))})),
+        )
+            .into_response();
+    }
+    if f("client_id") != CLIENT_ID || f("client_secret") != CLIENT_SECRET {
+        return super::invalid_client("Unauthorized");
+    }
+    let token = s.faults.issue_token();
+    Json(json!({"access_token": token, "scope": "read:users read:roles read:role_members",
+        "expires_in": 86400, "token_type": "Bearer"}))
+    .into_response()
+}
+
+fn serde_urlencoded_pairs(body: &[u8]) -> HashMap<String, String> {
+    url::form_urlencoded::parse(body).into_owned().collect()
+}
+
+fn role_json(g: &Group) -> Value {
+    json!({"id": g.id, "name": g.name, "description": format!("{} role", g.name)})
+}
+
+/// Offset paging as Auth0 does it for roles: `page` × `per_page` (at most 100), with
+/// `include_totals=true` an object with start, limit and total, else a bare array.
+fn offset_page(items: Vec<Value>, q: &HashMap<String, String>) -> Response {
+    let per_page: usize = q
+        .get("per_page")
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(50)
+        .min(100);
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let (roles, _) = slice(&items, page * per_page, per_page);
+    if q.get("include_totals").map(String::as_str) == Some("true") {
+        Json(json!({"roles": roles, "start": page * per_page, "limit": per_page,
+            "total": items.len()}))
+        .into_response()
+    } else {
+        Json(roles).into_response()
+    }
+}
+
+async fn roles(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let items = s.dir.lock().unwrap().groups.iter().map(role_json).collect();
+    offset_page(items, &q)
+}
+
+async fn role_users(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let items: Vec<Value> = {
+        let dir = s.dir.lock().unwrap();
+        let Some(g) = dir.group(&id) else {
+            return super::not_found(json!({"statusCode": 404, "error": "Not Found",
+                "message": "The role does not exist.", "errorCode": "inexistent_role"}));
+        };
+        // A role's users as Auth0 lists them: id, email, picture, name; no blocked flag.
+        dir.members_json(g)
+            .into_iter()
+            .map(|u| {
+                json!({"user_id": u["user_id"], "email": u["email"], "picture": u["picture"],
+                "name": u["name"]})
+            })
+            .collect()
+    };
+    if q.contains_key("take") || q.contains_key("from") {
+        let take: usize = q.get("take").and_then(|t| t.parse().ok()).unwrap_or(50);
+        let offset = match q.get("from") {
+            Some(from) => match from.strip_prefix("cp-").and_then(|f| f.parse().ok()) {
+                Some(o) => o,
+                None => {
+                    return (
+                        StatusCode::BAD_REQUEST,
+                        Json(json!({"statusCode": 400, "error": "Bad Request",
+                            "message": "Invalid checkpoint", "errorCode": "invalid_query_string"})),
+                    )
+                        .into_response()
+                }
+            },
+            None => 0,
+        };
+        let (users, more) = slice(&items, offset, take.min(s.page_size).max(1));
+        let mut body = json!({"users": users});
+        if more {
+            body["next"] = json!(format!("cp-{}", offset + users.len()));
+        }
+        Json(body).into_response()
+    } else {
+        let (users, _) = slice(&items, 0, 50);
+        Json(users).into_response()
+    }
+}
+
+fn auth0_not_found() -> Response {
+    super::not_found(json!({"statusCode": 404, "error": "Not Found",
+        "message": "The user does not exist.", "errorCode": "inexistent_user"}))
+}
+
+async fn get_user(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let found = s.dir.lock().unwrap().users.get(&id).cloned();
+    match found {
+        Some(u) => Json(u).into_response(),
+        None => auth0_not_found(),
+    }
+}
+
+async fn users_by_email(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let email = q.get("email").cloned().unwrap_or_default();
+    let found: Vec<Value> = s
+        .dir
+        .lock()
+        .unwrap()
+        .users
+        .values()
+        .filter(|u| {
+            u["email"]
+                .as_str()
+                .is_some_and(|e| e.eq_ignore_ascii_case(&email))
+        })
+        .cloned()
+        .collect();
+    Json(found).into_response()
+}
+
+async fn user_roles(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let items = {
+        let dir = s.dir.lock().unwrap();
+        if !dir.users.contains_key(&id) {
+            return auth0_not_found();
+        }
+        dir.groups_of(&id).iter().map(role_json).collect()
+    };
+    offset_page(items, &q)
+}

@@ -1,0 +1,270 @@
+//! A mock OneLogin (API v2): `/auth/oauth2/v2/token` (HTTP Basic client credentials,
+//! the grant as a JSON body), `/api/2/roles`, `/api/2/roles/{id}/users`,
+//! `/api/2/users?email=`, `/api/2/users/{id}/roles`, cursor-paged (`After-Cursor`
+//! header → `cursor=`) and carrying `X-RateLimit-*` headers (the reset in seconds).
+
+use super::{serve, slice, with_rate_limit_headers, Dir, Faults, Flavor};
+use axum::extract::{OriginalUri, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+pub const CLIENT_ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
+pub const CLIENT_SECRET: &str = "onelogin-client-secret-for-tests";
+
+pub fn user_id(key: &str) -> String {
+    let n = super::PEOPLE
+        .iter()
+        .position(|p| p.0 == key)
+        .unwrap_or(super::PEOPLE.len());
+    (1001 + n).to_string()
+}
+
+pub fn group_id(key: &str) -> String {
+    let n = super::GROUPS
+        .iter()
+        .position(|g| g.0 == key)
+        .unwrap_or(super::GROUPS.len());
+    (501 + n).to_string()
+}
+
+/// A user as `/api/2/users` returns it (ids are numbers).
+pub fn user(id: &str, key: &str, given: &str, family: &str, active: bool) -> Value {
+    json!({"id": id.parse::<u64>().unwrap_or(0), "firstname": given, "lastname": family,
+        "email": format!("{key}@example.com"), "username": key,
+        "status": if active { 1 } else { 2 }, "state": 1, "directory_id": null,
+        "created_at": "2024-01-10T10:00:00.000Z", "updated_at": "2024-02-01T10:00:00.000Z"})
+}
+
+pub struct OneLoginMock {
+    pub base_url: String,
+    pub dir: Arc<Mutex<Dir>>,
+    pub faults: Arc<Faults>,
+    /// Token requests that were not `{"grant_type": "client_credentials"}` as JSON.
+    pub bad_token_requests: Arc<Mutex<Vec<String>>>,
+}
+
+#[derive(Clone)]
+struct AppState {
+    dir: Arc<Mutex<Dir>>,
+    faults: Arc<Faults>,
+    page_size: usize,
+    bad_token_requests: Arc<Mutex<Vec<String>>>,
+}
+
+impl OneLoginMock {
+    /// The standard directory, two items a page.
+    pub async fn start() -> Self {
+        let dir = Dir::standard(user_id, group_id, user);
+        let dir = Arc::new(Mutex::new(dir));
+        let faults = Faults::new(Flavor::OneLogin);
+        let bad_token_requests = Arc::new(Mutex::new(Vec::new()));
+        let state = AppState {
+            dir: dir.clone(),
+            faults: faults.clone(),
+            page_size: 2,
+            bad_token_requests: bad_token_requests.clone(),
+        };
+        let router = Router::new()
+            .route("/auth/oauth2/v2/token", post(token))
+            .route("/api/2/roles", get(roles))
+            .route("/api/2/roles/{id}/users", get(role_users))
+            .route("/api/2/users", get(users))
+            .route("/api/2/users/{id}/roles", get(user_roles))
+            .with_state(state);
+        let (_, base_url) = serve(with_rate_limit_headers(router, faults.clone())).await;
+        Self {
+            base_url,
+            dir,
+            faults,
+            bad_token_requests,
+        }
+    }
+
+    pub fn config(&self, name: &str, groups: &[&str]) -> scimsync::config::IdpConfig {
+        let mut c = scimsync::config::IdpConfig::new(name, scimsync::config::IdpKind::Onelogin);
+        c.domain = Some("acme.onelogin.com".into());
+        c.api_base_url = Some(self.base_url.clone());
+        c.client_id = Some(CLIENT_ID.into());
+        c.client_secret = Some(CLIENT_SECRET.into());
+        c.groups = groups.iter().map(|g| g.to_string()).collect();
+        c.max_retries = Some(3);
+        c.retry_backoff_ms = Some(50);
+        c
+    }
+}
+
+async fn token(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+    let basic = base64::engine::general_purpose::STANDARD
+        .encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let authorized = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v == format!("Basic {basic}"));
+    let content_type = headers
+        .get("content-type")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let grant: Option<Value> = serde_json::from_slice(&body).ok();
+    let json_grant = content_type.starts_with("application/json")
+        && grant.as_ref().is_some_and(|g| g["grant_type"] == "client_credentials");
+    if !json_grant {
+        s.bad_token_requests
+            .lock()
+            .unwrap()
+            .push(format!("{content_type}: {}", String::from_utf8_lossy(&body)));
+        return (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"statusCode": 400, "name": "BadRequest",
+                "message": "Content Type is not supported"})),
+        )
+            .into_response();
+    }
+    if !authorized {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"statusCode": 401, "name": "Unauthorized",
+                "message": "Authentication Failure"})),
+        )
+            .into_response();
+    }
+    let token = s.faults.issue_token();
+    Json(json!({"access_token": token, "created_at": "2024-02-01T10:00:00.000Z",
+        "expires_in": 36000, "refresh_token": "not-used", "token_type": "bearer",
+        "account_id": 555555}))
+    .into_response()
+}
+
+/// One page, with OneLogin's paging headers; `After-Cursor` when more follow.
+fn page(s: &AppState, items: Vec<Value>, q: &HashMap<String, String>) -> Response {
+    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
+    let size = limit.min(s.page_size).max(1);
+    let offset: usize = q
+        .get("cursor")
+        .and_then(|c| c.strip_prefix("cur-"))
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let total = items.len();
+    let (page, more) = slice(&items, offset, size);
+    let mut response = Json(&page).into_response();
+    let h = response.headers_mut();
+    let text = |v: String| HeaderValue::from_str(&v).unwrap();
+    h.insert("total-count", text(total.to_string()));
+    h.insert("total-pages", text(total.div_ceil(size).max(1).to_string()));
+    h.insert("current-page", text((offset / size + 1).to_string()));
+    h.insert("page-items", text(page.len().to_string()));
+    if more {
+        h.insert("after-cursor", text(format!("cur-{}", offset + page.len())));
+    }
+    if offset > 0 {
+        h.insert("before-cursor", text(format!("cur-{}", offset.saturating_sub(size))));
+    }
+    response
+}
+
+fn role_json(g: &super::Group) -> Value {
+    json!({"id": g.id.parse::<u64>().unwrap_or(0), "name": g.name})
+}
+
+async fn roles(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let items = s.dir.lock().unwrap().groups.iter().map(role_json).collect();
+    page(&s, items, &q)
+}
+
+async fn role_users(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let items: Vec<Value> = {
+        let dir = s.dir.lock().unwrap();
+        let Some(g) = dir.group(&id) else {
+            return super::not_found(json!({"statusCode": 404, "name": "NotFound",
+                "message": "Role not found"}));
+        };
+        // The role's users as OneLogin lists them: no first/last name, no status.
+        dir.members_json(g)
+            .into_iter()
+            .map(|u| {
+                json!({"id": u["id"], "name": format!("{} {}",
+                    u["firstname"].as_str().unwrap_or_default(),
+                    u["lastname"].as_str().unwrap_or_default()),
+                "email": u["email"], "username": u["username"],
+                "added_by": null, "added_at": "2024-01-10T10:00:00.000Z", "assigned": true})
+            })
+            .collect()
+    };
+    page(&s, items, &q)
+}
+
+async fn users(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let keep = |u: &Value| {
+        ["id", "email", "username"].iter().all(|f| match q.get(*f) {
+            Some(want) => {
+                let have = match &u[*f] {
+                    Value::String(s) => s.clone(),
+                    other => other.to_string(),
+                };
+                have.eq_ignore_ascii_case(want)
+            }
+            None => true,
+        })
+    };
+    let items: Vec<Value> = s
+        .dir
+        .lock()
+        .unwrap()
+        .users
+        .values()
+        .filter(|u| keep(u))
+        .cloned()
+        .collect();
+    page(&s, items, &q)
+}
+
+async fn user_roles(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let ids: Vec<Value> = s
+        .dir
+        .lock()
+        .unwrap()
+        .groups_of(&id)
+        .iter()
+        .map(|g| json!(g.id.parse::<u64>().unwrap_or(0)))
+        .collect();
+    Json(ids).into_response()
+}
