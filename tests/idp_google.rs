@@ -101,10 +101,9 @@ async fn a_google_server_error_is_retried() {
 #[tokio::test]
 async fn a_service_account_key_google_does_not_know_is_refused_without_showing_it() {
     let mock = GoogleMock::start().await;
-    let wrong = mock
-        .key_file_json()
-        .replace(&idp_mocks::google::service_account_key().pem, &idp_mocks::jwt::rogue_key().pem);
-    let (_dir, key_file) = temp_file("service-account.json", &wrong);
+    let mut wrong: Value = serde_json::from_str(&mock.key_file_json()).unwrap();
+    wrong["private_key"] = json!(idp_mocks::jwt::rogue_key().pem);
+    let (_dir, key_file) = temp_file("service-account.json", &wrong.to_string());
     let idp = Idp::from_config(&mock.config("google", &["LLM *"], &key_file)).unwrap();
     let err = idp.pull().await.unwrap_err().to_string();
     assert!(err.contains("invalid_grant") || err.contains("Invalid JWT"), "{err}");
