@@ -255,7 +255,7 @@ fn cases(s: &Seeded, sso_token: &str) -> Vec<Case> {
         "{{\"userName\":\"big\",\"title\":\"{}\"}}",
         "a".repeat(1024 * 1024 + 10)
     );
-    let many_members: Vec<Value> = (0..40_000)
+    let many_members: Vec<Value> = (0..2_000)
         .map(|i| json!({"value": format!("x{i}")}))
         .collect();
     let many_emails: Vec<Value> = (0..20_000)
@@ -435,7 +435,7 @@ fn cases(s: &Seeded, sso_token: &str) -> Vec<Case> {
         case("a member without a value", Method::POST, "/Groups")
             .json(json!({"displayName": "G", "members": [{"display": "x"}]}))
             .fails(400, Some("invalidValue")),
-        case("40,000 members that are not ids", Method::POST, "/Groups")
+        case("2,000 members that are not ids", Method::POST, "/Groups")
             .json(json!({"displayName": "Huge", "members": many_members}))
             .fails(400, Some("invalidValue")),
         case("PUT replacing members with an unknown id", Method::PUT, group.clone())
@@ -600,16 +600,13 @@ async fn every_hostile_request_gets_its_precise_error_and_changes_nothing() {
     assert!(cases.len() >= 50, "only {} cases", cases.len());
     let mut failures = Vec::new();
     for case in &cases {
-        let started = std::time::Instant::now();
         let (status, body) = send(&app, case).await;
-        let sent = started.elapsed();
         if let Err(why) = check(case, status, &body) {
             let mut why = why;
             why.truncate(600);
             failures.push(format!("{}: {why}", case.name));
         }
         let after = dump(&pool).await;
-        eprintln!("case {:?}: {sent:?} + dump {:?}", case.name, started.elapsed() - sent);
         if after != before {
             let added: Vec<_> = after.iter().filter(|r| !before.contains(r)).collect();
             let removed: Vec<_> = before.iter().filter(|r| !after.contains(r)).collect();
@@ -728,4 +725,27 @@ async fn a_filter_of_fifteen_hundred_ored_terms_is_answered_or_refused_never_a_c
             other => panic!("{n} terms joined by {joiner:?}: {other} {body}"),
         }
     }
+}
+
+/// A /Groups body near the 1 MiB limit carries tens of thousands of members; reading
+/// them must take linear time, or one request pins a worker for minutes.
+#[tokio::test]
+#[ignore = "bug: member_ids de-duplicates with Vec::contains, O(n^2): 40,000 members take ~10 s (release), see report"]
+async fn forty_thousand_members_in_one_body_are_read_in_linear_time() {
+    let app = TestApp::spawn().await;
+    let members: Vec<Value> = (0..40_000)
+        .map(|_| json!({"value": uuid::Uuid::new_v4().to_string()}))
+        .collect();
+    let started = std::time::Instant::now();
+    let (status, body) = app
+        .scim_json(
+            Method::POST,
+            "/Groups",
+            Some(json!({"displayName": "Big", "members": members})),
+        )
+        .await;
+    let took = started.elapsed();
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(body["scimType"], "invalidValue");
+    assert!(took < std::time::Duration::from_secs(5), "took {took:?}");
 }

@@ -41,7 +41,12 @@ async fn google() -> (GoogleMock, Idp, tempfile::TempDir) {
 async fn a_google_pull_follows_every_page_token_and_includes_derived_members() {
     let (mock, idp, _dir) = google().await;
     let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected(), "{:?}", pull.problems);
+    assert_eq!(
+        snapshot_json(&pull.snapshot),
+        expected(),
+        "{:?}",
+        pull.problems
+    );
     // Six groups two a page is three pages; LLM Users' six entries (a nested group
     // among them) are three.
     assert_eq!(mock.faults.calls_to("/admin/directory/v1/groups?"), 3);
@@ -63,7 +68,10 @@ async fn a_google_429_is_waited_out() {
     let pull = idp.pull().await.unwrap();
     assert_eq!(snapshot_json(&pull.snapshot), expected());
     assert_eq!(Faults::count(&mock.faults.throttled), 1);
-    assert!(started.elapsed() >= Duration::from_secs(1), "Retry-After: 1");
+    assert!(
+        started.elapsed() >= Duration::from_secs(1),
+        "Retry-After: 1"
+    );
     assert_eq!(PullStats::get(&idp.connector.stats().retries), 1);
 }
 
@@ -106,7 +114,10 @@ async fn a_service_account_key_google_does_not_know_is_refused_without_showing_i
     let (_dir, key_file) = temp_file("service-account.json", &wrong.to_string());
     let idp = Idp::from_config(&mock.config("google", &["LLM *"], &key_file)).unwrap();
     let err = idp.pull().await.unwrap_err().to_string();
-    assert!(err.contains("invalid_grant") || err.contains("Invalid JWT"), "{err}");
+    assert!(
+        err.contains("invalid_grant") || err.contains("Invalid JWT"),
+        "{err}"
+    );
     assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
 

@@ -56,11 +56,23 @@ async fn a_keycloak_23_pull_reads_subgroups_through_children_and_counts_their_me
 ) {
     let (mock, idp) = keycloak(Version::Modern).await;
     let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected(), "{:?}", pull.problems);
+    assert_eq!(
+        snapshot_json(&pull.snapshot),
+        expected(),
+        "{:?}",
+        pull.problems
+    );
     let users = group_id("users");
-    assert_eq!(mock.faults.calls_to(&format!("/groups/{users}/children")), 1);
+    assert_eq!(
+        mock.faults.calls_to(&format!("/groups/{users}/children")),
+        1
+    );
     assert_eq!(mock.faults.calls_to("/groups?"), 1);
-    assert_eq!(mock.faults.calls_to(&group_id("load")), 0, "unmanaged groups are not read");
+    assert_eq!(
+        mock.faults.calls_to(&group_id("load")),
+        0,
+        "unmanaged groups are not read"
+    );
     assert_eq!(mock.faults.tokens(), 1);
 }
 
@@ -68,7 +80,12 @@ async fn a_keycloak_23_pull_reads_subgroups_through_children_and_counts_their_me
 async fn a_keycloak_22_pull_takes_subgroups_from_the_group_list() {
     let (mock, idp) = keycloak(Version::Legacy).await;
     let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected(), "{:?}", pull.problems);
+    assert_eq!(
+        snapshot_json(&pull.snapshot),
+        expected(),
+        "{:?}",
+        pull.problems
+    );
     assert_eq!(mock.faults.calls_to("/children"), 0);
 }
 
@@ -82,7 +99,9 @@ async fn keycloak_members_are_read_max_at_a_time_until_a_short_page() {
     let load = group_id("load");
     for first in ["first=0&", "first=100&", "first=200&"] {
         assert_eq!(
-            mock.faults.calls_to(&format!("/groups/{load}/members?briefRepresentation=true&{first}max=100")),
+            mock.faults.calls_to(&format!(
+                "/groups/{load}/members?briefRepresentation=true&{first}max=100"
+            )),
             1,
             "{first}"
         );

@@ -41,12 +41,21 @@ async fn oauth() -> (OktaMock, Idp, tempfile::TempDir) {
 async fn an_okta_pull_with_private_key_jwt_follows_every_link_and_yields_the_managed_groups() {
     let (mock, idp, _dir) = oauth().await;
     let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected(), "{:?}", pull.problems);
+    assert_eq!(
+        snapshot_json(&pull.snapshot),
+        expected(),
+        "{:?}",
+        pull.problems
+    );
     // Five groups two a page is three pages; LLM Users' four members are two.
     assert_eq!(mock.faults.calls_to("/api/v1/groups?"), 3);
     assert_eq!(mock.faults.calls_to("/api/v1/groups?after=00gusers"), 1);
     assert_eq!(mock.faults.calls_to("/groups/00gusers/users"), 2);
-    assert_eq!(mock.faults.calls_to("/groups/00gsales"), 0, "unmanaged groups are not read");
+    assert_eq!(
+        mock.faults.calls_to("/groups/00gsales"),
+        0,
+        "unmanaged groups are not read"
+    );
     assert_eq!(mock.faults.tokens(), 1, "one token serves the whole pull");
 }
 
@@ -84,7 +93,11 @@ async fn a_spent_okta_rate_limit_budget_pauses_the_next_request_until_the_reset(
     let pull = idp.pull().await.unwrap();
     assert_eq!(snapshot_json(&pull.snapshot), expected());
     assert!(started.elapsed() >= Duration::from_secs(1));
-    assert_eq!(Faults::count(&mock.faults.throttled), 0, "no 429 was needed");
+    assert_eq!(
+        Faults::count(&mock.faults.throttled),
+        0,
+        "no 429 was needed"
+    );
     assert_eq!(PullStats::get(&idp.connector.stats().throttled), 1);
 }
 
@@ -114,7 +127,10 @@ async fn a_wrong_okta_key_fails_the_token_request_without_showing_the_key() {
     let (_dir, key_file) = temp_file("rogue.pem", &rogue.pem);
     let idp = Idp::from_config(&mock.oauth_config("okta", &["LLM *"], &key_file)).unwrap();
     let err = idp.pull().await.unwrap_err().to_string();
-    assert!(err.contains("invalid_client") || err.contains("signature"), "{err}");
+    assert!(
+        err.contains("invalid_client") || err.contains("signature"),
+        "{err}"
+    );
     assert!(!err.contains("PRIVATE KEY"), "{err}");
 }
 

@@ -122,3 +122,61 @@ async fn a_failed_or_partial_pull_produces_no_deletions_and_a_complete_one_catch
     let state = app.store.sync_state("entra").await.unwrap().unwrap();
     assert_eq!(state.consecutive_failures, 0);
 }
+
+#[tokio::test]
+async fn a_slow_scheduled_run_is_never_overlapped_by_the_next_tick() {
+    let mock = GraphMock::start().await;
+    // Every API call takes a second, so a run (three pages of groups, then members)
+    // lasts several ticks of an every-second schedule.
+    *mock.faults.delay.lock().unwrap() = Duration::from_secs(1);
+    let mut idp = mock.config("entra", &["LLM *"]);
+    idp.schedule = Some("* * * * * *".into());
+    let app = TestApp::spawn_with(move |c| c.idp.push(idp)).await;
+    tokio::time::sleep(Duration::from_millis(4500)).await;
+    let runs_started = mock
+        .faults
+        .log
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|p| p.starts_with("/v1.0/groups?") && !p.contains("skiptoken"))
+        .count();
+    assert_eq!(runs_started, 1, "the ticks during the run were skipped");
+    assert!(
+        mock.faults.calls_to("skiptoken") >= 1,
+        "the one run is making progress"
+    );
+    drop(app);
+}
+
+/// The `[[idp]]` examples in config.toml.example are commented out; uncommented, they
+/// must parse and validate, one per kind.
+#[test]
+fn every_idp_kind_has_an_example_in_the_example_configuration_that_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config.toml.example");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let start = text.find("[[idp]] examples").expect("an [[idp]] section");
+    let examples: String = text[start..]
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| !l.starts_with("##"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let config = scimsync::config::Config::from_toml(&examples, &path)
+        .unwrap_or_else(|e| panic!("the examples parse: {e}\n{examples}"));
+    config.validate().expect("the examples are valid");
+    let kinds: Vec<String> = config
+        .idp
+        .iter()
+        .map(|i| format!("{:?}", i.kind).to_lowercase())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["entra", "okta", "google", "keycloak", "onelogin", "auth0"]
+    );
+    for idp in &config.idp {
+        if let Some(schedule) = &idp.schedule {
+            assert_eq!(schedule.split_whitespace().count(), 6, "cron with seconds");
+        }
+    }
+}

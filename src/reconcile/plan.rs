@@ -12,7 +12,9 @@ use crate::config::UnknownMembers;
 use crate::domain::{Membership, Role, Source, Team, TeamName, User, UserName};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+// Fx hashing: ids and names are not attacker-chosen keys here, and a pull hashes millions.
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
 
 /// Version of the plan file and of the JSON rendering; bumped on incompatible change.
@@ -464,9 +466,9 @@ struct Index<'a> {
 
 impl<'a> Index<'a> {
     fn new(actual: &'a Actual, source: &Source) -> Self {
-        let mut users_by_ext: HashMap<&str, Vec<&User>> = HashMap::new();
-        let mut users_by_name = HashMap::with_capacity(actual.users.len());
-        let mut users_by_id = HashMap::with_capacity(actual.users.len());
+        let mut users_by_ext: HashMap<&str, Vec<&User>> = HashMap::default();
+        let mut users_by_name = HashMap::with_capacity_and_hasher(actual.users.len(), Default::default());
+        let mut users_by_id = HashMap::with_capacity_and_hasher(actual.users.len(), Default::default());
         for u in &actual.users {
             users_by_id.insert(u.id, u);
             users_by_name.insert(u.user_name.folded(), u);
@@ -477,9 +479,9 @@ impl<'a> Index<'a> {
         for list in users_by_ext.values_mut() {
             list.sort_by_key(|u| (!may_manage(&u.source, source), u.id));
         }
-        let mut teams_by_id = HashMap::with_capacity(actual.teams.len());
-        let mut teams_by_ext: HashMap<&str, Vec<&Team>> = HashMap::new();
-        let mut teams_by_name: HashMap<String, Vec<&Team>> = HashMap::new();
+        let mut teams_by_id = HashMap::with_capacity_and_hasher(actual.teams.len(), Default::default());
+        let mut teams_by_ext: HashMap<&str, Vec<&Team>> = HashMap::default();
+        let mut teams_by_name: HashMap<String, Vec<&Team>> = HashMap::default();
         for t in &actual.teams {
             teams_by_id.insert(t.id, t);
             if let Some(e) = &t.external_id {
@@ -854,7 +856,7 @@ impl<'a> Planner<'a> {
     /// keeps its id, so adopting an account never re-keys it.
     fn resolve_users(&mut self) -> Result<Vec<PlannedUser<'a>>, PlanError> {
         let desired = self.desired;
-        let mut claimed: HashMap<Uuid, usize> = HashMap::new();
+        let mut claimed: HashMap<Uuid, usize> = HashMap::default();
         let mut out: Vec<Option<PlannedUser<'a>>> = Vec::with_capacity(desired.users.len());
         // First pass: explicit ids and external ids, which are authoritative.
         for (i, d) in desired.users.iter().enumerate() {
@@ -911,7 +913,7 @@ impl<'a> Planner<'a> {
             }
         }
         // Second pass: adoption by userName, then new ids.
-        let mut taken_new: HashSet<Uuid> = HashSet::new();
+        let mut taken_new: HashSet<Uuid> = HashSet::default();
         for (i, d) in desired.users.iter().enumerate() {
             if out[i].is_some() {
                 continue;
@@ -968,7 +970,7 @@ impl<'a> Planner<'a> {
             New,
         }
         let desired = self.desired;
-        let mut claimed: HashMap<Uuid, usize> = HashMap::new();
+        let mut claimed: HashMap<Uuid, usize> = HashMap::default();
         let mut found: Vec<Found<'a>> = Vec::with_capacity(desired.teams.len());
         // First pass: explicit ids and group ids, which are authoritative; doing them
         // all before any name match makes the outcome independent of the order of groups.
@@ -1007,7 +1009,7 @@ impl<'a> Planner<'a> {
             found.push(f);
         }
         let mut out: Vec<PlannedTeam<'a>> = Vec::with_capacity(desired.teams.len());
-        let mut taken_new: HashSet<Uuid> = HashSet::new();
+        let mut taken_new: HashSet<Uuid> = HashSet::default();
         for pass in [1, 2] {
             for (i, d) in desired.teams.iter().enumerate() {
                 if pass == 2 {
@@ -1108,7 +1110,7 @@ impl<'a> Planner<'a> {
         ops: &mut Vec<Sortable>,
         names: &mut BTreeMap<Uuid, String>,
     ) -> Result<HashSet<Uuid>, PlanError> {
-        let mut deleted = HashSet::new();
+        let mut deleted = HashSet::default();
         let delete = |u: &User, ops: &mut Vec<Sortable>, names: &mut BTreeMap<Uuid, String>| {
             names.insert(u.id, u.user_name.as_str().to_owned());
             ops.push((
@@ -1189,7 +1191,7 @@ impl<'a> Planner<'a> {
         ops: &mut Vec<Sortable>,
         names: &mut BTreeMap<Uuid, String>,
     ) -> Result<HashSet<Uuid>, PlanError> {
-        let mut deleted = HashSet::new();
+        let mut deleted = HashSet::default();
         let delete = |t: &Team, ops: &mut Vec<Sortable>, names: &mut BTreeMap<Uuid, String>| {
             names.insert(t.id, t.display_name.as_str().to_owned());
             ops.push((
@@ -1338,7 +1340,7 @@ impl<'a> Planner<'a> {
             match &t.d.members {
                 MemberSpec::Unchanged => {}
                 MemberSpec::Exactly(refs) => {
-                    let mut want = HashSet::with_capacity(refs.len());
+                    let mut want = HashSet::with_capacity_and_hasher(refs.len(), Default::default());
                     for r in refs {
                         if let Some(u) =
                             self.resolve_member(r, planned, ext_to_planned, deleted_users)?
@@ -1370,7 +1372,7 @@ impl<'a> Planner<'a> {
                 }
                 MemberSpec::Delta { add, remove } => {
                     // Removing wins over adding the same member in one request.
-                    let mut removed = HashSet::new();
+                    let mut removed = HashSet::default();
                     for r in remove {
                         if let Some(u) =
                             self.resolve_member(r, planned, ext_to_planned, deleted_users)?
@@ -1421,7 +1423,7 @@ impl<'a> Planner<'a> {
         }
         // Which final teams are role-mapped, and by which key (its rank in the config).
         let keys: Vec<(&String, &Role)> = rg.iter().collect();
-        let mut key_rank: HashMap<String, usize> = HashMap::new();
+        let mut key_rank: HashMap<String, usize> = HashMap::default();
         for (rank, (k, _)) in keys.iter().enumerate() {
             key_rank.entry(k.to_string()).or_insert(rank);
             key_rank.entry(k.to_lowercase()).or_insert(rank);
@@ -1437,7 +1439,7 @@ impl<'a> Planner<'a> {
             .min()
             .copied()
         };
-        let mut mapped: HashMap<Uuid, usize> = HashMap::new();
+        let mut mapped: HashMap<Uuid, usize> = HashMap::default();
         for p in teams {
             let ext =
                 p.d.external_id
@@ -1462,7 +1464,7 @@ impl<'a> Planner<'a> {
         if mapped.is_empty() {
             return roles;
         }
-        let mut added_by_user: HashMap<Uuid, Vec<Uuid>> = HashMap::new();
+        let mut added_by_user: HashMap<Uuid, Vec<Uuid>> = HashMap::default();
         let mut candidates: BTreeSet<Uuid> = BTreeSet::new();
         for &(t, u) in adds {
             if mapped.contains_key(&t) {
@@ -1536,7 +1538,7 @@ impl<'a> Planner<'a> {
             .filter_map(|p| p.existing.map(|u| u.id))
             .chain(deleted.iter().copied())
             .collect();
-        let mut final_names: HashMap<&str, Uuid> = HashMap::new();
+        let mut final_names: HashMap<&str, Uuid> = HashMap::default();
         for p in users {
             if deleted.contains(&p.id) {
                 continue;
@@ -1682,8 +1684,8 @@ impl<'a> Planner<'a> {
 
 /// Contradictions within the desired state itself.
 fn validate(desired: &Desired) -> Result<(), PlanError> {
-    let mut names: HashSet<&str> = HashSet::new();
-    let mut exts: HashSet<&str> = HashSet::new();
+    let mut names: HashSet<&str> = HashSet::default();
+    let mut exts: HashSet<&str> = HashSet::default();
     for u in &desired.users {
         if !names.insert(u.user_name.folded()) {
             return Err(PlanError::Invalid(format!(
@@ -1699,7 +1701,7 @@ fn validate(desired: &Desired) -> Result<(), PlanError> {
             }
         }
     }
-    let mut team_exts: HashSet<&str> = HashSet::new();
+    let mut team_exts: HashSet<&str> = HashSet::default();
     for t in &desired.teams {
         if let Some(e) = &t.external_id {
             if !team_exts.insert(e) {

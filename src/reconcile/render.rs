@@ -3,7 +3,7 @@
 
 use super::plan::{Change, Op, Plan, PurgeCause};
 use serde_json::{json, Map, Value};
-use std::collections::{HashMap, HashSet};
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::fmt::Write as _;
 use uuid::Uuid;
 
@@ -192,68 +192,68 @@ fn keys_target(plan: &Plan, user: Option<Uuid>, team: Option<Uuid>) -> Value {
     Value::Object(t)
 }
 
-/// A membership operation's record, serialised without building a JSON tree: a first
-/// pull has a million of them.
-#[derive(serde::Serialize)]
-struct MemberRecord<'a> {
-    kind: &'static str,
-    target: MemberTarget<'a>,
-    before: Option<MemberSide<'a>>,
-    after: Option<MemberSide<'a>>,
+/// JSON-escaped (and quoted) names, computed once per user and team rather than once
+/// per membership: a first pull writes a million membership records.
+struct EscapedNames {
+    users: HashMap<Uuid, String>,
+    teams: HashMap<Uuid, String>,
 }
 
-#[derive(serde::Serialize)]
-struct MemberTarget<'a> {
-    #[serde(rename = "type")]
-    kind: &'static str,
-    team_id: Uuid,
-    team: &'a str,
-    user_id: Uuid,
-    user_name: &'a str,
-}
+impl EscapedNames {
+    fn new(plan: &Plan) -> Self {
+        let esc = |n: &String| serde_json::to_string(n).unwrap_or_else(|_| "null".into());
+        EscapedNames {
+            users: plan.user_names.iter().map(|(id, n)| (*id, esc(n))).collect(),
+            teams: plan.team_names.iter().map(|(id, n)| (*id, esc(n))).collect(),
+        }
+    }
 
-#[derive(serde::Serialize)]
-#[serde(untagged)]
-enum MemberSide<'a> {
-    Source { source: &'a str },
-    Member { member: bool },
+    /// The escaped name, or the id (quoted) when the plan has no name for it.
+    fn get<'a>(map: &'a HashMap<Uuid, String>, id: Uuid, spare: &'a mut String) -> &'a str {
+        match map.get(&id) {
+            Some(n) => n,
+            None => {
+                *spare = format!("\"{id}\"");
+                spare
+            }
+        }
+    }
 }
 
 /// Writes the machine-readable rendering (`plan --format json`): one operation per line,
 /// streamed, so that memory does not grow with the JSON.
 pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result<()> {
     let counts = plan.counts();
-    let source = plan.source.to_string();
     let head = json!({
         "format_version": plan.format_version,
         "fingerprint": plan.fingerprint,
-        "source": source,
+        "source": plan.source.to_string(),
     });
     let head = serde_json::to_string_pretty(&head)?;
     // The head's closing brace is replaced by the operations and the rest.
     let head = head.trim_end().trim_end_matches('}').trim_end();
     writeln!(out, "{head},")?;
     writeln!(out, "  \"operations\": [")?;
+    let names = EscapedNames::new(plan);
+    let source = serde_json::to_string(&plan.source.to_string())?;
+    let (mut spare_user, mut spare_team) = (String::new(), String::new());
     for (n, op) in plan.ops.iter().enumerate() {
         out.write_all(b"    ")?;
         match op {
+            // Written by hand with the same shape `op_record` gives, for speed.
             Op::AddMember { team_id, user_id } | Op::RemoveMember { team_id, user_id } => {
-                let team = plan.team_label(*team_id);
-                let user = plan.user_label(*user_id);
-                let adding = matches!(op, Op::AddMember { .. });
-                let rec = MemberRecord {
-                    kind: op.kind().as_str(),
-                    target: MemberTarget {
-                        kind: "membership",
-                        team_id: *team_id,
-                        team: &team,
-                        user_id: *user_id,
-                        user_name: &user,
-                    },
-                    before: (!adding).then_some(MemberSide::Member { member: true }),
-                    after: adding.then_some(MemberSide::Source { source: &source }),
+                let team = EscapedNames::get(&names.teams, *team_id, &mut spare_team);
+                let user = EscapedNames::get(&names.users, *user_id, &mut spare_user);
+                let (kind, before, after) = match op {
+                    Op::AddMember { .. } => ("add_member", "null".to_owned(), format!("{{\"source\":{source}}}")),
+                    _ => ("remove_member", "{\"member\":true}".to_owned(), "null".to_owned()),
                 };
-                serde_json::to_writer(&mut *out, &rec)?;
+                write!(
+                    out,
+                    "{{\"kind\":\"{kind}\",\"target\":{{\"type\":\"membership\",\"team_id\":\"{team_id}\",\
+                     \"team\":{team},\"user_id\":\"{user_id}\",\"user_name\":{user}}},\
+                     \"before\":{before},\"after\":{after}}}"
+                )?;
             }
             other => serde_json::to_writer(&mut *out, &op_record(plan, other))?,
         }
@@ -397,6 +397,24 @@ fn creation_attrs(id: Uuid, after: &Value, name_key: &str) -> Value {
     Value::Object(shown)
 }
 
+/// Names by id for rendering: a hash map, since the plan's ordered maps are slow to
+/// search a million times at random. An empty name stands for "unknown: show the id".
+struct Names<'a> {
+    users: HashMap<Uuid, &'a str>,
+}
+
+impl<'a> Names<'a> {
+    fn new(plan: &'a Plan) -> Self {
+        Names {
+            users: plan.user_names.iter().map(|(id, n)| (*id, n.as_str())).collect(),
+        }
+    }
+
+    fn user(&self, id: Uuid) -> &'a str {
+        self.users.get(&id).copied().unwrap_or("")
+    }
+}
+
 /// The human rendering (`plan`, the default): grouped by user and by team, `+` create,
 /// `~` update with per-attribute before → after, `-` destroy, then the summary line.
 pub fn render_text(plan: &Plan, color: bool) -> String {
@@ -416,8 +434,8 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     );
 
     // Group: user-level operations by user; team-level and membership ones by team.
-    let mut by_user: HashMap<Uuid, Vec<&Op>> = HashMap::new();
-    let mut by_team: HashMap<Uuid, Vec<&Op>> = HashMap::new();
+    let mut by_user: HashMap<Uuid, Vec<&Op>> = HashMap::default();
+    let mut by_team: HashMap<Uuid, Vec<&Op>> = HashMap::default();
     for op in &plan.ops {
         let team = match op {
             Op::CreateTeam(_)
@@ -444,13 +462,14 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     let users = ordered(by_user.keys().copied().collect(), &|id| plan.user_label(id).into_owned());
     let teams = ordered(by_team.keys().copied().collect(), &|id| plan.team_label(id).into_owned());
 
+    let names = Names::new(plan);
     for id in users {
         let ops = &by_user[&id];
         write_user(&mut out, &s, plan, id, ops);
     }
     for id in teams {
         let ops = &by_team[&id];
-        write_team(&mut out, &s, plan, id, ops);
+        write_team(&mut out, &s, plan, &names, id, ops);
     }
 
     for w in &plan.warnings {
@@ -518,7 +537,7 @@ fn write_user(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
     out.push('\n');
 }
 
-fn write_team(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
+fn write_team(out: &mut String, s: &Style, plan: &Plan, names: &Names, id: Uuid, ops: &[&Op]) {
     let name = plan.team_label(id);
     let header = if ops.iter().any(|op| matches!(op, Op::CreateTeam(_))) {
         format!("{} team \"{name}\"", s.add("+"))
@@ -528,9 +547,9 @@ fn write_team(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
         format!("{} team \"{name}\"", s.change("~"))
     };
     let _ = writeln!(out, "  {}", s.bold(&header));
-    let mut adds = Vec::new();
-    let mut removes = Vec::new();
-    let mut purged: HashSet<Uuid> = HashSet::new();
+    let mut adds: Vec<(&str, Uuid)> = Vec::new();
+    let mut removes: Vec<(&str, Uuid)> = Vec::new();
+    let mut purged: HashSet<Uuid> = HashSet::default();
     for op in ops {
         match op {
             Op::CreateTeam(t) => {
@@ -551,23 +570,41 @@ fn write_team(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
             Op::PurgeKeys { user_id: Some(u), .. } => {
                 purged.insert(*u);
             }
-            Op::AddMember { user_id, .. } => adds.push((plan.user_label(*user_id), *user_id)),
-            Op::RemoveMember { user_id, .. } => removes.push((plan.user_label(*user_id), *user_id)),
+            Op::AddMember { user_id, .. } => adds.push((names.user(*user_id), *user_id)),
+            Op::RemoveMember { user_id, .. } => removes.push((names.user(*user_id), *user_id)),
             _ => {}
         }
     }
-    adds.sort_by_cached_key(|(n, id)| (n.to_lowercase(), *id));
-    removes.sort_by_cached_key(|(n, id)| (n.to_lowercase(), *id));
-    for (n, _) in adds {
-        let _ = writeln!(out, "      {} member {n}", s.add("+"));
+    // Case-insensitive order without allocating a folded key per member.
+    let by_name = |a: &(&str, Uuid), b: &(&str, Uuid)| {
+        a.0.bytes()
+            .map(|c| c.to_ascii_lowercase())
+            .cmp(b.0.bytes().map(|c| c.to_ascii_lowercase()))
+            .then(a.1.cmp(&b.1))
+    };
+    adds.sort_by(by_name);
+    removes.sort_by(by_name);
+    let plus = s.add("+");
+    let minus = s.destroy("-");
+    for (n, id) in adds {
+        out.push_str("      ");
+        out.push_str(&plus);
+        out.push_str(" member ");
+        if n.is_empty() {
+            let _ = write!(out, "{id}");
+        } else {
+            out.push_str(n);
+        }
+        out.push('\n');
     }
     for (n, id) in removes {
+        let shown = if n.is_empty() { id.to_string() } else { n.to_owned() };
         let note = if purged.contains(&id) {
             " (and their keys for this team)"
         } else {
             ""
         };
-        let _ = writeln!(out, "      {} member {n}{note}", s.destroy("-"));
+        let _ = writeln!(out, "      {minus} member {shown}{note}");
     }
     out.push('\n');
 }

@@ -131,8 +131,10 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, body: axum::body::
         return super::invalid_client("Unauthorized");
     }
     let token = s.faults.issue_token();
-    Json(json!({"access_token": token, "scope": "read:users read:roles read:role_members",
-        "expires_in": 86400, "token_type": "Bearer"}))
+    Json(
+        json!({"access_token": token, "scope": "read:users read:roles read:role_members",
+        "expires_in": 86400, "token_type": "Bearer"}),
+    )
     .into_response()
 }
 
@@ -155,8 +157,10 @@ fn offset_page(items: Vec<Value>, q: &HashMap<String, String>) -> Response {
     let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
     let (roles, _) = slice(&items, page * per_page, per_page);
     if q.get("include_totals").map(String::as_str) == Some("true") {
-        Json(json!({"roles": roles, "start": page * per_page, "limit": per_page,
-            "total": items.len()}))
+        Json(
+            json!({"roles": roles, "start": page * per_page, "limit": per_page,
+            "total": items.len()}),
+        )
         .into_response()
     } else {
         Json(roles).into_response()

@@ -140,9 +140,9 @@ async fn token(State(s): State<AppState>, Form(form): Form<HashMap<String, Strin
     let f = |k: &str| super::form_value(&form, k);
     let claims = super::verify_assertion(service_account_key(), f("assertion"), &audience);
     let ok = f("grant_type") == "urn:ietf:params:oauth:grant-type:jwt-bearer"
-        && claims.as_ref().is_some_and(|c| {
-            c["iss"] == CLIENT_EMAIL && c["sub"] == ADMIN && c["scope"] == SCOPES
-        });
+        && claims
+            .as_ref()
+            .is_some_and(|c| c["iss"] == CLIENT_EMAIL && c["sub"] == ADMIN && c["scope"] == SCOPES);
     if !ok {
         return (
             axum::http::StatusCode::BAD_REQUEST,
@@ -151,14 +151,15 @@ async fn token(State(s): State<AppState>, Form(form): Form<HashMap<String, Strin
             .into_response();
     }
     let token = s.faults.issue_token();
-    Json(json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"}))
-        .into_response()
+    Json(json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})).into_response()
 }
 
 fn google_not_found(what: &str) -> Response {
-    super::not_found(json!({"error": {"code": 404, "message": format!("Resource Not Found: {what}"),
+    super::not_found(
+        json!({"error": {"code": 404, "message": format!("Resource Not Found: {what}"),
         "errors": [{"message": format!("Resource Not Found: {what}"), "domain": "global",
-            "reason": "notFound"}]}}))
+            "reason": "notFound"}]}}),
+    )
 }
 
 /// One page of `items` under `field`, with `nextPageToken` when more follow.
@@ -169,7 +170,10 @@ fn page(
     items: Vec<Value>,
     q: &HashMap<String, String>,
 ) -> Response {
-    let max: usize = q.get("maxResults").and_then(|m| m.parse().ok()).unwrap_or(200);
+    let max: usize = q
+        .get("maxResults")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(200);
     let offset: usize = q
         .get("pageToken")
         .and_then(|t| t.strip_prefix("tok-"))
@@ -252,10 +256,17 @@ fn member_entries(dir: &Dir, group: &Group, derived: bool) -> Vec<Value> {
     };
     let mut out: Vec<Value> = group.members.iter().filter_map(|m| user_entry(m)).collect();
     let mut seen: HashSet<String> = group.members.iter().cloned().collect();
-    for child in dir.groups.iter().filter(|g| g.parent.as_deref() == Some(&group.id)) {
+    for child in dir
+        .groups
+        .iter()
+        .filter(|g| g.parent.as_deref() == Some(&group.id))
+    {
         out.push(member(
             &child.id,
-            format!("{}@example.com", child.name.to_lowercase().replace(' ', "-")),
+            format!(
+                "{}@example.com",
+                child.name.to_lowercase().replace(' ', "-")
+            ),
             "GROUP",
             "ACTIVE",
         ));

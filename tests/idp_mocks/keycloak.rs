@@ -24,7 +24,11 @@ pub fn user_id(key: &str) -> String {
 }
 
 pub fn group_id(key: &str) -> String {
-    uuid::Uuid::new_v5(&uuid::Uuid::NAMESPACE_OID, format!("group:{key}").as_bytes()).to_string()
+    uuid::Uuid::new_v5(
+        &uuid::Uuid::NAMESPACE_OID,
+        format!("group:{key}").as_bytes(),
+    )
+    .to_string()
 }
 
 pub fn user(id: &str, key: &str, given: &str, family: &str, active: bool) -> Value {
@@ -70,8 +74,10 @@ impl KeycloakMock {
         for n in 0..205 {
             let key = format!("load{n:03}");
             let id = user_id(&key);
-            dir.users
-                .insert(id.clone(), user(&id, &key, "Load", &format!("User {n}"), true));
+            dir.users.insert(
+                id.clone(),
+                user(&id, &key, "Load", &format!("User {n}"), true),
+            );
             load.push(id);
         }
         dir.groups.push(Group {
@@ -93,10 +99,7 @@ impl KeycloakMock {
         };
         let admin = "/admin/realms/{realm}";
         let router = Router::new()
-            .route(
-                "/realms/{realm}/protocol/openid-connect/token",
-                post(token),
-            )
+            .route("/realms/{realm}/protocol/openid-connect/token", post(token))
             .route(&format!("{admin}/groups"), get(top_groups))
             .route(&format!("{admin}/groups/{{id}}/children"), get(children))
             .route(&format!("{admin}/groups/{{id}}/members"), get(members))
@@ -146,8 +149,10 @@ async fn token(
             .into_response();
     }
     let token = s.faults.issue_token();
-    Json(json!({"access_token": token, "expires_in": 300, "refresh_expires_in": 0,
-        "token_type": "Bearer", "not-before-policy": 0, "scope": "profile email"}))
+    Json(
+        json!({"access_token": token, "expires_in": 300, "refresh_expires_in": 0,
+        "token_type": "Bearer", "not-before-policy": 0, "scope": "profile email"}),
+    )
     .into_response()
 }
 
@@ -273,11 +278,11 @@ async fn search_users(
     if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
         return r;
     }
-    let matches = |u: &Value, field: &str| {
-        match q.get(field) {
-            Some(want) => u[field].as_str().is_some_and(|v| v.eq_ignore_ascii_case(want)),
-            None => true,
-        }
+    let matches = |u: &Value, field: &str| match q.get(field) {
+        Some(want) => u[field]
+            .as_str()
+            .is_some_and(|v| v.eq_ignore_ascii_case(want)),
+        None => true,
     };
     let items: Vec<Value> = s
         .dir

@@ -29,8 +29,8 @@ use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -94,8 +94,10 @@ impl Flavor {
         match self {
             Flavor::Graph => json!({"error": {"code": "InvalidAuthenticationToken",
                 "message": "Access token has expired or is not yet valid."}}),
-            Flavor::Okta => json!({"errorCode": "E0000011", "errorSummary": "Invalid token provided",
-                "errorLink": "E0000011", "errorId": "oae1", "errorCauses": []}),
+            Flavor::Okta => {
+                json!({"errorCode": "E0000011", "errorSummary": "Invalid token provided",
+                "errorLink": "E0000011", "errorId": "oae1", "errorCauses": []})
+            }
             Flavor::Google => json!({"error": {"code": 401, "message":
                 "Request had invalid authentication credentials.", "status": "UNAUTHENTICATED",
                 "errors": [{"reason": "authError", "message": "Invalid Credentials"}]}}),
@@ -219,7 +221,9 @@ impl Faults {
         let valid = self.valid_token.lock().unwrap().clone();
         if presented.is_none() || presented != valid {
             self.unauthorized.fetch_add(1, Ordering::SeqCst);
-            return Err((StatusCode::UNAUTHORIZED, Json(self.flavor().unauthorized())).into_response());
+            return Err(
+                (StatusCode::UNAUTHORIZED, Json(self.flavor().unauthorized())).into_response(),
+            );
         }
         if *self.throttle_at.lock().unwrap() == Some(n) {
             self.throttled.fetch_add(1, Ordering::SeqCst);
@@ -229,9 +233,11 @@ impl Faults {
             self.throttled.fetch_add(1, Ordering::SeqCst);
             return Err((
                 StatusCode::FORBIDDEN,
-                Json(json!({"error": {"code": 403, "message": "Quota exceeded for quota metric",
+                Json(
+                    json!({"error": {"code": 403, "message": "Quota exceeded for quota metric",
                     "errors": [{"domain": "usageLimits", "reason": "userRateLimitExceeded",
-                        "message": "User Rate Limit Exceeded"}]}})),
+                        "message": "User Rate Limit Exceeded"}]}}),
+                ),
             )
                 .into_response());
         }

@@ -147,15 +147,17 @@ async fn token(State(s): State<AppState>, Form(form): Form<HashMap<String, Strin
     let ok = f("grant_type") == "client_credentials"
         && f("scope") == SCOPES
         && f("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
-        && claims
-            .as_ref()
-            .is_some_and(|c| c["iss"] == CLIENT_ID && c["sub"] == CLIENT_ID && c["jti"].is_string());
+        && claims.as_ref().is_some_and(|c| {
+            c["iss"] == CLIENT_ID && c["sub"] == CLIENT_ID && c["jti"].is_string()
+        });
     if !ok {
         return super::invalid_client("The client_assertion signature is invalid.");
     }
     let token = s.faults.issue_token();
-    Json(json!({"token_type": "Bearer", "expires_in": 3600, "access_token": token,
-        "scope": SCOPES}))
+    Json(
+        json!({"token_type": "Bearer", "expires_in": 3600, "access_token": token,
+        "scope": SCOPES}),
+    )
     .into_response()
 }
 
@@ -179,7 +181,10 @@ fn page(s: &AppState, path: &str, items: Vec<Value>, q: &HashMap<String, String>
         HeaderValue::from_str(&format!("<{base}{path}?limit={limit}>; rel=\"self\"")).unwrap(),
     );
     if more {
-        let last = page.last().and_then(|i| i["id"].as_str()).unwrap_or_default();
+        let last = page
+            .last()
+            .and_then(|i| i["id"].as_str())
+            .unwrap_or_default();
         headers.append(
             "link",
             HeaderValue::from_str(&format!(
@@ -219,7 +224,14 @@ async fn list_groups(
     if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
         return r;
     }
-    let items = s.dir.lock().unwrap().groups.iter().map(group_json).collect();
+    let items = s
+        .dir
+        .lock()
+        .unwrap()
+        .groups
+        .iter()
+        .map(group_json)
+        .collect();
     page(&s, uri.path(), items, &q)
 }
 

@@ -100,8 +100,8 @@ impl OneLoginMock {
 }
 
 async fn token(State(s): State<AppState>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
-    let basic = base64::engine::general_purpose::STANDARD
-        .encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
+    let basic =
+        base64::engine::general_purpose::STANDARD.encode(format!("{CLIENT_ID}:{CLIENT_SECRET}"));
     let authorized = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -113,12 +113,14 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, body: axum::body::
         .to_owned();
     let grant: Option<Value> = serde_json::from_slice(&body).ok();
     let json_grant = content_type.starts_with("application/json")
-        && grant.as_ref().is_some_and(|g| g["grant_type"] == "client_credentials");
+        && grant
+            .as_ref()
+            .is_some_and(|g| g["grant_type"] == "client_credentials");
     if !json_grant {
-        s.bad_token_requests
-            .lock()
-            .unwrap()
-            .push(format!("{content_type}: {}", String::from_utf8_lossy(&body)));
+        s.bad_token_requests.lock().unwrap().push(format!(
+            "{content_type}: {}",
+            String::from_utf8_lossy(&body)
+        ));
         return (
             StatusCode::BAD_REQUEST,
             Json(json!({"statusCode": 400, "name": "BadRequest",
@@ -135,9 +137,11 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, body: axum::body::
             .into_response();
     }
     let token = s.faults.issue_token();
-    Json(json!({"access_token": token, "created_at": "2024-02-01T10:00:00.000Z",
+    Json(
+        json!({"access_token": token, "created_at": "2024-02-01T10:00:00.000Z",
         "expires_in": 36000, "refresh_token": "not-used", "token_type": "bearer",
-        "account_id": 555555}))
+        "account_id": 555555}),
+    )
     .into_response()
 }
 
@@ -163,7 +167,10 @@ fn page(s: &AppState, items: Vec<Value>, q: &HashMap<String, String>) -> Respons
         h.insert("after-cursor", text(format!("cur-{}", offset + page.len())));
     }
     if offset > 0 {
-        h.insert("before-cursor", text(format!("cur-{}", offset.saturating_sub(size))));
+        h.insert(
+            "before-cursor",
+            text(format!("cur-{}", offset.saturating_sub(size))),
+        );
     }
     response
 }
