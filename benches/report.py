@@ -159,7 +159,9 @@ def main():
             m = H[w].get(s)
             if not m:
                 continue
-            out.append(f"| {s} | {m['connections']} | {fmt(m['rps'])} | {ms(m['p50_us'])} | {ms(m['p99_us'])} | "
+            lat = (f"{ms(m['p50_us'])} | {ms(m['p99_us'])}" if m["requests"]
+                   else "none completed | none completed")
+            out.append(f"| {s} | {m['connections']} | {fmt(m['rps'])} | {lat} | "
                        f"{', '.join(fmt(x) for x in m['rps_rounds'])} | {m['errors']:,} |")
         sm = H[w].get("scimsync", {}).get("rps")
         ratios = []

@@ -249,12 +249,18 @@ impl App {
         let addr = self.local_addr()?;
         tracing::info!(%addr, "listening");
         let store = self.state.store.clone();
+        // Scheduled IdP syncs (src/sync.rs); a malformed schedule stops startup.
+        let scheduler = Arc::new(tokio::sync::Mutex::new(
+            crate::sync::start(&self.state, &self.state.current_config()).await?,
+        ));
         let reloads = match self.reloader.clone() {
-            Some(loader) => Some(spawn_reload_on_hangup(self.state.clone(), loader)?),
+            Some(loader) => Some(spawn_reload_on_hangup(
+                self.state.clone(),
+                loader,
+                scheduler.clone(),
+            )?),
             None => None,
         };
-        // Scheduled IdP syncs (src/sync.rs); a malformed schedule stops startup.
-        let scheduler = crate::sync::start(&self.state).await?;
         // Migrations are applied and the port is bound: only now is the service ready.
         systemd::notify_ready(&format!("serving SCIM on {addr}"));
         let watchdog = systemd::spawn_watchdog(store.clone());
@@ -267,7 +273,7 @@ impl App {
         for task in [watchdog, reloads].into_iter().flatten() {
             task.abort();
         }
-        if let Some(scheduler) = scheduler {
+        if let Some(scheduler) = scheduler.lock().await.take() {
             scheduler.shutdown().await;
         }
         store.close().await;
@@ -277,10 +283,13 @@ impl App {
     }
 }
 
+type SharedScheduler = Arc<tokio::sync::Mutex<Option<crate::sync::Scheduler>>>;
+
 /// Listens for SIGHUP (installed before READY=1, so an early reload is not fatal).
 fn spawn_reload_on_hangup(
     state: AppState,
     loader: ConfigLoader,
+    scheduler: SharedScheduler,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup())
@@ -289,7 +298,16 @@ fn spawn_reload_on_hangup(
         while hangups.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading the configuration");
             match loader() {
-                Ok(config) => state.replace_config(config),
+                Ok(config) => {
+                    if let Err(e) = reschedule(&state, &scheduler, &config).await {
+                        tracing::error!(
+                            error = %e,
+                            "refusing the new configuration; the previous one stays in force"
+                        );
+                        continue;
+                    }
+                    state.replace_config(config);
+                }
                 Err(e) => tracing::error!(
                     error = %e,
                     "refusing the new configuration; the previous one stays in force"
@@ -297,6 +315,25 @@ fn spawn_reload_on_hangup(
             }
         }
     }))
+}
+
+/// Rebuilds the IdP schedules when the [[idp]] tables changed. The new scheduler is
+/// built before the old one stops, so a bad schedule refuses the whole reload.
+async fn reschedule(
+    state: &AppState,
+    scheduler: &SharedScheduler,
+    new: &Config,
+) -> anyhow::Result<()> {
+    if new.idp == state.current_config().idp {
+        return Ok(());
+    }
+    let replacement = crate::sync::start(state, &Arc::new(new.clone())).await?;
+    let previous = std::mem::replace(&mut *scheduler.lock().await, replacement);
+    if let Some(previous) = previous {
+        previous.shutdown().await;
+    }
+    tracing::info!(idps = new.idp.len(), "IdP schedules rebuilt");
+    Ok(())
 }
 
 /// The sd_notify(3) protocol: a no-op when not started by systemd (no $NOTIFY_SOCKET).

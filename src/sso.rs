@@ -194,7 +194,7 @@ async fn sign_in(
             format!(r#"the body must be {{"idp": NAME, "user": USER}} or {{"idp": NAME, "id_token": JWT}}: {e}"#),
         )
     })?;
-    let config = state.config.clone();
+    let config = state.current_config();
     let idp_config = idp::idp_config(&config, &request.idp)
         .map_err(|_| SsoError::UnknownIdp(request.idp.clone()))?
         .clone();

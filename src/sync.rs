@@ -189,6 +189,25 @@ impl Runner {
             tracing::info!(idp = %self.idp.name, "previous sync still running; skipping this tick");
             return;
         };
+        // Across replicas sharing a PostgreSQL database, one runs the sync and the
+        // others skip the tick; the lock goes away with the replica if it dies.
+        let lock = match self.store.try_sync_lock(&self.idp.name).await {
+            Ok(Some(lock)) => lock,
+            Ok(None) => {
+                tracing::debug!(idp = %self.idp.name, "another replica is running this sync; skipping this tick");
+                return;
+            }
+            Err(e) => {
+                tracing::warn!(idp = %self.idp.name, error = %e, "cannot take the sync lock; skipping this tick");
+                return;
+            }
+        };
+        self.run_locked().await;
+        lock.release().await;
+    }
+
+    /// The run itself, once this replica holds the IdP's sync lock.
+    async fn run_locked(&self) {
         if let Ok(Some(state)) = self.store.sync_state(&self.idp.name).await {
             if let (Some(wait), Some(last)) =
                 (backoff_for(state.consecutive_failures), state.last_pull)
@@ -200,6 +219,7 @@ impl Runner {
                 }
             }
         }
+        tracing::info!(idp = %self.idp.name, "sync lock taken; starting the scheduled run");
         let actor = Actor::new(Trigger::Sync, "scheduler");
         sync_once(&self.store, &self.config, &self.idp, &actor).await;
     }
@@ -221,9 +241,8 @@ impl Scheduler {
 /// Starts a job per `[[idp]]` with a schedule. `None` when no IdP has one. An IdP whose
 /// connector cannot be built (missing secret...) is logged and left out; a malformed
 /// schedule is an error, so a typo does not silently disable syncing.
-pub async fn start(state: &AppState) -> anyhow::Result<Option<Scheduler>> {
-    let scheduled: Vec<_> = state
-        .config
+pub async fn start(state: &AppState, config: &Arc<Config>) -> anyhow::Result<Option<Scheduler>> {
+    let scheduled: Vec<_> = config
         .idp
         .iter()
         .filter(|i| i.schedule.is_some())
@@ -232,19 +251,19 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<Scheduler>> {
         return Ok(None);
     }
     let scheduler = JobScheduler::new().await?;
-    for config in scheduled {
-        let schedule = config.schedule.clone().unwrap_or_default();
-        let idp = match Idp::from_config(config) {
+    for idp_config in scheduled {
+        let schedule = idp_config.schedule.clone().unwrap_or_default();
+        let idp = match Idp::from_config(idp_config) {
             Ok(idp) => idp,
             Err(e) => {
-                tracing::error!(idp = %config.name, error = %e, "IdP not scheduled: cannot build its connector");
+                tracing::error!(idp = %idp_config.name, error = %e, "IdP not scheduled: cannot build its connector");
                 continue;
             }
         };
         let runner = Arc::new(Runner {
             idp,
             store: state.store.clone(),
-            config: state.config.clone(),
+            config: config.clone(),
             running: tokio::sync::Mutex::new(()),
         });
         let job = Job::new_async(schedule.as_str(), move |_id, _scheduler| {
@@ -255,11 +274,11 @@ pub async fn start(state: &AppState) -> anyhow::Result<Option<Scheduler>> {
             anyhow::anyhow!(
                 "[[idp]] {:?}: schedule {schedule:?} is not a cron expression with seconds \
                  (e.g. \"0 */30 * * * *\"): {e}",
-                config.name
+                idp_config.name
             )
         })?;
         scheduler.add(job).await?;
-        tracing::info!(idp = %config.name, %schedule, "IdP sync scheduled");
+        tracing::info!(idp = %idp_config.name, %schedule, "IdP sync scheduled");
     }
     scheduler.start().await?;
     Ok(Some(Scheduler { inner: scheduler }))

@@ -29,11 +29,7 @@ async fn create_users(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
 }
 
 async fn roster(app: &TestApp, path: &str) -> (String, BTreeSet<String>, String) {
-    let response = app
-        .scim(Method::GET, path)
-        .send()
-        .await
-        .expect("sent");
+    let response = app.scim(Method::GET, path).send().await.expect("sent");
     assert_eq!(response.status(), StatusCode::OK);
     let etag = response
         .headers()
@@ -120,7 +116,9 @@ async fn sixty_four_clients_adding_members_while_others_rename_and_remove_lose_n
     }
     // Interleave the kinds so that renames and removals overlap the additions.
     tasks.sort_by_key(|(what, _)| {
-        let h = what.bytes().fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
+        let h = what
+            .bytes()
+            .fold(7u64, |h, b| h.wrapping_mul(31).wrapping_add(b.into()));
         h % 1009
     });
     let outcomes = join_all(tasks.into_iter().map(|(what, ops)| {
@@ -223,11 +221,7 @@ async fn a_stale_if_match_is_refused_with_412_and_the_newer_write_survives() {
     let (status, body) = patch(&app, &path, rename("Lost update"), Some(&first_etag)).await;
     assert_eq!(status, StatusCode::PRECONDITION_FAILED, "{body}");
     let (status, body) = app
-        .scim_json(
-            Method::PUT,
-            &path,
-            Some(json!({"displayName": "Lost put"})),
-        )
+        .scim_json(Method::PUT, &path, Some(json!({"displayName": "Lost put"})))
         .await;
     // Without If-Match a PUT is unconditional (RFC 7644 §3.14): that is the client's choice.
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -257,7 +251,9 @@ async fn a_stale_if_match_is_refused_with_412_and_the_newer_write_survives() {
 async fn clients_racing_with_the_same_if_match_produce_exactly_one_winner() {
     if common::postgres_server().is_some() {
         // Known to fail on PostgreSQL; see the ignored test below and the report.
-        eprintln!("skipped on PostgreSQL: see if_match_races_on_postgresql_produce_exactly_one_winner");
+        eprintln!(
+            "skipped on PostgreSQL: see if_match_races_on_postgresql_produce_exactly_one_winner"
+        );
         return;
     }
     if_match_race().await;
@@ -285,7 +281,10 @@ async fn if_match_race() {
         )
         .await;
     let path = format!("/Users/{}", user["id"].as_str().expect("id"));
-    let mut etag = user["meta"]["version"].as_str().expect("version").to_owned();
+    let mut etag = user["meta"]["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
     for round in 0..3 {
         let outcomes = join_all((0..16).map(|i| {
             let (app, path, etag) = (&app, &path, &etag);

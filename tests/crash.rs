@@ -188,10 +188,7 @@ fn killing_apply_midway_leaves_the_state_before_or_after_and_the_next_apply_conv
             killed_midway += 1;
         }
     }
-    assert!(
-        killed_midway > 0,
-        "no kill landed while apply was running"
-    );
+    assert!(killed_midway > 0, "no kill landed while apply was running");
 
     // Restart: applying again converges, and a plan right after is empty.
     let out = run(&mut apply(dir.path(), &v2));
@@ -315,7 +312,10 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
     let kill_at = rand::thread_rng().gen_range(USERS / 8..USERS / 2);
     let started = Instant::now();
     while acknowledged.load(std::sync::atomic::Ordering::SeqCst) < kill_at {
-        assert!(started.elapsed() < Duration::from_secs(20), "deletions stalled");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "deletions stalled"
+        );
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
     daemon.child.kill().expect("SIGKILL sent");

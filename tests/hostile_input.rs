@@ -46,13 +46,13 @@ async fn dump(pool: &AnyPool) -> Vec<String> {
         };
         let columns: Vec<String> = sqlx::query(list_columns)
             .bind(table.clone())
-        .fetch_all(pool)
-        .await
-        .expect("columns listed")
-        .iter()
-        .map(|row| row.get::<String, _>(0))
-        .filter(|c| !(table == "scim_tokens" && c == "last_used"))
-        .collect();
+            .fetch_all(pool)
+            .await
+            .expect("columns listed")
+            .iter()
+            .map(|row| row.get::<String, _>(0))
+            .filter(|c| !(table == "scim_tokens" && c == "last_used"))
+            .collect();
         let select = columns
             .iter()
             .map(|c| {
@@ -218,8 +218,10 @@ async fn seed(app: &TestApp) -> Seeded {
             .scim_json(
                 Method::POST,
                 "/Users",
-                Some(json!({"userName": name, "externalId": format!("ext-{name}"),
-                            "emails": [{"value": name, "type": "work", "primary": true}]})),
+                Some(
+                    json!({"userName": name, "externalId": format!("ext-{name}"),
+                            "emails": [{"value": name, "type": "work", "primary": true}]}),
+                ),
             )
             .await;
         assert_eq!(status, StatusCode::CREATED, "{user}");
@@ -532,7 +534,10 @@ fn cases(s: &Seeded, sso_token: &str) -> Vec<Case> {
 async fn send(app: &TestApp, case: &Case) -> (StatusCode, Value) {
     let mut request = app
         .http
-        .request(case.method.clone(), app.url(&format!("/scim/v2{}", case.path)))
+        .request(
+            case.method.clone(),
+            app.url(&format!("/scim/v2{}", case.path)),
+        )
         .header("accept", SCIM_JSON);
     match &case.token {
         None => request = request.bearer_auth(&app.scim_token),

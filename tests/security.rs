@@ -26,6 +26,22 @@ async fn status_with(app: &TestApp, method: Method, path: &str, token: &str) -> 
         .status()
 }
 
+/// Runs the CLI against the app's database from another process, as an operator
+/// would, without blocking the runtime the server runs on.
+async fn operator(app: &TestApp, args: &[&str]) {
+    let url = app.config.database.url.clone();
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    let out = tokio::task::spawn_blocking(move || {
+        let dir = tempfile::tempdir().expect("dir");
+        run(scimsync(dir.path())
+            .env("SCIMSYNC_DATABASE_URL", url)
+            .args(&args))
+    })
+    .await
+    .expect("CLI ran");
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
 #[tokio::test]
 async fn a_revoked_token_is_refused_on_the_very_next_request() {
     let app = TestApp::spawn().await;
@@ -37,11 +53,7 @@ async fn a_revoked_token_is_refused_on_the_very_next_request() {
             StatusCode::OK
         );
         // Revoked by the operator's CLI, another process, as in production.
-        let dir = tempfile::tempdir().expect("dir");
-        let out = run(scimsync(dir.path())
-            .env("SCIMSYNC_DATABASE_URL", &app.config.database.url)
-            .args(["token", "revoke", &name]));
-        assert!(out.status.success(), "{}", stderr(&out));
+        operator(&app, &["token", "revoke", &name]).await;
         let response = app
             .http
             .get(app.url("/scim/v2/Users"))
@@ -71,11 +83,7 @@ async fn a_revoked_api_key_is_refused_on_the_very_next_whoami() {
     let user = app.seed_user("keyholder@example.com").await;
     let (key_id, secret) = app.new_api_key(user.id, None).await;
     assert_eq!(app.whoami(&secret).await.0, StatusCode::OK);
-    let dir = tempfile::tempdir().expect("dir");
-    let out = run(scimsync(dir.path())
-        .env("SCIMSYNC_DATABASE_URL", &app.config.database.url)
-        .args(["key", "revoke", &key_id.to_string()]));
-    assert!(out.status.success(), "{}", stderr(&out));
+    operator(&app, &["key", "revoke", &key_id.to_string()]).await;
     assert_eq!(app.whoami(&secret).await.0, StatusCode::UNAUTHORIZED);
 }
 
@@ -163,7 +171,10 @@ async fn tokens_and_api_keys_are_stored_only_as_hashes() {
     let (status, _) = app.whoami(&purged_key).await;
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     if common::postgres_server().is_some() {
-        assert!(!stored.contains(&purged_hash), "deleted_api_keys kept the hash");
+        assert!(
+            !stored.contains(&purged_hash),
+            "deleted_api_keys kept the hash"
+        );
     }
 }
 
@@ -192,7 +203,10 @@ async fn sso_and_admin_tokens_cannot_call_scim_and_a_scim_token_cannot_sign_in()
         status_with(&app, Method::GET, "/scim/v2/Users", &api_key).await,
         StatusCode::UNAUTHORIZED
     );
-    assert_eq!(app.whoami(&app.scim_token).await.0, StatusCode::UNAUTHORIZED);
+    assert_eq!(
+        app.whoami(&app.scim_token).await.0,
+        StatusCode::UNAUTHORIZED
+    );
 
     for token in [&app.scim_token, &admin] {
         let response = app
@@ -329,7 +343,10 @@ request_timeout_secs = 2
     let (status, body) = send(
         http.post(daemon.url("/scim/v2/Users"))
             .bearer_auth(&scim)
-            .body(json!({"userName": "alice@example.com", "password": "Pa55-word-in-clear"}).to_string()),
+            .body(
+                json!({"userName": "alice@example.com", "password": "Pa55-word-in-clear"})
+                    .to_string(),
+            ),
     )
     .await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
@@ -352,7 +369,10 @@ request_timeout_secs = 2
     let near_miss = format!("{}x", &scim[..scim.len() - 1]);
     // (request, whether its response may not quote the secret back: the credential
     // cases; a filter or body is the client's own text, which an error may quote).
-    let alice_path = format!("/scim/v2/Users/{}", alice["id"].as_str().unwrap_or_default());
+    let alice_path = format!(
+        "/scim/v2/Users/{}",
+        alice["id"].as_str().unwrap_or_default()
+    );
     let failures = vec![
         (http.get(daemon.url("/scim/v2/Users")).bearer_auth(&revoked), true),
         (http.get(daemon.url("/scim/v2/Users")).bearer_auth(&near_miss), true),
@@ -428,7 +448,14 @@ request_timeout_secs = 2
         .unwrap_or_default();
     let (exit, log) = daemon.terminate();
     assert!(exit.success(), "{log}");
-    assert!(log.contains("TRACE") || log.contains("DEBUG"), "trace logging is on");
+    assert!(
+        log.contains("Invalid client secret provided"),
+        "the IdP refusal was exercised and logged"
+    );
+    assert!(
+        log.contains("TRACE") || log.contains("DEBUG"),
+        "trace logging is on"
+    );
 
     let check = run(scimsync(dir.path())
         .env("SCIMSYNC_CONFIG", dir.path().join("config.toml"))

@@ -175,7 +175,10 @@ pub fn patch_apply(data: &[u8]) {
     let mut group = original.clone();
     match apply_operations(&mut group, &rest, &["id", "meta"]) {
         Ok(()) => {
-            assert_eq!(group["id"], original["id"], "a PATCH changed the group's id");
+            assert_eq!(
+                group["id"], original["id"],
+                "a PATCH changed the group's id"
+            );
             let _ = parse_group(&group);
         }
         Err(e) => assert_eq!(group, original, "a refused PATCH changed the group: {e}"),
@@ -188,7 +191,10 @@ pub fn scim_user_body(data: &[u8]) {
         return;
     };
     if let Ok(input) = parse_user(&body) {
-        assert!(!input.user_name.as_str().trim().is_empty(), "accepted an empty userName");
+        assert!(
+            !input.user_name.as_str().trim().is_empty(),
+            "accepted an empty userName"
+        );
     }
     if let Ok(input) = parse_group(&body) {
         if let Some(members) = &input.members {

@@ -271,6 +271,7 @@ impl ApiClient {
                     }
                     attempt += 1;
                     PullStats::bump(&self.stats.retries);
+                    crate::metrics::idp_retry(&self.idp);
                     tracing::info!(idp = %self.idp, %url, error = %e, wait_ms = wait.as_millis() as u64,
                         attempt, "retrying an IdP request");
                     self.sleep(wait).await;
@@ -301,6 +302,7 @@ impl ApiClient {
             }
         };
         if status.is_success() {
+            crate::metrics::idp_call(&self.idp, "ok");
             return Ok((bytes, headers));
         }
         let error = IdpError::Http {
@@ -313,11 +315,14 @@ impl ApiClient {
             || (status == StatusCode::FORBIDDEN && is_google_rate_limit(&bytes));
         if throttled {
             PullStats::bump(&self.stats.throttled);
+            crate::metrics::idp_call(&self.idp, "throttled");
+            crate::metrics::idp_throttled(&self.idp);
             let wait = retry_after(&headers)
                 .or_else(|| rate_limit_reset(&headers))
                 .unwrap_or_else(|| self.backoff(attempt));
             return Err(Failure::Retry(wait.min(MAX_WAIT), error));
         }
+        crate::metrics::idp_call(&self.idp, "error");
         match status {
             StatusCode::UNAUTHORIZED => Err(Failure::Unauthorized(error)),
             StatusCode::GONE => Err(Failure::Fatal(IdpError::Gone {
@@ -358,6 +363,7 @@ impl ApiClient {
         if remaining == Some(0) {
             if let Some(wait) = rate_limit_reset(headers) {
                 PullStats::bump(&self.stats.throttled);
+                crate::metrics::idp_throttled(&self.idp);
                 tracing::info!(idp = %self.idp, wait_ms = wait.as_millis() as u64,
                     "rate-limit budget spent; waiting for it to reset");
                 self.sleep(wait.min(MAX_WAIT)).await;

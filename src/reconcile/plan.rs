@@ -790,7 +790,8 @@ impl<'a> Planner<'a> {
                 examples.join(", ")
             ));
         }
-        ops.sort_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+        // (phase, ids, step) is unique per operation, so an unstable sort is deterministic.
+        ops.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
         // Memberships, already sorted by (team, user), go between the updates and the
         // removals without passing through the sort (they can be a million).
         let purge = self.policy.purge_team_keys_on_removal;

@@ -456,7 +456,7 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
     }
     let ordered = |ids: Vec<Uuid>, label: &dyn Fn(Uuid) -> String| {
         let mut keyed: Vec<(String, Uuid)> = ids.into_iter().map(|id| (label(id).to_lowercase(), id)).collect();
-        keyed.sort();
+        keyed.sort_unstable();
         keyed.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
     };
     let users = ordered(by_user.keys().copied().collect(), &|id| plan.user_label(id).into_owned());
@@ -582,8 +582,8 @@ fn write_team(out: &mut String, s: &Style, plan: &Plan, names: &Names, id: Uuid,
             .cmp(b.0.bytes().map(|c| c.to_ascii_lowercase()))
             .then(a.1.cmp(&b.1))
     };
-    adds.sort_by(by_name);
-    removes.sort_by(by_name);
+    adds.sort_unstable_by(by_name);
+    removes.sort_unstable_by(by_name);
     let plus = s.add("+");
     let minus = s.destroy("-");
     for (n, id) in adds {

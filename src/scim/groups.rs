@@ -143,7 +143,7 @@ pub async fn create(
     projection: &Projection,
 ) -> Result<Written, ApiError> {
     let input = parse_group(body)?;
-    let policy = Policy::from_config(&state.config);
+    let policy = Policy::from_config(&state.current_config());
     let id = Uuid::new_v4();
     let members = match &input.members {
         Some(ids) => MemberSpec::Exactly(member_refs(ids, &policy, true)?),
@@ -175,7 +175,7 @@ pub async fn replace(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let input = parse_group(body)?;
-    let policy = Policy::from_config(&state.config);
+    let policy = Policy::from_config(&state.current_config());
     let members = member_refs(input.members.as_deref().unwrap_or_default(), &policy, true)?;
     let mut tx = state.store.begin_write().await?;
     let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
@@ -254,7 +254,7 @@ pub async fn patch(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let operations = parse_patch_request(body)?;
-    let policy = Policy::from_config(&state.config);
+    let policy = Policy::from_config(&state.current_config());
     let mut members = Members::Delta {
         add: Vec::new(),
         remove: Vec::new(),
@@ -323,7 +323,7 @@ pub async fn delete(
     reconcile_in(
         &mut tx,
         &desired,
-        &Policy::from_config(&state.config),
+        &Policy::from_config(&state.current_config()),
         actor,
     )
     .await?;

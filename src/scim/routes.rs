@@ -66,6 +66,47 @@ pub fn router() -> Router<AppState> {
         .route("/ResourceTypes/{id}", read_only(get(resource_type)))
         .route("/Schemas", read_only(get(schemas)))
         .route("/Schemas/{id}", read_only(get(schema)))
+        .route_layer(axum::middleware::from_fn(count_operation))
+}
+
+/// Counts SCIM operations by resource and kind (a bounded label set derived from the
+/// route template and method, never from ids).
+async fn count_operation(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let method = request.method().clone();
+    let response = next.run(request).await;
+    let resource = if route.contains("/Users") {
+        "User"
+    } else if route.contains("/Groups") {
+        "Group"
+    } else if route.ends_with("/Bulk") {
+        "Bulk"
+    } else if route.ends_with("/.search") {
+        "Any"
+    } else {
+        "Discovery"
+    };
+    let one = route.ends_with("{id}");
+    let kind = match (method.as_str(), one) {
+        ("GET", true) => "get",
+        ("GET", false) => "list",
+        ("POST", _) if route.ends_with(".search") => "search",
+        ("POST", _) if resource == "Bulk" => "bulk",
+        ("POST", _) => "create",
+        ("PUT", _) => "replace",
+        ("PATCH", _) => "patch",
+        ("DELETE", _) => "delete",
+        _ => "other",
+    };
+    crate::metrics::scim_operation(resource, kind);
+    response
 }
 
 fn read_only(route: MethodRouter<AppState>) -> MethodRouter<AppState> {

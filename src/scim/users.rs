@@ -147,7 +147,7 @@ pub async fn create(
     reconcile_in(
         &mut tx,
         &desired,
-        &Policy::from_config(&state.config),
+        &Policy::from_config(&state.current_config()),
         actor,
     )
     .await?;
@@ -174,7 +174,7 @@ pub async fn replace(
     reconcile_in(
         &mut tx,
         &desired,
-        &Policy::from_config(&state.config),
+        &Policy::from_config(&state.current_config()),
         actor,
     )
     .await?;
@@ -204,7 +204,7 @@ pub async fn patch(
     reconcile_in(
         &mut tx,
         &desired,
-        &Policy::from_config(&state.config),
+        &Policy::from_config(&state.current_config()),
         actor,
     )
     .await?;
@@ -228,7 +228,7 @@ pub async fn delete(
     reconcile_in(
         &mut tx,
         &desired,
-        &Policy::from_config(&state.config),
+        &Policy::from_config(&state.current_config()),
         actor,
     )
     .await?;

@@ -3,12 +3,15 @@
 //! One `Store` serves both backends through sqlx's `Any` driver, so every query is
 //! written once in portable SQL: `$n` placeholders in ascending order, text UUIDs and
 //! timestamps, `BOOLEAN` columns. Reads go straight to the pool; every write runs in a
-//! [`WriteTx`], which on SQLite also holds the process-wide writer lock so that
-//! concurrent requests queue in memory instead of failing with `database is locked`.
+//! [`WriteTx`], which holds the process-wide writer lock so that concurrent requests
+//! queue in memory instead of failing with `database is locked` (SQLite) or tying up
+//! pooled connections while they wait; on PostgreSQL it also takes the cross-replica
+//! writer lock (see [`locks`]).
 
 pub mod actual;
 mod audit;
 mod keys;
+pub mod locks;
 mod rows;
 mod tokens;
 pub use tokens::TokenPrincipal;
@@ -19,6 +22,7 @@ mod users;
 
 pub use audit::AuditEntry;
 pub use keys::{DeletedKey, KeyPrincipal, PurgeReason};
+pub use locks::SyncLock;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -69,8 +73,10 @@ const SQLITE_PRAGMAS: &[&str] = &[
 pub struct Store {
     pool: AnyPool,
     backend: Backend,
-    /// SQLite allows one writer at a time; queueing writers here avoids busy errors.
-    writer: Option<Arc<Mutex<()>>>,
+    /// Writers of this process queue here. SQLite allows one writer at a time, so this
+    /// avoids busy errors; on PostgreSQL it keeps waiters for the cross-replica lock to
+    /// one per process, so a queue of writers never holds the whole pool.
+    writer: Arc<Mutex<()>>,
 }
 
 /// Timestamps are stored as fixed-width RFC 3339 text so they sort lexically.
@@ -102,6 +108,9 @@ impl Store {
         let pool = AnyPoolOptions::new()
             .max_connections(max_connections.max(1))
             .acquire_timeout(Duration::from_secs(10))
+            // A SQLite connection cannot go stale, and the ping before every acquire
+            // is one more hop to sqlx's worker thread on every request.
+            .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend == Backend::Sqlite {
@@ -119,7 +128,7 @@ impl Store {
         let store = Store {
             pool,
             backend,
-            writer: (backend == Backend::Sqlite).then(|| Arc::new(Mutex::new(()))),
+            writer: Arc::new(Mutex::new(())),
         };
         store.migrate().await?;
         Ok(store)
@@ -159,12 +168,21 @@ impl Store {
     }
 
     /// Starts a write transaction. Everything done through it commits together or not at all.
+    ///
+    /// Writers are serialised: within the process by a mutex taken before a connection
+    /// is borrowed, and on PostgreSQL across every replica by a transaction-scoped
+    /// advisory lock. Each write therefore reads the latest committed state (READ
+    /// COMMITTED takes a fresh snapshot per statement) and no other write can slip in
+    /// between its checks (If-Match, uniqueness) and its changes. Because nothing
+    /// else writes concurrently, these transactions cannot hit serialization failures
+    /// or deadlocks among themselves, so no retry loop is needed.
     pub async fn begin_write(&self) -> StoreResult<WriteTx> {
-        let guard = match &self.writer {
-            Some(lock) => Some(lock.clone().lock_owned().await),
-            None => None,
-        };
-        let tx = self.pool.begin().await?;
+        let guard = self.writer.clone().lock_owned().await;
+        let mut tx = self.pool.begin().await?;
+        if self.backend == Backend::Postgres {
+            // Dropping `tx` on error rolls back, which also frees the lock if it was granted.
+            locks::lock_writers(&mut tx).await?;
+        }
         Ok(WriteTx { tx, _guard: guard })
     }
 }
@@ -172,7 +190,7 @@ impl Store {
 /// A write transaction. Dropping it without [`WriteTx::commit`] rolls it back.
 pub struct WriteTx {
     tx: Transaction<'static, Any>,
-    _guard: Option<OwnedMutexGuard<()>>,
+    _guard: OwnedMutexGuard<()>,
 }
 
 impl WriteTx {
