@@ -415,6 +415,12 @@ async fn ensure_initial_token(store: &Store, config: &Config) -> anyhow::Result<
         .await
     {
         let _ = std::fs::remove_file(&path);
+        if matches!(e, store::StoreError::Conflict(_)) {
+            // Another replica starting on the same fresh database created it first;
+            // its token (in its own state directory) is the one to use.
+            tracing::info!("another replica created the first SCIM token");
+            return Ok(());
+        }
         return Err(e.into());
     }
     tracing::info!(

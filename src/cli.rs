@@ -39,7 +39,7 @@ pub enum Command {
     /// Run the daemon: SCIM listener, scheduler and sign-in hook.
     Serve(ServeArgs),
     /// Load and validate the configuration and say precisely what is wrong (exit 1) or
-    /// summarise it (exit 0). With --connect, also reach the database.
+    /// summarise it (exit 0). With --connect, also reach the database and each IdP.
     CheckConfig(CheckConfigArgs),
     /// Manage bearer tokens for IdPs (scim), the gateway's sign-in hook (sso) and operators (admin).
     #[command(subcommand)]
@@ -61,7 +61,8 @@ pub enum Command {
 
 #[derive(Debug, Args)]
 pub struct CheckConfigArgs {
-    /// Also open the database (applying no migrations to PostgreSQL beyond what serve would).
+    /// Also open the database (applying migrations, as serve would) and fetch a token
+    /// from each IdP's token endpoint with the configured credentials.
     #[arg(long)]
     pub connect: bool,
 }
@@ -207,6 +208,30 @@ async fn check_config(config: &Config, connect: bool) -> anyhow::Result<i32> {
         }
         println!("database:  reachable, migrations applied");
         store.close().await;
+        let mut failed = Vec::new();
+        for idp_config in &config.idp {
+            let outcome = match crate::idp::Idp::from_config(idp_config) {
+                Ok(idp) => idp.check_credentials().await,
+                Err(e) => Err(e),
+            };
+            match outcome {
+                Ok(true) => println!(
+                    "idp {}: token endpoint accepted the credentials",
+                    idp_config.name
+                ),
+                Ok(false) => println!(
+                    "idp {}: static API token present (checked at first use)",
+                    idp_config.name
+                ),
+                Err(e) => {
+                    eprintln!("idp {}: {e}", idp_config.name);
+                    failed.push(idp_config.name.clone());
+                }
+            }
+        }
+        if !failed.is_empty() {
+            return fail(format!("cannot authenticate to: {}", failed.join(", ")));
+        }
     }
     println!("configuration OK");
     Ok(0)
@@ -506,17 +531,34 @@ async fn plan_snapshot(
     use crate::reconcile;
     let started = std::time::Instant::now();
     let desired = read_snapshot(path)?.into_desired();
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, users = desired.users.len(), groups = desired.teams.len(), "read the snapshot");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        users = desired.users.len(),
+        groups = desired.teams.len(),
+        "read the snapshot"
+    );
     let actual = reconcile::load_actual(tx, &desired, policy).await?;
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, users = actual.users.len(), memberships = actual.memberships.len(), "loaded the store");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        users = actual.users.len(),
+        memberships = actual.memberships.len(),
+        "loaded the store"
+    );
     let mut plan = match user {
         Some(user) => reconcile::plan_for_user(&desired, &actual, policy, user),
         None => reconcile::plan(&desired, &actual, policy),
     }
     .map_err(plan_error)?;
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, operations = plan.ops.len(), "planned");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        operations = plan.ops.len(),
+        "planned"
+    );
     plan.fingerprint = Some(reconcile::fingerprint(&actual));
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "fingerprinted");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "fingerprinted"
+    );
     Ok(plan)
 }
 

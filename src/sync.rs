@@ -2,7 +2,9 @@
 //! that cron schedule (with seconds), within the safety policy.
 //!
 //! - One run at a time per IdP: a run still going when the next tick comes makes that
-//!   tick a no-op, so a slow IdP is never pulled twice at once.
+//!   tick a no-op, so a slow IdP is never pulled twice at once. Replicas sharing a
+//!   PostgreSQL database agree through an advisory lock (`store::locks`): the one that
+//!   holds it runs, the others skip the tick.
 //! - A pull that failed is not applied; one that was cut short is applied as a partial
 //!   snapshot (`complete: false`), which adds and updates but never deletes.
 //! - Every run is recorded in `sync_state`: when, how long, the outcome, the counts,
@@ -242,11 +244,7 @@ impl Scheduler {
 /// connector cannot be built (missing secret...) is logged and left out; a malformed
 /// schedule is an error, so a typo does not silently disable syncing.
 pub async fn start(state: &AppState, config: &Arc<Config>) -> anyhow::Result<Option<Scheduler>> {
-    let scheduled: Vec<_> = config
-        .idp
-        .iter()
-        .filter(|i| i.schedule.is_some())
-        .collect();
+    let scheduled: Vec<_> = config.idp.iter().filter(|i| i.schedule.is_some()).collect();
     if scheduled.is_empty() {
         return Ok(None);
     }

@@ -23,7 +23,7 @@ fn plan_size() -> (usize, usize, usize) {
     let users = std::env::var("CRASH_USERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000);
+        .unwrap_or(2_000);
     (users, 100, 5)
 }
 

@@ -26,7 +26,9 @@ const SNAPSHOT: &str = r#"{"idp": "entra", "complete": true,
             {"external_id": "g-2", "display_name": "LLM Admins", "members": ["u-1"]}]}"#;
 
 fn desired(json: &str) -> Desired {
-    Snapshot::parse(json).expect("valid snapshot").into_desired()
+    Snapshot::parse(json)
+        .expect("valid snapshot")
+        .into_desired()
 }
 
 fn without(json: &str, what: &str) -> String {
@@ -118,7 +120,10 @@ async fn a_user_dropped_by_the_idp_is_deactivated_and_their_keys_work_again_on_r
         r#"{"external_id": "u-2", "user_name": "bob@example.com", "email": "bob@example.com"},"#,
     );
     let plan = sync(&app.store, &desired(&gone), &Policy::default()).await;
-    assert!(plan.ops.iter().any(|op| matches!(op, reconcile::Op::DeactivateUser { id } if *id == bob)));
+    assert!(plan
+        .ops
+        .iter()
+        .any(|op| matches!(op, reconcile::Op::DeactivateUser { id } if *id == bob)));
     assert!(!app.store.user(bob).await.unwrap().unwrap().active);
     let keys = app.store.list_keys(Some(bob)).await.unwrap();
     assert_eq!(keys[0].blocked_by, Some(BlockedBy::Provisioning));
@@ -167,12 +172,25 @@ async fn leaving_a_team_purges_the_keys_scoped_to_that_team_only() {
     let (own_key, _) = app.new_api_key(bob, None).await;
     let moved = SNAPSHOT.replace(r#"["u-1", "u-2", "u-3"]"#, r#"["u-1", "u-3"]"#);
     sync(&app.store, &desired(&moved), &Policy::default()).await;
-    let left: Vec<Uuid> = app.store.list_keys(Some(bob)).await.unwrap().iter().map(|k| k.id).collect();
+    let left: Vec<Uuid> = app
+        .store
+        .list_keys(Some(bob))
+        .await
+        .unwrap()
+        .iter()
+        .map(|k| k.id)
+        .collect();
     assert_eq!(left, [own_key]);
     let deleted = app.store.deleted_keys(bob).await.unwrap();
-    assert_eq!((deleted[0].id, deleted[0].reason.as_str()), (team_key, "removed_from_team"));
+    assert_eq!(
+        (deleted[0].id, deleted[0].reason.as_str()),
+        (team_key, "removed_from_team")
+    );
     let after = app.store.team(team.id).await.unwrap().unwrap();
-    assert!(after.version > team.version, "a membership change bumps the team's version");
+    assert!(
+        after.version > team.version,
+        "a membership change bumps the team's version"
+    );
 }
 
 #[tokio::test]
@@ -183,12 +201,21 @@ async fn a_group_the_idp_drops_is_deleted_with_its_keys_but_a_manual_team_stays(
     let admins = app.store.resolve_team("LLM Admins").await.unwrap().unwrap();
     let alice = user_id(&app.store, "alice@example.com").await;
     let (key, _) = app.new_api_key(alice, Some(admins.id)).await;
-    let gone = without(SNAPSHOT, r#",
-            {"external_id": "g-2", "display_name": "LLM Admins", "members": ["u-1"]}"#);
+    let gone = without(
+        SNAPSHOT,
+        r#",
+            {"external_id": "g-2", "display_name": "LLM Admins", "members": ["u-1"]}"#,
+    );
     sync(&app.store, &desired(&gone), &allow_deletions()).await;
     assert!(app.store.team(admins.id).await.unwrap().is_none());
     assert!(app.store.team(manual.id).await.unwrap().is_some());
-    assert!(app.store.deleted_keys(alice).await.unwrap().iter().any(|k| k.id == key && k.reason == "team_deleted"));
+    assert!(app
+        .store
+        .deleted_keys(alice)
+        .await
+        .unwrap()
+        .iter()
+        .any(|k| k.id == key && k.reason == "team_deleted"));
 }
 
 #[tokio::test]
@@ -201,7 +228,16 @@ async fn a_partial_snapshot_adds_but_removes_nothing() {
     let plan = sync(&app.store, &desired(partial), &Policy::default()).await;
     assert_eq!(plan.counts().destroy, 0);
     assert_eq!(plan.counts().change, 0);
-    assert_eq!(app.store.all_users().await.unwrap().iter().filter(|u| u.active).count(), 7);
+    assert_eq!(
+        app.store
+            .all_users()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|u| u.active)
+            .count(),
+        7
+    );
     assert_eq!(app.store.all_memberships().await.unwrap().len(), 5);
 }
 
@@ -215,7 +251,9 @@ async fn every_applied_operation_is_audited_with_its_trigger_and_actor() {
     assert_eq!(ours.len(), plan.ops.len());
     assert!(ours.iter().all(|e| e.trigger == "cli" && e.actor == "test"));
     assert_eq!(ours[0].operation, "create_user");
-    assert!(ours.iter().any(|e| e.operation == "add_member" && e.target.starts_with("membership:")));
+    assert!(ours
+        .iter()
+        .any(|e| e.operation == "add_member" && e.target.starts_with("membership:")));
 }
 
 #[tokio::test]
@@ -249,11 +287,17 @@ async fn adding_one_member_to_a_large_team_reads_only_that_pair() {
     let policy = Policy::default();
     let mut tx = app.store.begin_write().await.unwrap();
     let actual = reconcile::load_actual(&mut tx, &d, &policy).await.unwrap();
-    assert!(actual.memberships.is_empty(), "{} memberships read", actual.memberships.len());
+    assert!(
+        actual.memberships.is_empty(),
+        "{} memberships read",
+        actual.memberships.len()
+    );
     assert_eq!(actual.users.len(), 1);
     assert_eq!(actual.teams.len(), 1);
     let plan = reconcile::plan(&d, &actual, &policy).unwrap();
-    reconcile::apply(&mut tx, &plan, &Actor::new(Trigger::Scim, "idp-token")).await.unwrap();
+    reconcile::apply(&mut tx, &plan, &Actor::new(Trigger::Scim, "idp-token"))
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_eq!(app.store.all_memberships().await.unwrap().len(), 2001);
 }
@@ -267,16 +311,24 @@ async fn a_stale_fingerprint_is_detected_after_any_change_to_the_store() {
         let scope = scope.clone();
         async move {
             let mut tx = store.begin_write().await.unwrap();
-            let actual = reconcile::load_actual(&mut tx, &scope, &Policy::default()).await.unwrap();
+            let actual = reconcile::load_actual(&mut tx, &scope, &Policy::default())
+                .await
+                .unwrap();
             reconcile::fingerprint(&actual)
         }
     };
     let first = fingerprint(app.store.clone()).await;
-    assert_eq!(first, fingerprint(app.store.clone()).await, "stable while nothing changes");
+    assert_eq!(
+        first,
+        fingerprint(app.store.clone()).await,
+        "stable while nothing changes"
+    );
     let team = app.store.resolve_team("LLM Admins").await.unwrap().unwrap();
     let carol = user_id(&app.store, "carol@example.com").await;
     let mut tx = app.store.begin_write().await.unwrap();
-    tx.add_member(team.id, carol, &Source::Manual).await.unwrap();
+    tx.add_member(team.id, carol, &Source::Manual)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     assert_ne!(first, fingerprint(app.store.clone()).await);
 }

@@ -115,9 +115,7 @@ fn sample_plan() -> Plan {
         delete_after: Some(std::time::Duration::from_secs(30 * 86_400)),
         ..Policy::default()
     };
-    policy
-        .team_defaults
-        .insert("max_budget".into(), json!(50));
+    policy.team_defaults.insert("max_budget".into(), json!(50));
     plan(&desired, &actual, &policy).expect("planned")
 }
 

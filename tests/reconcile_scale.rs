@@ -32,7 +32,10 @@ fn snapshot_json() -> String {
         if g > 0 {
             s.push(',');
         }
-        let _ = write!(s, r#"{{"external_id": "g-{g}", "display_name": "Group {g}", "members": ["#);
+        let _ = write!(
+            s,
+            r#"{{"external_id": "g-{g}", "display_name": "Group {g}", "members": ["#
+        );
         for m in 0..MEMBERS_PER_GROUP {
             if m > 0 {
                 s.push(',');

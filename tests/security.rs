@@ -237,14 +237,14 @@ async fn an_oversized_header_is_refused_and_the_server_keeps_serving() {
         .header("x-padding", &huge)
         .send()
         .await;
-    match outcome {
-        Ok(response) => assert!(
+    // A closed connection (Err) is also a refusal.
+    if let Ok(response) = outcome {
+        assert!(
             response.status() == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE
                 || response.status() == StatusCode::BAD_REQUEST,
             "{}",
             response.status()
-        ),
-        Err(_) => {} // the connection was closed: also a refusal
+        );
     }
     let (status, _) = app.scim_json(Method::GET, "/Users", None).await;
     assert_eq!(status, StatusCode::OK);

@@ -314,3 +314,91 @@ fn sighup_reloads_the_configuration_and_refuses_an_invalid_one() {
         "the new level (info) applies"
     );
 }
+
+/// A token endpoint that accepts exactly one client secret, as Entra's would.
+async fn token_endpoint(
+    form: axum::extract::Form<std::collections::HashMap<String, String>>,
+) -> axum::response::Response {
+    use axum::response::IntoResponse;
+    if form.get("client_secret").map(String::as_str) == Some("right-secret") {
+        axum::Json(
+            serde_json::json!({"access_token": "at", "token_type": "Bearer", "expires_in": 3600}),
+        )
+        .into_response()
+    } else {
+        (
+            axum::http::StatusCode::UNAUTHORIZED,
+            axum::Json(serde_json::json!({"error": "invalid_client", "error_description": "AADSTS7000215: Invalid client secret provided."})),
+        )
+            .into_response()
+    }
+}
+
+fn spawn_token_endpoint() -> (String, std::thread::JoinHandle<()>) {
+    let (tx, rx) = std::sync::mpsc::channel();
+    let handle = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            tx.send(listener.local_addr().unwrap().to_string()).unwrap();
+            let app = axum::Router::new().route(
+                "/{tenant}/oauth2/v2.0/token",
+                axum::routing::post(token_endpoint),
+            );
+            let _ = tokio::time::timeout(
+                Duration::from_secs(60),
+                std::future::IntoFuture::into_future(axum::serve(listener, app)),
+            )
+            .await;
+        });
+    });
+    (rx.recv().unwrap(), handle)
+}
+
+fn entra_config(dir: &std::path::Path, login: &str, secret: &str) -> std::path::PathBuf {
+    write(dir, "secret", secret);
+    write(
+        dir,
+        "c.toml",
+        &format!(
+            "[[idp]]\nname = \"entra\"\nkind = \"entra\"\ntenant_id = \"contoso\"\nclient_id = \"app\"\n\
+             client_secret_file = \"{}\"\ntoken_url = \"http://{login}/{{tenant}}/oauth2/v2.0/token\"\n\
+             api_base_url = \"http://{login}/v1.0\"\ngroups = [\"*\"]\n",
+            dir.join("secret").display()
+        ),
+    )
+}
+
+#[test]
+fn check_config_with_connect_fetches_a_token_from_each_idp() {
+    let (addr, _server) = spawn_token_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let config = entra_config(dir.path(), &addr, "right-secret");
+    let out = run(scimsync(dir.path())
+        .args(["check-config", "--connect", "--config"])
+        .arg(&config));
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("idp entra: token endpoint accepted the credentials"),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn check_config_with_connect_names_the_idp_whose_credentials_fail_without_the_secret() {
+    let (addr, _server) = spawn_token_endpoint();
+    let dir = tempfile::tempdir().unwrap();
+    let config = entra_config(dir.path(), &addr, "wrong-secret-value");
+    let out = run(scimsync(dir.path())
+        .args(["check-config", "--connect", "--config"])
+        .arg(&config));
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("idp entra:"), "{err}");
+    assert!(err.contains("cannot authenticate to: entra"), "{err}");
+    assert!(!err.contains("wrong-secret-value") && !stdout(&out).contains("wrong-secret-value"));
+}

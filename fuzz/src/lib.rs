@@ -19,8 +19,11 @@ use scimsync::scim::resources::{
 };
 use serde_json::{json, Value};
 
+/// A fuzz entry point: raw bytes in, a panic on a broken invariant.
+pub type Entry = fn(&[u8]);
+
 /// The targets, by name, for replaying a corpus directory.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Entry)] = &[
     ("scim_filter", scim_filter),
     ("patch_path", patch_path),
     ("patch_apply", patch_apply),

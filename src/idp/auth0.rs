@@ -199,4 +199,8 @@ impl Connector for Auth0 {
     fn stats(&self) -> Arc<PullStats> {
         self.client.stats()
     }
+
+    fn client(&self) -> &ApiClient {
+        &self.client
+    }
 }

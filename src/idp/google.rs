@@ -271,4 +271,8 @@ impl Connector for Google {
     fn stats(&self) -> Arc<PullStats> {
         self.client.stats()
     }
+
+    fn client(&self) -> &ApiClient {
+        &self.client
+    }
 }

@@ -248,4 +248,8 @@ impl Connector for Graph {
     fn stats(&self) -> Arc<PullStats> {
         self.client.stats()
     }
+
+    fn client(&self) -> &ApiClient {
+        &self.client
+    }
 }

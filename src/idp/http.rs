@@ -371,6 +371,14 @@ impl ApiClient {
         }
     }
 
+    /// Fetches an access token now (bypassing the cache) to prove the credentials work.
+    pub async fn check_credentials(&self) -> Result<bool, IdpError> {
+        match &self.auth {
+            Auth::Static(_) => Ok(false),
+            Auth::OAuth(request) => self.fetch_token(request).await.map(|_| true),
+        }
+    }
+
     /// The `Authorization` header value, fetching a token when none is cached or the
     /// cached one is about to expire; with the token's generation (None: static).
     async fn authorization(&self) -> Result<(HeaderValue, Option<u64>), IdpError> {

@@ -263,4 +263,8 @@ impl Connector for Keycloak {
     fn stats(&self) -> Arc<PullStats> {
         self.client.stats()
     }
+
+    fn client(&self) -> &ApiClient {
+        &self.client
+    }
 }

@@ -133,6 +133,8 @@ pub trait Connector: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<IdpGroup>, IdpError>>;
     /// Request, page, retry and wait counters of this connector's client.
     fn stats(&self) -> Arc<PullStats>;
+    /// The authenticated client, for credential checks.
+    fn client(&self) -> &http::ApiClient;
 }
 
 /// A connector with its selection and settings, ready to pull.
@@ -172,6 +174,13 @@ impl Idp {
             concurrency: config.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
             connector,
         })
+    }
+
+    /// Reaches the token endpoint with the configured credentials (`check-config
+    /// --connect`). True when a token was fetched; false for a static API token, which
+    /// has no endpoint to check against.
+    pub async fn check_credentials(&self) -> Result<bool, IdpError> {
+        self.connector.client().check_credentials().await
     }
 
     /// Pulls every managed group and its members. Problems with single groups make the

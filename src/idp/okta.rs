@@ -244,6 +244,10 @@ impl Connector for Okta {
     fn stats(&self) -> Arc<PullStats> {
         self.client.stats()
     }
+
+    fn client(&self) -> &ApiClient {
+        &self.client
+    }
 }
 
 #[cfg(test)]

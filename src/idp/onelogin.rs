@@ -203,4 +203,8 @@ impl Connector for OneLogin {
     fn stats(&self) -> Arc<PullStats> {
         self.client.stats()
     }
+
+    fn client(&self) -> &ApiClient {
+        &self.client
+    }
 }

@@ -467,8 +467,10 @@ struct Index<'a> {
 impl<'a> Index<'a> {
     fn new(actual: &'a Actual, source: &Source) -> Self {
         let mut users_by_ext: HashMap<&str, Vec<&User>> = HashMap::default();
-        let mut users_by_name = HashMap::with_capacity_and_hasher(actual.users.len(), Default::default());
-        let mut users_by_id = HashMap::with_capacity_and_hasher(actual.users.len(), Default::default());
+        let mut users_by_name =
+            HashMap::with_capacity_and_hasher(actual.users.len(), Default::default());
+        let mut users_by_id =
+            HashMap::with_capacity_and_hasher(actual.users.len(), Default::default());
         for u in &actual.users {
             users_by_id.insert(u.id, u);
             users_by_name.insert(u.user_name.folded(), u);
@@ -479,7 +481,8 @@ impl<'a> Index<'a> {
         for list in users_by_ext.values_mut() {
             list.sort_by_key(|u| (!may_manage(&u.source, source), u.id));
         }
-        let mut teams_by_id = HashMap::with_capacity_and_hasher(actual.teams.len(), Default::default());
+        let mut teams_by_id =
+            HashMap::with_capacity_and_hasher(actual.teams.len(), Default::default());
         let mut teams_by_ext: HashMap<&str, Vec<&Team>> = HashMap::default();
         let mut teams_by_name: HashMap<String, Vec<&Team>> = HashMap::default();
         for t in &actual.teams {
@@ -800,7 +803,10 @@ impl<'a> Planner<'a> {
         while let Some(op) = rest.next_if(|o| o.0 < PH_ADD_MEMBER) {
             sorted.push(op.4);
         }
-        sorted.extend(adds.iter().map(|&(team_id, user_id)| Op::AddMember { team_id, user_id }));
+        sorted.extend(
+            adds.iter()
+                .map(|&(team_id, user_id)| Op::AddMember { team_id, user_id }),
+        );
         for &(team_id, user_id) in &removes {
             sorted.push(Op::RemoveMember { team_id, user_id });
             if purge {
@@ -1341,7 +1347,8 @@ impl<'a> Planner<'a> {
             match &t.d.members {
                 MemberSpec::Unchanged => {}
                 MemberSpec::Exactly(refs) => {
-                    let mut want = HashSet::with_capacity_and_hasher(refs.len(), Default::default());
+                    let mut want =
+                        HashSet::with_capacity_and_hasher(refs.len(), Default::default());
                     for r in refs {
                         if let Some(u) =
                             self.resolve_member(r, planned, ext_to_planned, deleted_users)?
@@ -1502,7 +1509,9 @@ impl<'a> Planner<'a> {
             let mut best: Option<usize> = None;
             if !is_new {
                 for m in self.ix.user_teams(u) {
-                    if removes.binary_search(&(m.team_id, u)).is_ok() || deleted_teams.contains(&m.team_id) {
+                    if removes.binary_search(&(m.team_id, u)).is_ok()
+                        || deleted_teams.contains(&m.team_id)
+                    {
                         continue;
                     }
                     if let Some(&r) = mapped.get(&m.team_id) {

@@ -2,8 +2,8 @@
 //! per-operation record the audit log keeps.
 
 use super::plan::{Change, Op, Plan, PurgeCause};
-use serde_json::{json, Map, Value};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
+use serde_json::{json, Map, Value};
 use std::fmt::Write as _;
 use uuid::Uuid;
 
@@ -203,8 +203,16 @@ impl EscapedNames {
     fn new(plan: &Plan) -> Self {
         let esc = |n: &String| serde_json::to_string(n).unwrap_or_else(|_| "null".into());
         EscapedNames {
-            users: plan.user_names.iter().map(|(id, n)| (*id, esc(n))).collect(),
-            teams: plan.team_names.iter().map(|(id, n)| (*id, esc(n))).collect(),
+            users: plan
+                .user_names
+                .iter()
+                .map(|(id, n)| (*id, esc(n)))
+                .collect(),
+            teams: plan
+                .team_names
+                .iter()
+                .map(|(id, n)| (*id, esc(n)))
+                .collect(),
         }
     }
 
@@ -245,8 +253,16 @@ pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result
                 let team = EscapedNames::get(&names.teams, *team_id, &mut spare_team);
                 let user = EscapedNames::get(&names.users, *user_id, &mut spare_user);
                 let (kind, before, after) = match op {
-                    Op::AddMember { .. } => ("add_member", "null".to_owned(), format!("{{\"source\":{source}}}")),
-                    _ => ("remove_member", "{\"member\":true}".to_owned(), "null".to_owned()),
+                    Op::AddMember { .. } => (
+                        "add_member",
+                        "null".to_owned(),
+                        format!("{{\"source\":{source}}}"),
+                    ),
+                    _ => (
+                        "remove_member",
+                        "{\"member\":true}".to_owned(),
+                        "null".to_owned(),
+                    ),
                 };
                 write!(
                     out,
@@ -257,7 +273,11 @@ pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result
             }
             other => serde_json::to_writer(&mut *out, &op_record(plan, other))?,
         }
-        out.write_all(if n + 1 < plan.ops.len() { b",\n" } else { b"\n" })?;
+        out.write_all(if n + 1 < plan.ops.len() {
+            b",\n"
+        } else {
+            b"\n"
+        })?;
     }
     writeln!(out, "  ],")?;
     writeln!(
@@ -265,7 +285,11 @@ pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result
         "  \"summary\": {{\"add\": {}, \"change\": {}, \"destroy\": {}}},",
         counts.add, counts.change, counts.destroy
     )?;
-    writeln!(out, "  \"warnings\": {}", serde_json::to_string(&plan.warnings)?)?;
+    writeln!(
+        out,
+        "  \"warnings\": {}",
+        serde_json::to_string(&plan.warnings)?
+    )?;
     writeln!(out, "}}")
 }
 
@@ -406,7 +430,11 @@ struct Names<'a> {
 impl<'a> Names<'a> {
     fn new(plan: &'a Plan) -> Self {
         Names {
-            users: plan.user_names.iter().map(|(id, n)| (*id, n.as_str())).collect(),
+            users: plan
+                .user_names
+                .iter()
+                .map(|(id, n)| (*id, n.as_str()))
+                .collect(),
         }
     }
 
@@ -455,12 +483,19 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         }
     }
     let ordered = |ids: Vec<Uuid>, label: &dyn Fn(Uuid) -> String| {
-        let mut keyed: Vec<(String, Uuid)> = ids.into_iter().map(|id| (label(id).to_lowercase(), id)).collect();
+        let mut keyed: Vec<(String, Uuid)> = ids
+            .into_iter()
+            .map(|id| (label(id).to_lowercase(), id))
+            .collect();
         keyed.sort_unstable();
         keyed.into_iter().map(|(_, id)| id).collect::<Vec<_>>()
     };
-    let users = ordered(by_user.keys().copied().collect(), &|id| plan.user_label(id).into_owned());
-    let teams = ordered(by_team.keys().copied().collect(), &|id| plan.team_label(id).into_owned());
+    let users = ordered(by_user.keys().copied().collect(), &|id| {
+        plan.user_label(id).into_owned()
+    });
+    let teams = ordered(by_team.keys().copied().collect(), &|id| {
+        plan.team_label(id).into_owned()
+    });
 
     let names = Names::new(plan);
     for id in users {
@@ -495,7 +530,10 @@ fn write_user(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
     let head = ops.iter().find(|op| {
         matches!(
             op,
-            Op::CreateUser(_) | Op::DeleteUser { .. } | Op::DeactivateUser { .. } | Op::UpdateUser { .. }
+            Op::CreateUser(_)
+                | Op::DeleteUser { .. }
+                | Op::DeactivateUser { .. }
+                | Op::UpdateUser { .. }
         )
     });
     let header = match head {
@@ -509,27 +547,62 @@ fn write_user(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
         match op {
             Op::CreateUser(u) => {
                 let rec = op_record(plan, op);
-                write_attrs(out, s, "      ", &creation_attrs(u.id, &rec.after, "user_name"));
+                write_attrs(
+                    out,
+                    s,
+                    "      ",
+                    &creation_attrs(u.id, &rec.after, "user_name"),
+                );
             }
             Op::UpdateUser { changes, .. } => {
                 for c in changes {
-                    write_change(out, s, "      ", &c.attribute, &change_value(c, &c.before), &change_value(c, &c.after));
+                    write_change(
+                        out,
+                        s,
+                        "      ",
+                        &c.attribute,
+                        &change_value(c, &c.before),
+                        &change_value(c, &c.after),
+                    );
                 }
             }
             Op::DeactivateUser { .. } => {
-                write_change(out, s, "      ", "active", &Value::Bool(true), &Value::Bool(false));
+                write_change(
+                    out,
+                    s,
+                    "      ",
+                    "active",
+                    &Value::Bool(true),
+                    &Value::Bool(false),
+                );
             }
             Op::DeleteUser { .. } => {
-                let _ = writeln!(out, "      {} the user and their memberships", s.destroy("-"));
+                let _ = writeln!(
+                    out,
+                    "      {} the user and their memberships",
+                    s.destroy("-")
+                );
             }
             Op::BlockKeys { .. } => {
-                let _ = writeln!(out, "      {} keys: block (until reactivated)", s.change("~"));
+                let _ = writeln!(
+                    out,
+                    "      {} keys: block (until reactivated)",
+                    s.change("~")
+                );
             }
             Op::UnblockKeys { .. } => {
-                let _ = writeln!(out, "      {} keys: unblock those provisioning blocked", s.change("~"));
+                let _ = writeln!(
+                    out,
+                    "      {} keys: unblock those provisioning blocked",
+                    s.change("~")
+                );
             }
             Op::PurgeKeys { .. } => {
-                let _ = writeln!(out, "      {} keys: purge all (an audit copy is kept)", s.destroy("-"));
+                let _ = writeln!(
+                    out,
+                    "      {} keys: purge all (an audit copy is kept)",
+                    s.destroy("-")
+                );
             }
             _ => {}
         }
@@ -554,7 +627,12 @@ fn write_team(out: &mut String, s: &Style, plan: &Plan, names: &Names, id: Uuid,
         match op {
             Op::CreateTeam(t) => {
                 let rec = op_record(plan, op);
-                write_attrs(out, s, "      ", &creation_attrs(t.id, &rec.after, "display_name"));
+                write_attrs(
+                    out,
+                    s,
+                    "      ",
+                    &creation_attrs(t.id, &rec.after, "display_name"),
+                );
             }
             Op::UpdateTeam { changes, .. } => {
                 for c in changes {
@@ -565,9 +643,15 @@ fn write_team(out: &mut String, s: &Style, plan: &Plan, names: &Names, id: Uuid,
                 let _ = writeln!(out, "      {} the team and its memberships", s.destroy("-"));
             }
             Op::PurgeKeys { user_id: None, .. } => {
-                let _ = writeln!(out, "      {} keys: purge every key scoped to this team", s.destroy("-"));
+                let _ = writeln!(
+                    out,
+                    "      {} keys: purge every key scoped to this team",
+                    s.destroy("-")
+                );
             }
-            Op::PurgeKeys { user_id: Some(u), .. } => {
+            Op::PurgeKeys {
+                user_id: Some(u), ..
+            } => {
                 purged.insert(*u);
             }
             Op::AddMember { user_id, .. } => adds.push((names.user(*user_id), *user_id)),
@@ -598,7 +682,11 @@ fn write_team(out: &mut String, s: &Style, plan: &Plan, names: &Names, id: Uuid,
         out.push('\n');
     }
     for (n, id) in removes {
-        let shown = if n.is_empty() { id.to_string() } else { n.to_owned() };
+        let shown = if n.is_empty() {
+            id.to_string()
+        } else {
+            n.to_owned()
+        };
         let note = if purged.contains(&id) {
             " (and their keys for this team)"
         } else {

@@ -62,22 +62,43 @@ pub struct AuditRecord {
     pub detail: serde_json::Value,
 }
 
-fn placeholders(start: usize, count: usize) -> String {
+/// How statements number their parameters. SQLite gets anonymous `?`: sqlx's SQLite
+/// driver looks each numbered parameter up by name, which SQLite answers with a linear
+/// scan, so a statement with thousands of `$n` costs quadratic time to bind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Params {
+    Anonymous,
+    Numbered,
+}
+
+fn params_of(conn: &sqlx::AnyConnection) -> Params {
+    if conn.backend_name().eq_ignore_ascii_case("sqlite") {
+        Params::Anonymous
+    } else {
+        Params::Numbered
+    }
+}
+
+/// `$start, $start+1, ...` (or `?, ?, ...`) for `count` parameters.
+fn placeholders(style: Params, start: usize, count: usize) -> String {
     (start..start + count)
-        .map(|i| format!("${i}"))
+        .map(|i| match style {
+            Params::Anonymous => "?".to_owned(),
+            Params::Numbered => format!("${i}"),
+        })
         .collect::<Vec<_>>()
         .join(", ")
 }
 
 /// `($1, $2, $3), ($4, $5, $6), ...` for `rows` rows of `width` columns.
-fn value_rows(rows: usize, width: usize) -> String {
+fn value_rows(style: Params, rows: usize, width: usize) -> String {
     let mut out = String::with_capacity(rows * width * 6);
     for r in 0..rows {
         if r > 0 {
             out.push_str(", ");
         }
         out.push('(');
-        out.push_str(&placeholders(r * width + 1, width));
+        out.push_str(&placeholders(style, r * width + 1, width));
         out.push(')');
     }
     out
@@ -158,12 +179,13 @@ impl WriteTx {
 
     /// Users whose `key` column is one of `values`.
     pub async fn users_where(&mut self, key: UserKey, values: &[String]) -> StoreResult<Vec<User>> {
+        let style = params_of(self.conn());
         let mut out = Vec::new();
         for chunk in values.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT {USER_COLUMNS} FROM users WHERE {} IN ({})",
                 key.column(),
-                placeholders(1, chunk.len())
+                placeholders(style, 1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for v in chunk {
@@ -178,12 +200,13 @@ impl WriteTx {
 
     /// Teams whose `key` column is one of `values`.
     pub async fn teams_where(&mut self, key: TeamKey, values: &[String]) -> StoreResult<Vec<Team>> {
+        let style = params_of(self.conn());
         let mut out = Vec::new();
         for chunk in values.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT {TEAM_COLUMNS} FROM teams WHERE {} IN ({})",
                 key.column(),
-                placeholders(1, chunk.len())
+                placeholders(style, 1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for v in chunk {
@@ -208,11 +231,12 @@ impl WriteTx {
 
     /// Every membership of the given users.
     pub async fn memberships_of_users(&mut self, users: &[Uuid]) -> StoreResult<Vec<Membership>> {
+        let style = params_of(self.conn());
         let mut out = Vec::new();
         for chunk in users.chunks(IN_CHUNK) {
             let sql = format!(
                 "SELECT team_id, user_id, source FROM memberships WHERE user_id IN ({})",
-                placeholders(1, chunk.len())
+                placeholders(style, 1, chunk.len())
             );
             let mut q = sqlx::query(&sql);
             for u in chunk {
@@ -232,11 +256,13 @@ impl WriteTx {
         team: Uuid,
         users: &[Uuid],
     ) -> StoreResult<Vec<Membership>> {
+        let style = params_of(self.conn());
         let mut out = Vec::new();
         for chunk in users.chunks(IN_CHUNK) {
             let sql = format!(
-                "SELECT team_id, user_id, source FROM memberships WHERE team_id = $1 AND user_id IN ({})",
-                placeholders(2, chunk.len())
+                "SELECT team_id, user_id, source FROM memberships WHERE team_id = {} AND user_id IN ({})",
+                placeholders(style, 1, 1),
+                placeholders(style, 2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(team.to_string());
             for u in chunk {
@@ -252,6 +278,7 @@ impl WriteTx {
     /// Inserts users that do not exist yet (by id). Returns the ids inserted; a user
     /// left out either existed already or collided on userName, which the caller tells apart.
     pub async fn insert_users_if_absent(&mut self, users: &[User]) -> StoreResult<Vec<Uuid>> {
+        let style = params_of(self.conn());
         const WIDTH: usize = 15;
         let mut inserted = Vec::with_capacity(users.len());
         for chunk in users.chunks(IN_CHUNK) {
@@ -259,7 +286,7 @@ impl WriteTx {
                 "INSERT INTO users (id, user_name, user_name_folded, external_id, email, display_name, \
                  given_name, family_name, role, active, attributes, source, created, modified, version) \
                  VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-                value_rows(chunk.len(), WIDTH)
+                value_rows(style, chunk.len(), WIDTH)
             );
             let mut q = sqlx::query(&sql);
             for user in chunk {
@@ -290,13 +317,14 @@ impl WriteTx {
 
     /// Inserts teams that do not exist yet (by id). Returns the ids inserted.
     pub async fn insert_teams_if_absent(&mut self, teams: &[Team]) -> StoreResult<Vec<Uuid>> {
+        let style = params_of(self.conn());
         const WIDTH: usize = 9;
         let mut inserted = Vec::with_capacity(teams.len());
         for chunk in teams.chunks(IN_CHUNK) {
             let sql = format!(
                 "INSERT INTO teams (id, display_name, display_name_folded, external_id, metadata, \
                  source, created, modified, version) VALUES {} ON CONFLICT (id) DO NOTHING RETURNING id",
-                value_rows(chunk.len(), WIDTH)
+                value_rows(style, chunk.len(), WIDTH)
             );
             let mut q = sqlx::query(&sql);
             for team in chunk {
@@ -326,6 +354,7 @@ impl WriteTx {
         source: &Source,
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let style = params_of(self.conn());
         const WIDTH: usize = 4;
         let source = source.to_string();
         let at = format_ts(at);
@@ -334,7 +363,7 @@ impl WriteTx {
             let sql = format!(
                 "INSERT INTO memberships (team_id, user_id, source, created) VALUES {} \
                  ON CONFLICT (team_id, user_id) DO NOTHING RETURNING team_id, user_id",
-                value_rows(chunk.len(), WIDTH)
+                value_rows(style, chunk.len(), WIDTH)
             );
             let mut q = sqlx::query(&sql);
             for (team, user) in chunk {
@@ -362,10 +391,12 @@ impl WriteTx {
 
     /// Bumps the version and modification time of several teams at once.
     pub async fn touch_teams(&mut self, teams: &[Uuid], at: DateTime<Utc>) -> StoreResult<()> {
+        let style = params_of(self.conn());
         for chunk in teams.chunks(IN_CHUNK) {
             let sql = format!(
-                "UPDATE teams SET version = version + 1, modified = $1 WHERE id IN ({})",
-                placeholders(2, chunk.len())
+                "UPDATE teams SET version = version + 1, modified = {} WHERE id IN ({})",
+                placeholders(style, 1, 1),
+                placeholders(style, 2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(format_ts(at));
             for t in chunk {
@@ -384,12 +415,13 @@ impl WriteTx {
         at: DateTime<Utc>,
         records: &[AuditRecord],
     ) -> StoreResult<()> {
+        let style = params_of(self.conn());
         const WIDTH: usize = 6;
         let at = format_ts(at);
         for chunk in records.chunks(IN_CHUNK) {
             let sql = format!(
                 "INSERT INTO audit_log (at, trigger, actor, operation, target, detail) VALUES {}",
-                value_rows(chunk.len(), WIDTH)
+                value_rows(style, chunk.len(), WIDTH)
             );
             let mut q = sqlx::query(&sql);
             for r in chunk {
@@ -412,8 +444,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn value_rows_number_placeholders_in_ascending_order() {
-        assert_eq!(value_rows(2, 3), "($1, $2, $3), ($4, $5, $6)");
-        assert_eq!(placeholders(2, 2), "$2, $3");
+    fn placeholders_are_numbered_in_ascending_order_or_anonymous_on_sqlite() {
+        assert_eq!(
+            value_rows(Params::Numbered, 2, 3),
+            "($1, $2, $3), ($4, $5, $6)"
+        );
+        assert_eq!(value_rows(Params::Anonymous, 1, 2), "(?, ?)");
+        assert_eq!(placeholders(Params::Numbered, 2, 2), "$2, $3");
     }
 }
