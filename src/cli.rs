@@ -685,13 +685,17 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
         (None, None) => return fail("give --snapshot FILE or --plan PLAN"),
     };
     print!("{}", render::render_text(&plan, stdout_is_terminal()));
+    tracing::debug!("rendered the plan");
     if plan.is_empty() {
         return Ok(0);
     }
+    let started = std::time::Instant::now();
     let summary = reconcile::apply(&mut tx, &plan, &actor)
         .await
         .map_err(apply_error)?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "applied");
     tx.commit().await?;
+    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "committed");
     println!(
         "\nApply complete! {} operations applied, {} already in place.",
         summary.applied, summary.unchanged

@@ -247,31 +247,10 @@ async fn a_stale_if_match_is_refused_with_412_and_the_newer_write_survives() {
     assert_eq!(etag, current);
 }
 
+/// On PostgreSQL this holds because every write transaction takes the advisory writer
+/// lock before it reads the version it checks (src/store/locks.rs).
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn clients_racing_with_the_same_if_match_produce_exactly_one_winner() {
-    if common::postgres_server().is_some() {
-        // Known to fail on PostgreSQL; see the ignored test below and the report.
-        eprintln!(
-            "skipped on PostgreSQL: see if_match_races_on_postgresql_produce_exactly_one_winner"
-        );
-        return;
-    }
-    if_match_race().await;
-}
-
-/// On PostgreSQL (READ COMMITTED, no writer lock) the If-Match check reads the version
-/// without locking the row, so several writers holding the same ETag pass it.
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-#[ignore = "bug: on PostgreSQL several PATCHes with the same If-Match all succeed (lost update), see report"]
-async fn if_match_races_on_postgresql_produce_exactly_one_winner() {
-    if common::postgres_server().is_none() {
-        eprintln!("needs SCIMSYNC_TEST_POSTGRES_URL");
-        return;
-    }
-    if_match_race().await;
-}
-
-async fn if_match_race() {
     let app = TestApp::spawn().await;
     let (_, user) = app
         .scim_json(

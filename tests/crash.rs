@@ -23,7 +23,7 @@ fn plan_size() -> (usize, usize, usize) {
     let users = std::env::var("CRASH_USERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(2_000);
+        .unwrap_or(5_000);
     (users, 100, 5)
 }
 
@@ -136,6 +136,15 @@ fn killing_apply_midway_leaves_the_state_before_or_after_and_the_next_apply_conv
     assert!(out.status.success(), "{}", stderr(&out));
     let before = block_on(counts(&url));
     assert_eq!(before.users as usize, users / 4);
+    // Kept to go back to "before" when a kill lands after the commit.
+    let saved = dir.path().join("before.db");
+    std::fs::copy(dir.path().join("scimsync.db"), &saved).expect("before saved");
+    let restore = || {
+        for suffix in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(dir.path().join(format!("scimsync.db{suffix}")));
+        }
+        std::fs::copy(&saved, dir.path().join("scimsync.db")).expect("before restored");
+    };
 
     // After: every user renamed, four times as many users, more memberships.
     let v2 = dir.path().join("v2.json");
@@ -164,7 +173,7 @@ fn killing_apply_midway_leaves_the_state_before_or_after_and_the_next_apply_conv
 
     let mut rng = rand::thread_rng();
     let mut killed_midway = 0;
-    for round in 0..4 {
+    for round in 0..8 {
         let delay = full.mul_f64(rng.gen_range(0.15..0.85));
         let mut child = apply(dir.path(), &v2)
             .stdout(Stdio::null())
@@ -182,10 +191,14 @@ fn killing_apply_midway_leaves_the_state_before_or_after_and_the_next_apply_conv
              the store is neither before nor after:\n  before {before:?}\n  now    {now:?}\n  after  {after:?}"
         );
         if now == after {
-            break; // a kill that landed after the commit: nothing more to interrupt
-        }
-        if running {
+            // The kill landed after the commit: start again from "before".
+            restore();
+            assert_eq!(block_on(counts(&url)), before);
+        } else if running {
             killed_midway += 1;
+            if killed_midway == 3 {
+                break;
+            }
         }
     }
     assert!(killed_midway > 0, "no kill landed while apply was running");

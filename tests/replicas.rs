@@ -236,6 +236,47 @@ async fn three_replicas_share_writes_and_a_killed_sync_holder_hands_the_sync_ove
         assert_eq!(members, user_ids.iter().map(String::as_str).collect());
     }
 
+    // Twelve writers holding the same ETag, spread over the three replicas: one wins,
+    // the others get 412, never a silent overwrite.
+    let user_path = format!("/Users/{}", user_ids[0]);
+    let (_, user) = scim(
+        &http,
+        &bases[0],
+        &token,
+        reqwest::Method::GET,
+        &user_path,
+        None,
+    )
+    .await;
+    let etag = user["meta"]["version"]
+        .as_str()
+        .expect("version")
+        .to_owned();
+    let races = join_all((0..12).map(|i| {
+        let (http, base, token, path, etag) = (&http, &bases[i % 3], &token, &user_path, &etag);
+        async move {
+            let ops =
+                json!([{"op": "replace", "path": "displayName", "value": format!("Writer {i}")}]);
+            let response = http
+                .patch(format!("{base}/scim/v2{path}"))
+                .bearer_auth(token)
+                .header("content-type", common::SCIM_JSON)
+                .header("if-match", etag)
+                .body(json!({"schemas": [PATCH_OP], "Operations": ops}).to_string())
+                .send()
+                .await
+                .expect("request sent");
+            response.status()
+        }
+    }))
+    .await;
+    let won = races.iter().filter(|s| **s == StatusCode::OK).count();
+    let refused = races
+        .iter()
+        .filter(|s| **s == StatusCode::PRECONDITION_FAILED)
+        .count();
+    assert_eq!((won, refused), (1, 11), "{races:?}");
+
     // Wait for a replica to start a run, and kill it in the middle of that run.
     let before: Vec<usize> = replicas
         .iter()

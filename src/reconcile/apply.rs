@@ -41,6 +41,9 @@ pub enum ApplyError {
     Store(#[from] StoreError),
 }
 
+/// Plans at least this long are applied with a larger database cache.
+const BULK_OPS: usize = 10_000;
+
 /// Audit rows are written in batches of this many.
 const AUDIT_FLUSH: usize = 2000;
 
@@ -76,6 +79,12 @@ pub async fn apply(
         created_teams: HashSet::new(),
     };
     let ops = &plan.ops;
+    // A large plan touches more of the database than SQLite's default page cache
+    // holds; re-reading spilled pages would dominate the time of a first pull.
+    let bulk = ops.len() >= BULK_OPS;
+    if bulk {
+        a.tx.begin_bulk().await?;
+    }
     let mut i = 0;
     while i < ops.len() {
         // A run of operations of one batchable kind goes to the store together.
@@ -112,6 +121,9 @@ pub async fn apply(
         .collect();
     a.tx.touch_teams(&touched, a.now).await?;
     a.flush_audit().await?;
+    if bulk {
+        a.tx.end_bulk().await?;
+    }
     Ok(a.summary)
 }
 
@@ -119,8 +131,17 @@ pub async fn apply(
 /// (A plain function: a closure held across an await would make `apply`'s future
 /// lose `Send` for callers that spawn it.)
 fn run_end(ops: &[Op], start: usize, pred: fn(&Op) -> bool) -> usize {
-    start + ops[start..].iter().take_while(|op| pred(op)).count()
+    start
+        + ops[start..]
+            .iter()
+            .take(RUN_CHUNK)
+            .take_while(|op| pred(op))
+            .count()
 }
+
+/// Batched operations go to the store this many at a time, with their audit rows
+/// flushed in between, so that memory does not grow with the plan.
+const RUN_CHUNK: usize = 2000;
 
 pub(super) fn user_from_new(n: &NewUser, now: DateTime<Utc>) -> User {
     User {

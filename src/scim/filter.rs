@@ -18,6 +18,12 @@ pub const MAX_FILTER_LEN: usize = 16 * 1024;
 /// Deepest nesting of parentheses, `not (...)` and value filters accepted.
 pub const MAX_FILTER_DEPTH: usize = 64;
 
+/// Most attribute expressions (`attr op value`, `attr pr`) in one filter. `and`/`or`
+/// chains build a tree as deep as they are long, which every later walk (the SQL
+/// translation, rendering, SQLite's own parser with its depth limit of 1000) recurses
+/// through; real IdP filters use one or two.
+pub const MAX_FILTER_TERMS: usize = 100;
+
 const CORE_SCHEMA_PREFIX: &str = "urn:ietf:params:scim:schemas:core:";
 
 /// A parsed SCIM filter.
@@ -555,6 +561,7 @@ fn is_json_number(word: &str) -> bool {
 struct Parser<'a> {
     tokens: Vec<Token<'a>>,
     pos: usize,
+    terms: usize,
 }
 
 impl<'a> Parser<'a> {
@@ -571,6 +578,7 @@ impl<'a> Parser<'a> {
         Ok(Parser {
             tokens: lex(input)?,
             pos: 0,
+            terms: 0,
         })
     }
 
@@ -724,6 +732,13 @@ impl<'a> Parser<'a> {
         depth: usize,
         in_value_path: bool,
     ) -> Result<Filter, FilterError> {
+        self.terms += 1;
+        if self.terms > MAX_FILTER_TERMS {
+            return Err(FilterError::new(
+                format!("filter has more than {MAX_FILTER_TERMS} conditions"),
+                word_pos,
+            ));
+        }
         let path = parse_attr_path(word, word_pos)?;
         self.bump();
         let token = self.peek().clone();
@@ -1120,6 +1135,20 @@ impl fmt::Display for PatchPath {
             write!(f, ".{sub}")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod term_limit_tests {
+    use super::*;
+
+    #[test]
+    fn a_filter_with_more_conditions_than_the_limit_is_refused() {
+        let at_limit = vec!["id pr"; MAX_FILTER_TERMS].join(" or ");
+        assert!(parse_filter(&at_limit).is_ok());
+        let over = vec!["id pr"; MAX_FILTER_TERMS + 1].join(" or ");
+        let err = parse_filter(&over).unwrap_err();
+        assert!(err.message.contains("conditions"), "{err}");
     }
 }
 
@@ -1653,15 +1682,19 @@ mod tests {
     }
 
     #[test]
-    fn inputs_at_the_length_limit_are_parsed_without_deep_recursion() {
-        // The longest `and` chain that fits builds a deep left spine; making
-        // sure evaluation, rendering, cloning and dropping all cope with it.
+    fn inputs_at_the_length_limit_are_refused_or_parsed_without_deep_recursion() {
+        // The longest `and` chain that fits is refused by the term limit, cheaply.
         let term = "a pr and ";
         let mut input = term.repeat(MAX_FILTER_LEN / term.len());
         input.push_str("a pr");
         while input.len() > MAX_FILTER_LEN {
             input.drain(..term.len());
         }
+        assert!(parse_err(&input).message.contains("conditions"));
+
+        // The longest chain allowed builds a left spine; evaluation, rendering,
+        // cloning and dropping all cope with it.
+        let input = vec!["a pr"; MAX_FILTER_TERMS].join(" and ");
         let filter = parse(&input);
         assert!(filter.matches(&json!({"a": 1})));
         assert!(!filter.matches(&json!({"b": 1})));

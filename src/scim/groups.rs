@@ -203,25 +203,38 @@ enum Members {
 }
 
 impl Members {
+    /// Linear in the ids involved: lookups go through sets, so a PATCH naming tens of
+    /// thousands of members is not quadratic.
     fn apply(&mut self, change: MemberChange) {
+        use std::collections::HashSet;
         match (self, change) {
             (Members::Delta { add, remove }, MemberChange::Add(ids)) => {
-                remove.retain(|r| !ids.contains(r));
+                let incoming: HashSet<&String> = ids.iter().collect();
+                remove.retain(|r| !incoming.contains(r));
+                let mut present: HashSet<String> = add.iter().cloned().collect();
                 for id in ids {
-                    if !add.contains(&id) {
+                    if present.insert(id.clone()) {
                         add.push(id);
                     }
                 }
             }
             (Members::Delta { add, remove }, MemberChange::Remove(ids)) => {
-                add.retain(|a| !ids.contains(a));
+                let outgoing: HashSet<&String> = ids.iter().collect();
+                add.retain(|a| !outgoing.contains(a));
                 remove.extend(ids);
             }
             (Members::Exactly(set), MemberChange::Add(ids)) => {
-                let new: Vec<String> = ids.into_iter().filter(|id| !set.contains(id)).collect();
-                set.extend(new);
+                let mut present: HashSet<String> = set.iter().cloned().collect();
+                for id in ids {
+                    if present.insert(id.clone()) {
+                        set.push(id);
+                    }
+                }
             }
-            (Members::Exactly(set), MemberChange::Remove(ids)) => set.retain(|m| !ids.contains(m)),
+            (Members::Exactly(set), MemberChange::Remove(ids)) => {
+                let outgoing: HashSet<String> = ids.into_iter().collect();
+                set.retain(|m| !outgoing.contains(m));
+            }
             (this, MemberChange::RemoveAll) => *this = Members::Exactly(Vec::new()),
             (this, MemberChange::ReplaceAll(ids)) => *this = Members::Exactly(ids),
         }

@@ -13,6 +13,9 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 use uuid::Uuid;
 
+/// SQLite page cache during bulk writes, in KiB (128 MiB).
+const BULK_CACHE_KIB: u32 = 131_072;
+
 /// Values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits.
 const IN_CHUNK: usize = 500;
 
@@ -403,6 +406,28 @@ impl WriteTx {
                 q = q.bind(t.to_string());
             }
             q.execute(self.conn()).await?;
+        }
+        Ok(())
+    }
+
+    /// Prepares the connection for a large batch of writes: on SQLite, a page cache big
+    /// enough for the indexes a first pull fills (the default 2 MB makes SQLite re-read
+    /// spilled pages from the WAL over and over). Undone by [`WriteTx::end_bulk`].
+    pub async fn begin_bulk(&mut self) -> StoreResult<()> {
+        if params_of(self.conn()) == Params::Anonymous {
+            sqlx::query(&format!("PRAGMA cache_size = -{BULK_CACHE_KIB}"))
+                .execute(self.conn())
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Returns the connection to SQLite's default page cache.
+    pub async fn end_bulk(&mut self) -> StoreResult<()> {
+        if params_of(self.conn()) == Params::Anonymous {
+            sqlx::query("PRAGMA cache_size = -2000")
+                .execute(self.conn())
+                .await?;
         }
         Ok(())
     }

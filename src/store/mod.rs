@@ -69,6 +69,17 @@ const SQLITE_PRAGMAS: &[&str] = &[
     "PRAGMA synchronous = NORMAL",
 ];
 
+/// Session settings for PostgreSQL. A replica that vanishes without closing its
+/// connections (power loss, network partition) must not keep its advisory locks (see
+/// [`locks`]) for the kernel's default two hours: with these the server notices the
+/// dead peer within about a minute, ends its sessions and so releases the locks.
+const POSTGRES_SESSION: &[&str] = &[
+    "SET tcp_keepalives_idle = 30",
+    "SET tcp_keepalives_interval = 10",
+    "SET tcp_keepalives_count = 3",
+    "SET tcp_user_timeout = 60000",
+];
+
 #[derive(Clone)]
 pub struct Store {
     pool: AnyPool,
@@ -113,12 +124,12 @@ impl Store {
             .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
-                    if backend == Backend::Sqlite {
-                        // WAL lets readers proceed while a write commits; the busy timeout
-                        // covers other processes (the CLI) writing at the same moment.
-                        for pragma in SQLITE_PRAGMAS {
-                            sqlx::Executor::execute(&mut *conn, *pragma).await?;
-                        }
+                    let session = match backend {
+                        Backend::Sqlite => SQLITE_PRAGMAS,
+                        Backend::Postgres => POSTGRES_SESSION,
+                    };
+                    for statement in session {
+                        sqlx::Executor::execute(&mut *conn, *statement).await?;
                     }
                     Ok(())
                 })
