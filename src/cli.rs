@@ -695,7 +695,10 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
         .map_err(apply_error)?;
     tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "applied");
     tx.commit().await?;
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "committed");
+    tracing::debug!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "committed"
+    );
     println!(
         "\nApply complete! {} operations applied, {} already in place.",
         summary.applied, summary.unchanged

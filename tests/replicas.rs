@@ -119,8 +119,7 @@ fn count(log: &str, needle: &str) -> usize {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn three_replicas_share_writes_and_a_killed_sync_holder_hands_the_sync_over_postgresql_only()
-{
+async fn on_postgresql_three_replicas_share_writes_and_hand_the_sync_over_when_its_holder_dies() {
     let Some(server) = common::postgres_server() else {
         eprintln!("skipped: needs SCIMSYNC_TEST_POSTGRES_URL (three replicas share one PostgreSQL database)");
         return;
