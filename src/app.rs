@@ -35,6 +35,13 @@ pub struct AppState {
     pub config: Arc<Config>,
     live: Arc<watch::Sender<Arc<Config>>>,
     token_uses: Arc<Mutex<HashMap<String, Instant>>>,
+    token_buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+}
+
+/// A token bucket: `tokens` requests may be made now; it refills at the configured rate.
+struct Bucket {
+    tokens: f64,
+    refilled: Instant,
 }
 
 impl AppState {
@@ -45,6 +52,33 @@ impl AppState {
             config,
             live: Arc::new(live),
             token_uses: Arc::default(),
+            token_buckets: Arc::default(),
+        }
+    }
+
+    /// Spends one request of a token's budget (`[server] rate_limit` per second, with a
+    /// burst of one second's worth). `Err(seconds)` says when to retry.
+    pub fn take_rate_limit(&self, token: &str) -> Result<(), u64> {
+        let rate = f64::from(self.current_config().server.rate_limit);
+        if rate <= 0.0 {
+            return Ok(());
+        }
+        let Ok(mut buckets) = self.token_buckets.lock() else {
+            return Ok(());
+        };
+        let now = Instant::now();
+        let bucket = buckets.entry(token.to_owned()).or_insert(Bucket {
+            tokens: rate,
+            refilled: now,
+        });
+        let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
+        bucket.refilled = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(((1.0 - bucket.tokens) / rate).ceil().max(1.0) as u64)
         }
     }
 

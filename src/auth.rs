@@ -83,6 +83,13 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
                 S::SCOPE
             )));
         }
+        if let Err(seconds) = state.take_rate_limit(&token.name) {
+            return Err(ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!("this token exceeded its rate limit; retry in {seconds} s"),
+            )
+            .with_retry_after(seconds));
+        }
         state.note_token_use(&token.name);
         Ok(Self {
             token,

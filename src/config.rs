@@ -81,6 +81,9 @@ pub struct ServerConfig {
     /// Where first-start files (the initial token) are written. Default: beside a
     /// SQLite database, else $STATE_DIRECTORY, else the working directory.
     pub state_directory: Option<PathBuf>,
+    /// Requests per second each bearer token may make (a burst of one second's worth
+    /// is allowed); beyond it, 429 with Retry-After. 0 turns the limit off.
+    pub rate_limit: u32,
 }
 
 #[derive(Clone, PartialEq, Deserialize)]
@@ -374,6 +377,7 @@ impl Default for ServerConfig {
             request_timeout_secs: 30,
             public_url: None,
             state_directory: None,
+            rate_limit: 0,
         }
     }
 }

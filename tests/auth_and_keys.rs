@@ -254,3 +254,32 @@ async fn unknown_paths_get_a_scim_error_404() {
     let response = app.http.get(app.url("/nope")).send().await.unwrap();
     assert_scim_error(response, StatusCode::NOT_FOUND).await;
 }
+
+#[tokio::test]
+async fn a_token_over_its_rate_limit_gets_429_with_retry_after_in_the_scim_envelope() {
+    let app = TestApp::spawn_with(|config| config.server.rate_limit = 5).await;
+    let bearer = format!("Bearer {}", app.scim_token);
+    let mut limited = None;
+    for _ in 0..20 {
+        let response = get_users_with(&app, Some(&bearer)).await;
+        if response.status() == StatusCode::TOO_MANY_REQUESTS {
+            limited = Some(response);
+            break;
+        }
+        assert_eq!(response.status(), StatusCode::OK);
+    }
+    let response = limited.expect("the sixth quick request is over a limit of 5/s");
+    let retry_after: u64 = response.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after >= 1);
+    let body = assert_scim_error(response, StatusCode::TOO_MANY_REQUESTS).await;
+    assert!(body["detail"].as_str().unwrap().contains("rate limit"));
+
+    // Another token has its own budget.
+    let other = app.new_token("other", TokenScope::Scim).await;
+    let response = get_users_with(&app, Some(&format!("Bearer {other}"))).await;
+    assert_eq!(response.status(), StatusCode::OK);
+}
