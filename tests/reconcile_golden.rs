@@ -166,3 +166,16 @@ fn colour_is_only_used_when_asked_for() {
     assert!(!render_text(&p, false).contains('\x1b'));
     assert!(render_text(&p, true).contains("\x1b[32m+"));
 }
+
+#[test]
+fn the_streamed_json_says_what_op_record_says_for_every_operation() {
+    let plan = sample_plan();
+    let doc: serde_json::Value = serde_json::from_str(&render_json(&plan)).expect("valid JSON");
+    let streamed = doc["operations"].as_array().expect("operations");
+    assert_eq!(streamed.len(), plan.ops.len());
+    for (line, op) in streamed.iter().zip(&plan.ops) {
+        let record =
+            serde_json::to_value(scimsync::reconcile::render::op_record(&plan, op)).unwrap();
+        assert_eq!(line, &record);
+    }
+}

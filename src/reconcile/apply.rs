@@ -6,7 +6,6 @@
 //! multi-row statements, so a first pull of a million memberships is a few thousand
 //! statements. Each operation that changed something is written to the audit log.
 
-static mut XX_ADD: u64 = 0; static mut XX_USERS: u64 = 0; static mut XX_AUDIT: u64 = 0;
 use super::plan::{Change, NewTeam, NewUser, Op, Plan, PurgeCause};
 use super::render::op_record;
 use super::Actor;
@@ -92,9 +91,7 @@ pub async fn apply(
         match &ops[i] {
             Op::CreateUser(_) => {
                 let j = run_end(ops, i, |op| matches!(op, Op::CreateUser(_)));
-                let t0 = std::time::Instant::now();
                 a.create_users(&ops[i..j]).await?;
-                unsafe { XX_USERS += t0.elapsed().as_micros() as u64; }
                 i = j;
             }
             Op::CreateTeam(_) => {
@@ -104,9 +101,7 @@ pub async fn apply(
             }
             Op::AddMember { .. } => {
                 let j = run_end(ops, i, |op| matches!(op, Op::AddMember { .. }));
-                let t0 = std::time::Instant::now();
                 a.add_members(&ops[i..j]).await?;
-                unsafe { XX_ADD += t0.elapsed().as_micros() as u64; }
                 i = j;
             }
             op => {
@@ -115,9 +110,7 @@ pub async fn apply(
             }
         }
         if a.audit.len() >= AUDIT_FLUSH {
-            let t0 = std::time::Instant::now();
             a.flush_audit().await?;
-            unsafe { XX_AUDIT += t0.elapsed().as_micros() as u64; }
         }
     }
     let touched: Vec<Uuid> = a
@@ -126,7 +119,6 @@ pub async fn apply(
         .filter(|t| !a.created_teams.contains(t))
         .copied()
         .collect();
-    unsafe { eprintln!("XX users {} ms, add {} ms, audit {} ms", XX_USERS/1000, XX_ADD/1000, XX_AUDIT/1000); }
     a.tx.touch_teams(&touched, a.now).await?;
     a.flush_audit().await?;
     if bulk {

@@ -177,9 +177,14 @@ pub async fn load_actual(
             };
         }
     }
-    l.users(tx, UserKey::Id, user_ids).await?;
-    l.users(tx, UserKey::ExternalId, user_exts).await?;
-    l.users(tx, UserKey::NameFolded, user_names).await?;
+    let keys = [
+        (UserKey::Id, user_ids.into_iter().collect()),
+        (UserKey::ExternalId, user_exts.into_iter().collect()),
+        (UserKey::NameFolded, user_names.into_iter().collect()),
+    ];
+    for u in tx.users_matching(&keys).await? {
+        l.users.insert(u.id, u);
+    }
 
     let mut team_ids: BTreeSet<String> = desired.delete_teams.iter().map(Uuid::to_string).collect();
     let mut team_exts = BTreeSet::new();
@@ -195,9 +200,14 @@ pub async fn load_actual(
             team_names.insert(t.display_name.as_str().to_lowercase());
         }
     }
-    l.teams(tx, TeamKey::Id, team_ids).await?;
-    l.teams(tx, TeamKey::ExternalId, team_exts).await?;
-    l.teams(tx, TeamKey::NameFolded, team_names).await?;
+    let keys = [
+        (TeamKey::Id, team_ids.into_iter().collect()),
+        (TeamKey::ExternalId, team_exts.into_iter().collect()),
+        (TeamKey::NameFolded, team_names.into_iter().collect()),
+    ];
+    for t in tx.teams_matching(&keys).await? {
+        l.teams.insert(t.id, t);
+    }
 
     // Teams the role groups point at, so that the plan can tell which memberships decide roles.
     let mut mapped: BTreeSet<Uuid> = BTreeSet::new();
@@ -297,7 +307,7 @@ pub fn fingerprint(actual: &Actual) -> String {
         h.update(s.as_bytes());
     };
     let mut users: Vec<&User> = actual.users.iter().collect();
-    users.sort_by_key(|u| u.id);
+    users.sort_unstable_by_key(|u| u.id);
     field(&mut h, "users");
     for u in users {
         h.update(u.id.as_bytes());
@@ -310,7 +320,7 @@ pub fn fingerprint(actual: &Actual) -> String {
         h.update([u8::from(u.active)]);
     }
     let mut teams: Vec<&Team> = actual.teams.iter().collect();
-    teams.sort_by_key(|t| t.id);
+    teams.sort_unstable_by_key(|t| t.id);
     field(&mut h, "teams");
     for t in teams {
         h.update(t.id.as_bytes());
@@ -321,12 +331,21 @@ pub fn fingerprint(actual: &Actual) -> String {
         field(&mut h, &t.source.to_string());
     }
     let mut memberships: Vec<&Membership> = actual.memberships.iter().collect();
-    memberships.sort_by_key(|m| (m.team_id, m.user_id));
+    memberships.sort_unstable_by_key(|m| (m.team_id, m.user_id));
     field(&mut h, "memberships");
+    // Sources repeat for nearly every membership: format each distinct one once.
+    let mut sources: Vec<(&crate::domain::Source, String)> = Vec::new();
     for m in memberships {
         h.update(m.team_id.as_bytes());
         h.update(m.user_id.as_bytes());
-        field(&mut h, &m.source.to_string());
+        let text = match sources.iter().find(|(s, _)| *s == &m.source) {
+            Some((_, text)) => text.as_str(),
+            None => {
+                sources.push((&m.source, m.source.to_string()));
+                sources.last().map_or("", |(_, t)| t.as_str())
+            }
+        };
+        field(&mut h, text);
     }
     h.update([u8::from(actual.everything)]);
     format!("sha256:{}", hex::encode(h.finalize()))

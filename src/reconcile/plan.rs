@@ -465,7 +465,7 @@ struct Index<'a> {
 }
 
 impl<'a> Index<'a> {
-    fn new(actual: &'a Actual, source: &Source) -> Self {
+    fn new(actual: &'a Actual, source: &Source, need_by_user: bool) -> Self {
         let mut users_by_ext: HashMap<&str, Vec<&User>> = HashMap::default();
         let mut users_by_name =
             HashMap::with_capacity_and_hasher(actual.users.len(), Default::default());
@@ -502,9 +502,16 @@ impl<'a> Index<'a> {
             list.sort_by_key(|t| (!may_manage(&t.source, source), t.id));
         }
         let mut by_team: Vec<&Membership> = actual.memberships.iter().collect();
-        by_team.sort_by_key(|m| (m.team_id, m.user_id));
-        let mut by_user = by_team.clone();
-        by_user.sort_by_key(|m| (m.user_id, m.team_id));
+        // Ids are unique per membership, so unstable sorts are deterministic (and faster).
+        by_team.sort_unstable_by_key(|m| (m.team_id, m.user_id));
+        // Only sign-ins and role groups ask for a user's teams; a pull of a million
+        // memberships need not sort them a second time.
+        let mut by_user = if need_by_user {
+            by_team.clone()
+        } else {
+            Vec::new()
+        };
+        by_user.sort_unstable_by_key(|m| (m.user_id, m.team_id));
         Index {
             users_by_id,
             users_by_ext,
@@ -568,7 +575,11 @@ impl<'a> Planner<'a> {
             desired,
             actual,
             policy,
-            ix: Index::new(actual, &desired.source),
+            ix: Index::new(
+                actual,
+                &desired.source,
+                desired.scope == Scope::UserMemberships || !policy.role_groups.is_empty(),
+            ),
             warnings: BTreeSet::new(),
             unknown_members: 0,
             unknown_examples: BTreeSet::new(),
@@ -794,7 +805,7 @@ impl<'a> Planner<'a> {
             ));
         }
         // (phase, ids, step) is unique per operation, so an unstable sort is deterministic.
-        ops.sort_unstable_by(|a, b| (a.0, a.1, a.2, a.3).cmp(&(b.0, b.1, b.2, b.3)));
+        ops.sort_unstable_by_key(|o| (o.0, o.1, o.2, o.3));
         // Memberships, already sorted by (team, user), go between the updates and the
         // removals without passing through the sort (they can be a million).
         let purge = self.policy.purge_team_keys_on_removal;
@@ -927,8 +938,8 @@ impl<'a> Planner<'a> {
             }
             if d.intent == Intent::Upsert {
                 if let Some(u) = self.ix.users_by_name.get(d.user_name.folded()).copied() {
-                    if !claimed.contains_key(&u.id) {
-                        claimed.insert(u.id, i);
+                    if let std::collections::hash_map::Entry::Vacant(slot) = claimed.entry(u.id) {
+                        slot.insert(i);
                         out[i] = Some(PlannedUser {
                             d,
                             id: u.id,

@@ -3,9 +3,9 @@
 
 use super::desired::{Desired, DesiredTeam, DesiredUser, MemberRef, MemberSpec, Scope};
 use crate::domain::{Role, Source, TeamName, UserName};
+use rustc_hash::FxHashSet as HashSet;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::collections::HashSet;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -122,8 +122,8 @@ impl Snapshot {
         if self.idp.trim().is_empty() {
             return Err(SnapshotError::Invalid("idp must not be empty".into()));
         }
-        let mut ext = HashSet::new();
-        let mut names = HashSet::new();
+        let mut ext = HashSet::default();
+        let mut names = HashSet::default();
         for (i, u) in self.users.iter().enumerate() {
             if !ext.insert(u.external_id.as_str()) {
                 return Err(SnapshotError::Invalid(format!(
@@ -138,7 +138,7 @@ impl Snapshot {
                 )));
             }
         }
-        let mut groups = HashSet::new();
+        let mut groups = HashSet::default();
         for (i, g) in self.groups.iter().enumerate() {
             if !groups.insert(g.external_id.as_str()) {
                 return Err(SnapshotError::Invalid(format!(

@@ -486,7 +486,7 @@ fn leaving_a_team_purges_the_keys_for_that_team_unless_configured_otherwise() {
         .map(|i| {
             user(
                 i,
-                &["", "alice@example.com", "bob@example.com"][i as usize],
+                ["", "alice@example.com", "bob@example.com"][i as usize],
                 Some(&format!("u-{i}")),
                 entra(),
             )

@@ -5,16 +5,24 @@
 //! store. A full pull loads everything once. The writes are multi-row statements so
 //! that applying a million memberships is a few thousand statements in one transaction.
 
-use super::rows::{team_from_row, user_from_row, uuid, TEAM_COLUMNS, USER_COLUMNS};
-use super::{format_ts, is_unique_violation, StoreError, StoreResult, WriteTx};
-use crate::domain::{Membership, Source, Team, User};
+use super::rows::{json_object, team_from_row, user_from_row, uuid, TEAM_COLUMNS, USER_COLUMNS};
+use super::{format_ts, parse_ts, StoreError, StoreResult, WriteTx};
+use crate::domain::{Membership, Role, Source, Team, User, UserName};
 use chrono::{DateTime, Utc};
-use sqlx::any::AnyRow;
+use sqlx::any::{AnyArguments, AnyRow};
+use sqlx::Any;
 use sqlx::Row;
 use uuid::Uuid;
 
 /// SQLite page cache during bulk writes, in KiB (128 MiB).
 const BULK_CACHE_KIB: u32 = 131_072;
+
+/// Inserts of fewer rows go straight to `INSERT ... RETURNING`: for the single row of a
+/// SCIM write, a savepoint's two extra statements would cost more than they save.
+const SAVEPOINT_MIN_ROWS: usize = 32;
+
+/// A query with its arguments bound.
+type AnyQuery<'q> = sqlx::query::Query<'q, Any, AnyArguments<'q>>;
 
 /// Values per IN (...) list: well under SQLite's and PostgreSQL's parameter limits.
 const IN_CHUNK: usize = 500;
@@ -95,16 +103,101 @@ fn placeholders(style: Params, start: usize, count: usize) -> String {
 
 /// `($1, $2, $3), ($4, $5, $6), ...` for `rows` rows of `width` columns.
 fn value_rows(style: Params, rows: usize, width: usize) -> String {
+    value_rows_from(style, 1, rows, width)
+}
+
+/// Like [`value_rows`], numbering from `first`.
+fn value_rows_from(style: Params, first: usize, rows: usize, width: usize) -> String {
     let mut out = String::with_capacity(rows * width * 6);
     for r in 0..rows {
         if r > 0 {
             out.push_str(", ");
         }
         out.push('(');
-        out.push_str(&placeholders(style, r * width + 1, width));
+        out.push_str(&placeholders(style, first + r * width, width));
         out.push(')');
     }
     out
+}
+
+/// A users row as SQLite's `json_array` of [`USER_COLUMNS`] gives it.
+type UserTuple = (
+    String,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    String,
+    serde_json::Value,
+    String,
+    String,
+    String,
+    String,
+    i64,
+);
+
+/// The same checks as `user_from_row`, for a row read as JSON.
+fn user_from_tuple(t: UserTuple) -> StoreResult<User> {
+    const T: &str = "users";
+    let corrupt = |detail: String| StoreError::Corrupt { table: T, detail };
+    let (
+        id,
+        user_name,
+        external_id,
+        email,
+        display_name,
+        given_name,
+        family_name,
+        role,
+        active,
+        attributes,
+        source,
+        created,
+        modified,
+        version,
+    ) = t;
+    Ok(User {
+        id: uuid(T, &id)?,
+        user_name: UserName::parse(&user_name).map_err(|e| corrupt(e.to_string()))?,
+        external_id,
+        email,
+        display_name,
+        given_name,
+        family_name,
+        role: Role::parse(&role).map_err(|e| corrupt(e.to_string()))?,
+        active: match active {
+            serde_json::Value::Bool(b) => b,
+            serde_json::Value::Number(n) => n.as_i64() != Some(0),
+            other => return Err(corrupt(format!("active {other}"))),
+        },
+        attributes: json_object(T, &attributes)?,
+        source: parse_source(T, &source)?,
+        created: parse_ts(T, &created)?,
+        modified: parse_ts(T, &modified)?,
+        version,
+    })
+}
+
+/// `a IN ($1, $2) OR b IN ($3)` over the non-empty lists, and the values in order.
+fn any_of<'v>(
+    style: Params,
+    lists: impl Iterator<Item = (&'static str, &'v Vec<String>)>,
+) -> (String, Vec<&'v String>) {
+    let mut parts = Vec::new();
+    let mut values = Vec::new();
+    for (column, list) in lists {
+        if list.is_empty() {
+            continue;
+        }
+        parts.push(format!(
+            "{column} IN ({})",
+            placeholders(style, values.len() + 1, list.len())
+        ));
+        values.extend(list.iter());
+    }
+    (parts.join(" OR "), values)
 }
 
 fn membership_from_row(row: &AnyRow) -> StoreResult<Membership> {
@@ -131,14 +224,12 @@ impl WriteTx {
     pub async fn load_everything(
         &mut self,
     ) -> StoreResult<(Vec<User>, Vec<Team>, Vec<Membership>)> {
-        let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
-            .fetch_all(self.conn())
-            .await?;
-        let users = rows
-            .iter()
-            .map(user_from_row)
-            .collect::<StoreResult<Vec<_>>>()?;
-        drop(rows);
+        let started = std::time::Instant::now();
+        let users = self.all_users_in_tx().await?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "read users"
+        );
         let rows = sqlx::query(&format!("SELECT {TEAM_COLUMNS} FROM teams ORDER BY id"))
             .fetch_all(self.conn())
             .await?;
@@ -147,37 +238,144 @@ impl WriteTx {
             .map(team_from_row)
             .collect::<StoreResult<Vec<_>>>()?;
         drop(rows);
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "read teams"
+        );
         let memberships = self.all_memberships_in_tx().await?;
+        tracing::debug!(
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "read memberships"
+        );
         Ok((users, teams, memberships))
     }
 
-    /// All memberships, streamed so that a million rows never sit in memory twice.
+    /// All users. On SQLite they are read as one JSON array: sqlx's SQLite driver hands
+    /// rows over one at a time between threads, which for 100,000 users costs more than
+    /// reading and parsing them as a single value.
+    async fn all_users_in_tx(&mut self) -> StoreResult<Vec<User>> {
+        if params_of(self.conn()) == Params::Numbered {
+            let rows = sqlx::query(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY id"))
+                .fetch_all(self.conn())
+                .await?;
+            return rows.iter().map(user_from_row).collect();
+        }
+        let row = sqlx::query(&format!(
+            "SELECT json_group_array(json_array({USER_COLUMNS})) AS users \
+             FROM (SELECT {USER_COLUMNS} FROM users ORDER BY id)"
+        ))
+        .fetch_one(self.conn())
+        .await?;
+        let json: String = row.try_get("users")?;
+        let tuples: Vec<UserTuple> =
+            serde_json::from_str(&json).map_err(|e| StoreError::Corrupt {
+                table: "users",
+                detail: format!("reading users as JSON: {e}"),
+            })?;
+        drop(json);
+        tuples.into_iter().map(user_from_tuple).collect()
+    }
+
+    /// All memberships. Read as one row per team with "source user" pairs joined into
+    /// one string (in the primary key's order, so without sorting): a million rows
+    /// through the driver cost seconds, ten thousand rows a fraction of that.
     async fn all_memberships_in_tx(&mut self) -> StoreResult<Vec<Membership>> {
         use futures::TryStreamExt;
+        let sql = match params_of(self.conn()) {
+            Params::Anonymous => {
+                "SELECT team_id, group_concat(source || ' ' || user_id, ',') AS members \
+                 FROM memberships GROUP BY team_id"
+            }
+            Params::Numbered => {
+                "SELECT team_id, string_agg(source || ' ' || user_id, ',') AS members \
+                 FROM memberships GROUP BY team_id"
+            }
+        };
         let mut out = Vec::new();
-        // Sources repeat for nearly every row; parse each distinct one once.
-        let mut sources: Vec<(String, Source)> = Vec::new();
-        let mut stream =
-            sqlx::query("SELECT team_id, user_id, source FROM memberships").fetch(self.conn());
+        // Nearly every membership has the same source: parse each distinct one once.
+        let mut last: Option<(String, Source)> = None;
+        let mut stream = sqlx::query(sql).fetch(self.conn());
         while let Some(row) = stream.try_next().await? {
-            let team_id: &str = row.try_get("team_id")?;
-            let user_id: &str = row.try_get("user_id")?;
-            let source: &str = row.try_get("source")?;
-            let source = match sources.iter().find(|(raw, _)| raw == source) {
-                Some((_, s)) => s.clone(),
-                None => {
-                    let parsed = parse_source("memberships", source)?;
-                    sources.push((source.to_owned(), parsed.clone()));
-                    parsed
-                }
-            };
-            out.push(Membership {
-                team_id: uuid("memberships", team_id)?,
-                user_id: uuid("memberships", user_id)?,
-                source,
-            });
+            let team_id: String = row.try_get("team_id")?;
+            let members: String = row.try_get("members")?;
+            let team_id = uuid("memberships", &team_id)?;
+            // Sources have no spaces and ids no commas (both are checked on the way in).
+            for pair in members.split(',') {
+                let (source, user) = pair.rsplit_once(' ').ok_or_else(|| StoreError::Corrupt {
+                    table: "memberships",
+                    detail: format!("membership {pair:?}"),
+                })?;
+                let source = match &last {
+                    Some((raw, parsed)) if raw == source => parsed.clone(),
+                    _ => {
+                        let parsed = parse_source("memberships", source)?;
+                        last = Some((source.to_owned(), parsed.clone()));
+                        parsed
+                    }
+                };
+                out.push(Membership {
+                    team_id,
+                    user_id: uuid("memberships", user)?,
+                    source,
+                });
+            }
         }
         Ok(out)
+    }
+
+    /// Users matching any of several keys, in one statement when the lists are short
+    /// (a SCIM write looks a user up by id, external id and userName at once).
+    pub async fn users_matching(
+        &mut self,
+        keys: &[(UserKey, Vec<String>)],
+    ) -> StoreResult<Vec<User>> {
+        let total: usize = keys.iter().map(|(_, v)| v.len()).sum();
+        if total > IN_CHUNK {
+            let mut out = Vec::new();
+            for (key, values) in keys {
+                out.extend(self.users_where(*key, values).await?);
+            }
+            return Ok(out);
+        }
+        let style = params_of(self.conn());
+        let (condition, values) = any_of(style, keys.iter().map(|(k, v)| (k.column(), v)));
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE {condition}");
+        let mut q = sqlx::query(&sql);
+        for v in values {
+            q = q.bind(v.clone());
+        }
+        let rows = q.fetch_all(self.conn()).await?;
+        rows.iter().map(user_from_row).collect()
+    }
+
+    /// Teams matching any of several keys, in one statement when the lists are short.
+    pub async fn teams_matching(
+        &mut self,
+        keys: &[(TeamKey, Vec<String>)],
+    ) -> StoreResult<Vec<Team>> {
+        let total: usize = keys.iter().map(|(_, v)| v.len()).sum();
+        if total > IN_CHUNK {
+            let mut out = Vec::new();
+            for (key, values) in keys {
+                out.extend(self.teams_where(*key, values).await?);
+            }
+            return Ok(out);
+        }
+        let style = params_of(self.conn());
+        let (condition, values) = any_of(style, keys.iter().map(|(k, v)| (k.column(), v)));
+        if values.is_empty() {
+            return Ok(Vec::new());
+        }
+        let sql = format!("SELECT {TEAM_COLUMNS} FROM teams WHERE {condition}");
+        let mut q = sqlx::query(&sql);
+        for v in values {
+            q = q.bind(v.clone());
+        }
+        let rows = q.fetch_all(self.conn()).await?;
+        rows.iter().map(team_from_row).collect()
     }
 
     /// Users whose `key` column is one of `values`.
@@ -281,17 +479,8 @@ impl WriteTx {
     /// Inserts users that do not exist yet (by id). Returns the ids inserted; a user
     /// left out either existed already or collided on userName, which the caller tells apart.
     pub async fn insert_users_if_absent(&mut self, users: &[User]) -> StoreResult<Vec<Uuid>> {
-        let style = params_of(self.conn());
-        const WIDTH: usize = 15;
-        let mut inserted = Vec::with_capacity(users.len());
-        for chunk in users.chunks(IN_CHUNK) {
-            let sql = format!(
-                "INSERT INTO users (id, user_name, user_name_folded, external_id, email, display_name, \
-                 given_name, family_name, role, active, attributes, source, created, modified, version) \
-                 VALUES {} ON CONFLICT DO NOTHING RETURNING id",
-                value_rows(style, chunk.len(), WIDTH)
-            );
-            let mut q = sqlx::query(&sql);
+        fn bind<'q>(sql: &'q str, chunk: &[User]) -> AnyQuery<'q> {
+            let mut q = sqlx::query(sql);
             for user in chunk {
                 q = q
                     .bind(user.id.to_string())
@@ -310,7 +499,26 @@ impl WriteTx {
                     .bind(format_ts(user.modified))
                     .bind(user.version);
             }
-            for row in q.fetch_all(self.conn()).await? {
+            q
+        }
+        let style = params_of(self.conn());
+        const WIDTH: usize = 15;
+        let mut inserted = Vec::with_capacity(users.len());
+        for chunk in users.chunks(IN_CHUNK) {
+            let insert = format!(
+                "INSERT INTO users (id, user_name, user_name_folded, external_id, email, display_name, \
+                 given_name, family_name, role, active, attributes, source, created, modified, version) \
+                 VALUES {} ON CONFLICT DO NOTHING",
+                value_rows(style, chunk.len(), WIDTH)
+            );
+            if chunk.len() >= SAVEPOINT_MIN_ROWS
+                && self.all_inserted(bind(&insert, chunk), chunk.len()).await?
+            {
+                inserted.extend(chunk.iter().map(|u| u.id));
+                continue;
+            }
+            let returning = format!("{insert} RETURNING id");
+            for row in bind(&returning, chunk).fetch_all(self.conn()).await? {
                 let id: String = row.try_get("id")?;
                 inserted.push(uuid("users", &id)?);
             }
@@ -357,39 +565,71 @@ impl WriteTx {
         source: &Source,
         at: DateTime<Utc>,
     ) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        fn bind<'q>(sql: &'q str, chunk: &[(Uuid, Uuid)], source: &str, at: &str) -> AnyQuery<'q> {
+            let mut q = sqlx::query(sql);
+            for (team, user) in chunk {
+                q = q
+                    .bind(team.to_string())
+                    .bind(user.to_string())
+                    .bind(source.to_owned())
+                    .bind(at.to_owned());
+            }
+            q
+        }
         let style = params_of(self.conn());
         const WIDTH: usize = 4;
         let source = source.to_string();
         let at = format_ts(at);
         let mut added = Vec::with_capacity(pairs.len());
         for chunk in pairs.chunks(IN_CHUNK * 2) {
-            let sql = format!(
+            let insert = format!(
                 "INSERT INTO memberships (team_id, user_id, source, created) VALUES {} \
-                 ON CONFLICT (team_id, user_id) DO NOTHING RETURNING team_id, user_id",
+                 ON CONFLICT (team_id, user_id) DO NOTHING",
                 value_rows(style, chunk.len(), WIDTH)
             );
-            let mut q = sqlx::query(&sql);
-            for (team, user) in chunk {
-                q = q
-                    .bind(team.to_string())
-                    .bind(user.to_string())
-                    .bind(source.clone())
-                    .bind(at.clone());
+            if chunk.len() >= SAVEPOINT_MIN_ROWS
+                && self
+                    .all_inserted(bind(&insert, chunk, &source, &at), chunk.len())
+                    .await?
+            {
+                added.extend_from_slice(chunk);
+                continue;
             }
-            let rows = q.fetch_all(self.conn()).await.map_err(|e| {
-                if is_unique_violation(&e) {
-                    StoreError::Conflict("a membership".into())
-                } else {
-                    e.into()
-                }
-            })?;
-            for row in rows {
+            let returning = format!("{insert} RETURNING team_id, user_id");
+            for row in bind(&returning, chunk, &source, &at)
+                .fetch_all(self.conn())
+                .await?
+            {
                 let team: String = row.try_get("team_id")?;
                 let user: String = row.try_get("user_id")?;
                 added.push((uuid("memberships", &team)?, uuid("memberships", &user)?));
             }
         }
         Ok(added)
+    }
+
+    /// Runs an `INSERT ... ON CONFLICT DO NOTHING` of `rows` rows inside a savepoint and
+    /// keeps it if every row went in, which is the common case and needs no RETURNING
+    /// (returning a million rows costs seconds). Otherwise it is undone and false is
+    /// returned, for the caller to redo it with RETURNING and learn which rows went in.
+    async fn all_inserted(&mut self, insert: AnyQuery<'_>, rows: usize) -> StoreResult<bool> {
+        sqlx::query("SAVEPOINT scimsync_bulk")
+            .execute(self.conn())
+            .await?;
+        let done = insert.execute(self.conn()).await?;
+        if done.rows_affected() as usize == rows {
+            sqlx::query("RELEASE SAVEPOINT scimsync_bulk")
+                .execute(self.conn())
+                .await?;
+            return Ok(true);
+        }
+        sqlx::query("ROLLBACK TO SAVEPOINT scimsync_bulk")
+            .execute(self.conn())
+            .await?;
+        sqlx::query("RELEASE SAVEPOINT scimsync_bulk")
+            .execute(self.conn())
+            .await?;
+        Ok(false)
     }
 
     /// Bumps the version and modification time of several teams at once.
@@ -432,7 +672,8 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Writes many audit_log rows with one timestamp, trigger and actor.
+    /// Writes many audit_log rows with one timestamp, trigger and actor (bound once
+    /// per statement, not once per row).
     pub async fn audit_batch(
         &mut self,
         trigger: crate::domain::Trigger,
@@ -441,19 +682,22 @@ impl WriteTx {
         records: &[AuditRecord],
     ) -> StoreResult<()> {
         let style = params_of(self.conn());
-        const WIDTH: usize = 6;
+        const WIDTH: usize = 3;
         let at = format_ts(at);
-        for chunk in records.chunks(IN_CHUNK) {
+        for chunk in records.chunks(IN_CHUNK * 2) {
+            // VALUES columns are called column1, column2, ... in SQLite and PostgreSQL alike.
             let sql = format!(
-                "INSERT INTO audit_log (at, trigger, actor, operation, target, detail) VALUES {}",
-                value_rows(style, chunk.len(), WIDTH)
+                "INSERT INTO audit_log (at, trigger, actor, operation, target, detail) \
+                 SELECT {}, column1, column2, column3 FROM (VALUES {}) AS batch",
+                placeholders(style, 1, 3),
+                value_rows_from(style, 4, chunk.len(), WIDTH)
             );
-            let mut q = sqlx::query(&sql);
+            let mut q = sqlx::query(&sql)
+                .bind(at.clone())
+                .bind(trigger.as_str())
+                .bind(actor.to_owned());
             for r in chunk {
                 q = q
-                    .bind(at.clone())
-                    .bind(trigger.as_str())
-                    .bind(actor.to_owned())
                     .bind(r.operation)
                     .bind(r.target.clone())
                     .bind(r.detail.to_string());
