@@ -440,11 +440,15 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("desired").required(true).args(["snapshot", "idp"])))]
 pub struct PlanArgs {
     /// The desired state: a snapshot file as `scimsync pull` writes it (docs/snapshot.md);
     /// `-` reads standard input.
     #[arg(long, value_name = "FILE")]
-    pub snapshot: PathBuf,
+    pub snapshot: Option<PathBuf>,
+    /// The desired state: pull it now from this [[idp]] connection.
+    #[arg(long, value_name = "NAME")]
+    pub idp: Option<String>,
     /// Only the changes that concern this user (an id or a userName).
     #[arg(long, value_name = "USER")]
     pub user: Option<String>,
@@ -463,16 +467,19 @@ pub struct PlanArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["snapshot", "plan"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["snapshot", "idp", "plan"])))]
 pub struct ApplyArgs {
     /// Plan against this snapshot and apply at once (`-` reads standard input).
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
+    /// Pull from this [[idp]] connection now, plan, and apply at once.
+    #[arg(long, value_name = "NAME")]
+    pub idp: Option<String>,
     /// Apply a plan saved by `plan --out`; refused if the store changed since.
     #[arg(long, value_name = "PLAN")]
     pub plan: Option<PathBuf>,
-    /// With --snapshot: only the changes that concern this user (an id or a userName).
-    #[arg(long, value_name = "USER", requires = "snapshot")]
+    /// With --snapshot or --idp: only the changes that concern this user (an id or a userName).
+    #[arg(long, value_name = "USER", conflicts_with = "plan")]
     pub user: Option<String>,
     /// Apply deletions and deactivations beyond the [safety] limits.
     #[arg(long)]
@@ -521,16 +528,32 @@ fn apply_error(e: crate::reconcile::ApplyError) -> anyhow::Error {
     }
 }
 
+/// The desired state of `plan`/`apply`: a snapshot file, or a pull made now. Pulled
+/// before any transaction opens, so the IdP's speed never holds the writer lock.
+async fn desired_snapshot(
+    config: &Config,
+    file: Option<&std::path::Path>,
+    idp: Option<&str>,
+) -> anyhow::Result<crate::reconcile::snapshot::Snapshot> {
+    match (file, idp) {
+        (Some(path), _) => read_snapshot(path),
+        (None, Some(name)) => crate::idp::pull_snapshot(config, name)
+            .await
+            .map_err(|e| UserError(format!("cannot pull from {name:?}: {e}")).into()),
+        (None, None) => fail("give --snapshot FILE or --idp NAME"),
+    }
+}
+
 /// Plans `snapshot` against the store inside `tx` (which it only reads).
 async fn plan_snapshot(
     tx: &mut crate::store::WriteTx,
-    path: &std::path::Path,
+    snapshot: crate::reconcile::snapshot::Snapshot,
     user: Option<&str>,
     policy: &crate::reconcile::Policy,
 ) -> anyhow::Result<crate::reconcile::Plan> {
     use crate::reconcile;
     let started = std::time::Instant::now();
-    let desired = read_snapshot(path)?.into_desired();
+    let desired = snapshot.into_desired();
     tracing::debug!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         users = desired.users.len(),
@@ -574,8 +597,9 @@ async fn plan_command(config: &Config, args: PlanArgs) -> anyhow::Result<i32> {
     policy.allow_deletions = args.allow_deletions;
     // A write transaction only for a consistent view of the store: nothing is written,
     // and dropping it rolls back.
+    let snapshot = desired_snapshot(config, args.snapshot.as_deref(), args.idp.as_deref()).await?;
     let mut tx = store.begin_write().await?;
-    let plan = plan_snapshot(&mut tx, &args.snapshot, args.user.as_deref(), &policy).await?;
+    let plan = plan_snapshot(&mut tx, snapshot, args.user.as_deref(), &policy).await?;
     drop(tx);
     match args.format {
         OutputFormat::Text => print!("{}", render::render_text(&plan, stdout_is_terminal())),
@@ -647,8 +671,14 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
     let mut policy = Policy::from_config(config);
     policy.allow_deletions = args.allow_deletions;
     let actor = Actor::new(Trigger::Cli, "cli");
+    let snapshot = match &args.plan {
+        Some(_) => None,
+        None => {
+            Some(desired_snapshot(config, args.snapshot.as_deref(), args.idp.as_deref()).await?)
+        }
+    };
     let mut tx = store.begin_write().await?;
-    let plan = match (&args.plan, &args.snapshot) {
+    let plan = match (&args.plan, snapshot) {
         (Some(path), _) => {
             let plan = read_plan_file(path)?;
             if plan.scope != Scope::Everything {
@@ -681,8 +711,10 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
             reconcile::check_deletion_guard(&plan, &actual, &policy).map_err(plan_error)?;
             plan
         }
-        (None, Some(path)) => plan_snapshot(&mut tx, path, args.user.as_deref(), &policy).await?,
-        (None, None) => return fail("give --snapshot FILE or --plan PLAN"),
+        (None, Some(snapshot)) => {
+            plan_snapshot(&mut tx, snapshot, args.user.as_deref(), &policy).await?
+        }
+        (None, None) => return fail("give --snapshot FILE, --idp NAME or --plan PLAN"),
     };
     print!("{}", render::render_text(&plan, stdout_is_terminal()));
     tracing::debug!("rendered the plan");

@@ -1,0 +1,101 @@
+//! `scimsync plan --idp NAME` and `scimsync apply --idp NAME`: a live pull as the
+//! desired state, through the real binary, against a mock Entra (Graph).
+
+mod idp_mocks;
+
+use idp_mocks::graph::{GraphMock, CLIENT_ID, CLIENT_SECRET, TENANT};
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+fn write_config(dir: &Path, mock: &GraphMock) -> PathBuf {
+    let secret = dir.join("entra-secret");
+    std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
+    let config = dir.join("config.toml");
+    std::fs::write(
+        &config,
+        format!(
+            r#"
+[database]
+url = "sqlite://{db}"
+
+[[idp]]
+name = "entra"
+kind = "entra"
+tenant_id = "{TENANT}"
+client_id = "{CLIENT_ID}"
+client_secret_file = "{secret}"
+login_url = "{base}"
+api_base_url = "{base}/v1.0"
+groups = ["LLM *"]
+"#,
+            db = dir.join("scimsync.db").display(),
+            secret = secret.display(),
+            base = mock.base_url,
+        ),
+    )
+    .unwrap();
+    config
+}
+
+async fn scimsync(config: &Path, args: &[&str]) -> Output {
+    tokio::process::Command::new(env!("CARGO_BIN_EXE_scimsync"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .output()
+        .await
+        .expect("scimsync runs")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn plan_and_apply_take_the_desired_state_from_a_live_pull() {
+    let mock = GraphMock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &mock);
+
+    let plan = scimsync(&config, &["plan", "--idp", "entra", "--detailed-exitcode"]).await;
+    assert_eq!(plan.status.code(), Some(2), "{}", text(&plan.stderr));
+    let planned = text(&plan.stdout);
+    assert!(
+        planned.contains("LLM Admins") && planned.contains("LLM Users"),
+        "{planned}"
+    );
+    assert!(planned.contains("to add"), "{planned}");
+    assert!(!planned.contains(CLIENT_SECRET) && !text(&plan.stderr).contains(CLIENT_SECRET));
+
+    let apply = scimsync(&config, &["apply", "--idp", "entra"]).await;
+    assert!(apply.status.success(), "{}", text(&apply.stderr));
+
+    let again = scimsync(&config, &["plan", "--idp", "entra", "--detailed-exitcode"]).await;
+    assert_eq!(
+        again.status.code(),
+        Some(0),
+        "{}{}",
+        text(&again.stdout),
+        text(&again.stderr)
+    );
+}
+
+#[tokio::test]
+async fn plan_names_an_unknown_idp() {
+    let mock = GraphMock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &mock);
+    let out = scimsync(&config, &["plan", "--idp", "okta"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(text(&out.stderr).contains("okta"), "{}", text(&out.stderr));
+}
+
+#[tokio::test]
+async fn plan_needs_a_snapshot_or_an_idp() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(&config, "").unwrap();
+    let out = scimsync(&config, &["plan"]).await;
+    assert!(!out.status.success());
+    assert!(text(&out.stderr).contains("--snapshot") && text(&out.stderr).contains("--idp"));
+}
