@@ -333,13 +333,6 @@ pub async fn delete(
     check_if_match(if_match, current.version)?;
     let mut desired = Desired::new(Source::Scim, Scope::Listed);
     desired.delete_teams.push(uuid);
-    reconcile_in(
-        &mut tx,
-        &desired,
-        &Policy::from_config(&state.current_config()),
-        actor,
-    )
-    .await?;
-    tx.commit().await?;
+    super::apply_and_commit(tx, state, &desired, actor).await?;
     Ok(Written::no_content())
 }

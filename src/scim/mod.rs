@@ -14,3 +14,22 @@ pub mod routes;
 pub mod users;
 
 pub use routes::router;
+
+use crate::app::AppState;
+use crate::error::ApiError;
+use crate::reconcile::{reconcile_in, Actor, Desired, Policy};
+use crate::store::WriteTx;
+
+/// Plans and applies one SCIM write inside `tx`, under the configuration in force
+/// now, and commits it: the tail every write handler shares.
+pub(crate) async fn apply_and_commit(
+    mut tx: WriteTx,
+    state: &AppState,
+    desired: &Desired,
+    actor: &Actor,
+) -> Result<(), ApiError> {
+    let policy = Policy::from_config(&state.current_config());
+    reconcile_in(&mut tx, desired, &policy, actor).await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -9,7 +9,7 @@ use super::routes::{etag_matches, Written};
 use crate::app::AppState;
 use crate::domain::{Source, User};
 use crate::error::ApiError;
-use crate::reconcile::{reconcile_in, Actor, Desired, DesiredUser, Intent, Policy, Scope};
+use crate::reconcile::{Actor, Desired, DesiredUser, Intent, Scope};
 use axum::http::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
@@ -143,15 +143,8 @@ pub async fn create(
     let input = parse_user(body)?;
     let id = Uuid::new_v4();
     let desired = one_user(input, id, Intent::Create, true);
-    let mut tx = state.store.begin_write().await?;
-    reconcile_in(
-        &mut tx,
-        &desired,
-        &Policy::from_config(&state.current_config()),
-        actor,
-    )
-    .await?;
-    tx.commit().await?;
+    let tx = state.store.begin_write().await?;
+    super::apply_and_commit(tx, state, &desired, actor).await?;
     read_back(state, base, id, StatusCode::CREATED).await
 }
 
@@ -171,14 +164,7 @@ pub async fn replace(
     let current = tx.user(uuid).await?.ok_or_else(|| not_found(id))?;
     check_if_match(if_match, current.version)?;
     let desired = one_user(input, uuid, Intent::Update, current.active);
-    reconcile_in(
-        &mut tx,
-        &desired,
-        &Policy::from_config(&state.current_config()),
-        actor,
-    )
-    .await?;
-    tx.commit().await?;
+    super::apply_and_commit(tx, state, &desired, actor).await?;
     read_back(state, base, uuid, StatusCode::OK).await
 }
 
@@ -201,14 +187,7 @@ pub async fn patch(
     apply_operations(&mut resource, &operations, READ_ONLY)?;
     let input = parse_user(&resource)?;
     let desired = one_user(input, uuid, Intent::Update, current.active);
-    reconcile_in(
-        &mut tx,
-        &desired,
-        &Policy::from_config(&state.current_config()),
-        actor,
-    )
-    .await?;
-    tx.commit().await?;
+    super::apply_and_commit(tx, state, &desired, actor).await?;
     read_back(state, base, uuid, StatusCode::OK).await
 }
 
@@ -225,13 +204,6 @@ pub async fn delete(
     check_if_match(if_match, current.version)?;
     let mut desired = Desired::new(Source::Scim, Scope::Listed);
     desired.delete_users.push(uuid);
-    reconcile_in(
-        &mut tx,
-        &desired,
-        &Policy::from_config(&state.current_config()),
-        actor,
-    )
-    .await?;
-    tx.commit().await?;
+    super::apply_and_commit(tx, state, &desired, actor).await?;
     Ok(Written::no_content())
 }
