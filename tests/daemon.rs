@@ -68,6 +68,8 @@ fn json_logs_carry_one_object_per_line_with_the_request_span() {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = serve(dir.path());
     cmd.arg("--log-format").arg("json");
+    // Successful requests are logged at debug; refusals and failures at info and warn.
+    cmd.env("SCIMSYNC_LOG_LEVEL", "info,scimsync::http=debug");
     let daemon = Daemon::start(cmd);
     assert_eq!(get(&daemon.url("/healthz"), None), 200);
     std::thread::sleep(Duration::from_millis(200));

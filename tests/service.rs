@@ -301,7 +301,11 @@ fn sighup_reloads_the_configuration_and_refuses_an_invalid_one() {
         "the old level is still in force"
     );
 
-    write(dir.path(), "c.toml", "[log]\nlevel = \"info\"\n");
+    write(
+        dir.path(),
+        "c.toml",
+        "[log]\nlevel = \"info,scimsync::http=debug\"\n",
+    );
     hangup(&daemon);
     assert!(
         wait_for_log(&daemon, "configuration reloaded"),
@@ -311,7 +315,7 @@ fn sighup_reloads_the_configuration_and_refuses_an_invalid_one() {
     assert_eq!(get(&daemon.url("/healthz"), None), 200);
     assert!(
         wait_for_log(&daemon, "request completed"),
-        "the new level (info) applies"
+        "the new level (debug for request lines) applies"
     );
 }
 

@@ -12,6 +12,7 @@ pub mod actual;
 mod audit;
 mod keys;
 pub mod locks;
+mod read_cache;
 mod rows;
 mod tokens;
 pub use tokens::TokenPrincipal;
@@ -19,6 +20,7 @@ pub mod scim_query;
 pub mod sync_state;
 mod teams;
 mod users;
+mod watermark;
 
 pub use audit::AuditEntry;
 pub use keys::{DeletedKey, KeyPrincipal, PurgeReason};
@@ -88,6 +90,8 @@ pub struct Store {
     /// avoids busy errors; on PostgreSQL it keeps waiters for the cross-replica lock to
     /// one per process, so a queue of writers never holds the whole pool.
     writer: Arc<Mutex<()>>,
+    /// Hot read results, valid until the next commit by anyone (see [`read_cache`]).
+    cache: Arc<read_cache::ReadCache>,
 }
 
 /// Timestamps are stored as fixed-width RFC 3339 text so they sort lexically.
@@ -136,12 +140,16 @@ impl Store {
             })
             .connect_with(options)
             .await?;
-        let store = Store {
+        let mut store = Store {
             pool,
             backend,
             writer: Arc::new(Mutex::new(())),
+            cache: Arc::new(read_cache::ReadCache::off()),
         };
         store.migrate().await?;
+        if backend == Backend::Sqlite {
+            store.cache = Arc::new(sqlite_read_cache(&url).await);
+        }
         Ok(store)
     }
 
@@ -212,6 +220,32 @@ impl WriteTx {
 
     pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
         &mut self.tx
+    }
+}
+
+/// The read cache of a SQLite database file: on, unless the database lives in memory
+/// or its wal-index cannot be read (then every read simply goes to the database).
+async fn sqlite_read_cache(url: &str) -> read_cache::ReadCache {
+    let path = url
+        .strip_prefix("sqlite://")
+        .map(|rest| rest.split('?').next().unwrap_or(rest))
+        .unwrap_or_default();
+    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+        return read_cache::ReadCache::off();
+    }
+    let sentinel = match watermark::Sentinel::open(url).await {
+        Ok(sentinel) => sentinel,
+        Err(e) => {
+            tracing::warn!(error = %e, "read cache off: cannot hold the database open");
+            return read_cache::ReadCache::off();
+        }
+    };
+    match watermark::WalIndex::open(Path::new(path)) {
+        Ok(index) => read_cache::ReadCache::on(index, sentinel),
+        Err(e) => {
+            tracing::warn!(error = %e, "read cache off: cannot read the WAL index");
+            read_cache::ReadCache::off()
+        }
     }
 }
 

@@ -947,15 +947,31 @@ fn escape_like(value: &str) -> String {
 impl Store {
     /// One page of users matching a SCIM filter, and how many match in all.
     pub async fn scim_users(&self, query: &ListQuery<'_>) -> ScimResult<Listed<User>> {
+        // The Debug text holds every field of the query, the filter's whole AST
+        // included, so equal keys mean equal SQL.
+        let key = format!("{query:?}");
+        let ticket = self.cache.ticket();
+        if let Some(page) = self.cache.lookup(ticket, |cached| {
+            let page = cached.lists.get(&key)?;
+            Some(Listed {
+                total: page.total,
+                items: cached.users_of(&page.items)?,
+            })
+        }) {
+            return Ok(page);
+        }
         let rows = self.scim_list(Resource::User, USER_COLUMNS, query).await?;
-        Ok(Listed {
+        let page = Listed {
             total: rows.total,
             items: rows
                 .items
                 .iter()
                 .map(user_from_row)
                 .collect::<StoreResult<_>>()?,
-        })
+        };
+        self.cache
+            .keep(ticket, |cached| cached.put_list(key, &page));
+        Ok(page)
     }
 
     /// One page of teams matching a SCIM filter, and how many match in all.
@@ -990,25 +1006,48 @@ impl Store {
             compiler.sql.text
         );
         count.params = compiler.sql.params.clone();
-        let total: i64 = count.query().fetch_one(self.pool()).await?.try_get("n")?;
-        let total = u64::try_from(total).unwrap_or(0);
+        let total = self.count(&count).await?;
         if query.limit == 0 || query.offset >= total {
             return Ok(Listed {
                 total,
                 items: Vec::new(),
             });
         }
+        // A late row lookup: the inner query pages over the index that serves the
+        // order (`created, id`) without touching the rows it skips, and only the
+        // page's rows are read from the table. A deep page of a large store costs a
+        // walk of the index instead of reading every skipped row.
         let mut page = compiler.sql;
         page.text = format!(
-            "SELECT {} FROM {table} WHERE {} ORDER BY {order} LIMIT ",
+            "SELECT {} FROM {table} WHERE {table}.id IN (SELECT {table}.id FROM {table} WHERE {} \
+             ORDER BY {order} LIMIT ",
             qualify(table, columns),
             page.text
         );
         page.bind(Param::Int(i64::try_from(query.limit).unwrap_or(i64::MAX)));
         page.push(" OFFSET ");
         page.bind(Param::Int(i64::try_from(query.offset).unwrap_or(i64::MAX)));
+        page.push(&format!(") ORDER BY {order}"));
         let items = page.query().fetch_all(self.pool()).await?;
         Ok(Listed { total, items })
+    }
+
+    /// How many rows a filter matches. Counting is a walk of a whole index, so the
+    /// answer is kept until the next commit: paging through a large list counts once.
+    async fn count(&self, count: &Sql) -> ScimResult<u64> {
+        let key = format!("{}\u{0}{:?}", count.text, count.params);
+        let ticket = self.cache.ticket();
+        if let Some(total) = self
+            .cache
+            .lookup(ticket, |cached| cached.counts.get(&key).copied())
+        {
+            return Ok(total);
+        }
+        let total: i64 = count.query().fetch_one(self.pool()).await?.try_get("n")?;
+        let total = u64::try_from(total).unwrap_or(0);
+        self.cache
+            .keep(ticket, |cached| cached.put_count(key, total));
+        Ok(total)
     }
 
     /// The teams of each of `users`, for their `groups` attribute; ordered by name.
@@ -1017,6 +1056,25 @@ impl Store {
         users: &[Uuid],
     ) -> StoreResult<HashMap<Uuid, Vec<GroupRef>>> {
         let mut out: HashMap<Uuid, Vec<GroupRef>> = HashMap::new();
+        let ticket = self.cache.ticket();
+        let users: Vec<Uuid> = match self.cache.lookup(ticket, |cached| {
+            Some(
+                users
+                    .iter()
+                    .filter(|id| match cached.groups.get(id) {
+                        Some(groups) => {
+                            out.insert(**id, groups.clone());
+                            false
+                        }
+                        None => true,
+                    })
+                    .copied()
+                    .collect(),
+            )
+        }) {
+            Some(missing) => missing,
+            None => users.to_vec(),
+        };
         if users.is_empty() {
             return Ok(out);
         }
@@ -1026,7 +1084,7 @@ impl Store {
             placeholders(users.len())
         );
         let mut query = sqlx::query(&sql);
-        for id in users {
+        for id in &users {
             query = query.bind(id.to_string());
         }
         for row in query.fetch_all(self.pool()).await? {
@@ -1043,6 +1101,11 @@ impl Store {
                     })?,
                 });
         }
+        self.cache.keep(ticket, |cached| {
+            for id in &users {
+                cached.put_groups(*id, out.get(id).map(Vec::as_slice).unwrap_or_default());
+            }
+        });
         Ok(out)
     }
 

@@ -89,8 +89,25 @@ impl Store {
     }
 
     /// Looks a presented token up by its hash; revoked tokens authenticate as nothing.
-    /// Revocation is read from the database on every request, so it takes effect at once.
+    /// A cached answer is only used while nothing was committed since it was read, so
+    /// a revocation (from this process or from the CLI) takes effect at once.
     pub async fn authenticate_token(&self, hash: &str) -> StoreResult<Option<TokenPrincipal>> {
+        let ticket = self.cache.ticket();
+        if let Some(known) = self
+            .cache
+            .lookup(ticket, |cached| cached.tokens.get(hash).cloned())
+        {
+            return Ok(Some(known));
+        }
+        let principal = self.read_token(hash).await?;
+        if let Some(principal) = &principal {
+            self.cache
+                .keep(ticket, |cached| cached.put_token(hash, principal));
+        }
+        Ok(principal)
+    }
+
+    async fn read_token(&self, hash: &str) -> StoreResult<Option<TokenPrincipal>> {
         let row = sqlx::query(
             "SELECT name, scope, hash FROM scim_tokens WHERE hash = $1 AND revoked IS NULL",
         )

@@ -1,0 +1,167 @@
+//! Results of the hot read queries, kept for as long as the database has not changed.
+//!
+//! Every entry belongs to one [`Watermark`]: it is served only to a request that read
+//! that same watermark before looking, i.e. only while no connection anywhere (this
+//! process, the CLI, an operator's `token revoke`) has committed since the entry was
+//! read from the database. The first request that sees a new watermark empties the
+//! cache. So a revoked token is refused on the very next request, and a read never
+//! returns anything older than what the database held when the request began.
+//!
+//! Only SQLite has a watermark (see [`super::watermark`]); on PostgreSQL, or for an
+//! in-memory database, the cache is off and every read goes to the database.
+//!
+//! The sizes are bounded; a full map takes no more entries until the next change, which
+//! keeps the memory of a store of any size to a few tens of megabytes.
+
+use super::scim_query::{GroupRef, Listed};
+use super::tokens::TokenPrincipal;
+use super::watermark::{Sentinel, WalIndex, Watermark};
+use crate::domain::User;
+use std::collections::HashMap;
+use std::sync::Mutex;
+use uuid::Uuid;
+
+const MAX_TOKENS: usize = 1_024;
+const MAX_USERS: usize = 20_000;
+const MAX_LISTS: usize = 20_000;
+const MAX_COUNTS: usize = 1_024;
+
+/// What a request read before it looked in the cache: the right to use entries of that
+/// watermark, and to add entries under it.
+#[derive(Debug, Clone, Copy)]
+pub struct Ticket(Option<Watermark>);
+
+#[derive(Default)]
+pub struct Entries {
+    pub tokens: HashMap<String, TokenPrincipal>,
+    pub users: HashMap<Uuid, User>,
+    pub groups: HashMap<Uuid, Vec<GroupRef>>,
+    /// A list query (its canonical text) → the ids of the page, in order, and the total.
+    pub lists: HashMap<String, Listed<Uuid>>,
+    /// A filter's count query (its SQL and parameters) → how many rows match.
+    pub counts: HashMap<String, u64>,
+}
+
+impl Entries {
+    fn has_room(&self) -> Room {
+        Room {
+            tokens: self.tokens.len() < MAX_TOKENS,
+            users: self.users.len() < MAX_USERS,
+            groups: self.groups.len() < MAX_USERS,
+            lists: self.lists.len() < MAX_LISTS,
+            counts: self.counts.len() < MAX_COUNTS,
+        }
+    }
+
+    /// The users of a cached page, or `None` if any of them is not cached.
+    pub fn users_of(&self, ids: &[Uuid]) -> Option<Vec<User>> {
+        ids.iter().map(|id| self.users.get(id).cloned()).collect()
+    }
+
+    pub fn put_token(&mut self, hash: &str, principal: &TokenPrincipal) {
+        if self.has_room().tokens {
+            self.tokens.insert(hash.to_owned(), principal.clone());
+        }
+    }
+
+    pub fn put_user(&mut self, user: &User) {
+        if self.has_room().users {
+            self.users.insert(user.id, user.clone());
+        }
+    }
+
+    pub fn put_groups(&mut self, user: Uuid, groups: &[GroupRef]) {
+        if self.has_room().groups {
+            self.groups.insert(user, groups.to_vec());
+        }
+    }
+
+    pub fn put_list(&mut self, key: String, page: &Listed<User>) {
+        if !self.has_room().lists {
+            return;
+        }
+        page.items.iter().for_each(|user| self.put_user(user));
+        self.lists.insert(
+            key,
+            Listed {
+                total: page.total,
+                items: page.items.iter().map(|u| u.id).collect(),
+            },
+        );
+    }
+
+    pub fn put_count(&mut self, key: String, total: u64) {
+        if self.has_room().counts {
+            self.counts.insert(key, total);
+        }
+    }
+}
+
+struct Room {
+    tokens: bool,
+    users: bool,
+    groups: bool,
+    lists: bool,
+    counts: bool,
+}
+
+struct Current {
+    at: Option<Watermark>,
+    entries: Entries,
+}
+
+pub struct ReadCache {
+    index: Option<(WalIndex, Sentinel)>,
+    current: Mutex<Current>,
+}
+
+impl ReadCache {
+    /// A cache that never holds anything.
+    pub fn off() -> Self {
+        ReadCache {
+            index: None,
+            current: Mutex::new(Current {
+                at: None,
+                entries: Entries::default(),
+            }),
+        }
+    }
+
+    pub fn on(index: WalIndex, sentinel: Sentinel) -> Self {
+        ReadCache {
+            index: Some((index, sentinel)),
+            ..Self::off()
+        }
+    }
+
+    /// Reads the watermark. Call it before the database query whose result may be
+    /// cached, so that a commit racing with the query leaves the entry stale-marked.
+    pub fn ticket(&self) -> Ticket {
+        Ticket(self.index.as_ref().and_then(|(index, _)| index.read()))
+    }
+
+    /// Runs `look` on the entries valid for `ticket`; `None` when there are none.
+    pub fn lookup<T>(&self, ticket: Ticket, look: impl FnOnce(&Entries) -> Option<T>) -> Option<T> {
+        let at = ticket.0?;
+        let mut current = self.current.lock().ok()?;
+        if current.at != Some(at) {
+            // The database changed (or the cache is new): nothing kept is valid.
+            current.at = Some(at);
+            current.entries = Entries::default();
+            return None;
+        }
+        look(&current.entries)
+    }
+
+    /// Adds what a query read after `ticket` was taken, unless the database has
+    /// since been seen to change.
+    pub fn keep(&self, ticket: Ticket, add: impl FnOnce(&mut Entries)) {
+        let Some(at) = ticket.0 else { return };
+        let Ok(mut current) = self.current.lock() else {
+            return;
+        };
+        if current.at == Some(at) {
+            add(&mut current.entries);
+        }
+    }
+}
