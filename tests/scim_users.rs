@@ -371,3 +371,37 @@ async fn put_replaces_the_user_and_clears_what_it_leaves_out() {
     assert_eq!(replaced["meta"]["created"], user["meta"]["created"]);
     assert_ne!(replaced["meta"]["version"], user["meta"]["version"]);
 }
+
+#[tokio::test]
+async fn the_answer_to_a_post_is_exactly_what_a_get_returns_afterwards_etag_included() {
+    let app = TestApp::spawn().await;
+    let response = app
+        .scim(Method::POST, "/Users")
+        .header("content-type", "application/scim+json")
+        .body(
+            json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User", ENTERPRISE],
+                "userName": "echo@example.com",
+                "externalId": "e-1",
+                "name": {"givenName": "Echo", "familyName": "Back"},
+                "emails": [{"value": "echo@example.com", "type": "work", "primary": true}],
+                ENTERPRISE: {"department": "Acoustics"}
+            })
+            .to_string(),
+        )
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let posted_etag = response.headers()["etag"].clone();
+    let posted: Value = response.json().await.expect("json");
+
+    let got = app
+        .scim(Method::GET, &format!("/Users/{}", id_of(&posted)))
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(got.headers()["etag"], posted_etag);
+    let got: Value = got.json().await.expect("json");
+    assert_eq!(got, posted);
+}

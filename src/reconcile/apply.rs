@@ -27,6 +27,9 @@ pub struct ApplySummary {
     pub keys_blocked: u64,
     pub keys_unblocked: u64,
     pub keys_purged: u64,
+    /// The time stamped on everything this apply created or changed.
+    #[serde(skip)]
+    pub applied_at: DateTime<Utc>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -68,13 +71,17 @@ pub async fn apply(
     plan: &Plan,
     actor: &Actor,
 ) -> Result<ApplySummary, ApplyError> {
+    let now = crate::store::now();
     let mut a = Applier {
         tx,
         plan,
         actor,
-        now: crate::store::now(),
+        now,
         audit: Vec::new(),
-        summary: ApplySummary::default(),
+        summary: ApplySummary {
+            applied_at: now,
+            ..ApplySummary::default()
+        },
         touched: BTreeSet::new(),
         created_teams: HashSet::new(),
     };
@@ -143,7 +150,8 @@ fn run_end(ops: &[Op], start: usize, pred: fn(&Op) -> bool) -> usize {
 /// flushed in between, so that memory does not grow with the plan.
 const RUN_CHUNK: usize = 2000;
 
-pub(super) fn user_from_new(n: &NewUser, now: DateTime<Utc>) -> User {
+/// The row a `CreateUser` operation inserts when applied at `now`.
+pub fn user_from_new(n: &NewUser, now: DateTime<Utc>) -> User {
     User {
         id: n.id,
         user_name: n.user_name.clone(),

@@ -15,7 +15,7 @@ pub mod snapshot;
 #[cfg(test)]
 mod tests;
 
-pub use apply::{apply, ApplyError, ApplySummary};
+pub use apply::{apply, user_from_new, ApplyError, ApplySummary};
 pub use desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
 pub use load::{fingerprint, load_actual};
 pub use plan::{
@@ -199,8 +199,19 @@ pub async fn reconcile_in(
     policy: &Policy,
     actor: &Actor,
 ) -> Result<Plan, ReconcileError> {
+    Ok(reconcile_and_summarise(tx, desired, policy, actor).await?.0)
+}
+
+/// [`reconcile_in`], also returning what the apply did (and when), from which a
+/// caller can render what it created without reading it back.
+pub async fn reconcile_and_summarise(
+    tx: &mut WriteTx,
+    desired: &Desired,
+    policy: &Policy,
+    actor: &Actor,
+) -> Result<(Plan, ApplySummary), ReconcileError> {
     let actual = load_actual(tx, desired, policy).await?;
     let plan = plan(desired, &actual, policy)?;
-    apply(tx, &plan, actor).await?;
-    Ok(plan)
+    let summary = apply(tx, &plan, actor).await?;
+    Ok((plan, summary))
 }

@@ -17,7 +17,7 @@ pub use routes::router;
 
 use crate::app::AppState;
 use crate::error::ApiError;
-use crate::reconcile::{reconcile_in, Actor, Desired, Policy};
+use crate::reconcile::{reconcile_and_summarise, Actor, ApplySummary, Desired, Plan, Policy};
 use crate::store::WriteTx;
 
 /// Plans and applies one SCIM write inside `tx`, under the configuration in force
@@ -27,9 +27,9 @@ pub(crate) async fn apply_and_commit(
     state: &AppState,
     desired: &Desired,
     actor: &Actor,
-) -> Result<(), ApiError> {
+) -> Result<(Plan, ApplySummary), ApiError> {
     let policy = Policy::from_config(&state.current_config());
-    reconcile_in(&mut tx, desired, &policy, actor).await?;
+    let applied = reconcile_and_summarise(&mut tx, desired, &policy, actor).await?;
     tx.commit().await?;
-    Ok(())
+    Ok(applied)
 }

@@ -9,7 +9,7 @@ use super::routes::{etag_matches, Written};
 use crate::app::AppState;
 use crate::domain::{Source, User};
 use crate::error::ApiError;
-use crate::reconcile::{Actor, Desired, DesiredUser, Intent, Scope};
+use crate::reconcile::{user_from_new, Actor, Desired, DesiredUser, Intent, Op, Scope};
 use axum::http::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
@@ -144,8 +144,22 @@ pub async fn create(
     let id = Uuid::new_v4();
     let desired = one_user(input, id, Intent::Create, true);
     let tx = state.store.begin_write().await?;
-    super::apply_and_commit(tx, state, &desired, actor).await?;
-    read_back(state, base, id, StatusCode::CREATED).await
+    let (plan, applied) = super::apply_and_commit(tx, state, &desired, actor).await?;
+    // The row just inserted is exactly the plan's new user stamped with the apply's
+    // time, and a new user is in no group: answering from it saves two reads.
+    let inserted = plan.ops.iter().find_map(|op| match op {
+        Op::CreateUser(new) if new.id == id => Some(user_from_new(new, applied.applied_at)),
+        _ => None,
+    });
+    let Some(user) = inserted else {
+        return read_back(state, base, id, StatusCode::CREATED).await;
+    };
+    Ok(Written {
+        status: StatusCode::CREATED,
+        location: Some(format!("{base}/Users/{id}")),
+        resource: Some(render_user(&user, Some(&[]), base)),
+        version: Some(user.version),
+    })
 }
 
 /// PUT: a full replace of an existing user (never a create). Attributes left out
