@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Everything RELIABILITY.md describes, in one run:
 #   1. the fast reliability tests (also in CI): fuzz regressions, hostile input,
-#      concurrency, crash consistency (small plan), security;
+#      concurrency, crash consistency (small plan), security, IdP faults;
 #   2. the crash test at full size (20,000 users, 100,000 memberships: 120,100 operations);
 #   3. every fuzz target for FUZZ_SECONDS (60) each;
 #   4. the soak run for SOAK_SECONDS (600).
@@ -10,7 +10,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== reliability tests"
-cargo test --test fuzz_regressions --test hostile_input --test concurrency --test crash --test security
+cargo test --test fuzz_regressions --test hostile_input --test concurrency --test crash --test security \
+    --test idp_faults
 
 echo "== crash consistency at full size"
 CRASH_USERS=20000 cargo test --test crash killing_apply -- --nocapture

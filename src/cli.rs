@@ -404,11 +404,20 @@ async fn pull_command(config: &Config, args: PullArgs) -> anyhow::Result<i32> {
     for problem in &pull.problems {
         eprintln!("warning: {problem}");
     }
-    let json = serde_json::to_string_pretty(&pull.snapshot)?;
+    // Streamed: a million memberships would otherwise be a second copy as one string.
     match &args.out {
-        Some(path) => std::fs::write(path, format!("{json}\n"))
-            .map_err(|e| UserError(format!("cannot write {}: {e}", path.display())))?,
-        None => println!("{json}"),
+        Some(path) => {
+            let cannot = |e: &dyn std::fmt::Display| {
+                UserError(format!("cannot write {}: {e}", path.display()))
+            };
+            let file = std::fs::File::create(path).map_err(|e| cannot(&e))?;
+            write_snapshot(&pull.snapshot, std::io::BufWriter::new(file))
+                .map_err(|e| cannot(&e))?;
+        }
+        None => write_snapshot(
+            &pull.snapshot,
+            std::io::BufWriter::new(std::io::stdout().lock()),
+        )?,
     }
     let s = &pull.snapshot;
     let members: usize = s.groups.iter().map(|g| g.members.len()).sum();
@@ -425,6 +434,16 @@ async fn pull_command(config: &Config, args: PullArgs) -> anyhow::Result<i32> {
         }
     );
     Ok(0)
+}
+
+/// Writes a snapshot as pretty JSON and a final newline, and flushes.
+fn write_snapshot(
+    snapshot: &crate::reconcile::snapshot::Snapshot,
+    mut out: impl std::io::Write,
+) -> std::io::Result<()> {
+    serde_json::to_writer_pretty(&mut out, snapshot)?;
+    out.write_all(b"\n")?;
+    out.flush()
 }
 
 // ---------------------------------------------------------------------------------
@@ -671,6 +690,12 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
     let mut policy = Policy::from_config(config);
     policy.allow_deletions = args.allow_deletions;
     let actor = Actor::new(Trigger::Cli, "cli");
+    // A sync of this IdP, so it runs alone: never beside a scheduled run of the same
+    // IdP, in the daemon or on another replica, nor another `apply --idp`.
+    let sync_lock = match &args.idp {
+        Some(name) => Some(take_sync_lock(config, &store, name).await?),
+        None => None,
+    };
     let snapshot = match &args.plan {
         Some(_) => None,
         None => {
@@ -735,7 +760,32 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
         "\nApply complete! {} operations applied, {} already in place.",
         summary.applied, summary.unchanged
     );
+    if let Some(lock) = sync_lock {
+        lock.release().await;
+    }
     Ok(0)
+}
+
+/// The sync lock of the IdP `name`, or an error saying who may hold it.
+async fn take_sync_lock(
+    config: &Config,
+    store: &Store,
+    name: &str,
+) -> anyhow::Result<crate::store::locks::SyncLock> {
+    if let Err(e) = crate::idp::idp_config(config, name) {
+        return fail(e.to_string());
+    }
+    match store.try_sync_lock(name).await {
+        Ok(Some(lock)) => Ok(lock),
+        Ok(None) => fail(format!(
+            "another sync of IdP {name:?} is running (a scheduled run, on this host or \
+             another replica, or another `scimsync apply --idp {name}`); nothing was \
+             pulled or applied. Try again once it has finished."
+        )),
+        Err(e) => Err(anyhow::anyhow!(
+            "cannot take the sync lock of IdP {name:?}: {e}"
+        )),
+    }
 }
 
 /// `--since`: RFC 3339, a date (UTC midnight) or an age such as 24h.

@@ -58,8 +58,13 @@ pub fn routes() -> Router<AppState> {
 /// Connectors (with their cached access tokens) and signing keys, per IdP.
 #[derive(Default)]
 pub struct SsoRuntime {
-    idps: tokio::sync::Mutex<HashMap<String, Arc<Idp>>>,
+    /// Each with the `[[idp]]` table it was built from.
+    idps: tokio::sync::Mutex<HashMap<String, (IdpConfig, Arc<Idp>)>>,
     jwks: tokio::sync::Mutex<HashMap<String, CachedJwks>>,
+    /// The configuration's reload notifications, from the first sign-in on. A reload
+    /// (SIGHUP) may change an IdP's issuer, JWKS URL or credentials, or come right
+    /// after a key rotation at the IdP: nothing cached before it is used after it.
+    reloads: tokio::sync::Mutex<Option<tokio::sync::watch::Receiver<Arc<Config>>>>,
 }
 
 struct CachedJwks {
@@ -194,6 +199,7 @@ async fn sign_in(
             format!(r#"the body must be {{"idp": NAME, "user": USER}} or {{"idp": NAME, "id_token": JWT}}: {e}"#),
         )
     })?;
+    runtime.forget_caches_after_reload(&state).await;
     let config = state.current_config();
     let idp_config = idp::idp_config(&config, &request.idp)
         .map_err(|_| SsoError::UnknownIdp(request.idp.clone()))?
@@ -450,14 +456,42 @@ fn subject_from_claims(
 }
 
 impl SsoRuntime {
-    /// The connector for `name`, built on first use and kept (with its token cache).
-    async fn idp(&self, config: &Config, name: &str) -> Result<Arc<Idp>, SsoError> {
-        let mut idps = self.idps.lock().await;
-        if let Some(idp) = idps.get(name) {
-            return Ok(idp.clone());
+    /// Drops the cached connectors and signing keys when the configuration has been
+    /// reloaded since they were cached.
+    async fn forget_caches_after_reload(&self, state: &AppState) {
+        let mut reloads = self.reloads.lock().await;
+        let Some(receiver) = reloads.as_mut() else {
+            // Nothing is cached before the first sign-in; watch from here on.
+            *reloads = Some(state.subscribe_config());
+            return;
+        };
+        // An error means the sender is gone, and with it any further reload.
+        if receiver.has_changed().unwrap_or(false) {
+            receiver.mark_unchanged();
+            // Taking each lock waits for a fetch in flight, so its result is dropped
+            // too rather than cached after the clearing.
+            self.idps.lock().await.clear();
+            self.jwks.lock().await.clear();
+            tracing::info!(
+                "configuration reloaded: sign-in connectors and signing keys will be fetched again"
+            );
         }
-        let idp = Arc::new(Idp::from_config(idp::idp_config(config, name)?)?);
-        idps.insert(name.to_owned(), idp.clone());
+    }
+
+    /// The connector for `name`, built on first use and kept (with its token cache)
+    /// while it is built from the configuration in force.
+    async fn idp(&self, config: &Config, name: &str) -> Result<Arc<Idp>, SsoError> {
+        let wanted = idp::idp_config(config, name)?;
+        let mut idps = self.idps.lock().await;
+        // A sign-in begun before a reload still holds the old table; what it built
+        // must not serve sign-ins begun after, nor the other way round.
+        if let Some((built_from, idp)) = idps.get(name) {
+            if built_from == wanted {
+                return Ok(idp.clone());
+            }
+        }
+        let idp = Arc::new(Idp::from_config(wanted)?);
+        idps.insert(name.to_owned(), (wanted.clone(), idp.clone()));
         Ok(idp)
     }
 

@@ -8,7 +8,14 @@
 //! - A pull that failed is not applied; one that was cut short is applied as a partial
 //!   snapshot (`complete: false`), which adds and updates but never deletes.
 //! - Every run is recorded in `sync_state`: when, how long, the outcome, the counts,
-//!   the error.
+//!   the error, and the delta cursor the next run resumes from.
+//! - Scheduled runs of an IdP with incremental pulls (Entra) read only what changed
+//!   since the last successful run and apply it to that run's state, held by the
+//!   runner ([`Idp::scheduled_pull`]); the plan is still made from the complete desired
+//!   state, so a delta run deletes exactly what a full pull would. The first run, a
+//!   run after a restart, a cursor the IdP no longer knows (410: the cursor is cleared
+//!   and the run resyncs in full), and managed groups with nested groups mean a full
+//!   pull. A delta run that fails applies nothing and keeps the cursor.
 //! - After [`BACKOFF_AFTER`] failures in a row the IdP is skipped for an exponentially
 //!   growing while (a warning and the `scimsync_sync_backoff_seconds` gauge say so);
 //!   the first success puts it back on its schedule.
@@ -16,7 +23,7 @@
 use crate::app::AppState;
 use crate::config::Config;
 use crate::domain::Trigger;
-use crate::idp::{self, Idp};
+use crate::idp::{self, Idp, PullKind, ScheduledPull};
 use crate::reconcile::{self, Actor, Policy, ReconcileError};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
@@ -39,6 +46,9 @@ pub struct SyncReport {
     /// `success`, `partial` (applied without deletions), `refused` (the deletion guard
     /// tripped), or `failed`.
     pub outcome: &'static str,
+    /// How the IdP was read: `full`, `delta`, or `resync` (a full pull after the IdP
+    /// refused the stored delta cursor).
+    pub pull: PullKind,
     pub complete: bool,
     pub users: usize,
     pub groups: usize,
@@ -72,7 +82,20 @@ pub fn backoff_for(failures: i64) -> Option<Duration> {
     )
 }
 
-/// Pulls one IdP and applies the result under the safety policy, then records the run.
+/// How a run reads the IdP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// A scheduled run: incremental where the IdP allows it, with `idp` keeping the
+    /// state the next run's delta applies to.
+    Scheduled,
+    /// A one-off run with a fresh connector: always a full pull; the cursor is left
+    /// to the scheduled runs.
+    Full,
+}
+
+/// A scheduled run: pulls one IdP (only the changes since the last successful run
+/// when it can, see the module docs) and applies the result under the safety policy,
+/// then records the run. Keep `idp` across runs for the deltas to apply.
 ///
 /// Boxed so that callers can spawn it: the compiler cannot otherwise prove the nested
 /// futures of the pull `Send` for every lifetime.
@@ -82,10 +105,43 @@ pub fn sync_once<'a>(
     idp: &'a Idp,
     actor: &'a Actor,
 ) -> futures::future::BoxFuture<'a, SyncReport> {
-    Box::pin(sync_once_inner(store, config, idp, actor))
+    Box::pin(sync_once_inner(store, config, idp, actor, Mode::Scheduled))
 }
 
-async fn sync_once_inner(store: &Store, config: &Config, idp: &Idp, actor: &Actor) -> SyncReport {
+/// Reads the IdP as `mode` says; with whether a delta cursor was stored.
+async fn pull(
+    store: &Store,
+    idp: &Idp,
+    mode: Mode,
+) -> (Result<ScheduledPull, idp::IdpError>, bool) {
+    if mode == Mode::Full {
+        let pull = idp.pull().await.map(|pull| ScheduledPull {
+            pull,
+            kind: PullKind::Full,
+            next: None,
+        });
+        return (pull, false);
+    }
+    let stored = match store.sync_state(&idp.name).await {
+        Ok(state) => state.and_then(|s| s.delta_cursor),
+        Err(e) => {
+            tracing::warn!(idp = %idp.name, error = %e, "cannot read the delta cursor; pulling in full");
+            None
+        }
+    };
+    (
+        idp.scheduled_pull(stored.as_deref()).await,
+        stored.is_some(),
+    )
+}
+
+async fn sync_once_inner(
+    store: &Store,
+    config: &Config,
+    idp: &Idp,
+    actor: &Actor,
+    mode: Mode,
+) -> SyncReport {
     let started = Utc::now();
     let clock = Instant::now();
     let mut report = SyncReport {
@@ -93,6 +149,7 @@ async fn sync_once_inner(store: &Store, config: &Config, idp: &Idp, actor: &Acto
         started,
         duration_ms: 0,
         outcome: "failed",
+        pull: PullKind::Full,
         complete: false,
         users: 0,
         groups: 0,
@@ -102,9 +159,24 @@ async fn sync_once_inner(store: &Store, config: &Config, idp: &Idp, actor: &Acto
         problems: Vec::new(),
         error: None,
     };
-    match idp.pull().await {
+    let mut next = None;
+    let (pulled, had_cursor) = pull(store, idp, mode).await;
+    match pulled {
         Err(e) => report.error = Some(e.to_string()),
-        Ok(pull) => {
+        Ok(ScheduledPull {
+            pull,
+            kind,
+            next: next_base,
+        }) => {
+            report.pull = kind;
+            next = next_base;
+            if kind == PullKind::Resync {
+                // The stored link is dead whatever happens next; a run that fails from
+                // here must not leave it looking usable.
+                if let Err(e) = store.clear_delta_cursor(&idp.name).await {
+                    tracing::warn!(idp = %idp.name, error = %e, "cannot clear the expired delta cursor");
+                }
+            }
             report.complete = pull.snapshot.complete;
             report.users = pull.snapshot.users.len();
             report.groups = pull.snapshot.groups.len();
@@ -134,28 +206,44 @@ async fn sync_once_inner(store: &Store, config: &Config, idp: &Idp, actor: &Acto
     report.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     crate::metrics::sync_run(&idp.name, report.outcome, clock.elapsed());
     let result = serde_json::to_value(&report).unwrap_or_default();
+    // Only a run that was applied in full moves the cursor on: after a failed, partial
+    // or refused one the next run reads the same changes again.
+    let next = next.filter(|_| report.succeeded());
+    if had_cursor && report.succeeded() && next.is_none() {
+        // No state to apply a delta to (nested groups, no change tracking): a cursor
+        // left from earlier would only mislead.
+        if let Err(e) = store.clear_delta_cursor(&idp.name).await {
+            tracing::warn!(idp = %idp.name, error = %e, "cannot clear the delta cursor");
+        }
+    }
+    let cursor = next.as_ref().map(|n| n.cursor());
     match store
-        .record_sync(&idp.name, started, report.succeeded(), &result, None)
+        .record_sync(&idp.name, started, report.succeeded(), &result, cursor)
         .await
     {
-        Ok(state) => match backoff_for(state.consecutive_failures) {
-            Some(wait) => {
-                tracing::warn!(idp = %idp.name, failures = state.consecutive_failures,
+        Ok(state) => {
+            if let Some(next) = next {
+                idp.adopt(next);
+            }
+            match backoff_for(state.consecutive_failures) {
+                Some(wait) => {
+                    tracing::warn!(idp = %idp.name, failures = state.consecutive_failures,
                     backoff_secs = wait.as_secs(), error = report.error.as_deref().unwrap_or("partial pull"),
                     "IdP sync keeps failing; backing off before the next attempt");
-                metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
-                    .set(wait.as_secs_f64());
+                    metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
+                        .set(wait.as_secs_f64());
+                }
+                None => {
+                    metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
+                        .set(0.0);
+                }
             }
-            None => {
-                metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
-                    .set(0.0);
-            }
-        },
+        }
         Err(e) => tracing::error!(idp = %idp.name, error = %e, "cannot record the sync run"),
     }
     if report.succeeded() {
-        tracing::info!(idp = %report.idp, duration_ms = report.duration_ms, add = report.add,
-            change = report.change, destroy = report.destroy, "IdP sync done");
+        tracing::info!(idp = %report.idp, duration_ms = report.duration_ms, pull = ?report.pull,
+            add = report.add, change = report.change, destroy = report.destroy, "IdP sync done");
     } else {
         tracing::warn!(idp = %report.idp, outcome = report.outcome, duration_ms = report.duration_ms,
             error = report.error.as_deref().unwrap_or(""), problems = report.problems.len(),
@@ -282,7 +370,8 @@ pub async fn start(state: &AppState, config: &Arc<Config>) -> anyhow::Result<Opt
     Ok(Some(Scheduler { inner: scheduler }))
 }
 
-/// Runs one IdP's sync now (CLI `apply --idp` and tests): the same as a scheduled run.
+/// Runs one IdP's sync now with a fresh connector: a full pull, applied and recorded
+/// like a scheduled run (which may have read only a delta).
 pub async fn sync_now(
     store: &Store,
     config: &Config,
@@ -290,7 +379,7 @@ pub async fn sync_now(
     actor: &Actor,
 ) -> Result<SyncReport, idp::IdpError> {
     let idp = Idp::from_config(idp::idp_config(config, name)?)?;
-    Ok(sync_once(store, config, &idp, actor).await)
+    Ok(sync_once_inner(store, config, &idp, actor, Mode::Full).await)
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! The Auth0 connector against a mock Management API: the client-credentials grant
 //! with the tenant's Management API audience, roles paged with totals, a role's users
-//! with checkpoint paging, `X-RateLimit-*` throttling, token expiry, server errors, and
-//! partial pulls.
+//! with checkpoint paging and their records (`blocked`, names) from a batched user
+//! search, `X-RateLimit-*` throttling, token expiry, server errors, and partial pulls.
 
 mod common;
 mod idp_mocks;
@@ -12,17 +12,18 @@ use scimsync::idp::{Idp, PullStats};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
 
-fn user(key: &str, name: &str) -> Value {
+fn user(key: &str, given: &str, family: &str, active: bool) -> Value {
     json!({"external_id": format!("auth0|{key}"), "user_name": format!("{key}@example.com"),
-        "email": format!("{key}@example.com"), "display_name": name, "active": true})
+        "email": format!("{key}@example.com"), "display_name": format!("{given} {family}"),
+        "given_name": given, "family_name": family, "active": active})
 }
 
-/// What a pull of "LLM *" yields. A role's user listing has neither the user's given
-/// and family names nor `blocked`, so Dave (blocked) reads as active here.
+/// What a pull of "LLM *" yields. A role's user listing has neither given and family
+/// names nor `blocked`; the user search adds them, so Dave (blocked) is inactive.
 fn expected() -> Value {
     json!({"idp": "auth0", "complete": true,
-        "users": [user("alice", "Alice Ng"), user("bob", "Bob Stone"),
-            user("carol", "Carol Diaz"), user("dave", "Dave Kim")],
+        "users": [user("alice", "Alice", "Ng", true), user("bob", "Bob", "Stone", true),
+            user("carol", "Carol", "Diaz", true), user("dave", "Dave", "Kim", false)],
         "groups": [
             {"external_id": "rol_admins", "display_name": "LLM Admins",
              "members": ["auth0|alice"]},
@@ -60,6 +61,49 @@ async fn an_auth0_pull_pages_roles_and_follows_role_user_checkpoints() {
         1,
         "the token was asked for the tenant's Management API audience"
     );
+    // One search per page of members (LLM Users two pages, LLM Admins one), and no
+    // user read one by one.
+    assert_eq!(mock.faults.calls_to("/api/v2/users?q="), 3);
+    assert_eq!(mock.faults.calls_to("search_engine=v3"), 3);
+    assert_eq!(mock.faults.calls_to("/api/v2/users/"), 0);
+}
+
+#[tokio::test]
+async fn a_member_the_auth0_search_index_does_not_hold_yet_is_read_by_id() {
+    let (mock, idp) = auth0().await;
+    mock.unindexed.lock().unwrap().insert("auth0|dave".into());
+    let pull = idp.pull().await.unwrap();
+    assert_eq!(
+        snapshot_json(&pull.snapshot),
+        expected(),
+        "{:?}",
+        pull.problems
+    );
+    assert_eq!(mock.faults.calls_to("/api/v2/users/auth0|dave"), 1);
+    assert_eq!(mock.faults.calls_to("/api/v2/users/"), 1);
+}
+
+#[tokio::test]
+async fn an_auth0_role_member_who_no_longer_exists_makes_the_pull_partial() {
+    let (mock, idp) = auth0().await;
+    mock.deleted_users
+        .lock()
+        .unwrap()
+        .insert("auth0|bob".into());
+    let pull = idp.pull().await.unwrap();
+    assert!(!pull.snapshot.complete, "nothing is removed on a guess");
+    assert!(
+        pull.problems.iter().any(|p| p.contains("auth0|bob")),
+        "{:?}",
+        pull.problems
+    );
+    let admins = pull
+        .snapshot
+        .groups
+        .iter()
+        .find(|g| g.external_id == "rol_admins")
+        .expect("the other role is read");
+    assert_eq!(admins.members, ["auth0|alice"]);
 }
 
 #[tokio::test]

@@ -225,6 +225,25 @@ groups = ["LLM Admins"]
     )
     .unwrap();
     let out = dir.path().join("snapshot.json");
+    // Without --out the same snapshot goes to stdout, and only it.
+    let to_stdout = tokio::process::Command::new(env!("CARGO_BIN_EXE_scimsync"))
+        .arg("--config")
+        .arg(&config_file)
+        .args(["pull", "--idp", "entra"])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        to_stdout.status.success(),
+        "{}",
+        String::from_utf8_lossy(&to_stdout.stderr)
+    );
+    let printed: serde_json::Value = serde_json::from_slice(&to_stdout.stdout).unwrap();
+    assert_eq!(
+        printed["groups"][0]["members"],
+        serde_json::json!(["u-alice"])
+    );
+    assert!(to_stdout.stdout.ends_with(b"}\n"));
     let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_scimsync"))
         .arg("--config")
         .arg(&config_file)
@@ -238,8 +257,10 @@ groups = ["LLM Admins"]
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    let written: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(text.ends_with("}\n"), "a final newline");
+    let written: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(written, printed);
     assert_eq!(written["idp"], "entra");
     assert_eq!(written["complete"], true);
     assert_eq!(written["groups"][0]["display_name"], "LLM Admins");

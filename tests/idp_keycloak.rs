@@ -110,6 +110,37 @@ async fn keycloak_members_are_read_max_at_a_time_until_a_short_page() {
 }
 
 #[tokio::test]
+async fn a_disabled_keycloak_member_is_inactive_and_a_member_with_one_name_is_shown_by_it() {
+    let mock = KeycloakMock::start(Version::Modern).await;
+    {
+        let mut dir = mock.dir.lock().unwrap();
+        let id = user_id("cher");
+        let mut cher = idp_mocks::keycloak::user(&id, "cher", "Cher", "", false);
+        cher["lastName"] = Value::Null;
+        dir.users.insert(id.clone(), cher);
+        dir.add_member(&group_id("admins"), &id);
+    }
+    let idp = Idp::from_config(&mock.config("keycloak", &["LLM Admins"])).unwrap();
+    let pull = idp.pull().await.unwrap();
+    assert_eq!(
+        mock.faults.calls_to("/members?briefRepresentation=true"),
+        1,
+        "members are read in the brief representation"
+    );
+    let cher = pull
+        .snapshot
+        .users
+        .iter()
+        .find(|u| u.user_name.as_str() == "cher")
+        .expect("cher pulled");
+    assert!(!cher.active, "enabled: false");
+    assert_eq!(cher.display_name.as_deref(), Some("Cher"));
+    assert_eq!(cher.given_name.as_deref(), Some("Cher"));
+    assert_eq!(cher.family_name, None);
+    assert_eq!(cher.email.as_deref(), Some("cher@example.com"));
+}
+
+#[tokio::test]
 async fn a_keycloak_group_may_be_selected_by_its_path() {
     let mock = KeycloakMock::start(Version::Modern).await;
     let idp = Idp::from_config(&mock.config("keycloak", &["/LLM Users/*"])).unwrap();

@@ -99,3 +99,44 @@ async fn plan_needs_a_snapshot_or_an_idp() {
     assert!(!out.status.success());
     assert!(text(&out.stderr).contains("--snapshot") && text(&out.stderr).contains("--idp"));
 }
+
+#[tokio::test]
+async fn apply_idp_refuses_to_run_while_another_sync_of_that_idp_holds_the_lock() {
+    let mock = GraphMock::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &mock);
+    let url = format!("sqlite://{}", dir.path().join("scimsync.db").display());
+    let store = scimsync::store::Store::open(&url, 2).await.unwrap();
+
+    // What a scheduled run of the daemon holds for as long as it runs.
+    let lock = store
+        .try_sync_lock("entra")
+        .await
+        .unwrap()
+        .expect("the lock is free");
+    let calls = mock.faults.calls();
+    let refused = scimsync(&config, &["apply", "--idp", "entra"]).await;
+    assert_eq!(refused.status.code(), Some(1), "{}", text(&refused.stdout));
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("another sync of IdP \"entra\" is running"),
+        "{stderr}"
+    );
+    assert_eq!(mock.faults.calls(), calls, "nothing was pulled");
+    assert!(
+        store.all_teams().await.unwrap().is_empty(),
+        "nothing applied"
+    );
+
+    // Another IdP's lock is another lock.
+    let other = store.try_sync_lock("okta").await.unwrap();
+    assert!(other.is_some());
+
+    lock.release().await;
+    let apply = scimsync(&config, &["apply", "--idp", "entra"]).await;
+    assert!(apply.status.success(), "{}", text(&apply.stderr));
+    assert!(!store.all_teams().await.unwrap().is_empty());
+
+    // The CLI gave the lock back when it finished.
+    assert!(store.try_sync_lock("entra").await.unwrap().is_some());
+}

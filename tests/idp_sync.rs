@@ -126,24 +126,25 @@ async fn a_failed_or_partial_pull_produces_no_deletions_and_a_complete_one_catch
 #[tokio::test]
 async fn a_slow_scheduled_run_is_never_overlapped_by_the_next_tick() {
     let mock = GraphMock::start().await;
-    // Every API call takes a second, so a run (three pages of groups, then members)
-    // lasts several ticks of an every-second schedule.
+    // Every API call takes a second, so a run (two delta links, three pages of groups,
+    // then members) lasts several ticks of an every-second schedule.
     *mock.faults.delay.lock().unwrap() = Duration::from_secs(1);
     let mut idp = mock.config("entra", &["LLM *"]);
     idp.schedule = Some("* * * * * *".into());
     let app = TestApp::spawn_with(move |c| c.idp.push(idp)).await;
-    tokio::time::sleep(Duration::from_millis(4500)).await;
+    tokio::time::sleep(Duration::from_millis(5500)).await;
+    // Each scheduled Entra run starts by asking for a "from now on" groups delta link.
     let runs_started = mock
         .faults
         .log
         .lock()
         .unwrap()
         .iter()
-        .filter(|p| p.starts_with("/v1.0/groups?") && !p.contains("skiptoken"))
+        .filter(|p| p.starts_with("/v1.0/groups/delta?") && p.contains("deltatoken=latest"))
         .count();
     assert_eq!(runs_started, 1, "the ticks during the run were skipped");
     assert!(
-        mock.faults.calls_to("skiptoken") >= 1,
+        mock.faults.calls_to("/v1.0/groups?") >= 1,
         "the one run is making progress"
     );
     drop(app);

@@ -321,3 +321,185 @@ async fn an_id_token_with_a_groups_claim_of_names_needs_no_call_to_the_idp() {
         "the signing keys are cached"
     );
 }
+
+// ---- configuration reloads ----
+
+/// The app as `scimsync serve` runs it, with a handle on its state so that the test
+/// can reload the configuration the way SIGHUP does (`AppState::replace_config`).
+struct ReloadableApp {
+    base_url: String,
+    state: scimsync::app::AppState,
+    config: scimsync::config::Config,
+    _dir: tempfile::TempDir,
+    _shutdown: tokio::sync::oneshot::Sender<()>,
+}
+
+async fn reloadable_app(idp: IdpConfig) -> ReloadableApp {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = scimsync::config::Config::default();
+    config.server.listen = "127.0.0.1:0".parse().unwrap();
+    config.database.url = format!("sqlite://{}", dir.path().join("scimsync.db").display());
+    config.server.state_directory = Some(dir.path().to_owned());
+    config.idp.push(idp);
+    let app = scimsync::app::App::build(config.clone()).await.unwrap();
+    let addr = app.local_addr().unwrap();
+    let state = app.state().clone();
+    let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = app
+            .serve(async {
+                let _ = stop.await;
+            })
+            .await;
+    });
+    ReloadableApp {
+        base_url: format!("http://{addr}"),
+        state,
+        config,
+        _dir: dir,
+        _shutdown: shutdown,
+    }
+}
+
+async fn sign_in_at(base_url: &str, token: &str, body: Value) -> (StatusCode, Value) {
+    let response = reqwest::Client::new()
+        .post(format!("{base_url}/v1/sso/sign-in"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .expect("request sent");
+    let status = response.status();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// A Keycloak whose tokens carry group names, so that a sign-in needs only the JWKS.
+fn keycloak_with_jwks(jwks_url: &str) -> IdpConfig {
+    let mut idp = IdpConfig::new("keycloak", IdpKind::Keycloak);
+    idp.server_url = Some("http://127.0.0.1:9".into());
+    idp.realm = Some("corp".into());
+    idp.client_id = Some("gateway".into());
+    idp.client_secret = Some("unused".into());
+    idp.jwks_url = Some(jwks_url.to_owned());
+    idp.groups = vec!["LLM *".into()];
+    idp
+}
+
+fn keycloak_token(key: &jwt::TestKey) -> String {
+    let now = jwt::now();
+    jwt::sign(
+        key,
+        &json!({
+            "iss": "http://127.0.0.1:9/realms/corp", "aud": "gateway",
+            "iat": now, "exp": now + 300, "sub": "kc-user-1",
+            "preferred_username": "dana@example.com", "groups": ["/LLM Users"],
+        }),
+    )
+}
+
+#[tokio::test]
+async fn after_a_key_rotation_and_a_reload_the_new_signing_key_is_fetched() {
+    let jwks = jwt::serve_rotating_jwks(vec![jwt::jwk(jwt::idp_key())]).await;
+    let app = reloadable_app(keycloak_with_jwks(&jwks.url)).await;
+    let token = scimsync::keys::issue_token(&app.state.store, "gateway", TokenScope::Sso)
+        .await
+        .unwrap()
+        .expose()
+        .to_owned();
+    let sign_in = |id_token: String| {
+        sign_in_at(
+            &app.base_url,
+            &token,
+            json!({"idp": "keycloak", "id_token": id_token}),
+        )
+    };
+
+    let (status, body) = sign_in(keycloak_token(jwt::idp_key())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(jwks.fetches(), 1);
+
+    // The IdP rotates its key. Right after a fetch, an unknown key id is not worth
+    // another one (forged ids must not make us hammer the IdP)...
+    jwks.publish(vec![jwt::jwk(jwt::rotated_idp_key())]);
+    let (status, body) = sign_in(keycloak_token(jwt::rotated_idp_key())).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+    assert_eq!(jwks.fetches(), 1);
+
+    // ...but the operator's reload (SIGHUP) drops what was cached before it.
+    app.state.replace_config(app.config.clone());
+    let (status, body) = sign_in(keycloak_token(jwt::rotated_idp_key())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(jwks.fetches(), 2, "the new key was fetched");
+
+    // And the keys fetched after the reload are cached again.
+    let (status, body) = sign_in(keycloak_token(jwt::rotated_idp_key())).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(jwks.fetches(), 2);
+    let (status, _) = sign_in(keycloak_token(jwt::idp_key())).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the retired key is no longer accepted"
+    );
+}
+
+#[tokio::test]
+async fn a_reload_that_moves_an_idps_jwks_stops_trusting_the_old_keys() {
+    let old = jwt::serve_rotating_jwks(vec![jwt::jwk(jwt::idp_key())]).await;
+    let new = jwt::serve_rotating_jwks(vec![jwt::jwk(jwt::rotated_idp_key())]).await;
+    let app = reloadable_app(keycloak_with_jwks(&old.url)).await;
+    let token = scimsync::keys::issue_token(&app.state.store, "gateway", TokenScope::Sso)
+        .await
+        .unwrap()
+        .expose()
+        .to_owned();
+    let body = |key| json!({"idp": "keycloak", "id_token": keycloak_token(key)});
+    let (status, answer) = sign_in_at(&app.base_url, &token, body(jwt::idp_key())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+
+    let mut moved = app.config.clone();
+    moved.idp[0].jwks_url = Some(new.url.clone());
+    app.state.replace_config(moved);
+    let (status, answer) = sign_in_at(&app.base_url, &token, body(jwt::idp_key())).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "a key only the old JWKS published: {answer}"
+    );
+    let (status, answer) = sign_in_at(&app.base_url, &token, body(jwt::rotated_idp_key())).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!((old.fetches(), new.fetches()), (1, 1));
+}
+
+#[tokio::test]
+async fn after_a_reload_sign_ins_reach_the_idp_as_the_new_configuration_says() {
+    let before = GraphMock::start().await;
+    let after = GraphMock::start().await;
+    after.remove_member("g-users", "u-alice");
+    let app = reloadable_app(before.config("entra", &["LLM *"])).await;
+    let token = scimsync::keys::issue_token(&app.state.store, "gateway", TokenScope::Sso)
+        .await
+        .unwrap()
+        .expose()
+        .to_owned();
+    let alice = json!({"idp": "entra", "user": "alice@contoso.com"});
+    let (status, body) = sign_in_at(&app.base_url, &token, alice.clone()).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["teams"], json!(["LLM Admins", "LLM Users"]));
+
+    // The tenant moves (new API base, new credentials): the connector built before the
+    // reload, with its cached access token, must not answer for it.
+    let mut moved = app.config.clone();
+    moved.idp[0] = after.config("entra", &["LLM *"]);
+    app.state.replace_config(moved);
+    let calls_before = before.faults.calls();
+    let (status, body) = sign_in_at(&app.base_url, &token, alice).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["teams"], json!(["LLM Admins"]));
+    assert_eq!(
+        before.faults.calls(),
+        calls_before,
+        "the old tenant is not asked"
+    );
+    assert!(after.faults.calls() > 0);
+}

@@ -1,6 +1,17 @@
 //! Auth0 Management API: client credentials with audience `https://{tenant}/api/v2/`;
 //! roles are the groups; a role's users with checkpoint paging (`from` / `take`,
 //! `next` in the answer); the client honours `X-RateLimit-Remaining` / `-Reset`.
+//!
+//! A role's user listing carries only `user_id`, `email`, `name` and `picture`: not
+//! `blocked`, `given_name` or `family_name`. Each page of members is therefore looked
+//! up with one user search (`/api/v2/users?q=user_id:("…" OR "…")&search_engine=v3`,
+//! `SEARCH_BATCH` ids a query), which costs a request or two per hundred members
+//! where a `GET /users/{id}` each would cost a hundred against the same rate limit.
+//! Search is eventually consistent (auth0.com/docs/manage-users/user-search): a user
+//! it does not know yet is read with `GET /api/v2/users/{id}`, which is immediate.
+//!
+//! `blocked: true` (set from the dashboard or the Management API) makes a user
+//! inactive; Auth0 leaves `blocked` out for users never blocked, which are active.
 
 use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
 use super::{
@@ -10,9 +21,15 @@ use super::{
 use crate::config::IdpConfig;
 use futures::future::BoxFuture;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const PAGE_SIZE: usize = 100;
+/// User ids per search query: fifty keep the URL near 3 KB, below the length at which
+/// Auth0 answers 414.
+const SEARCH_BATCH: usize = 50;
+/// The user fields a pull needs.
+const USER_FIELDS: &str = "user_id,email,name,given_name,family_name,username,blocked";
 
 pub struct Auth0 {
     name: String,
@@ -55,6 +72,13 @@ enum UsersPage {
         next: Option<String>,
     },
     Plain(Vec<A0User>),
+}
+
+/// `value` as a quoted Lucene phrase: user ids hold `|` and other characters the query
+/// syntax would otherwise read as operators.
+fn lucene_phrase(value: &str) -> String {
+    let escaped = value.replace('\\', "\\\\").replace('"', "\\\"");
+    format!("\"{escaped}\"")
 }
 
 impl A0User {
@@ -105,6 +129,54 @@ impl Auth0 {
 
     fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> Result<String, IdpError> {
         api_url(&self.name, &self.base, segments, query)
+    }
+
+    /// One user by id, or `None` when Auth0 does not know them.
+    async fn user_by_id(&self, id: &str) -> Result<Option<A0User>, IdpError> {
+        let url = self.url(&["users", id], &[])?;
+        match self.client.get_json::<A0User>(&url).await {
+            Ok(reply) => Ok(Some(reply.body)),
+            Err(IdpError::Http { status: 404, .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The full records of `ids` (role members), in their order.
+    async fn records(&self, role: &str, ids: &[String]) -> Result<Vec<A0User>, IdpError> {
+        let mut out = Vec::with_capacity(ids.len());
+        for batch in ids.chunks(SEARCH_BATCH) {
+            let terms: Vec<String> = batch.iter().map(|id| lucene_phrase(id)).collect();
+            let q = format!("user_id:({})", terms.join(" OR "));
+            let per_page = SEARCH_BATCH.to_string();
+            let url = self.url(
+                &["users"],
+                &[
+                    ("q", q.as_str()),
+                    ("search_engine", "v3"),
+                    ("per_page", per_page.as_str()),
+                    ("page", "0"),
+                    ("fields", USER_FIELDS),
+                    ("include_fields", "true"),
+                ],
+            )?;
+            let found: Vec<A0User> = self.client.get_json(&url).await?.body;
+            let mut found: HashMap<String, A0User> =
+                found.into_iter().map(|u| (u.user_id.clone(), u)).collect();
+            for id in batch {
+                let record = match found.remove(id) {
+                    Some(record) => record,
+                    None => self.user_by_id(id).await?.ok_or_else(|| IdpError::Decode {
+                        // A member Auth0 no longer knows (deleted between the two
+                        // reads) cannot be judged; failing the role keeps the pull
+                        // partial, so nothing is removed on a guess.
+                        url: format!("{}/users/{id}", self.base),
+                        message: format!("role {role:?} lists user {id}, who does not exist"),
+                    })?,
+                };
+                out.push(record);
+            }
+        }
+        Ok(out)
     }
 
     /// Page-numbered lists (`/roles`, `/users/{id}/roles`) with totals.
@@ -160,7 +232,9 @@ impl Connector for Auth0 {
                     UsersPage::Checkpoint { users, next } => (users, next),
                     UsersPage::Plain(users) => (users, None),
                 };
-                out.extend(users.into_iter().filter_map(A0User::into_user));
+                let ids: Vec<String> = users.into_iter().map(|u| u.user_id).collect();
+                let records = self.records(&group.name, &ids).await?;
+                out.extend(records.into_iter().filter_map(A0User::into_user));
                 match next.filter(|n| !n.is_empty()) {
                     Some(next) => from = Some(next),
                     None => return Ok(out),
@@ -202,5 +276,16 @@ impl Connector for Auth0 {
 
     fn client(&self) -> &ApiClient {
         &self.client
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::lucene_phrase;
+
+    #[test]
+    fn a_user_id_is_searched_as_one_quoted_phrase() {
+        assert_eq!(lucene_phrase("auth0|abc"), r#""auth0|abc""#);
+        assert_eq!(lucene_phrase(r#"odd"id\x"#), r#""odd\"id\\x""#);
     }
 }

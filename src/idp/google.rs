@@ -3,6 +3,19 @@
 //! `includeDerivedMembership=true` (nested groups resolved server-side), a user's
 //! groups; `nextPageToken` paging. 403 `userRateLimitExceeded` / `quotaExceeded` and 429
 //! are retried with exponential backoff by the shared client.
+//!
+//! A member listing carries a member's id, email, type and `status` but no name. Names
+//! (and `suspended` / `archived`) come from the users API, read once per pull as a list
+//! of the whole account (`users?customer=…&projection=basic&maxResults=500`, trimmed
+//! with `fields`) and shared by every group of that pull. The Directory API's quota
+//! counts requests, not users: the list costs one request per 500 users of the account,
+//! where a `users.get` per member would cost one per member of every managed group
+//! (and again for each group a person is in). Only for an account much larger than its
+//! managed groups (more than ~500 users per member) would the gets be cheaper.
+//!
+//! A user is inactive when their member entry says `"status": "SUSPENDED"` or their
+//! user record says `suspended` or `archived` (an archived user cannot sign in). A
+//! member from outside the account (no user record) keeps what the member entry says.
 
 use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
 use super::secret::SecretSources;
@@ -13,19 +26,32 @@ use super::{
 use crate::config::IdpConfig;
 use futures::future::BoxFuture;
 use serde::Deserialize;
+use std::collections::HashMap;
 use std::sync::Arc;
+use tokio::sync::OnceCell;
 
 pub const DEFAULT_API_BASE_URL: &str = "https://admin.googleapis.com/admin/directory/v1";
 pub const DEFAULT_TOKEN_URL: &str = "https://oauth2.googleapis.com/token";
 const SCOPES: &str = "https://www.googleapis.com/auth/admin.directory.group.readonly \
                       https://www.googleapis.com/auth/admin.directory.user.readonly";
 const PAGE_SIZE: &str = "200";
+/// The most `users.list` returns a page.
+const USERS_PAGE_SIZE: &str = "500";
+/// Partial response: only what a snapshot needs of each user.
+const USER_FIELDS: &str = "nextPageToken,users(id,primaryEmail,name,suspended,archived)";
+
+/// The account's users by id.
+type Directory = Arc<HashMap<String, GUser>>;
 
 pub struct Google {
     name: String,
     client: ApiClient,
     base: String,
     customer: String,
+    /// The account's users, read at most once per pull. Every pull starts with
+    /// `list_groups`, which puts a fresh cell here, so a pull never sees the names or
+    /// suspensions of an earlier one.
+    directory: std::sync::Mutex<Arc<OnceCell<Directory>>>,
 }
 
 /// The parts of a service account key file we use.
@@ -71,21 +97,50 @@ struct MembersPage {
     next_page_token: Option<String>,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, Clone)]
 #[serde(rename_all = "camelCase")]
 struct GUser {
     id: String,
     primary_email: String,
     name: Option<GName>,
     suspended: Option<bool>,
+    archived: Option<bool>,
 }
 
-#[derive(Deserialize)]
+impl GUser {
+    fn active(&self) -> bool {
+        !self.suspended.unwrap_or(false) && !self.archived.unwrap_or(false)
+    }
+
+    fn into_user(self) -> IdpUser {
+        let active = self.active();
+        let name = self.name.unwrap_or_default();
+        IdpUser {
+            id: self.id,
+            email: Some(self.primary_email.clone()),
+            display_name: non_empty(name.full_name.as_deref()),
+            given_name: non_empty(name.given_name.as_deref()),
+            family_name: non_empty(name.family_name.as_deref()),
+            active,
+            user_name: self.primary_email,
+        }
+    }
+}
+
+#[derive(Deserialize, Default, Clone)]
 #[serde(rename_all = "camelCase")]
 struct GName {
     given_name: Option<String>,
     family_name: Option<String>,
     full_name: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct UsersPage {
+    #[serde(default)]
+    users: Vec<GUser>,
+    next_page_token: Option<String>,
 }
 
 fn group_from(g: GGroup) -> IdpGroup {
@@ -155,7 +210,53 @@ impl Google {
                 .customer
                 .clone()
                 .unwrap_or_else(|| "my_customer".to_owned()),
+            directory: std::sync::Mutex::new(Arc::new(OnceCell::new())),
         })
+    }
+
+    /// The cell of the pull under way.
+    fn directory_cell(&self) -> Arc<OnceCell<Directory>> {
+        self.directory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Starts a new pull: the next directory read goes to the IdP.
+    fn forget_directory(&self) {
+        *self
+            .directory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Arc::new(OnceCell::new());
+    }
+
+    /// The account's users, read once per pull however many groups ask.
+    async fn directory(&self) -> Result<Directory, IdpError> {
+        let cell = self.directory_cell();
+        cell.get_or_try_init(|| self.list_users()).await.cloned()
+    }
+
+    async fn list_users(&self) -> Result<Directory, IdpError> {
+        let mut out = HashMap::new();
+        let mut token: Option<String> = None;
+        loop {
+            let mut query = vec![
+                ("customer", self.customer.as_str()),
+                ("projection", "basic"),
+                ("maxResults", USERS_PAGE_SIZE),
+                ("fields", USER_FIELDS),
+            ];
+            if let Some(t) = &token {
+                query.push(("pageToken", t.as_str()));
+            }
+            let url = api_url(&self.name, &self.base, &["users"], &query)?;
+            let page: UsersPage = self.client.get_json(&url).await?.body;
+            out.extend(page.users.into_iter().map(|u| (u.id.clone(), u)));
+            match page.next_page_token.filter(|t| !t.is_empty()) {
+                Some(t) => token = Some(t),
+                None => return Ok(Arc::new(out)),
+            }
+        }
     }
 
     async fn groups(&self, filter: (&str, &str)) -> Result<Vec<IdpGroup>, IdpError> {
@@ -179,7 +280,10 @@ impl Google {
 
 impl Connector for Google {
     fn list_groups(&self) -> BoxFuture<'_, Result<Vec<IdpGroup>, IdpError>> {
-        Box::pin(self.groups(("customer", self.customer.as_str())))
+        Box::pin(async move {
+            self.forget_directory();
+            self.groups(("customer", self.customer.as_str())).await
+        })
     }
 
     fn group_members<'a>(
@@ -188,7 +292,7 @@ impl Connector for Google {
         _all: &'a [IdpGroup],
     ) -> BoxFuture<'a, Result<Vec<IdpUser>, IdpError>> {
         Box::pin(async move {
-            let mut out = Vec::new();
+            let mut members = Vec::new();
             let mut token: Option<String> = None;
             loop {
                 let mut query = vec![
@@ -211,24 +315,49 @@ impl Connector for Google {
                     if m.kind.as_deref().is_some_and(|k| k != "USER") {
                         continue;
                     }
+                    // Google always gives a USER member an id and an email; one without
+                    // is a damaged answer, and skipping it would remove that person.
                     let (Some(id), Some(email)) = (m.id, non_empty(m.email.as_deref())) else {
-                        continue;
+                        return Err(IdpError::Decode {
+                            url,
+                            message: format!(
+                                "a USER member of group {:?} has no id or no email",
+                                group.name
+                            ),
+                        });
                     };
-                    out.push(IdpUser {
+                    let suspended = m.status.as_deref() == Some("SUSPENDED");
+                    members.push((id, email, suspended));
+                }
+                match page.next_page_token.filter(|t| !t.is_empty()) {
+                    Some(t) => token = Some(t),
+                    None => break,
+                }
+            }
+            if members.is_empty() {
+                return Ok(Vec::new());
+            }
+            let directory = self.directory().await?;
+            Ok(members
+                .into_iter()
+                .map(|(id, email, suspended)| match directory.get(&id) {
+                    Some(record) => {
+                        let mut user = record.clone().into_user();
+                        user.active &= !suspended;
+                        user
+                    }
+                    // Someone from outside the account: the member entry is all there is.
+                    None => IdpUser {
                         id,
                         email: Some(email.clone()),
                         display_name: None,
                         given_name: None,
                         family_name: None,
-                        active: m.status.as_deref() != Some("SUSPENDED"),
+                        active: !suspended,
                         user_name: email,
-                    });
-                }
-                match page.next_page_token.filter(|t| !t.is_empty()) {
-                    Some(t) => token = Some(t),
-                    None => return Ok(out),
-                }
-            }
+                    },
+                })
+                .collect())
         })
     }
 
@@ -242,20 +371,7 @@ impl Connector for Google {
                 }
                 Err(e) => return Err(e),
             };
-            let name = u.name.unwrap_or(GName {
-                given_name: None,
-                family_name: None,
-                full_name: None,
-            });
-            Ok(IdpUser {
-                id: u.id,
-                email: Some(u.primary_email.clone()),
-                display_name: non_empty(name.full_name.as_deref()),
-                given_name: non_empty(name.given_name.as_deref()),
-                family_name: non_empty(name.family_name.as_deref()),
-                active: !u.suspended.unwrap_or(false),
-                user_name: u.primary_email,
-            })
+            Ok(u.into_user())
         })
     }
 

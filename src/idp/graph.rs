@@ -7,17 +7,24 @@
 //!   keeps devices, service principals and nested groups out; nested groups' users are
 //!   in, since membership is transitive);
 //! - a user's groups: `/users/{id}/transitiveMemberOf/microsoft.graph.group` (directory
-//!   roles are not groups).
+//!   roles are not groups);
+//! - changes, for scheduled runs: `/groups/delta?$select=id,displayName,members` (direct
+//!   members as `members@delta`, removals marked `@removed`) and
+//!   `/users/delta?$select=<user fields>` (users whose details changed), each paged by
+//!   `@odata.nextLink` and ending with an `@odata.deltaLink` to resume from. The
+//!   cursor is both links, started with `$deltatoken=latest` ("changes from now on")
+//!   just before a full pull. An expired link answers 410 Gone or 400
+//!   `syncStateNotFound`; either way it is [`IdpError::Gone`] and the caller resyncs.
 
 use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
 use super::{
     api_url, base_url, checked_next_link, client_secret, non_empty, required, retry_policy,
-    Connector, IdpError, IdpGroup, IdpUser, PullStats,
+    Connector, DeltaChanges, IdpError, IdpGroup, IdpUser, PullStats,
 };
 use crate::config::IdpConfig;
 use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
 pub const DEFAULT_LOGIN_URL: &str = "https://login.microsoftonline.com";
@@ -26,6 +33,7 @@ pub const DEFAULT_SCOPE: &str = "https://graph.microsoft.com/.default";
 /// Graph's largest page for directory objects.
 const PAGE_SIZE: &str = "999";
 const USER_FIELDS: &str = "id,userPrincipalName,mail,displayName,givenName,surname,accountEnabled";
+const GROUP_DELTA_FIELDS: &str = "id,displayName,members";
 
 pub struct Graph {
     name: String,
@@ -33,12 +41,54 @@ pub struct Graph {
     base: String,
 }
 
+/// `value` is required: Graph always sends it, and a 200 without it (a proxy's `{}`)
+/// read as an empty page would empty a group and remove its memberships.
 #[derive(Deserialize)]
 struct Page<T> {
-    #[serde(default = "Vec::new")]
     value: Vec<T>,
     #[serde(rename = "@odata.nextLink")]
     next_link: Option<String>,
+}
+
+/// One page of a delta round: either more pages follow or the round is over.
+#[derive(Deserialize)]
+struct DeltaPage<T> {
+    value: Vec<T>,
+    #[serde(rename = "@odata.nextLink")]
+    next_link: Option<String>,
+    #[serde(rename = "@odata.deltaLink")]
+    delta_link: Option<String>,
+}
+
+/// A group in a delta: only what changed is guaranteed to be there, and one group may
+/// come several times in a round, each time with some of its member changes.
+#[derive(Deserialize)]
+struct DeltaGroup {
+    id: String,
+    #[serde(rename = "displayName")]
+    display_name: Option<String>,
+    #[serde(rename = "members@delta", default)]
+    members: Vec<DeltaObject>,
+    #[serde(rename = "@removed")]
+    removed: Option<serde_json::Value>,
+}
+
+/// A directory object in a delta (a member, or a user): its id, type and whether it
+/// was removed.
+#[derive(Deserialize)]
+struct DeltaObject {
+    id: String,
+    #[serde(rename = "@odata.type")]
+    odata_type: Option<String>,
+    #[serde(rename = "@removed")]
+    removed: Option<serde_json::Value>,
+}
+
+/// What the store keeps as the delta cursor: where each of the two rounds resumes.
+#[derive(Serialize, Deserialize)]
+struct Cursor {
+    groups: String,
+    users: String,
 }
 
 #[derive(Deserialize)]
@@ -132,14 +182,128 @@ impl Graph {
     async fn all_pages<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, IdpError> {
         let mut out = Vec::new();
         let mut url = first;
+        let mut read = std::collections::HashSet::new();
         loop {
             let page: Page<T> = self.client.get_json(&url).await?.body;
             out.extend(page.value);
-            match page.next_link {
-                Some(next) => url = checked_next_link(&self.base, &next)?,
-                None => return Ok(out),
+            let Some(next) = page.next_link else {
+                return Ok(out);
+            };
+            read.insert(url);
+            url = not_read_yet(&read, checked_next_link(&self.base, &next)?)?;
+        }
+    }
+
+    /// Follows one delta round from `first` to its deltaLink, handing each item to
+    /// `each`. When `first` is a stored link, every URL of the round came from Graph
+    /// itself, so a 400 can only mean the state token is no longer usable (Graph's
+    /// `syncStateNotFound` for a link older than its lifetime): a resync, like 410.
+    async fn delta_round<T: DeserializeOwned>(
+        &self,
+        first: &str,
+        stored: bool,
+        mut each: impl FnMut(T),
+    ) -> Result<String, IdpError> {
+        let mut url = checked_next_link(&self.base, first)?;
+        let mut read = std::collections::HashSet::new();
+        loop {
+            let page: DeltaPage<T> = match self.client.get_json(&url).await {
+                Ok(reply) => reply.body,
+                Err(IdpError::Http {
+                    url, status: 400, ..
+                }) if stored => return Err(IdpError::Gone { url }),
+                Err(e) => return Err(e),
+            };
+            page.value.into_iter().for_each(&mut each);
+            match (page.next_link, page.delta_link) {
+                (Some(next), _) => {
+                    read.insert(url);
+                    url = not_read_yet(&read, checked_next_link(&self.base, &next)?)?;
+                }
+                (None, Some(delta)) => return checked_next_link(&self.base, &delta),
+                (None, None) => {
+                    return Err(IdpError::Decode {
+                        url,
+                        message: "a delta page with neither @odata.nextLink nor @odata.deltaLink"
+                            .into(),
+                    })
+                }
             }
         }
+    }
+
+    /// The deltaLink of "no changes yet" for a collection.
+    async fn latest_link(&self, collection: &str, select: &str) -> Result<String, IdpError> {
+        let url = self.url(
+            &[collection, "delta"],
+            &[("$select", select), ("$deltatoken", "latest")],
+        )?;
+        self.delta_round::<serde_json::Value>(&url, false, |_| {})
+            .await
+    }
+
+    async fn start_delta(&self) -> Result<Option<String>, IdpError> {
+        let cursor = Cursor {
+            groups: self.latest_link("groups", GROUP_DELTA_FIELDS).await?,
+            users: self.latest_link("users", USER_FIELDS).await?,
+        };
+        serde_json::to_string(&cursor)
+            .map(Some)
+            .map_err(|e| IdpError::Decode {
+                url: self.base.clone(),
+                message: format!("cannot encode the delta cursor: {e}"),
+            })
+    }
+
+    async fn changes(&self, cursor: &str) -> Result<DeltaChanges, IdpError> {
+        // Not written by this version, or damaged: only a full pull can start over.
+        let Ok(cursor) = serde_json::from_str::<Cursor>(cursor) else {
+            return Err(IdpError::Gone {
+                url: self.base.clone(),
+            });
+        };
+        let mut changes = DeltaChanges::default();
+        let groups = self
+            .delta_round(&cursor.groups, true, |g: DeltaGroup| {
+                let change = changes.groups.entry(g.id).or_default();
+                // Later entries of a round are newer: a restored group is no longer deleted.
+                change.deleted = g.removed.is_some();
+                if change.deleted {
+                    return;
+                }
+                if g.display_name.is_some() {
+                    change.name = g.display_name;
+                }
+                for m in g.members {
+                    if m.odata_type.as_deref() == Some("#microsoft.graph.group") {
+                        change.nested = true;
+                    } else if m.removed.is_some() {
+                        change.added.remove(&m.id);
+                        change.removed.insert(m.id);
+                    } else if is_type(&m.odata_type, "#microsoft.graph.user") {
+                        change.removed.remove(&m.id);
+                        change.added.insert(m.id);
+                    }
+                }
+            })
+            .await?;
+        let users = self
+            .delta_round(&cursor.users, true, |u: DeltaObject| {
+                if u.removed.is_some() {
+                    changes.users_changed.remove(&u.id);
+                    changes.users_removed.insert(u.id);
+                } else {
+                    changes.users_removed.remove(&u.id);
+                    changes.users_changed.insert(u.id);
+                }
+            })
+            .await?;
+        changes.cursor =
+            serde_json::to_string(&Cursor { groups, users }).map_err(|e| IdpError::Decode {
+                url: self.base.clone(),
+                message: format!("cannot encode the delta cursor: {e}"),
+            })?;
+        Ok(changes)
     }
 
     async fn get_user(&self, key: &str) -> Result<Option<GraphUser>, IdpError> {
@@ -175,6 +339,21 @@ impl Graph {
             .and_then(GraphUser::into_user)
             .ok_or_else(|| IdpError::UserNotFound(user.to_owned()))
     }
+}
+
+/// A next link to a page already read would be followed forever: the run would never
+/// end, and every later scheduled tick would be skipped behind it.
+fn not_read_yet(
+    read: &std::collections::HashSet<String>,
+    next: String,
+) -> Result<String, IdpError> {
+    if read.contains(&next) {
+        return Err(IdpError::Decode {
+            message: "the next-page link points back at a page already read".into(),
+            url: next,
+        });
+    }
+    Ok(next)
 }
 
 fn groups_from(items: Vec<GraphGroup>) -> Vec<IdpGroup> {
@@ -242,6 +421,28 @@ impl Connector for Graph {
                 &[("$select", "id,displayName"), ("$top", PAGE_SIZE)],
             )?;
             Ok(groups_from(self.all_pages(url).await?))
+        })
+    }
+
+    fn delta_cursor(&self) -> BoxFuture<'_, Result<Option<String>, IdpError>> {
+        Box::pin(self.start_delta())
+    }
+
+    fn delta<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<DeltaChanges, IdpError>> {
+        Box::pin(self.changes(cursor))
+    }
+
+    fn has_nested_groups<'a>(
+        &'a self,
+        group: &'a IdpGroup,
+    ) -> BoxFuture<'a, Result<bool, IdpError>> {
+        Box::pin(async move {
+            let url = self.url(
+                &["groups", &group.id, "members", "microsoft.graph.group"],
+                &[("$select", "id"), ("$top", "1")],
+            )?;
+            let page: Page<serde_json::Value> = self.client.get_json(&url).await?.body;
+            Ok(!page.value.is_empty())
         })
     }
 

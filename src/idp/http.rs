@@ -27,6 +27,8 @@ const DEFAULT_TOKEN_LIFETIME: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(120);
 /// The longest exponential backoff step.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How long to wait for a TCP (and TLS) connection; `request_timeout` bounds the rest.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How persistent the client is. Tests lower the numbers to stay fast.
 #[derive(Debug, Clone, Copy)]
@@ -172,7 +174,7 @@ impl ApiClient {
     pub fn new(idp: &str, auth: Auth, policy: RetryPolicy) -> Result<Self, IdpError> {
         let http = reqwest::Client::builder()
             .timeout(policy.request_timeout)
-            .connect_timeout(Duration::from_secs(10))
+            .connect_timeout(CONNECT_TIMEOUT.min(policy.request_timeout))
             .user_agent(concat!("scimsync/", env!("CARGO_PKG_VERSION")))
             .build()
             .map_err(|e| IdpError::Config {
@@ -221,24 +223,36 @@ impl ApiClient {
             let failure = match request.send().await {
                 Ok(response) => match self.classify(url, response, attempt).await {
                     Ok((bytes, headers)) => {
+                        // A 200 that is not the JSON asked for (an HTML error page, a
+                        // body cut short, the wrong shape) is an error, never an empty
+                        // list: what it would leave out must not be deleted.
+                        let body = match serde_json::from_slice(&bytes) {
+                            Ok(body) => body,
+                            Err(e) => {
+                                crate::metrics::idp_call(&self.idp, "malformed");
+                                return Err(IdpError::Decode {
+                                    url: url.to_owned(),
+                                    message: decode_message(&bytes, &headers, &e),
+                                });
+                            }
+                        };
+                        crate::metrics::idp_call(&self.idp, "ok");
                         PullStats::bump(&self.stats.pages);
                         self.pause_if_budget_spent(&headers).await;
-                        let body =
-                            serde_json::from_slice(&bytes).map_err(|e| IdpError::Decode {
-                                url: url.to_owned(),
-                                message: e.to_string(),
-                            })?;
                         return Ok(Reply { body, headers });
                     }
                     Err(failure) => failure,
                 },
-                Err(e) => Failure::Retry(
-                    self.backoff(attempt),
-                    IdpError::Transport {
-                        url: url.to_owned(),
-                        message: e.without_url().to_string(),
-                    },
-                ),
+                Err(e) => {
+                    crate::metrics::idp_call(&self.idp, "error");
+                    Failure::Retry(
+                        self.backoff(attempt),
+                        IdpError::Transport {
+                            url: url.to_owned(),
+                            message: transport_message(e, &self.policy),
+                        },
+                    )
+                }
             };
             match failure {
                 Failure::Fatal(e) => return Err(e),
@@ -292,17 +306,21 @@ impl ApiClient {
         let bytes = match response.bytes().await {
             Ok(b) => b.to_vec(),
             Err(e) => {
+                // Headers came, the body did not (in time, or in full).
+                crate::metrics::idp_call(&self.idp, "error");
                 return Err(Failure::Retry(
                     self.backoff(attempt),
                     IdpError::Transport {
                         url: url.to_owned(),
-                        message: e.without_url().to_string(),
+                        message: format!(
+                            "{status} but the body could not be read: {}",
+                            transport_message(e, &self.policy)
+                        ),
                     },
-                ))
+                ));
             }
         };
         if status.is_success() {
-            crate::metrics::idp_call(&self.idp, "ok");
             return Ok((bytes, headers));
         }
         let error = IdpError::Http {
@@ -495,11 +513,26 @@ impl ApiClient {
                 Ok(response) => {
                     let status = response.status();
                     let headers = response.headers().clone();
-                    let bytes = response
-                        .bytes()
-                        .await
-                        .map(|b| b.to_vec())
-                        .unwrap_or_default();
+                    let bytes = match response.bytes().await {
+                        Ok(b) => Ok(b.to_vec()),
+                        Err(e) => Err(format!(
+                            "{status} but the body could not be read: {}",
+                            transport_message(e, &self.policy)
+                        )),
+                    };
+                    let bytes = match bytes {
+                        Ok(b) => b,
+                        Err(message) => {
+                            if attempt >= self.policy.max_retries {
+                                return Err(token_error(message));
+                            }
+                            let wait = self.backoff(attempt);
+                            attempt += 1;
+                            PullStats::bump(&self.stats.retries);
+                            self.sleep(wait).await;
+                            continue;
+                        }
+                    };
                     if status.is_success() {
                         return parse_token(&bytes).map_err(token_error);
                     }
@@ -513,7 +546,7 @@ impl ApiClient {
                         return Err(token_error(message));
                     }
                 }
-                Err(e) => (self.backoff(attempt), e.without_url().to_string()),
+                Err(e) => (self.backoff(attempt), transport_message(e, &self.policy)),
             };
             if attempt >= self.policy.max_retries {
                 return Err(token_error(retry.1));
@@ -643,6 +676,87 @@ fn is_google_rate_limit(body: &[u8]) -> bool {
     })
 }
 
+/// What went wrong on the wire, in words. reqwest's own text ("error sending request")
+/// hides the cause in its source chain; a timeout says which limit it hit. No URL (the
+/// caller names it) and nothing from the request, so no credential.
+fn transport_message(e: reqwest::Error, policy: &RetryPolicy) -> String {
+    let e = e.without_url();
+    if e.is_timeout() {
+        return if e.is_connect() {
+            format!(
+                "no connection within {}",
+                seconds(CONNECT_TIMEOUT.min(policy.request_timeout))
+            )
+        } else {
+            format!(
+                "timed out: no complete answer within {} (request_timeout_secs)",
+                seconds(policy.request_timeout)
+            )
+        };
+    }
+    let mut text = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+fn seconds(d: Duration) -> String {
+    if d.subsec_millis() == 0 {
+        format!("{} s", d.as_secs())
+    } else {
+        format!("{} ms", d.as_millis())
+    }
+}
+
+/// Why a successful answer is not the JSON that was asked for, for an operator: an
+/// error page, an empty or truncated body, or JSON of the wrong shape. Quotes at most
+/// the start of the body.
+fn decode_message(bytes: &[u8], headers: &HeaderMap, e: &serde_json::Error) -> String {
+    use serde_json::error::Category;
+    let content_type = headers
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("no Content-Type");
+    let text = String::from_utf8_lossy(bytes);
+    let trimmed = text.trim_start();
+    if trimmed.is_empty() {
+        return format!(
+            "the body is empty ({content_type}, {} bytes) where JSON was expected",
+            bytes.len()
+        );
+    }
+    match e.classify() {
+        Category::Syntax if trimmed.starts_with('<') => format!(
+            "the body is not JSON but {content_type} (an error or sign-in page?), beginning {:?}",
+            excerpt(trimmed)
+        ),
+        Category::Eof => format!(
+            "the JSON body stops after {} bytes, in the middle of a value (truncated): {e}",
+            bytes.len()
+        ),
+        Category::Syntax => format!("the body is not valid JSON ({content_type}): {e}"),
+        Category::Data => format!("the JSON does not have the expected shape: {e}"),
+        Category::Io => e.to_string(),
+    }
+}
+
+/// The first few words of a body, on one line.
+fn excerpt(text: &str) -> String {
+    let start: String = text.chars().take(400).collect();
+    let one_line: String = start.split_whitespace().collect::<Vec<_>>().join(" ");
+    match one_line.char_indices().nth(80) {
+        Some((i, _)) => format!("{}…", &one_line[..i]),
+        None => one_line,
+    }
+}
+
 /// The IdP's own error text, from whichever field its error format uses; short, so
 /// that a log line stays a line.
 fn error_message(body: &[u8]) -> String {
@@ -731,6 +845,26 @@ mod tests {
             "Not found"
         );
         assert!(error_message(&[b'x'; 1000]).chars().count() <= 201);
+    }
+
+    #[test]
+    fn a_successful_answer_that_is_not_the_json_asked_for_is_described_for_an_operator() {
+        let describe = |body: &str, content_type: &str| {
+            let h = headers(&[("content-type", content_type)]);
+            let e = serde_json::from_slice::<Vec<u32>>(body.as_bytes()).unwrap_err();
+            decode_message(body.as_bytes(), &h, &e)
+        };
+        let html = describe("<!DOCTYPE html>\n<html><title>Sign in</title>", "text/html");
+        assert_eq!(
+            html,
+            "the body is not JSON but text/html (an error or sign-in page?), \
+             beginning \"<!DOCTYPE html> <html><title>Sign in</title>\""
+        );
+        assert!(describe("[1, 2, 3", "application/json").contains("truncated"));
+        assert!(describe("", "application/json").starts_with("the body is empty"));
+        assert!(describe(r#"{"value": []}"#, "application/json").contains("expected shape"));
+        assert!(describe("[1, 2] trailing", "application/json").contains("not valid JSON"));
+        assert!(excerpt(&"word ".repeat(1000)).chars().count() <= 81);
     }
 
     #[test]

@@ -51,16 +51,22 @@ impl KcUser {
     fn into_user(self) -> Option<IdpUser> {
         let user_name =
             non_empty(self.username.as_deref()).or_else(|| non_empty(self.email.as_deref()))?;
-        let display_name = match (self.first_name.as_deref(), self.last_name.as_deref()) {
+        let given_name = non_empty(self.first_name.as_deref());
+        let family_name = non_empty(self.last_name.as_deref());
+        // Keycloak has no full-name attribute; a user with one name is shown by it.
+        let display_name = match (&given_name, &family_name) {
             (Some(f), Some(l)) => Some(format!("{f} {l}")),
-            _ => None,
+            (one, other) => one.clone().or_else(|| other.clone()),
         };
         Some(IdpUser {
             id: self.id,
             email: non_empty(self.email.as_deref()),
             display_name,
-            given_name: non_empty(self.first_name.as_deref()),
-            family_name: non_empty(self.last_name.as_deref()),
+            given_name,
+            family_name,
+            // The brief representation that member listings use carries `enabled`
+            // (ModelToRepresentation.toBriefRepresentation); a disabled account cannot
+            // sign in.
             active: self.enabled.unwrap_or(true),
             user_name,
         })

@@ -26,8 +26,8 @@ use crate::domain::{TeamName, UserName};
 use crate::reconcile::snapshot::{Snapshot, SnapshotGroup, SnapshotUser};
 use futures::future::BoxFuture;
 use futures::StreamExt;
-use std::collections::{BTreeMap, HashSet};
-use std::sync::Arc;
+use std::collections::{BTreeMap, BTreeSet, HashSet};
+use std::sync::{Arc, Mutex};
 
 /// Why talking to an IdP failed. Messages name URLs, statuses and the IdP's own error
 /// text, never a credential.
@@ -131,6 +131,27 @@ pub trait Connector: Send + Sync {
         &'a self,
         user: &'a IdpUser,
     ) -> BoxFuture<'a, Result<Vec<IdpGroup>, IdpError>>;
+    /// A cursor from which [`Connector::delta`] reports later changes, taken now;
+    /// `None` for an IdP without incremental pulls (every scheduled run is then full).
+    fn delta_cursor(&self) -> BoxFuture<'_, Result<Option<String>, IdpError>> {
+        Box::pin(async { Ok(None) })
+    }
+    /// What changed since `cursor`, and the cursor to resume from next time.
+    /// [`IdpError::Gone`] when the IdP no longer knows the cursor.
+    fn delta<'a>(&'a self, cursor: &'a str) -> BoxFuture<'a, Result<DeltaChanges, IdpError>> {
+        let _ = cursor;
+        Box::pin(async { Err(IdpError::Gone { url: String::new() }) })
+    }
+    /// Whether other groups are direct members of `group`. Only asked of connectors
+    /// with incremental pulls: a delta of direct members says nothing about what
+    /// changed inside a nested group.
+    fn has_nested_groups<'a>(
+        &'a self,
+        group: &'a IdpGroup,
+    ) -> BoxFuture<'a, Result<bool, IdpError>> {
+        let _ = group;
+        Box::pin(async { Ok(true) })
+    }
     /// Request, page, retry and wait counters of this connector's client.
     fn stats(&self) -> Arc<PullStats>;
     /// The authenticated client, for credential checks.
@@ -143,6 +164,10 @@ pub struct Idp {
     pub selector: GroupSelector,
     pub concurrency: usize,
     pub connector: Box<dyn Connector>,
+    /// The managed groups as of the last scheduled run that succeeded, and the delta
+    /// cursor they belong to: what the next scheduled run applies changes to. Only in
+    /// memory, so a restart or another replica starts with a full pull.
+    base: Mutex<Option<Arc<DeltaBase>>>,
 }
 
 impl std::fmt::Debug for Idp {
@@ -156,6 +181,96 @@ impl std::fmt::Debug for Idp {
 
 /// Default for `[[idp]] concurrency`: parallel member fetches per pull.
 pub const DEFAULT_CONCURRENCY: usize = 4;
+
+/// More users than this to look up one by one after a delta, and a full pull is the
+/// cheaper (and simpler) way to the same state.
+pub const MAX_DELTA_USER_FETCHES: usize = 500;
+
+/// What an IdP reported as changed since a delta cursor.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeltaChanges {
+    /// Where the next delta starts.
+    pub cursor: String,
+    /// By group id; every group the IdP reported, managed or not.
+    pub groups: BTreeMap<String, GroupDelta>,
+    /// Users whose details (names, email, enabled) may have changed.
+    pub users_changed: BTreeSet<String>,
+    /// Users deleted from the directory.
+    pub users_removed: BTreeSet<String>,
+}
+
+/// One group's changes in a delta.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupDelta {
+    pub deleted: bool,
+    /// The new name, when it changed (or the group is new).
+    pub name: Option<String>,
+    /// Direct members added (users, or members of unknown type).
+    pub added: BTreeSet<String>,
+    /// Direct members removed.
+    pub removed: BTreeSet<String>,
+    /// A group was added to or removed from this group's direct members.
+    pub nested: bool,
+}
+
+/// Every managed group with its members, and every member, as of `cursor`: a
+/// complete pull that a delta can be applied to.
+#[derive(Debug, Clone)]
+pub struct DeltaBase {
+    cursor: String,
+    /// id → (name, member ids)
+    groups: BTreeMap<String, (String, BTreeSet<String>)>,
+    users: BTreeMap<String, IdpUser>,
+}
+
+impl DeltaBase {
+    /// The cursor to store: where the next delta starts.
+    pub fn cursor(&self) -> &str {
+        &self.cursor
+    }
+}
+
+/// How a scheduled run read the IdP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PullKind {
+    /// Every managed group read in full.
+    Full,
+    /// Only the changes since the stored cursor, applied to the last run's state.
+    Delta,
+    /// A full pull because the IdP no longer knew the stored cursor (410 Gone).
+    Resync,
+}
+
+/// The result of a scheduled pull: the snapshot, how it was read and, when the run
+/// succeeds, the state the next run's delta applies to ([`Idp::adopt`]).
+#[derive(Debug)]
+pub struct ScheduledPull {
+    pub pull: Pull,
+    pub kind: PullKind,
+    pub next: Option<DeltaBase>,
+}
+
+/// Members read in a full pull, before they become a snapshot.
+struct Collected {
+    /// (id, name, sorted member ids) of each managed group that could be read.
+    groups: Vec<(String, String, Vec<String>)>,
+    users: BTreeMap<String, IdpUser>,
+    problems: Vec<String>,
+    /// Whether every managed group is known to have no nested groups.
+    flat: bool,
+}
+
+enum DeltaOutcome {
+    Applied(Pull, DeltaBase),
+    /// The delta cannot be applied safely; the reason, for the log.
+    NeedsFullPull(String),
+}
+
+fn lock_base(idp: &Idp) -> std::sync::MutexGuard<'_, Option<Arc<DeltaBase>>> {
+    // A panic elsewhere cannot leave the Option half-written.
+    idp.base.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl Idp {
     /// Builds the connector for one `[[idp]]` table, reading its credentials.
@@ -173,6 +288,7 @@ impl Idp {
             selector: GroupSelector::new(&config.groups),
             concurrency: config.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
             connector,
+            base: Mutex::new(None),
         })
     }
 
@@ -187,30 +303,47 @@ impl Idp {
     /// snapshot partial instead of failing the pull; only a pull that cannot even list
     /// the groups is an error.
     pub async fn pull(&self) -> Result<Pull, IdpError> {
+        let c = self.collect(false).await?;
+        Ok(self.assemble(c.groups, c.users.into_values(), c.problems))
+    }
+
+    /// Reads the managed groups' members. Each group is folded into the user map as
+    /// its fetch completes, keeping one copy of each user and only ids per group, so
+    /// that a pull of a million memberships never holds a million user records.
+    async fn collect(&self, check_nesting: bool) -> Result<Collected, IdpError> {
         let all = self.connector.list_groups().await?;
         let managed: Vec<&IdpGroup> = all.iter().filter(|g| self.selector.matches(g)).collect();
         self.connector
             .stats()
             .add_groups(u64::try_from(managed.len()).unwrap_or(u64::MAX));
         let all_ref = &all;
+        type Fetched = (
+            Result<Vec<IdpUser>, IdpError>,
+            Option<Result<bool, IdpError>>,
+        );
         // Boxed one by one: a closure returning `async` blocks that borrow would not be
         // provably `Send`, and the scheduler spawns pulls.
-        type Fetch<'f> = BoxFuture<'f, (&'f IdpGroup, Result<Vec<IdpUser>, IdpError>)>;
+        type Fetch<'f> = BoxFuture<'f, (&'f IdpGroup, Fetched)>;
         let fetches: Vec<Fetch<'_>> = managed
             .into_iter()
             .map(|group| -> Fetch<'_> {
-                Box::pin(async move { (group, self.connector.group_members(group, all_ref).await) })
+                Box::pin(async move {
+                    let members = self.connector.group_members(group, all_ref);
+                    if !check_nesting {
+                        return (group, (members.await, None));
+                    }
+                    let nested = self.connector.has_nested_groups(group);
+                    let (members, nested) = futures::future::join(members, nested).await;
+                    (group, (members, Some(nested)))
+                })
             })
             .collect();
-        let fetched: Vec<(&IdpGroup, Result<Vec<IdpUser>, IdpError>)> =
-            futures::stream::iter(fetches)
-                .buffer_unordered(self.concurrency)
-                .collect()
-                .await;
+        let mut stream = futures::stream::iter(fetches).buffer_unordered(self.concurrency);
         let mut problems = Vec::new();
         let mut users: BTreeMap<String, IdpUser> = BTreeMap::new();
         let mut groups = Vec::new();
-        for (group, result) in fetched {
+        let mut flat = check_nesting;
+        while let Some((group, (result, nested))) = stream.next().await {
             let members = match result {
                 Ok(members) => members,
                 Err(e) => {
@@ -220,26 +353,60 @@ impl Idp {
                     continue;
                 }
             };
-            let mut ids: Vec<String> = members.iter().map(|u| u.id.clone()).collect();
-            ids.sort();
-            ids.dedup();
-            for member in members {
-                users.entry(member.id.clone()).or_insert(member);
+            match nested {
+                None | Some(Ok(false)) => {}
+                Some(Ok(true)) => {
+                    tracing::info!(idp = %self.name, group = %group.name,
+                        "a managed group has nested groups; scheduled runs pull in full");
+                    flat = false;
+                }
+                Some(Err(e)) => {
+                    tracing::info!(idp = %self.name, group = %group.name, error = %e,
+                        "cannot tell whether a managed group has nested groups; the next run pulls in full");
+                    flat = false;
+                }
             }
-            groups.push((group, ids));
+            let mut ids = Vec::with_capacity(members.len());
+            for member in members {
+                ids.push(member.id.clone());
+                if !users.contains_key(&member.id) {
+                    users.insert(member.id.clone(), member);
+                }
+            }
+            ids.sort_unstable();
+            ids.dedup();
+            groups.push((group.id.clone(), group.name.clone(), ids));
         }
-        let (snapshot_users, dropped) = snapshot_users(users.into_values(), &mut problems);
+        Ok(Collected {
+            groups,
+            users,
+            problems,
+            flat,
+        })
+    }
+
+    /// Turns groups (id, name, member ids) and their members into a snapshot: the one
+    /// place that decides what a full pull and a delta run produce.
+    fn assemble(
+        &self,
+        groups: Vec<(String, String, Vec<String>)>,
+        users: impl Iterator<Item = IdpUser>,
+        mut problems: Vec<String>,
+    ) -> Pull {
+        let (snapshot_users, dropped) = snapshot_users(users, &mut problems);
         let mut snapshot_groups = Vec::new();
-        for (group, mut ids) in groups {
-            ids.retain(|id| !dropped.contains(id));
-            match TeamName::parse(&group.name) {
+        for (id, name, mut ids) in groups {
+            if !dropped.is_empty() {
+                ids.retain(|id| !dropped.contains(id));
+            }
+            match TeamName::parse(&name) {
                 Ok(display_name) => snapshot_groups.push(SnapshotGroup {
-                    external_id: group.id.clone(),
+                    external_id: id,
                     display_name,
                     members: ids,
                     metadata: None,
                 }),
-                Err(e) => problems.push(format!("group {:?} skipped: {e}", group.name)),
+                Err(e) => problems.push(format!("group {name:?} skipped: {e}")),
             }
         }
         snapshot_groups.sort_by(|a, b| {
@@ -249,7 +416,7 @@ impl Idp {
         self.connector
             .stats()
             .add_users(u64::try_from(snapshot_users.len()).unwrap_or(u64::MAX));
-        Ok(Pull {
+        Pull {
             snapshot: Snapshot {
                 idp: self.name.clone(),
                 complete: problems.is_empty(),
@@ -257,7 +424,208 @@ impl Idp {
                 groups: snapshot_groups,
             },
             problems,
-        })
+        }
+    }
+
+    /// What a scheduled run pulls. With a state from an earlier run that belongs to
+    /// `stored_cursor` (the cursor sync_state holds), only the changes since then are
+    /// read and applied to it; otherwise, or when the delta cannot be applied safely,
+    /// every managed group is read. A delta that fails leaves the state and cursor as
+    /// they were, so the next run reads the same changes again.
+    pub async fn scheduled_pull(
+        &self,
+        stored_cursor: Option<&str>,
+    ) -> Result<ScheduledPull, IdpError> {
+        let base = lock_base(self).clone();
+        let mut kind = PullKind::Full;
+        match base {
+            Some(base) if stored_cursor == Some(base.cursor.as_str()) => {
+                match self.delta_pull(&base).await {
+                    Ok(DeltaOutcome::Applied(pull, next)) => {
+                        return Ok(ScheduledPull {
+                            pull,
+                            kind: PullKind::Delta,
+                            next: Some(next),
+                        })
+                    }
+                    Ok(DeltaOutcome::NeedsFullPull(reason)) => {
+                        tracing::info!(idp = %self.name, %reason, "delta not applicable; pulling in full");
+                    }
+                    Err(IdpError::Gone { .. }) => {
+                        tracing::warn!(idp = %self.name,
+                            "the IdP no longer knows the delta cursor; resyncing in full");
+                        *lock_base(self) = None;
+                        kind = PullKind::Resync;
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+            Some(_) => {
+                // Cleared by an operator or a resync, or moved on by another replica:
+                // this state is not the one the store was last brought to.
+                tracing::info!(idp = %self.name, "stored delta cursor differs; pulling in full");
+                *lock_base(self) = None;
+            }
+            None => {}
+        }
+        let (pull, next) = self.full_pull_with_base().await?;
+        Ok(ScheduledPull { pull, kind, next })
+    }
+
+    /// Keeps `next` as the state the next scheduled run applies its delta to; called
+    /// once the run that produced it has been applied.
+    pub fn adopt(&self, next: DeltaBase) {
+        *lock_base(self) = Some(Arc::new(next));
+    }
+
+    /// A full pull that also yields a [`DeltaBase`] when the connector has incremental
+    /// pulls, the pull is complete, and no managed group has nested groups.
+    async fn full_pull_with_base(&self) -> Result<(Pull, Option<DeltaBase>), IdpError> {
+        // Taken before reading: changes made while the pull runs come again in the
+        // next delta, and applying a change twice is harmless (each says the final state).
+        let cursor = match self.connector.delta_cursor().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(idp = %self.name, error = %e,
+                    "cannot start change tracking; the next run pulls in full too");
+                None
+            }
+        };
+        let c = self.collect(cursor.is_some()).await?;
+        let base = match cursor {
+            Some(cursor) if c.flat && c.problems.is_empty() => Some(DeltaBase {
+                cursor,
+                groups: c
+                    .groups
+                    .iter()
+                    .map(|(id, name, ids)| {
+                        (id.clone(), (name.clone(), ids.iter().cloned().collect()))
+                    })
+                    .collect(),
+                users: c.users.clone(),
+            }),
+            _ => None,
+        };
+        let pull = self.assemble(c.groups, c.users.into_values(), c.problems);
+        let complete = pull.snapshot.complete;
+        Ok((pull, base.filter(|_| complete)))
+    }
+
+    /// Reads the changes since `base` and applies them to a copy of it.
+    async fn delta_pull(&self, base: &DeltaBase) -> Result<DeltaOutcome, IdpError> {
+        let changes = self.connector.delta(&base.cursor).await?;
+        let mut next = base.clone();
+        next.cursor = changes.cursor;
+        let mut added: Vec<(String, String)> = Vec::new();
+        for (id, change) in changes.groups {
+            if change.deleted {
+                next.groups.remove(&id);
+                continue;
+            }
+            if let Some(name) = &change.name {
+                let matches = self
+                    .selector
+                    .matches(&IdpGroup::new(id.clone(), name.clone()));
+                match (next.groups.get_mut(&id), matches) {
+                    (Some(group), true) => group.0.clone_from(name),
+                    (Some(_), false) => {
+                        next.groups.remove(&id);
+                        continue;
+                    }
+                    (None, true) => {
+                        return Ok(DeltaOutcome::NeedsFullPull(format!(
+                            "group {name:?} is new to the managed groups"
+                        )))
+                    }
+                    (None, false) => continue,
+                }
+            }
+            let Some(group) = next.groups.get_mut(&id) else {
+                continue;
+            };
+            if change.nested {
+                return Ok(DeltaOutcome::NeedsFullPull(format!(
+                    "group {:?} now has nested groups",
+                    group.0
+                )));
+            }
+            for member in &change.removed {
+                group.1.remove(member);
+            }
+            added.extend(change.added.into_iter().map(|m| (id.clone(), m)));
+        }
+
+        // Users are looked up when they are new to the managed groups, or when their
+        // details may have changed: a groups delta carries only ids.
+        let mut wanted: BTreeSet<String> = added
+            .iter()
+            .filter(|(_, m)| !next.users.contains_key(m))
+            .map(|(_, m)| m.clone())
+            .collect();
+        wanted.extend(
+            changes
+                .users_changed
+                .iter()
+                .filter(|u| next.users.contains_key(*u) && !changes.users_removed.contains(*u))
+                .cloned(),
+        );
+        if wanted.len() > MAX_DELTA_USER_FETCHES {
+            return Ok(DeltaOutcome::NeedsFullPull(format!(
+                "{} users to look up",
+                wanted.len()
+            )));
+        }
+        let lookups: Vec<BoxFuture<'_, (String, Result<IdpUser, IdpError>)>> = wanted
+            .into_iter()
+            .map(|id| -> BoxFuture<'_, _> {
+                Box::pin(async move {
+                    let found = self.connector.find_user(&id).await;
+                    (id, found)
+                })
+            })
+            .collect();
+        let mut stream = futures::stream::iter(lookups).buffer_unordered(self.concurrency);
+        let mut gone: BTreeSet<String> = changes.users_removed;
+        while let Some((id, found)) = stream.next().await {
+            match found {
+                // Looked up by id, so another object answering is not this member.
+                Ok(user) if user.id == id => {
+                    next.users.insert(id, user);
+                }
+                Ok(_) | Err(IdpError::UserNotFound(_)) => {
+                    gone.insert(id);
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        drop(stream);
+        for (group, member) in added {
+            if next.users.contains_key(&member) {
+                if let Some(g) = next.groups.get_mut(&group) {
+                    g.1.insert(member);
+                }
+            }
+        }
+        // Deleted users, and members that are not users after all, are in no group.
+        if !gone.is_empty() {
+            for group in next.groups.values_mut() {
+                group.1.retain(|m| !gone.contains(m));
+            }
+        }
+        let members: HashSet<String> = next
+            .groups
+            .values()
+            .flat_map(|g| g.1.iter().cloned())
+            .collect();
+        next.users.retain(|id, _| members.contains(id));
+        let users: Vec<IdpUser> = next.users.values().cloned().collect();
+        let groups = next
+            .groups
+            .iter()
+            .map(|(id, (name, ids))| (id.clone(), name.clone(), ids.iter().cloned().collect()))
+            .collect();
+        let pull = self.assemble(groups, users.into_iter(), Vec::new());
+        Ok(DeltaOutcome::Applied(pull, next))
     }
 
     /// One user and the managed groups they are in, for a sign-in.

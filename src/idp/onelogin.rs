@@ -3,6 +3,25 @@
 //! roles are the many-to-many groups (`/api/2/roles`, `/api/2/roles/{id}/users`);
 //! cursor paging (`After-Cursor` header → `cursor=`); the client honours
 //! `X-RateLimit-Remaining` / `X-RateLimit-Reset`.
+//!
+//! A role's user listing carries only id, name and username: no email, no first and
+//! last name, no `status` or `state`. The members' records are therefore read from
+//! `/api/2/users?user_ids=…&fields=…`, `ID_BATCH` ids a request, so that a pull costs
+//! about one extra request per hundred members rather than one per member.
+//!
+//! Whether a user is active (`is_active`) follows OneLogin's user resource
+//! (developers.onelogin.com/api-docs/1/users/user-resource and …/set-state):
+//!
+//! - `status` 1 (active) is active;
+//! - `status` 4, 5 and 8 (password expired, awaiting password reset, security
+//!   questions required) are active: a step the person completes at their next login;
+//! - `status` 0, 2, 3 and 7 (unactivated, suspended, locked, password pending: never
+//!   set one) are inactive, and so is a missing or unknown status;
+//! - `state` 0, 2 and 3 (unapproved, rejected, unlicensed) are inactive whatever the
+//!   status; `state` 1 (approved) or none leaves it to the status.
+//!
+//! Deactivation blocks the user's API keys and reactivation unblocks them, so a lock
+//! that OneLogin lifts by itself costs the user nothing once the next pull sees it.
 
 use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
 use super::{
@@ -14,11 +33,15 @@ use futures::future::BoxFuture;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 const PAGE_SIZE: &str = "1000";
-/// `status` of a suspended user.
-const SUSPENDED: i64 = 2;
+/// Member ids per `/api/2/users?user_ids=` request: a hundred ids keep the URL near
+/// 1 KB, far from what servers and proxies refuse.
+const ID_BATCH: usize = 100;
+/// The user fields a pull needs; asking for them alone keeps the answers small.
+const USER_FIELDS: &str = "id,email,username,firstname,lastname,status,state";
 
 pub struct OneLogin {
     name: String,
@@ -32,6 +55,7 @@ struct OlRole {
     name: String,
 }
 
+/// A user as `/api/2/users` describes them.
 #[derive(Deserialize)]
 struct OlUser {
     id: Value,
@@ -39,10 +63,28 @@ struct OlUser {
     email: Option<String>,
     firstname: Option<String>,
     lastname: Option<String>,
-    name: Option<String>,
-    /// 0 unactivated, 1 active, 2 suspended, 3 locked, 4 password expired, 5 awaiting
-    /// password reset, 7 password pending, 8 security questions required.
     status: Option<i64>,
+    state: Option<i64>,
+}
+
+/// An entry of `/api/2/roles/{id}/users`.
+#[derive(Deserialize)]
+struct RoleUser {
+    id: Value,
+    /// Only users currently assigned count; `include_unassigned` (which we never send)
+    /// would list others with `false`.
+    #[serde(default = "assigned_by_default")]
+    assigned: bool,
+}
+
+fn assigned_by_default() -> bool {
+    true
+}
+
+/// The mapping documented at the top of this file.
+fn is_active(status: Option<i64>, state: Option<i64>) -> bool {
+    let approved = matches!(state, None | Some(1));
+    approved && matches!(status, Some(1 | 4 | 5 | 8))
 }
 
 /// OneLogin ids are numbers; we keep them as text.
@@ -57,22 +99,20 @@ impl OlUser {
     fn into_user(self) -> Option<IdpUser> {
         let user_name =
             non_empty(self.email.as_deref()).or_else(|| non_empty(self.username.as_deref()))?;
-        let display_name = non_empty(self.name.as_deref()).or_else(|| {
-            match (self.firstname.as_deref(), self.lastname.as_deref()) {
-                (Some(f), Some(l)) => Some(format!("{f} {l}")),
-                _ => None,
-            }
-        });
+        let given_name = non_empty(self.firstname.as_deref());
+        let family_name = non_empty(self.lastname.as_deref());
+        // The v2 user has no full-name field; the role listing's `name` is this join.
+        let display_name = match (&given_name, &family_name) {
+            (Some(f), Some(l)) => Some(format!("{f} {l}")),
+            (one, other) => one.clone().or_else(|| other.clone()),
+        };
         Some(IdpUser {
             id: id_text(&self.id),
             email: non_empty(self.email.as_deref()),
             display_name,
-            given_name: non_empty(self.firstname.as_deref()),
-            family_name: non_empty(self.lastname.as_deref()),
-            // Only a suspension ends access; a lockout, an expired password or a
-            // pending activation is the user's to resolve, and deactivating would block
-            // their API keys. Role member listings carry no status: absent is active.
-            active: self.status != Some(SUSPENDED),
+            given_name,
+            family_name,
+            active: is_active(self.status, self.state),
             user_name,
         })
     }
@@ -102,13 +142,18 @@ impl OneLogin {
     }
 
     /// Follows `After-Cursor` until it is absent or empty.
-    async fn all_pages<T: DeserializeOwned>(&self, segments: &[&str]) -> Result<Vec<T>, IdpError> {
+    async fn all_pages<T: DeserializeOwned>(
+        &self,
+        segments: &[&str],
+        filter: &[(&str, &str)],
+    ) -> Result<Vec<T>, IdpError> {
         let mut path = vec!["api", "2"];
         path.extend_from_slice(segments);
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
         loop {
-            let mut query = vec![("limit", PAGE_SIZE)];
+            let mut query = filter.to_vec();
+            query.push(("limit", PAGE_SIZE));
             if let Some(c) = &cursor {
                 query.push(("cursor", c.as_str()));
             }
@@ -129,7 +174,7 @@ impl OneLogin {
     }
 
     async fn roles(&self) -> Result<Vec<IdpGroup>, IdpError> {
-        let roles: Vec<OlRole> = self.all_pages(&["roles"]).await?;
+        let roles: Vec<OlRole> = self.all_pages(&["roles"], &[]).await?;
         Ok(roles
             .into_iter()
             .map(|r| IdpGroup::new(id_text(&r.id), r.name))
@@ -148,8 +193,40 @@ impl Connector for OneLogin {
         _all: &'a [IdpGroup],
     ) -> BoxFuture<'a, Result<Vec<IdpUser>, IdpError>> {
         Box::pin(async move {
-            let users: Vec<OlUser> = self.all_pages(&["roles", &group.id, "users"]).await?;
-            Ok(users.into_iter().filter_map(OlUser::into_user).collect())
+            let listed: Vec<RoleUser> = self.all_pages(&["roles", &group.id, "users"], &[]).await?;
+            let mut ids: Vec<String> = listed
+                .iter()
+                .filter(|u| u.assigned)
+                .map(|u| id_text(&u.id))
+                .collect();
+            ids.sort();
+            ids.dedup();
+            let mut out = Vec::with_capacity(ids.len());
+            for batch in ids.chunks(ID_BATCH) {
+                let wanted = batch.join(",");
+                let records: Vec<OlUser> = self
+                    .all_pages(
+                        &["users"],
+                        &[("user_ids", wanted.as_str()), ("fields", USER_FIELDS)],
+                    )
+                    .await?;
+                let mut found: HashMap<String, OlUser> =
+                    records.into_iter().map(|u| (id_text(&u.id), u)).collect();
+                for id in batch {
+                    // A member without a record (deleted between the two reads) cannot
+                    // be judged active or not; failing the group keeps the pull partial,
+                    // so nothing is removed on a guess, and the next pull sees clearly.
+                    let record = found.remove(id).ok_or_else(|| IdpError::Decode {
+                        url: format!("{}/api/2/users", self.base),
+                        message: format!(
+                            "role {:?} lists user {id}, but the users API does not return them",
+                            group.name
+                        ),
+                    })?;
+                    out.extend(record.into_user());
+                }
+            }
+            Ok(out)
         })
     }
 

@@ -13,12 +13,17 @@
 //!   gets it runs the sync, the others skip that tick. If the replica dies, its
 //!   connection closes and the server releases the lock.
 //!
-//! On SQLite there is one process per database file, so both are in-process matters:
-//! the writer mutex in [`Store`] and the per-IdP guard in `sync.rs`.
+//! On SQLite the writer lock is an in-process matter (the writer mutex in [`Store`];
+//! SQLite itself serialises writers across processes). The sync lock is not: `scimsync
+//! apply --idp` runs in its own process beside the daemon. There it is an exclusive
+//! transaction held open on a small lock file beside the database, one per IdP: SQLite
+//! locks files across processes, and the operating system drops the lock with the
+//! process, so a CLI run that is killed cannot leave it held either.
 
 use super::{Backend, Store, StoreResult};
 use sqlx::pool::PoolConnection;
-use sqlx::{Any, Row};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection};
+use sqlx::{Any, Connection, Row};
 
 /// A stable 64-bit key for an advisory lock name (FNV-1a). Every replica, whatever
 /// its build, must compute the same key for the same name, which rules out std's
@@ -62,6 +67,9 @@ pub struct SyncLock {
     key: i64,
     /// The session holding the lock on PostgreSQL; `None` on SQLite.
     conn: Option<PoolConnection<Any>>,
+    /// On SQLite, the connection holding the lock file's exclusive transaction;
+    /// `None` for an in-memory database (which no other process can open).
+    file: Option<SqliteConnection>,
 }
 
 impl SyncLock {
@@ -71,6 +79,12 @@ impl SyncLock {
 
     /// Gives the lock back so that the next tick may run on any replica.
     pub async fn release(mut self) {
+        if let Some(file) = self.file.take() {
+            // Closing ends the transaction, and with it the file lock.
+            if let Err(e) = file.close().await {
+                tracing::warn!(idp = %self.idp, error = %e, "closing the sync lock file failed");
+            }
+        }
         let Some(mut conn) = self.conn.take() else {
             return;
         };
@@ -104,17 +118,13 @@ impl Drop for SyncLock {
 }
 
 impl Store {
-    /// Tries to become the one replica running `idp`'s scheduled sync. `None` means
-    /// another replica holds it right now. On SQLite it always succeeds: there the
-    /// scheduler's in-process guard is the only one needed.
+    /// Tries to become the one process running a sync of `idp` (a scheduled run, or
+    /// `scimsync apply --idp`). `None` means another replica or process holds it
+    /// right now.
     pub async fn try_sync_lock(&self, idp: &str) -> StoreResult<Option<SyncLock>> {
         let key = sync_lock_key(idp);
         if self.backend() == Backend::Sqlite {
-            return Ok(Some(SyncLock {
-                idp: idp.to_owned(),
-                key,
-                conn: None,
-            }));
+            return self.try_sqlite_sync_lock(idp, key).await;
         }
         let mut conn = self.pool().acquire().await?;
         let row = sqlx::query("SELECT pg_try_advisory_lock($1) AS locked")
@@ -126,7 +136,52 @@ impl Store {
             idp: idp.to_owned(),
             key,
             conn: Some(conn),
+            file: None,
         }))
+    }
+
+    async fn try_sqlite_sync_lock(&self, idp: &str, key: i64) -> StoreResult<Option<SyncLock>> {
+        let row = sqlx::query("SELECT file FROM pragma_database_list WHERE name = 'main'")
+            .fetch_optional(self.pool())
+            .await?;
+        let database: Option<String> = row.map(|r| r.try_get("file")).transpose()?;
+        let mut lock = SyncLock {
+            idp: idp.to_owned(),
+            key,
+            conn: None,
+            file: None,
+        };
+        let Some(database) = database.filter(|f| !f.is_empty()) else {
+            return Ok(Some(lock));
+        };
+        // Named by the key, not the IdP name, which may hold any character.
+        let path = format!(
+            "{database}.sync-{:016x}.lock",
+            u64::from_ne_bytes(key.to_ne_bytes())
+        );
+        let options = SqliteConnectOptions::new()
+            .filename(&path)
+            .create_if_missing(true)
+            // Ask once: a held lock is an answer, not something to wait for.
+            .busy_timeout(std::time::Duration::ZERO);
+        // Connecting may already meet the lock (setting up the connection reads the file).
+        let attempt = async {
+            let mut conn = SqliteConnection::connect_with(&options).await?;
+            sqlx::query("BEGIN EXCLUSIVE").execute(&mut conn).await?;
+            Ok::<_, sqlx::Error>(conn)
+        };
+        match attempt.await {
+            Ok(conn) => {
+                lock.file = Some(conn);
+                Ok(Some(lock))
+            }
+            Err(sqlx::Error::Database(e))
+                if e.code().as_deref() == Some("5") || e.message().contains("locked") =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

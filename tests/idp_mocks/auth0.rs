@@ -1,8 +1,11 @@
 //! A mock Auth0 tenant: `/oauth/token` (client credentials with the Management API
 //! audience) and the Management API v2: `/api/v2/roles` (page / per_page with totals),
 //! `/api/v2/roles/{id}/users` (checkpoint paging: `take`, then `from` = the previous
-//! answer's `next`), `/api/v2/users/{id}`, `/api/v2/users-by-email`,
-//! `/api/v2/users/{id}/roles`, carrying `X-RateLimit-*` headers (the reset a Unix time).
+//! answer's `next`; user_id, email, picture and name only, no `blocked`),
+//! `/api/v2/users` (search engine v3: `q=user_id:"…"` or `user_id:("…" OR "…")`,
+//! `fields` / `include_fields`, page / per_page), `/api/v2/users/{id}`,
+//! `/api/v2/users-by-email`, `/api/v2/users/{id}/roles`, carrying `X-RateLimit-*`
+//! headers (the reset a Unix time).
 
 use super::{serve, slice, with_rate_limit_headers, Dir, Faults, Flavor, Group};
 use axum::extract::{OriginalUri, Path, Query, State};
@@ -11,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 pub const DOMAIN: &str = "acme.eu.auth0.com";
@@ -40,6 +43,12 @@ pub struct Auth0Mock {
     pub base_url: String,
     pub dir: Arc<Mutex<Dir>>,
     pub faults: Arc<Faults>,
+    /// Users the search index does not hold yet (search is eventually consistent);
+    /// `GET /api/v2/users/{id}` knows them.
+    pub unindexed: Arc<Mutex<HashSet<String>>>,
+    /// Users deleted after a role listing was read: roles still list them, search and
+    /// `GET /api/v2/users/{id}` no longer know them.
+    pub deleted_users: Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Clone)]
@@ -47,6 +56,8 @@ struct AppState {
     dir: Arc<Mutex<Dir>>,
     faults: Arc<Faults>,
     page_size: usize,
+    unindexed: Arc<Mutex<HashSet<String>>>,
+    deleted_users: Arc<Mutex<HashSet<String>>>,
 }
 
 impl Auth0Mock {
@@ -64,15 +75,20 @@ impl Auth0Mock {
         }
         let dir = Arc::new(Mutex::new(dir));
         let faults = Faults::new(Flavor::Auth0);
+        let unindexed = Arc::new(Mutex::new(HashSet::new()));
+        let deleted_users = Arc::new(Mutex::new(HashSet::new()));
         let state = AppState {
             dir: dir.clone(),
             faults: faults.clone(),
             page_size: 2,
+            unindexed: unindexed.clone(),
+            deleted_users: deleted_users.clone(),
         };
         let router = Router::new()
             .route("/oauth/token", post(token))
             .route("/api/v2/roles", get(roles))
             .route("/api/v2/roles/{id}/users", get(role_users))
+            .route("/api/v2/users", get(search_users))
             .route("/api/v2/users/{id}", get(get_user))
             .route("/api/v2/users/{id}/roles", get(user_roles))
             .route("/api/v2/users-by-email", get(users_by_email))
@@ -82,6 +98,8 @@ impl Auth0Mock {
             base_url,
             dir,
             faults,
+            unindexed,
+            deleted_users,
         }
     }
 
@@ -233,6 +251,106 @@ async fn role_users(
     }
 }
 
+fn bad_query(message: &str) -> Response {
+    (
+        StatusCode::BAD_REQUEST,
+        Json(
+            json!({"statusCode": 400, "error": "Bad Request", "message": message,
+            "errorCode": "invalid_query_string"}),
+        ),
+    )
+        .into_response()
+}
+
+/// The ids of a `user_id:"…"` or `user_id:("…" OR "…")` query, the only shapes the
+/// connector sends; anything else is refused like a query Auth0 cannot parse.
+fn user_ids_of(q: &str) -> Option<Vec<String>> {
+    let rest = q.strip_prefix("user_id:")?;
+    let inner = match rest.strip_prefix('(') {
+        Some(r) => r.strip_suffix(')')?,
+        None => rest,
+    };
+    let mut ids = Vec::new();
+    let mut between = String::new();
+    let mut chars = inner.chars();
+    while let Some(c) = chars.next() {
+        if c != '"' {
+            between.push(c);
+            continue;
+        }
+        // What separates two phrases must be the OR operator (and spaces).
+        let separator = between.trim();
+        if !(separator.is_empty() && ids.is_empty() || separator == "OR" && !ids.is_empty()) {
+            return None;
+        }
+        between.clear();
+        let mut id = String::new();
+        loop {
+            match chars.next()? {
+                '\\' => id.push(chars.next()?),
+                '"' => break,
+                c => id.push(c),
+            }
+        }
+        ids.push(id);
+    }
+    (between.trim().is_empty() && !ids.is_empty()).then_some(ids)
+}
+
+async fn search_users(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    if q.get("search_engine").map(String::as_str) != Some("v3") {
+        return bad_query("search_engine must be v3");
+    }
+    let Some(ids) = q.get("q").and_then(|q| user_ids_of(q)) else {
+        return bad_query("Invalid query string");
+    };
+    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(50);
+    if per_page > 100 {
+        return bad_query("per_page must be at most 100");
+    }
+    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let fields: Option<Vec<String>> = q
+        .get("fields")
+        .filter(|_| q.get("include_fields").map(String::as_str) != Some("false"))
+        .map(|f| f.split(',').map(|f| f.trim().to_owned()).collect());
+    let matches: Vec<Value> = {
+        let dir = s.dir.lock().unwrap();
+        let unindexed = s.unindexed.lock().unwrap();
+        let deleted = s.deleted_users.lock().unwrap();
+        dir.users
+            .values()
+            .filter(|u| {
+                let id = u["user_id"].as_str().unwrap_or_default();
+                ids.iter().any(|want| want == id)
+                    && !unindexed.contains(id)
+                    && !deleted.contains(id)
+            })
+            .map(|u| match &fields {
+                Some(fields) => {
+                    let mut out = serde_json::Map::new();
+                    for f in fields {
+                        if let Some(v) = u.get(f) {
+                            out.insert(f.clone(), v.clone());
+                        }
+                    }
+                    Value::Object(out)
+                }
+                None => u.clone(),
+            })
+            .collect()
+    };
+    let (users, _) = slice(&matches, page * per_page, per_page);
+    Json(users).into_response()
+}
+
 fn auth0_not_found() -> Response {
     super::not_found(json!({"statusCode": 404, "error": "Not Found",
         "message": "The user does not exist.", "errorCode": "inexistent_user"}))
@@ -249,6 +367,7 @@ async fn get_user(
     }
     let found = s.dir.lock().unwrap().users.get(&id).cloned();
     match found {
+        Some(_) if s.deleted_users.lock().unwrap().contains(&id) => auth0_not_found(),
         Some(u) => Json(u).into_response(),
         None => auth0_not_found(),
     }

@@ -1,7 +1,9 @@
 //! A mock Google Workspace: the OAuth token endpoint (JWT-bearer grant of a service
 //! account with domain-wide delegation) and the Admin SDK Directory API
 //! (`/admin/directory/v1/groups`, `groups/{key}/members` with
-//! `includeDerivedMembership`, `users/{key}`), paged with `nextPageToken`.
+//! `includeDerivedMembership` (id, email, type, status: no names), `users` (the
+//! account's users, `maxResults` up to 500, `fields` partial responses), `users/{key}`),
+//! paged with `nextPageToken`.
 
 use super::{jwt, serve, slice, Dir, Faults, Flavor, Group};
 use axum::extract::{OriginalUri, Path, Query, State};
@@ -48,6 +50,9 @@ pub struct GoogleMock {
     pub base_url: String,
     pub dir: Arc<Mutex<Dir>>,
     pub faults: Arc<Faults>,
+    /// Users who are members of groups here but belong to another Google account: the
+    /// users API of this one does not know them.
+    pub outsiders: Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Clone)]
@@ -56,6 +61,7 @@ struct AppState {
     faults: Arc<Faults>,
     page_size: usize,
     base: Arc<Mutex<String>>,
+    outsiders: Arc<Mutex<HashSet<String>>>,
 }
 
 impl GoogleMock {
@@ -76,16 +82,19 @@ impl GoogleMock {
         let dir = Arc::new(Mutex::new(dir));
         let faults = Faults::new(Flavor::Google);
         let base = Arc::new(Mutex::new(String::new()));
+        let outsiders = Arc::new(Mutex::new(HashSet::new()));
         let state = AppState {
             dir: dir.clone(),
             faults: faults.clone(),
             page_size,
             base: base.clone(),
+            outsiders: outsiders.clone(),
         };
         let router = Router::new()
             .route("/token", post(token))
             .route(&format!("{API_PATH}/groups"), get(list_groups))
             .route(&format!("{API_PATH}/groups/{{key}}/members"), get(members))
+            .route(&format!("{API_PATH}/users"), get(list_users))
             .route(&format!("{API_PATH}/users/{{key}}"), get(get_user))
             .with_state(state);
         let (_, base_url) = serve(router).await;
@@ -94,6 +103,7 @@ impl GoogleMock {
             base_url,
             dir,
             faults,
+            outsiders,
         }
     }
 
@@ -302,6 +312,87 @@ async fn members(
     page(&s, "admin#directory#members", "members", items, &q)
 }
 
+fn bad_request(message: &str) -> Response {
+    (
+        axum::http::StatusCode::BAD_REQUEST,
+        Json(json!({"error": {"code": 400, "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": "invalid"}]}})),
+    )
+        .into_response()
+}
+
+/// The sub-fields `fields=nextPageToken,users(a,b(c))` asks of each user, or `None`
+/// for the whole resource.
+fn user_fields(fields: &str) -> Option<Vec<String>> {
+    let start = fields.find("users(")? + "users(".len();
+    let mut depth = 0usize;
+    let mut out = vec![String::new()];
+    for c in fields[start..].chars() {
+        match c {
+            '(' => depth += 1,
+            ')' if depth == 0 => break,
+            ')' => depth -= 1,
+            ',' if depth == 0 => out.push(String::new()),
+            c if depth == 0 => {
+                if let Some(last) = out.last_mut() {
+                    last.push(c);
+                }
+            }
+            _ => {}
+        }
+    }
+    Some(
+        out.into_iter()
+            .map(|f| f.trim().to_owned())
+            .filter(|f| !f.is_empty())
+            .collect(),
+    )
+}
+
+/// `users.list`: the account's users (never outsiders), `maxResults` 1 to 500.
+async fn list_users(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    if !q.contains_key("customer") && !q.contains_key("domain") {
+        return bad_request("Bad Request");
+    }
+    let max: usize = q
+        .get("maxResults")
+        .and_then(|m| m.parse().ok())
+        .unwrap_or(100);
+    if !(1..=500).contains(&max) {
+        return bad_request("Invalid value '501'. Values must be within the range: [1, 500]");
+    }
+    let wanted = q.get("fields").and_then(|f| user_fields(f));
+    let items: Vec<Value> = {
+        let dir = s.dir.lock().unwrap();
+        let outsiders = s.outsiders.lock().unwrap();
+        dir.users
+            .iter()
+            .filter(|(id, _)| !outsiders.contains(*id))
+            .map(|(_, u)| match &wanted {
+                Some(fields) => {
+                    let mut out = serde_json::Map::new();
+                    for f in fields {
+                        if let Some(v) = u.get(f) {
+                            out.insert(f.clone(), v.clone());
+                        }
+                    }
+                    Value::Object(out)
+                }
+                None => u.clone(),
+            })
+            .collect()
+    };
+    page(&s, "admin#directory#users", "users", items, &q)
+}
+
 fn find(dir: &Dir, key: &str) -> Option<Value> {
     dir.users.get(key).cloned().or_else(|| {
         dir.users
@@ -326,7 +417,15 @@ async fn get_user(
     }
     let found = find(&s.dir.lock().unwrap(), &key);
     match found {
-        Some(u) => Json(u).into_response(),
-        None => google_not_found("userKey"),
+        Some(u)
+            if !s
+                .outsiders
+                .lock()
+                .unwrap()
+                .contains(u["id"].as_str().unwrap_or("")) =>
+        {
+            Json(u).into_response()
+        }
+        _ => google_not_found("userKey"),
     }
 }

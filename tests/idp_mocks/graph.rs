@@ -24,6 +24,26 @@ pub struct Directory {
     pub users: BTreeMap<String, Value>,
     /// ids of members that are devices, not users
     pub devices: Vec<String>,
+    /// Every change since the tenant was set up, in order: what delta tokens count.
+    pub changes: Vec<Change>,
+    /// Delta tokens of an earlier generation are refused, as Graph refuses links
+    /// older than their lifetime.
+    pub delta_generation: u64,
+    /// How an expired delta token is refused: 410 Gone, or (Graph's answer for
+    /// directory objects) 400 `syncStateNotFound`.
+    pub expired_with_400: bool,
+}
+
+/// One change to the directory, as delta queries report it (the final state of what
+/// changed is read from the directory when the delta is asked for).
+#[derive(Debug, Clone)]
+pub enum Change {
+    /// `member` joined or left `group`.
+    Member { group: String, member: String },
+    /// A group was created, renamed or deleted.
+    Group(String),
+    /// A user's details changed, or the user was deleted.
+    User(String),
 }
 
 pub struct GraphMock {
@@ -67,6 +87,12 @@ impl GraphMock {
                 "/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user",
                 get(group_members),
             )
+            .route("/v1.0/groups/delta", get(groups_delta))
+            .route("/v1.0/users/delta", get(users_delta))
+            .route(
+                "/v1.0/groups/{id}/members/microsoft.graph.group",
+                get(group_groups),
+            )
             .route("/v1.0/users", get(filter_users))
             .route("/v1.0/users/{id}", get(get_user))
             .route(
@@ -98,13 +124,17 @@ impl GraphMock {
         c
     }
 
-    /// Puts a user into a group.
+    /// Puts a user (or a group, nesting it) into a group.
     pub fn add_member(&self, group: &str, user: &str) {
         let mut dir = self.dir.lock().unwrap();
         dir.members
             .entry(group.into())
             .or_default()
             .push(user.into());
+        dir.changes.push(Change::Member {
+            group: group.into(),
+            member: user.into(),
+        });
     }
 
     /// Takes a user out of a group.
@@ -113,6 +143,31 @@ impl GraphMock {
         if let Some(m) = dir.members.get_mut(group) {
             m.retain(|u| u != user);
         }
+        dir.changes.push(Change::Member {
+            group: group.into(),
+            member: user.into(),
+        });
+    }
+
+    /// Changes one property of a user's Graph JSON.
+    pub fn set_user_field(&self, user: &str, field: &str, value: Value) {
+        let mut dir = self.dir.lock().unwrap();
+        if let Some(u) = dir.users.get_mut(user) {
+            u[field] = value;
+        }
+        dir.changes.push(Change::User(user.into()));
+    }
+
+    /// Creates or renames a group.
+    pub fn put_group(&self, id: &str, name: &str) {
+        let mut dir = self.dir.lock().unwrap();
+        dir.groups.insert(id.into(), name.into());
+        dir.changes.push(Change::Group(id.into()));
+    }
+
+    /// Makes every delta token issued so far unusable.
+    pub fn expire_delta_tokens(&self) {
+        self.dir.lock().unwrap().delta_generation += 1;
     }
 }
 
@@ -250,10 +305,8 @@ async fn group_members(
             )
                 .into_response();
         }
-        dir.members
-            .get(&id)
-            .into_iter()
-            .flatten()
+        transitive_members(&dir, &id)
+            .iter()
             .map(|m| match dir.users.get(m) {
                 Some(u) => u.clone(),
                 // A device in the group: real Graph drops it because of the cast; the mock
@@ -263,6 +316,27 @@ async fn group_members(
             .collect()
     };
     page(&s, uri.path(), items, &q)
+}
+
+/// The members of a group and of the groups nested in it (not the groups themselves),
+/// each once.
+fn transitive_members(dir: &Directory, group: &str) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    let mut seen_groups = vec![group.to_owned()];
+    let mut stack = vec![group.to_owned()];
+    while let Some(g) = stack.pop() {
+        for m in dir.members.get(&g).into_iter().flatten() {
+            if dir.groups.contains_key(m) {
+                if !seen_groups.contains(m) {
+                    seen_groups.push(m.clone());
+                    stack.push(m.clone());
+                }
+            } else if !out.contains(m) {
+                out.push(m.clone());
+            }
+        }
+    }
+    out
 }
 
 fn find_user(dir: &Directory, key: &str) -> Option<Value> {
@@ -351,6 +425,225 @@ async fn user_groups(
             "displayName": "LLM Global Reader"}),
         );
         items
+    };
+    page(&s, uri.path(), items, &q)
+}
+
+/// The Graph type of a directory object id.
+fn type_of(dir: &Directory, id: &str) -> &'static str {
+    if dir.users.contains_key(id) {
+        "#microsoft.graph.user"
+    } else if dir.groups.contains_key(id) {
+        "#microsoft.graph.group"
+    } else {
+        "#microsoft.graph.device"
+    }
+}
+
+/// A group in a delta, its member changes split over several entries of at most
+/// `chunk` members, as Graph splits large member lists.
+fn delta_group_items(
+    dir: &Directory,
+    id: &str,
+    with_name: bool,
+    members: &[String],
+    chunk: usize,
+) -> Vec<Value> {
+    let Some(name) = dir.groups.get(id) else {
+        return vec![json!({"id": id, "@removed": {"reason": "changed"}})];
+    };
+    let current = dir.members.get(id);
+    let entries: Vec<Value> = members
+        .iter()
+        .map(|m| {
+            let mut e = json!({"@odata.type": type_of(dir, m), "id": m});
+            if !current.is_some_and(|c| c.contains(m)) {
+                e["@removed"] = json!({"reason": "deleted"});
+            }
+            e
+        })
+        .collect();
+    let mut items = Vec::new();
+    let mut chunks: Vec<&[Value]> = entries.chunks(chunk.max(1)).collect();
+    if chunks.is_empty() {
+        chunks.push(&[]);
+    }
+    for part in chunks {
+        let mut item = json!({"@odata.type": "#microsoft.graph.group", "id": id,
+            "members@delta": part});
+        if with_name {
+            item["displayName"] = json!(name);
+        }
+        items.push(item);
+    }
+    items
+}
+
+fn user_delta_item(dir: &Directory, id: &str) -> Value {
+    match dir.users.get(id) {
+        Some(u) => u.clone(),
+        None => json!({"id": id, "@removed": {"reason": "changed"}}),
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Collection {
+    Groups,
+    Users,
+}
+
+/// A delta round: `$deltatoken=latest` (no data, a link for "from now on"), no token
+/// (the whole collection), or a token (what changed since it, each object once with
+/// its final state), paged by `$skiptoken` and ending with an `@odata.deltaLink`.
+fn delta(s: &AppState, path: &str, q: &HashMap<String, String>, kind: Collection) -> Response {
+    let dir = s.dir.lock().unwrap();
+    let generation = dir.delta_generation;
+    let base = s.base.lock().unwrap().clone();
+    let expired = || {
+        if dir.expired_with_400 {
+            (StatusCode::BAD_REQUEST, Json(json!({"error": {"code": "syncStateNotFound",
+                "message": "The sync state generation is not found. The delta token is expired and data must be synchronized again."}})))
+                .into_response()
+        } else {
+            (StatusCode::GONE, Json(json!({"error": {"code": "resyncRequired",
+                "message": "Resync required. Replace any local cached data with a full delta round."}})))
+                .into_response()
+        }
+    };
+    let delta_link = |to: usize| json!(format!("{base}{path}?$deltatoken={generation}-{to}"));
+    // (from: None for the whole collection, to, offset)
+    let (from, to, offset): (Option<usize>, usize, usize) = if let Some(skip) = q.get("$skiptoken")
+    {
+        let parts: Vec<&str> = skip.split('-').collect();
+        if parts.len() != 4 || parts[0] != generation.to_string() {
+            return expired();
+        }
+        (
+            parts[1].parse().ok(),
+            parts[2].parse().unwrap_or(0),
+            parts[3].parse().unwrap_or(0),
+        )
+    } else if let Some(token) = q.get("$deltatoken") {
+        if token == "latest" {
+            return Json(json!({"value": [], "@odata.deltaLink": delta_link(dir.changes.len())}))
+                .into_response();
+        }
+        match token.split_once('-') {
+            Some((g, pos)) if g == generation.to_string() => {
+                (Some(pos.parse().unwrap_or(0)), dir.changes.len(), 0)
+            }
+            _ => return expired(),
+        }
+    } else {
+        (None, dir.changes.len(), 0)
+    };
+    let chunk = s.page_size;
+    let items: Vec<Value> = match (kind, from) {
+        (Collection::Groups, None) => dir
+            .groups
+            .keys()
+            .flat_map(|g| {
+                let members = dir.members.get(g).cloned().unwrap_or_default();
+                delta_group_items(&dir, g, true, &members, chunk)
+            })
+            .collect(),
+        (Collection::Users, None) => dir.users.values().cloned().collect(),
+        (Collection::Groups, Some(from)) => {
+            // Each changed group once, in the order first changed, with its changed members.
+            let mut order: Vec<String> = Vec::new();
+            let mut touched: HashMap<String, (bool, Vec<String>)> = HashMap::new();
+            for change in dir.changes.get(from..to).unwrap_or_default() {
+                let (group, member) = match change {
+                    Change::Member { group, member } => (group, Some(member)),
+                    Change::Group(group) => (group, None),
+                    Change::User(_) => continue,
+                };
+                let entry = touched.entry(group.clone()).or_insert_with(|| {
+                    order.push(group.clone());
+                    (false, Vec::new())
+                });
+                match member {
+                    Some(m) if !entry.1.contains(m) => entry.1.push(m.clone()),
+                    Some(_) => {}
+                    None => entry.0 = true,
+                }
+            }
+            order
+                .iter()
+                .flat_map(|g| {
+                    let (renamed, members) = &touched[g];
+                    delta_group_items(&dir, g, *renamed, members, chunk)
+                })
+                .collect()
+        }
+        (Collection::Users, Some(from)) => {
+            let mut seen: Vec<&String> = Vec::new();
+            for change in dir.changes.get(from..to).unwrap_or_default() {
+                if let Change::User(u) = change {
+                    if !seen.contains(&u) {
+                        seen.push(u);
+                    }
+                }
+            }
+            seen.into_iter().map(|u| user_delta_item(&dir, u)).collect()
+        }
+    };
+    let end = (offset + s.page_size).min(items.len());
+    let mut body = json!({"value": items[offset.min(items.len())..end].to_vec()});
+    if end < items.len() {
+        let from = from.map(|f| f.to_string()).unwrap_or_else(|| "all".into());
+        body["@odata.nextLink"] = json!(format!(
+            "{base}{path}?$skiptoken={generation}-{from}-{to}-{end}"
+        ));
+    } else {
+        body["@odata.deltaLink"] = delta_link(to);
+    }
+    Json(body).into_response()
+}
+
+async fn groups_delta(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    delta(&s, uri.path(), &q, Collection::Groups)
+}
+
+async fn users_delta(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    delta(&s, uri.path(), &q, Collection::Users)
+}
+
+/// The groups directly in a group (`/groups/{id}/members/microsoft.graph.group`).
+async fn group_groups(
+    State(s): State<AppState>,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
+        return r;
+    }
+    let items: Vec<Value> = {
+        let dir = s.dir.lock().unwrap();
+        dir.members
+            .get(&id)
+            .into_iter()
+            .flatten()
+            .filter_map(|m| dir.groups.get(m).map(|n| group_json(m, n)))
+            .collect()
     };
     page(&s, uri.path(), items, &q)
 }

@@ -9,7 +9,7 @@ use rsa::pkcs8::{EncodePrivateKey, LineEnding};
 use rsa::traits::PublicKeyParts;
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 
 pub struct TestKey {
     pub kid: String,
@@ -39,6 +39,12 @@ pub fn idp_key() -> &'static TestKey {
     KEY.get_or_init(|| generate("idp-key-1"))
 }
 
+/// The key the IdP signs with after rotating away from [`idp_key`].
+pub fn rotated_idp_key() -> &'static TestKey {
+    static KEY: OnceLock<TestKey> = OnceLock::new();
+    KEY.get_or_init(|| generate("idp-key-2"))
+}
+
 /// A key the IdP does not publish (an attacker's), with the same kid.
 pub fn rogue_key() -> &'static TestKey {
     static KEY: OnceLock<TestKey> = OnceLock::new();
@@ -64,6 +70,46 @@ pub async fn serve_jwks(keys: Vec<Value>) -> (String, Arc<AtomicUsize>) {
     );
     let (_, base) = serve(router).await;
     (format!("{base}/keys"), fetches)
+}
+
+/// A JWKS endpoint whose keys can be replaced, as an IdP replaces them when it rotates
+/// its signing key.
+pub struct RotatingJwks {
+    pub url: String,
+    pub keys: Arc<Mutex<Vec<Value>>>,
+    pub fetches: Arc<AtomicUsize>,
+}
+
+impl RotatingJwks {
+    pub fn publish(&self, keys: Vec<Value>) {
+        *self.keys.lock().unwrap() = keys;
+    }
+
+    pub fn fetches(&self) -> usize {
+        self.fetches.load(Ordering::SeqCst)
+    }
+}
+
+/// Serves `{"keys": [...]}` at /keys, the keys replaceable.
+pub async fn serve_rotating_jwks(keys: Vec<Value>) -> RotatingJwks {
+    let fetches = Arc::new(AtomicUsize::new(0));
+    let keys = Arc::new(Mutex::new(keys));
+    let (counter, served) = (fetches.clone(), keys.clone());
+    let router = Router::new().route(
+        "/keys",
+        get(move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+            let current = served.lock().unwrap().clone();
+            let body = json!({"keys": current});
+            async move { Json(body) }
+        }),
+    );
+    let (_, base) = serve(router).await;
+    RotatingJwks {
+        url: format!("{base}/keys"),
+        keys,
+        fetches,
+    }
 }
 
 /// Signs `claims` with RS256 under `key`.

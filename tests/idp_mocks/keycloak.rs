@@ -197,6 +197,30 @@ fn group_json(dir: &Dir, g: &Group, version: Version) -> Value {
     v
 }
 
+/// A user as `briefRepresentation=true` renders them (Keycloak's
+/// `ModelToRepresentation.toBriefRepresentation`): names, email and `enabled` stay;
+/// attributes, required actions, totp and the like go. Keycloak leaves out what is
+/// null, such as a missing last name.
+fn brief_user(u: &Value) -> Value {
+    let mut out = serde_json::Map::new();
+    for field in [
+        "id",
+        "username",
+        "createdTimestamp",
+        "lastName",
+        "firstName",
+        "email",
+        "enabled",
+        "emailVerified",
+        "federationLink",
+    ] {
+        if let Some(v) = u.get(field).filter(|v| !v.is_null()) {
+            out.insert(field.to_owned(), v.clone());
+        }
+    }
+    Value::Object(out)
+}
+
 fn kc_not_found(what: &str) -> Response {
     super::not_found(json!({"error": format!("{what} not found")}))
 }
@@ -258,11 +282,16 @@ async fn members(
     if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
         return r;
     }
-    let items = {
+    let brief = q.get("briefRepresentation").map(String::as_str) == Some("true");
+    let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         match dir.group(&id) {
             // Direct members only: Keycloak does not fold in subgroups' members.
-            Some(g) => dir.members_json(g),
+            Some(g) => dir
+                .members_json(g)
+                .into_iter()
+                .map(|u| if brief { brief_user(&u) } else { u })
+                .collect(),
             None => return kc_not_found("Could not find group by id"),
         }
     };

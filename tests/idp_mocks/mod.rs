@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test binary uses a different part of the mocks
 
 pub mod auth0;
+pub mod faults;
 pub mod google;
 pub mod graph;
 pub mod jwt;

@@ -1,6 +1,8 @@
 //! A mock OneLogin (API v2): `/auth/oauth2/v2/token` (HTTP Basic client credentials,
-//! the grant as a JSON body), `/api/2/roles`, `/api/2/roles/{id}/users`,
-//! `/api/2/users?email=`, `/api/2/users/{id}/roles`, cursor-paged (`After-Cursor`
+//! the grant as a JSON body), `/api/2/roles`, `/api/2/roles/{id}/users` (id, name,
+//! username, added_by, added_at, assigned: no email, no status, as documented),
+//! `/api/2/users` filtered by `id`, `email`, `username` or `user_ids` (comma separated)
+//! and trimmed to `fields`, `/api/2/users/{id}/roles`, cursor-paged (`After-Cursor`
 //! header → `cursor=`) and carrying `X-RateLimit-*` headers (the reset in seconds).
 
 use super::{serve, slice, with_rate_limit_headers, Dir, Faults, Flavor};
@@ -11,7 +13,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
 use serde_json::{json, Value};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
 pub const CLIENT_ID: &str = "0a1b2c3d4e5f60718293a4b5c6d7e8f9";
@@ -33,11 +35,21 @@ pub fn group_id(key: &str) -> String {
     (501 + n).to_string()
 }
 
-/// A user as `/api/2/users` returns it (ids are numbers).
+/// A user as `/api/2/users` returns it (ids are numbers); an inactive one is
+/// suspended (`status` 2).
 pub fn user(id: &str, key: &str, given: &str, family: &str, active: bool) -> Value {
+    user_with(id, key, given, family, if active { 1 } else { 2 }, 1)
+}
+
+/// A user with the given `status` and `state` codes.
+pub fn user_with(id: &str, key: &str, given: &str, family: &str, status: i64, state: i64) -> Value {
     json!({"id": id.parse::<u64>().unwrap_or(0), "firstname": given, "lastname": family,
         "email": format!("{key}@example.com"), "username": key,
-        "status": if active { 1 } else { 2 }, "state": 1, "directory_id": null,
+        "status": status, "state": state, "directory_id": null, "external_id": null,
+        "distinguished_name": null, "samaccountname": null, "member_of": null,
+        "phone": null, "group_id": null, "invalid_login_attempts": 0,
+        "locked_until": null, "last_login": null, "activated_at": null,
+        "invitation_sent_at": null, "password_changed_at": "2024-01-10T10:00:00.000Z",
         "created_at": "2024-01-10T10:00:00.000Z", "updated_at": "2024-02-01T10:00:00.000Z"})
 }
 
@@ -47,6 +59,9 @@ pub struct OneLoginMock {
     pub faults: Arc<Faults>,
     /// Token requests that were not `{"grant_type": "client_credentials"}` as JSON.
     pub bad_token_requests: Arc<Mutex<Vec<String>>>,
+    /// Ids `/api/2/users` no longer returns while roles still list them (a user
+    /// deleted between the two reads).
+    pub deleted_users: Arc<Mutex<HashSet<String>>>,
 }
 
 #[derive(Clone)]
@@ -55,20 +70,27 @@ struct AppState {
     faults: Arc<Faults>,
     page_size: usize,
     bad_token_requests: Arc<Mutex<Vec<String>>>,
+    deleted_users: Arc<Mutex<HashSet<String>>>,
 }
 
 impl OneLoginMock {
     /// The standard directory, two items a page.
     pub async fn start() -> Self {
-        let dir = Dir::standard(user_id, group_id, user);
+        Self::start_with(Dir::standard(user_id, group_id, user), 2).await
+    }
+
+    /// `dir`, at most `page_size` items a page.
+    pub async fn start_with(dir: Dir, page_size: usize) -> Self {
         let dir = Arc::new(Mutex::new(dir));
         let faults = Faults::new(Flavor::OneLogin);
         let bad_token_requests = Arc::new(Mutex::new(Vec::new()));
+        let deleted_users = Arc::new(Mutex::new(HashSet::new()));
         let state = AppState {
             dir: dir.clone(),
             faults: faults.clone(),
-            page_size: 2,
+            page_size,
             bad_token_requests: bad_token_requests.clone(),
+            deleted_users: deleted_users.clone(),
         };
         let router = Router::new()
             .route("/auth/oauth2/v2/token", post(token))
@@ -83,6 +105,7 @@ impl OneLoginMock {
             dir,
             faults,
             bad_token_requests,
+            deleted_users,
         }
     }
 
@@ -208,15 +231,17 @@ async fn role_users(
             return super::not_found(json!({"statusCode": 404, "name": "NotFound",
                 "message": "Role not found"}));
         };
-        // The role's users as OneLogin lists them: no first/last name, no status.
+        // The role's users as OneLogin lists them: no email, no first/last name, no
+        // status or state.
         dir.members_json(g)
             .into_iter()
             .map(|u| {
                 json!({"id": u["id"], "name": format!("{} {}",
                     u["firstname"].as_str().unwrap_or_default(),
                     u["lastname"].as_str().unwrap_or_default()),
-                "email": u["email"], "username": u["username"],
-                "added_by": null, "added_at": "2024-01-10T10:00:00.000Z", "assigned": true})
+                "username": u["username"],
+                "added_by": {"id": 9001, "name": "Ada Admin"},
+                "added_at": "2024-01-10T10:00:00.000Z", "assigned": true})
             })
             .collect()
     };
@@ -232,17 +257,35 @@ async fn users(
     if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
         return r;
     }
+    let text = |v: &Value| match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
     let keep = |u: &Value| {
-        ["id", "email", "username"].iter().all(|f| match q.get(*f) {
-            Some(want) => {
-                let have = match &u[*f] {
-                    Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                have.eq_ignore_ascii_case(want)
-            }
+        let by_field = ["id", "email", "username"].iter().all(|f| match q.get(*f) {
+            Some(want) => text(&u[*f]).eq_ignore_ascii_case(want),
             None => true,
-        })
+        });
+        let by_ids = match q.get("user_ids") {
+            Some(ids) => ids.split(',').any(|id| id.trim() == text(&u["id"])),
+            None => true,
+        };
+        let deleted = s.deleted_users.lock().unwrap().contains(&text(&u["id"]));
+        by_field && by_ids && !deleted
+    };
+    // `fields` trims each user to the named attributes; `id` always comes back.
+    let trim = |u: &Value| match q.get("fields") {
+        Some(fields) => {
+            let mut out = serde_json::Map::new();
+            out.insert("id".into(), u["id"].clone());
+            for f in fields.split(',').map(str::trim) {
+                if let Some(v) = u.get(f) {
+                    out.insert(f.to_owned(), v.clone());
+                }
+            }
+            Value::Object(out)
+        }
+        None => u.clone(),
     };
     let items: Vec<Value> = s
         .dir
@@ -251,7 +294,7 @@ async fn users(
         .users
         .values()
         .filter(|u| keep(u))
-        .cloned()
+        .map(trim)
         .collect();
     page(&s, items, &q)
 }
