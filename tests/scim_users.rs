@@ -405,3 +405,57 @@ async fn the_answer_to_a_post_is_exactly_what_a_get_returns_afterwards_etag_incl
     let got: Value = got.json().await.expect("json");
     assert_eq!(got, posted);
 }
+
+#[tokio::test]
+async fn joining_or_leaving_a_group_changes_the_users_etag_so_a_conditional_get_is_not_304() {
+    let app = TestApp::spawn().await;
+    let user = create_user(&app, json!({"userName": "member@example.com"})).await;
+    let path = format!("/Users/{}", id_of(&user));
+    let etag_of = |response: &reqwest::Response| response.headers()["etag"].clone();
+    let before = app.scim(Method::GET, &path).send().await.expect("sent");
+    let before = etag_of(&before);
+
+    let (status, group) = app
+        .scim_json(
+            Method::POST,
+            "/Groups",
+            Some(
+                json!({"displayName": "Readers", "members": [{"value": id_of(&user).to_string()}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+
+    let after = app
+        .scim(Method::GET, &path)
+        .header("if-none-match", before.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(
+        after.status(),
+        StatusCode::OK,
+        "the groups changed: not 304"
+    );
+    let joined = etag_of(&after);
+    assert_ne!(joined, before);
+    let body: Value = after.json().await.expect("json");
+    assert_eq!(body["groups"][0]["display"], "Readers");
+    assert_eq!(body["meta"]["version"], joined.to_str().expect("ascii"));
+
+    let (status, _) = patch(
+        &app,
+        &format!("/Groups/{}", group["id"].as_str().expect("id")),
+        json!([{"op": "remove", "path": format!("members[value eq \"{}\"]", id_of(&user))}]),
+    )
+    .await;
+    assert!(status.is_success());
+    let left = app
+        .scim(Method::GET, &path)
+        .header("if-none-match", joined.clone())
+        .send()
+        .await
+        .expect("sent");
+    assert_eq!(left.status(), StatusCode::OK, "left the group: not 304");
+    assert_ne!(etag_of(&left), joined);
+}

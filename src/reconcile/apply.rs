@@ -62,6 +62,12 @@ struct Applier<'a> {
     touched: BTreeSet<Uuid>,
     /// Teams created by this apply; they are new already and need no extra bump.
     created_teams: HashSet<Uuid>,
+    /// Users whose memberships changed: a SCIM User shows its `groups`, so its
+    /// version (and ETag) moves too, or a client holding the old ETag would be told
+    /// 304 Not Modified about a resource that did change.
+    touched_users: BTreeSet<Uuid>,
+    /// Users created by this apply.
+    created_users: HashSet<Uuid>,
 }
 
 /// Applies `plan` within `tx`. The caller commits; on error it drops the transaction,
@@ -84,6 +90,8 @@ pub async fn apply(
         },
         touched: BTreeSet::new(),
         created_teams: HashSet::new(),
+        touched_users: BTreeSet::new(),
+        created_users: HashSet::new(),
     };
     let ops = &plan.ops;
     // A large plan touches more of the database than SQLite's default page cache
@@ -127,6 +135,13 @@ pub async fn apply(
         .copied()
         .collect();
     a.tx.touch_teams(&touched, a.now).await?;
+    let touched_users: Vec<Uuid> = a
+        .touched_users
+        .iter()
+        .filter(|u| !a.created_users.contains(u))
+        .copied()
+        .collect();
+    a.tx.touch_users(&touched_users, a.now).await?;
     a.flush_audit().await?;
     if bulk {
         a.tx.end_bulk().await?;
@@ -352,6 +367,7 @@ impl Applier<'_> {
             .collect();
         for (op, user) in ops.iter().zip(users) {
             if inserted.contains(&user.id) {
+                self.created_users.insert(user.id);
                 self.record(op, None);
                 continue;
             }
@@ -433,6 +449,7 @@ impl Applier<'_> {
             if let Op::AddMember { team_id, user_id } = op {
                 if added.contains(&(*team_id, *user_id)) {
                     self.touched.insert(*team_id);
+                    self.touched_users.insert(*user_id);
                     self.record(op, None);
                 } else {
                     self.summary.unchanged += 1;
@@ -466,7 +483,10 @@ impl Applier<'_> {
                 }
                 _ => false,
             },
-            Op::DeleteUser { id } => self.tx.delete_user(*id).await?,
+            Op::DeleteUser { id } => {
+                self.touched_users.remove(id);
+                self.tx.delete_user(*id).await?
+            }
             Op::UpdateTeam { id, changes } => match self.tx.team(*id).await? {
                 Some(current) => {
                     let mut wanted = current.clone();
@@ -493,6 +513,7 @@ impl Applier<'_> {
                 let removed = self.tx.remove_member(*team_id, *user_id).await?;
                 if removed {
                     self.touched.insert(*team_id);
+                    self.touched_users.insert(*user_id);
                 }
                 removed
             }

@@ -634,16 +634,26 @@ impl WriteTx {
 
     /// Bumps the version and modification time of several teams at once.
     pub async fn touch_teams(&mut self, teams: &[Uuid], at: DateTime<Utc>) -> StoreResult<()> {
+        self.touch("teams", teams, at).await
+    }
+
+    /// Bumps the version of users whose memberships changed: their SCIM `groups`, and
+    /// so their ETag, changed with them.
+    pub async fn touch_users(&mut self, users: &[Uuid], at: DateTime<Utc>) -> StoreResult<()> {
+        self.touch("users", users, at).await
+    }
+
+    async fn touch(&mut self, table: &str, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()> {
         let style = params_of(self.conn());
-        for chunk in teams.chunks(IN_CHUNK) {
+        for chunk in ids.chunks(IN_CHUNK) {
             let sql = format!(
-                "UPDATE teams SET version = version + 1, modified = {} WHERE id IN ({})",
+                "UPDATE {table} SET version = version + 1, modified = {} WHERE id IN ({})",
                 placeholders(style, 1, 1),
                 placeholders(style, 2, chunk.len())
             );
             let mut q = sqlx::query(&sql).bind(format_ts(at));
-            for t in chunk {
-                q = q.bind(t.to_string());
+            for id in chunk {
+                q = q.bind(id.to_string());
             }
             q.execute(self.conn()).await?;
         }
