@@ -2,6 +2,10 @@
 """Turns the raw lines of scripts/bench.sh (results.jsonl) into medians, ratios and verdicts:
 writes summary.json and summary.csv beside it and prints the Markdown for BENCHMARKS.md.
 
+Servers: "scimsync" (SQLite), "scimsync-pg1" and "scimsync-pgN" (PostgreSQL, 1 and N
+replicas on one database), "baseline", "peer". With PostgreSQL rows present, the SQLite
+row is labelled "scimsync (SQLite)" and every scimsync row gets its ratio to the baseline.
+
 Usage: report.py RESULTS_DIR
 """
 import csv
@@ -10,7 +14,27 @@ import statistics
 import sys
 from pathlib import Path
 
-SERVERS = ["scimsync", "baseline", "peer"]
+SERVERS = ["scimsync", "baseline", "peer"]  # the PostgreSQL rows are inserted after scimsync
+
+
+def pg_replicas(server):
+    return int(server[len("scimsync-pg"):])
+
+
+def server_label(server, with_pg):
+    if server == "scimsync" and with_pg:
+        return "scimsync (SQLite)"
+    if server.startswith("scimsync-pg"):
+        n = pg_replicas(server)
+        return f"scimsync (PostgreSQL, {n} replica{'s' if n > 1 else ''})"
+    return server
+
+
+def short(server):
+    if server == "scimsync":
+        return "SQLite"
+    n = pg_replicas(server)
+    return f"PostgreSQL {n} replica{'s' if n > 1 else ''}"
 WORKLOADS = [
     ("get_id", "GET /Users/{id} (10,000 users)"),
     ("filter", 'GET /Users?filter=userName eq "…" (10,000 users)'),
@@ -35,6 +59,11 @@ def fmt(v, digits=0):
     return f"{v:,.0f}"
 
 
+def rx(v):
+    """A ratio, with enough digits to tell small ones apart (0.004×, not 0.00×)."""
+    return f"{v:.2f}×" if v >= 0.095 else f"{float(f'{v:.2g}')}×"
+
+
 def ms(us):
     return "–" if us is None else f"{us / 1000:.2f} ms"
 
@@ -47,10 +76,14 @@ def main():
     for l in lines:
         if l["kind"] == "http":
             http.setdefault((l["workload"], l["server"]), []).append(l)
-    summary = {"machine": machine, "http": {}, "reconcile": {}, "pull": {}, "serve_setup": {}, "rss": [], "targets": []}
+    pg = sorted({s for _, s in http if s.startswith("scimsync-pg")}, key=pg_replicas)
+    servers = ["scimsync", *pg, "baseline", "peer"]
+    ours = ["scimsync", *pg]
+    summary = {"machine": machine, "http": {}, "reconcile": {}, "pull": {}, "serve_setup": {}, "rss": [], "targets": [],
+               "labels": {s: server_label(s, bool(pg)) for s in servers}}
     rows = []
     for w, _ in WORKLOADS:
-        for s in SERVERS:
+        for s in servers:
             runs = http.get((w, s))
             if not runs:
                 continue
@@ -148,37 +181,76 @@ def main():
                    f"{machine.get('kernel')}; load average {machine.get('load_before')} before, "
                    f"{machine.get('load_after', '?')} after; {machine.get('rounds')} rounds × "
                    f"{machine.get('duration')}, {machine.get('connections')} connections, "
-                   f"wrk {machine.get('wrk_threads')} threads.\n")
+                   f"wrk {machine.get('wrk_threads')} threads"
+                   + (f"; {machine['postgres']}" if pg and machine.get("postgres") else "") + ".\n")
     for w, title in WORKLOADS:
         if w not in H:
             continue
         out.append(f"**{title}**\n")
         out.append("| server | connections | req/s (median) | p50 | p99 | rounds (req/s) | non-2xx/errors |")
         out.append("|---|---:|---:|---:|---:|---|---:|")
-        for s in SERVERS:
+        for s in servers:
             m = H[w].get(s)
             if not m:
                 continue
             lat = (f"{ms(m['p50_us'])} | {ms(m['p99_us'])}" if m["requests"]
                    else "none completed | none completed")
-            out.append(f"| {s} | {m['connections']} | {fmt(m['rps'])} | {lat} | "
+            out.append(f"| {server_label(s, bool(pg))} | {m['connections']} | {fmt(m['rps'])} | {lat} | "
                        f"{', '.join(fmt(x) for x in m['rps_rounds'])} | {m['errors']:,} |")
-        sm = H[w].get("scimsync", {}).get("rps")
-        ratios = []
-        for s in ("baseline", "peer"):
-            o = H[w].get(s, {}).get("rps")
-            if sm and o:
-                ratios.append(f"scimsync/{s} = **{sm / o:.2f}×**")
-            elif sm and s in H[w] and not o:
-                ratios.append(f"scimsync/{s}: not comparable ({s} completed no request within a round)")
-        if ratios:
-            out.append("\nThroughput ratio: " + ", ".join(ratios) + "\n")
+        if not pg:
+            sm = H[w].get("scimsync", {}).get("rps")
+            ratios = []
+            for s in ("baseline", "peer"):
+                o = H[w].get(s, {}).get("rps")
+                if sm and o:
+                    ratios.append(f"scimsync/{s} = **{sm / o:.2f}×**")
+                elif sm and s in H[w] and not o:
+                    ratios.append(f"scimsync/{s}: not comparable ({s} completed no request within a round)")
+            if ratios:
+                out.append("\nThroughput ratio: " + ", ".join(ratios) + "\n")
+            else:
+                out.append("")
         else:
-            out.append("")
-        for s in SERVERS:
+            parts = []
+            for other in ("baseline", "peer"):
+                if other not in H[w]:
+                    continue
+                o = H[w][other].get("rps")
+                each = []
+                for s in ours:
+                    sm = H[w].get(s, {}).get("rps")
+                    if s not in H[w]:
+                        continue
+                    if sm is not None and o:
+                        each.append(f"{short(s)} **{rx(sm / o)}**")
+                    else:
+                        each.append(f"{short(s)}: not comparable")
+                if each:
+                    parts.append(f"scimsync/{other}: " + ", ".join(each))
+            out.append(("\nThroughput ratio: " + "; ".join(parts) + "\n") if parts else "")
+        for s in servers:
             m = H[w].get(s)
             if m and m["first_error"]:
-                out.append(f"First failing answer from {s}: `{m['first_error'][:300]}`\n")
+                out.append(f"First failing answer from {server_label(s, bool(pg))}: `{m['first_error'][:300]}`\n")
+    if pg and any(w in H for w, _ in WORKLOADS):
+        top = pg[-1]
+        out.append("**scimsync on PostgreSQL against SQLite** (medians of the rounds above)\n")
+        out.append(f"| workload | SQLite req/s | PG 1 replica req/s | PG {pg_replicas(top)} replicas req/s "
+                   f"| PG 1 / SQLite | PG {pg_replicas(top)} / PG 1 | p99 SQLite / PG 1 / PG {pg_replicas(top)} "
+                   f"| non-2xx/errors (SQLite / PG 1 / PG {pg_replicas(top)}) |")
+        out.append("|---|---:|---:|---:|---:|---:|---:|---:|")
+        for w, _ in WORKLOADS:
+            if w not in H:
+                continue
+            a, b, c = (H[w].get(s, {}) for s in ("scimsync", pg[0], top))
+
+            def ratio(x, y):
+                return rx(x["rps"] / y["rps"]) if x.get("rps") is not None and y.get("rps") else "–"
+            out.append(f"| {w} | {fmt(a.get('rps'))} | {fmt(b.get('rps'))} | {fmt(c.get('rps'))} | "
+                       f"{ratio(b, a)} | {ratio(c, b)} | "
+                       f"{ms(a.get('p99_us'))} / {ms(b.get('p99_us'))} / {ms(c.get('p99_us'))} | "
+                       f"{a.get('errors', '–')} / {b.get('errors', '–')} / {c.get('errors', '–')} |")
+        out.append("")
     if R:
         out.append("**Reconcile scale** (100,000 users, 10,000 groups, 1,000,000 memberships)\n")
         out.append("| step | wall time (median) | rounds | peak RSS (median / worst) |")
@@ -198,6 +270,24 @@ def main():
         out.append(f"| pull | {P['wall_s']:.2f} s | {', '.join(f'{x:.2f}' for x in P['wall_rounds'])} | "
                    f"{P['max_rss_mb']:.0f} / {P['max_rss_mb_worst']:.0f} MB | {fmt(P.get('requests'))} |")
         out.append("")
+    seeds = summary["seed"]
+    S = summary["serve_setup"]
+    if pg and (seeds or S):
+        out.append("**Setting up the stores**\n")
+        out.append("| server | SCIM seeding (users/s) | retried requests | apply 100,000 users (s) | apply the pool (s) |")
+        out.append("|---|---:|---:|---:|---:|")
+        for s in servers:
+            sd = next((x for x in seeds if x["server"] == s), None)
+            suffix = "" if s == "scimsync" else f"_{s}"
+            ar, ap = S.get(f"apply_roster{suffix}"), S.get(f"apply_pool{suffix}")
+            if sd is None and ar is None:
+                continue
+            seeded = fmt(sd["users_per_second"]) if sd else "–"
+            retries = sd.get("retries", 0) if sd else "–"
+            roster = f"{ar['wall_s']:.2f}" if ar else "–"
+            pool = f"{ap['wall_s']:.2f}" if ap else "–"
+            out.append(f"| {server_label(s, True)} | {seeded} | {retries} | {roster} | {pool} |")
+        out.append("")
     if summary["rss"]:
         out.append("**Resident memory of scimsync**\n")
         out.append("| when | users stored | RSS | peak (VmHWM) |")
@@ -206,6 +296,21 @@ def main():
             if r["server"] == "scimsync":
                 out.append(f"| {r['when']} | {r['users']:,} | {r['rss_kb'] / 1024:.1f} MB | {r['hwm_kb'] / 1024:.1f} MB |")
         out.append("")
+        pg_rss = [r for r in summary["rss"] if r["server"].startswith("scimsync-pg")]
+        if pg_rss:
+            out.append("**Resident memory of scimsync on PostgreSQL** (each replica, in replica order; "
+                       "the database server's own memory is not included)\n")
+            out.append("| server | when | users stored | RSS | peak (VmHWM) |")
+            out.append("|---|---|---:|---:|---:|")
+            groups = {}
+            for r in pg_rss:
+                groups.setdefault((r["when"], r["server"]), []).append(r)
+            for (when, srv), rs in groups.items():
+                rs.sort(key=lambda r: r.get("replica", 1))
+                rss_mb = " / ".join(f"{r['rss_kb'] / 1024:.1f}" for r in rs)
+                hwm_mb = " / ".join(f"{r['hwm_kb'] / 1024:.1f}" for r in rs)
+                out.append(f"| {server_label(srv, True)} | {when} | {rs[0]['users']:,} | {rss_mb} MB | {hwm_mb} MB |")
+            out.append("")
     out.append("**Targets**\n")
     out.append("| target | measured | verdict |")
     out.append("|---|---:|---|")

@@ -14,6 +14,8 @@ BASE_URL is the SCIM root, e.g. http://127.0.0.1:7643/scim/v2. An empty TOKEN se
 import argparse
 import http.client
 import json
+import os
+import signal
 import sys
 import threading
 import time
@@ -31,6 +33,12 @@ class Client:
         if token:
             self.headers["Authorization"] = f"Bearer {token}"
         self.local = threading.local()
+        self.retries = 0  # answers >= 500 and dropped connections retried (reported)
+        self.retry_lock = threading.Lock()
+
+    def retried(self):
+        with self.retry_lock:
+            self.retries += 1
 
     def conn(self):
         c = getattr(self.local, "c", None)
@@ -50,6 +58,7 @@ class Client:
                     c.close()
                     self.local.c = None
                 if r.status >= 500 and attempt < 4:
+                    self.retried()
                     time.sleep(0.2 * (attempt + 1))
                     continue
                 if r.status >= 300:
@@ -60,6 +69,7 @@ class Client:
                 self.local.c = None
                 if attempt == 4:
                     raise
+                self.retried()
                 time.sleep(0.1)
 
 
@@ -88,6 +98,9 @@ def main():
     p.add_argument("--threads", type=int, default=16)
     p.add_argument("--chunk", type=int, default=500)
     a = p.parse_args()
+    # Ctrl-C ends the run at once: otherwise the pool would first work through every
+    # queued request (against servers bench.sh's cleanup is stopping).
+    signal.signal(signal.SIGINT, lambda *_: os._exit(130))
 
     client = Client(a.base, a.token)
     started = time.monotonic()
@@ -135,11 +148,14 @@ def main():
         "empty_group_ids": empty,
         "seconds": round(seconds, 2),
         "users_per_second": round(a.users / max(users_done - started, 1e-9), 1),
+        "retries": client.retries,
     }
     with open(a.out, "w") as f:
         json.dump(result, f)
     print(f"seeded {a.users} users ({result['users_per_second']}/s), a group of "
-          f"{len(members)} members and {a.empty} empty groups in {seconds:.1f} s",
+          f"{len(members)} members and {a.empty} empty groups in {seconds:.1f} s"
+          + (f" ({client.retries} requests retried after a 5xx or a dropped connection)"
+             if client.retries else ""),
           file=sys.stderr)
 
 

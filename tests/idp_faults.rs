@@ -877,14 +877,14 @@ fn alice_leaves(
     Box::new(move || dir.lock().unwrap().remove_member(&group, &user))
 }
 
-#[tokio::test]
-async fn truncated_and_malformed_okta_pages_fail_the_sync_clearly_and_delete_nothing() {
+/// Okta behind a faulty proxy.
+async fn okta_upstream() -> Upstream {
     use idp_mocks::okta::{group_id, user_id, OktaMock};
     let mock = OktaMock::start().await;
     let proxy = FaultyUpstream::start(&mock.base_url).await;
     let mut config = impatient(mock.ssws_config("okta", &["LLM *"]));
     proxy.reroute(&mut config);
-    let upstream = Upstream {
+    Upstream {
         config,
         proxy,
         groups_list: "/api/v1/groups?".into(),
@@ -892,19 +892,18 @@ async fn truncated_and_malformed_okta_pages_fail_the_sync_clearly_and_delete_not
         alice: "alice@example.com",
         alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
         _keep: Box::new(mock),
-    };
-    faulty_pages_delete_nothing(upstream, generic_cases()).await;
+    }
 }
 
-#[tokio::test]
-async fn truncated_and_malformed_google_pages_fail_the_sync_clearly_and_delete_nothing() {
+/// Google Workspace behind a faulty proxy.
+async fn google_upstream() -> Upstream {
     use idp_mocks::google::{group_id, user_id, GoogleMock};
     let mock = GoogleMock::start().await;
     let (dir, key_file) = idp_mocks::temp_file("service-account.json", &mock.key_file_json());
     let proxy = FaultyUpstream::start(&mock.base_url).await;
     let mut config = impatient(mock.config("google", &["LLM *"], &key_file));
     proxy.reroute(&mut config);
-    let upstream = Upstream {
+    Upstream {
         config,
         proxy,
         groups_list: "/directory/v1/groups?".into(),
@@ -912,8 +911,71 @@ async fn truncated_and_malformed_google_pages_fail_the_sync_clearly_and_delete_n
         alice: "alice@example.com",
         alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
         _keep: Box::new((mock, dir)),
-    };
-    faulty_pages_delete_nothing(upstream, generic_cases()).await;
+    }
+}
+
+/// Keycloak behind a faulty proxy, managing `groups`.
+async fn keycloak_upstream(groups: &[&str]) -> Upstream {
+    use idp_mocks::keycloak::{group_id, user_id, KeycloakMock, Version};
+    let mock = KeycloakMock::start(Version::Modern).await;
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut config = impatient(mock.config("keycloak", groups));
+    proxy.reroute(&mut config);
+    Upstream {
+        config,
+        proxy,
+        groups_list: "/groups?".into(),
+        users_members: format!("/groups/{}/members", group_id("users")),
+        alice: "alice",
+        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
+        _keep: Box::new(mock),
+    }
+}
+
+/// OneLogin behind a faulty proxy.
+async fn onelogin_upstream() -> Upstream {
+    use idp_mocks::onelogin::{group_id, user_id, OneLoginMock};
+    let mock = OneLoginMock::start().await;
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut config = impatient(mock.config("onelogin", &["LLM *"]));
+    proxy.reroute(&mut config);
+    Upstream {
+        config,
+        proxy,
+        groups_list: "/roles?".into(),
+        users_members: format!("/roles/{}/users", group_id("users")),
+        alice: "alice@example.com",
+        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
+        _keep: Box::new(mock),
+    }
+}
+
+/// Auth0 behind a faulty proxy.
+async fn auth0_upstream() -> Upstream {
+    use idp_mocks::auth0::{group_id, user_id, Auth0Mock};
+    let mock = Auth0Mock::start().await;
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut config = impatient(mock.config("auth0", &["LLM *"]));
+    proxy.reroute(&mut config);
+    Upstream {
+        config,
+        proxy,
+        groups_list: "/roles?".into(),
+        users_members: format!("/roles/{}/users", group_id("users")),
+        alice: "alice@example.com",
+        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
+        _keep: Box::new(mock),
+    }
+}
+
+#[tokio::test]
+async fn truncated_and_malformed_okta_pages_fail_the_sync_clearly_and_delete_nothing() {
+    faulty_pages_delete_nothing(okta_upstream().await, generic_cases()).await;
+}
+
+#[tokio::test]
+async fn truncated_and_malformed_google_pages_fail_the_sync_clearly_and_delete_nothing() {
+    faulty_pages_delete_nothing(google_upstream().await, generic_cases()).await;
 }
 
 #[tokio::test]
@@ -959,57 +1021,327 @@ async fn a_google_member_without_an_id_makes_the_pull_partial_instead_of_removin
 
 #[tokio::test]
 async fn truncated_and_malformed_keycloak_pages_fail_the_sync_clearly_and_delete_nothing() {
-    use idp_mocks::keycloak::{group_id, user_id, KeycloakMock, Version};
-    let mock = KeycloakMock::start(Version::Modern).await;
-    let proxy = FaultyUpstream::start(&mock.base_url).await;
-    let mut config = impatient(mock.config("keycloak", &["LLM *"]));
-    proxy.reroute(&mut config);
-    let upstream = Upstream {
-        config,
-        proxy,
-        groups_list: "/groups?".into(),
-        users_members: format!("/groups/{}/members", group_id("users")),
-        alice: "alice",
-        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
-        _keep: Box::new(mock),
-    };
-    faulty_pages_delete_nothing(upstream, generic_cases()).await;
+    faulty_pages_delete_nothing(keycloak_upstream(&["LLM *"]).await, generic_cases()).await;
 }
 
 #[tokio::test]
 async fn truncated_and_malformed_onelogin_pages_fail_the_sync_clearly_and_delete_nothing() {
-    use idp_mocks::onelogin::{group_id, user_id, OneLoginMock};
-    let mock = OneLoginMock::start().await;
-    let proxy = FaultyUpstream::start(&mock.base_url).await;
-    let mut config = impatient(mock.config("onelogin", &["LLM *"]));
-    proxy.reroute(&mut config);
-    let upstream = Upstream {
-        config,
-        proxy,
-        groups_list: "/roles?".into(),
-        users_members: format!("/roles/{}/users", group_id("users")),
-        alice: "alice@example.com",
-        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
-        _keep: Box::new(mock),
-    };
-    faulty_pages_delete_nothing(upstream, generic_cases()).await;
+    faulty_pages_delete_nothing(onelogin_upstream().await, generic_cases()).await;
 }
 
 #[tokio::test]
 async fn truncated_and_malformed_auth0_pages_fail_the_sync_clearly_and_delete_nothing() {
-    use idp_mocks::auth0::{group_id, user_id, Auth0Mock};
-    let mock = Auth0Mock::start().await;
-    let proxy = FaultyUpstream::start(&mock.base_url).await;
-    let mut config = impatient(mock.config("auth0", &["LLM *"]));
-    proxy.reroute(&mut config);
-    let upstream = Upstream {
-        config,
+    faulty_pages_delete_nothing(auth0_upstream().await, generic_cases()).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Paging that never ends: a next-page cursor back to a page already read, a server
+// that ignores the paging offset.
+// ---------------------------------------------------------------------------------
+
+/// A paging fault on one listing, and what the error must say about it.
+struct PagingCase {
+    name: &'static str,
+    /// Requests it breaks (path and query contain this).
+    fragment: String,
+    /// "failed" when the group listing breaks, "partial" when a group's members do.
+    outcome: &'static str,
+    /// The group the problem must name (members only).
+    group: &'static str,
+    fault: Fault,
+    says: &'static str,
+}
+
+/// The value of query parameter `name` in `url`.
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let value = url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned());
+    value
+}
+
+/// `url` without query parameter `name`.
+fn without_param(url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(kept);
+    url.into()
+}
+
+/// Okta's `Link: <...>; rel="next"` replaced by `<next>`, the other relations kept.
+fn set_next_link(headers: &mut axum::http::HeaderMap, next: &str) {
+    let others: Vec<_> = headers
+        .get_all("link")
+        .iter()
+        .filter(|v| !v.to_str().unwrap_or_default().contains("rel=\"next\""))
+        .cloned()
+        .collect();
+    headers.remove("link");
+    for value in others {
+        headers.append("link", value);
+    }
+    let next = format!("<{next}>; rel=\"next\"");
+    headers.append("link", axum::http::HeaderValue::from_str(&next).unwrap());
+}
+
+/// From the second page on, the next-page link leads back to the first page.
+fn okta_next_link_back_to_the_first_page() -> Fault {
+    Fault::rewrite_headers(|headers, url| {
+        if query_param(url, "after").is_some() {
+            set_next_link(headers, &without_param(url, "after"));
+        }
+    })
+}
+
+/// A page read with `cursor_param` answers with that same cursor as the next one.
+fn body_cursor_back_to_this_page(cursor_param: &'static str, field: &'static str) -> Fault {
+    Fault::rewrite(move |page, url| {
+        if let Some(cursor) = query_param(url, cursor_param) {
+            page[field] = json!(cursor);
+        }
+    })
+}
+
+/// Every page answers what the first page (offset `param` = 0, or none) answered: a
+/// server or proxy that drops the paging offset.
+fn ignores_offset(param: &'static str) -> Fault {
+    let first_page = std::sync::Arc::new(Mutex::new(None::<Value>));
+    Fault::rewrite(move |page, url| {
+        let mut first = first_page.lock().unwrap();
+        match query_param(url, param).as_deref() {
+            None | Some("0") => *first = Some(page.clone()),
+            Some(_) => {
+                if let Some(answer) = first.as_ref() {
+                    *page = answer.clone();
+                }
+            }
+        }
+    })
+}
+
+/// The shared specification: after a good sync, Alice leaves LLM Admins in the IdP;
+/// then each paging fault makes the sync fail (listing) or partial (members) within
+/// the hang bound, with an error that names the URL and says why, never treating the
+/// loop as the end of the list, and changes nothing in the store; once the IdP is
+/// healed, the sync converges.
+async fn endless_paging_fails_the_sync_and_deletes_nothing(
+    upstream: Upstream,
+    cases: Vec<PagingCase>,
+) {
+    let Upstream {
+        config: idp_config,
         proxy,
-        groups_list: "/roles?".into(),
-        users_members: format!("/roles/{}/users", group_id("users")),
-        alice: "alice@example.com",
-        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
-        _keep: Box::new(mock),
+        alice,
+        alice_leaves_admins,
+        _keep,
+        ..
+    } = upstream;
+    let name = idp_config.name.clone();
+    let app = TestApp::spawn().await;
+    let mut config = app.config.clone();
+    config.idp.push(idp_config);
+    let actor = Actor::new(Trigger::Sync, "test");
+    let sync = || async {
+        tokio::time::timeout(
+            DID_NOT_HANG,
+            scimsync::sync::sync_now(&app.store, &config, &name, &actor),
+        )
+        .await
     };
-    faulty_pages_delete_nothing(upstream, generic_cases()).await;
+
+    let report = sync().await.expect("a healthy sync ends").unwrap();
+    assert_eq!(report.outcome, "success", "{name}: {report:?}");
+    let before = fingerprint(&app.store).await;
+    alice_leaves_admins();
+
+    for case in &cases {
+        proxy.heal();
+        proxy.inject(&case.fragment, case.fault.clone());
+        let faulted = proxy.faulted();
+        let what = format!("{name}, {} on {}", case.name, case.fragment);
+        let report = sync()
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{what}: the sync pages forever ({} requests so far)",
+                    proxy.requests()
+                )
+            })
+            .unwrap();
+        assert!(proxy.faulted() > faulted, "{what}: the fault was hit");
+        assert_eq!(report.outcome, case.outcome, "{what}: {report:?}");
+        assert_eq!(report.destroy, 0, "{what}");
+        let error = match case.outcome {
+            "failed" => report.error.clone().unwrap_or_default(),
+            _ => report.problems.join("\n"),
+        };
+        assert!(
+            error.contains(case.says) && error.contains(&proxy.base_url),
+            "{what}: the error names the URL and says {:?}: {error}",
+            case.says
+        );
+        assert!(!error.contains("another host"), "{what}: {error}");
+        if case.outcome == "partial" {
+            assert!(error.contains(case.group), "{what}: {error}");
+        }
+        assert_no_secret(&serde_json::to_string(&report).unwrap());
+        assert_eq!(
+            fingerprint(&app.store).await,
+            before,
+            "{what}: nothing deleted or deactivated"
+        );
+    }
+
+    proxy.heal();
+    let report = sync().await.expect("a healed sync ends").unwrap();
+    assert_eq!(report.outcome, "success", "{name}: {report:?}");
+    assert_eq!(
+        teams_of(&app.store, alice).await,
+        ["LLM Users"],
+        "{name}: the healed IdP's change is applied"
+    );
+}
+
+const ALREADY_READ: &str = "points back at a page already read";
+
+#[tokio::test]
+async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_paging_forever() {
+    let upstream = okta_upstream().await;
+    let cases = vec![
+        PagingCase {
+            name: "rel=\"next\" back to the first page",
+            fragment: upstream.groups_list.clone(),
+            outcome: "failed",
+            group: "",
+            fault: okta_next_link_back_to_the_first_page(),
+            says: ALREADY_READ,
+        },
+        PagingCase {
+            name: "rel=\"next\" back to the first page",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: okta_next_link_back_to_the_first_page(),
+            says: ALREADY_READ,
+        },
+        PagingCase {
+            name: "rel=\"next\" that is not a URL",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: Fault::rewrite_headers(|headers, _| set_next_link(headers, "%%garbage%%")),
+            says: "the next-page link is not an absolute URL",
+        },
+    ];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
+
+#[tokio::test]
+async fn a_google_page_token_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever()
+{
+    let upstream = google_upstream().await;
+    let back = || body_cursor_back_to_this_page("pageToken", "nextPageToken");
+    let cases = vec![
+        PagingCase {
+            name: "nextPageToken back to its own page",
+            fragment: upstream.groups_list.clone(),
+            outcome: "failed",
+            group: "",
+            fault: back(),
+            says: ALREADY_READ,
+        },
+        PagingCase {
+            name: "nextPageToken back to its own page",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: back(),
+            says: ALREADY_READ,
+        },
+    ];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
+
+#[tokio::test]
+async fn a_onelogin_after_cursor_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever(
+) {
+    let upstream = onelogin_upstream().await;
+    let back = || {
+        Fault::rewrite_headers(|headers, url| {
+            if let Some(cursor) = query_param(url, "cursor") {
+                headers.insert(
+                    "after-cursor",
+                    axum::http::HeaderValue::from_str(&cursor).unwrap(),
+                );
+            }
+        })
+    };
+    let cases = vec![
+        PagingCase {
+            name: "After-Cursor back to its own page",
+            fragment: upstream.groups_list.clone(),
+            outcome: "failed",
+            group: "",
+            fault: back(),
+            says: ALREADY_READ,
+        },
+        PagingCase {
+            name: "After-Cursor back to its own page",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: back(),
+            says: ALREADY_READ,
+        },
+    ];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
+
+#[tokio::test]
+async fn an_auth0_checkpoint_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever()
+{
+    let upstream = auth0_upstream().await;
+    let cases = vec![
+        // The role list is page-numbered; one that ignores `page` answers the first
+        // 100 roles again, and its total (114) would end the list without the rest.
+        PagingCase {
+            name: "a role list that ignores `page`",
+            fragment: upstream.groups_list.clone(),
+            outcome: "failed",
+            group: "",
+            fault: ignores_offset("page"),
+            says: "holds the same items as a page already read",
+        },
+        PagingCase {
+            name: "`next` back to its own page",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: body_cursor_back_to_this_page("from", "next"),
+            says: ALREADY_READ,
+        },
+    ];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
+
+#[tokio::test]
+async fn a_keycloak_server_that_ignores_first_fails_the_sync_instead_of_paging_forever() {
+    // "Load Test" has 205 members: pages of 100, 100 and 5 when `first` is honoured.
+    let upstream = keycloak_upstream(&["LLM *", "Load Test"]).await;
+    let load_members = format!("/groups/{}/members", idp_mocks::keycloak::group_id("load"));
+    let cases = vec![PagingCase {
+        name: "every page the first one",
+        fragment: load_members,
+        outcome: "partial",
+        group: "Load Test",
+        fault: ignores_offset("first"),
+        says: "holds the same items as a page already read",
+    }];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
 }

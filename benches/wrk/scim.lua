@@ -11,12 +11,26 @@
 -- At the end it prints one JSON line prefixed "WRK_JSON " with requests, req/s, latency
 -- percentiles (microseconds), errors by kind, and the first non-2xx answer it saw
 -- (writes only: reading answers costs the load generator time on GETs).
+--
+-- Several replicas: WRK_HOSTS="127.0.0.1:P1,127.0.0.1:P2,..." (environment) sends thread i
+-- to host ((i - 1) mod #hosts) + 1 instead of the URL's host (run one thread per host, and
+-- a number of connections divisible by the number of threads: wrk gives each thread
+-- connections / threads). The URL's host:port stays in the Host header; the path and
+-- the ids are the same for every replica, since the replicas share one database.
+-- One wrk process thus keeps one latency histogram over all replicas, and the PATCH
+-- partition below (by thread) still never adds one id twice.
 
 local threads = {}
 local counter = 1
+local hosts = {}
+for h in string.gmatch(os.getenv("WRK_HOSTS") or "", "[^,%s]+") do hosts[#hosts + 1] = h end
 
 function setup(thread)
    thread:set("tid", counter)
+   if #hosts > 0 then
+      local host, port = string.match(hosts[(counter - 1) % #hosts + 1], "^(.*):(%d+)$")
+      thread.addr = wrk.lookup(host, port)[1]
+   end
    counter = counter + 1
    table.insert(threads, thread)
 end

@@ -13,7 +13,7 @@
 //! `blocked: true` (set from the dashboard or the Management API) makes a user
 //! inactive; Auth0 leaves `blocked` out for users never blocked, which are active.
 
-use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
+use super::http::{ApiClient, Auth, ClientAuth, PageTrail, TokenRequest};
 use super::{
     api_url, base_url, client_secret, non_empty, required, retry_policy, Connector, IdpError,
     IdpGroup, IdpUser, PullStats,
@@ -183,6 +183,7 @@ impl Auth0 {
     async fn roles(&self, segments: &[&str]) -> Result<Vec<IdpGroup>, IdpError> {
         let mut out = Vec::new();
         let per_page = PAGE_SIZE.to_string();
+        let mut trail = PageTrail::new();
         for page in 0.. {
             let page_text = page.to_string();
             let url = self.url(
@@ -193,8 +194,14 @@ impl Auth0 {
                     ("include_totals", "true"),
                 ],
             )?;
+            trail.visit(&url)?;
             let body: RolesPage = self.client.get_json(&url).await?.body;
             let n = body.roles.len();
+            // Also for the last page: a server that ignores `page` answers the first
+            // page again, and its total would end the list with the rest missing.
+            if n > 0 {
+                trail.check_items(&url, body.roles.iter().map(|r| r.id.as_str()))?;
+            }
             out.extend(body.roles.into_iter().map(|r| IdpGroup::new(r.id, r.name)));
             let done = match body.total {
                 Some(total) => out.len() >= total,
@@ -222,12 +229,14 @@ impl Connector for Auth0 {
             let take = PAGE_SIZE.to_string();
             let mut from: Option<String> = None;
             let mut out = Vec::new();
+            let mut trail = PageTrail::new();
             loop {
                 let mut query = vec![("take", take.as_str())];
                 if let Some(f) = &from {
                     query.push(("from", f.as_str()));
                 }
                 let url = self.url(&["roles", &group.id, "users"], &query)?;
+                trail.visit(&url)?;
                 let (users, next) = match self.client.get_json(&url).await?.body {
                     UsersPage::Checkpoint { users, next } => (users, next),
                     UsersPage::Plain(users) => (users, None),

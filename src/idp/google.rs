@@ -17,7 +17,7 @@
 //! user record says `suspended` or `archived` (an archived user cannot sign in). A
 //! member from outside the account (no user record) keeps what the member entry says.
 
-use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
+use super::http::{ApiClient, Auth, ClientAuth, PageTrail, TokenRequest};
 use super::secret::SecretSources;
 use super::{
     api_url, base_url, non_empty, required, retry_policy, Connector, IdpError, IdpGroup, IdpUser,
@@ -239,6 +239,7 @@ impl Google {
     async fn list_users(&self) -> Result<Directory, IdpError> {
         let mut out = HashMap::new();
         let mut token: Option<String> = None;
+        let mut trail = PageTrail::new();
         loop {
             let mut query = vec![
                 ("customer", self.customer.as_str()),
@@ -250,6 +251,7 @@ impl Google {
                 query.push(("pageToken", t.as_str()));
             }
             let url = api_url(&self.name, &self.base, &["users"], &query)?;
+            trail.visit(&url)?;
             let page: UsersPage = self.client.get_json(&url).await?.body;
             out.extend(page.users.into_iter().map(|u| (u.id.clone(), u)));
             match page.next_page_token.filter(|t| !t.is_empty()) {
@@ -262,12 +264,14 @@ impl Google {
     async fn groups(&self, filter: (&str, &str)) -> Result<Vec<IdpGroup>, IdpError> {
         let mut out = Vec::new();
         let mut token: Option<String> = None;
+        let mut trail = PageTrail::new();
         loop {
             let mut query = vec![filter, ("maxResults", PAGE_SIZE)];
             if let Some(t) = &token {
                 query.push(("pageToken", t.as_str()));
             }
             let url = api_url(&self.name, &self.base, &["groups"], &query)?;
+            trail.visit(&url)?;
             let page: GroupsPage = self.client.get_json(&url).await?.body;
             out.extend(page.groups.into_iter().map(group_from));
             match page.next_page_token.filter(|t| !t.is_empty()) {
@@ -294,6 +298,7 @@ impl Connector for Google {
         Box::pin(async move {
             let mut members = Vec::new();
             let mut token: Option<String> = None;
+            let mut trail = PageTrail::new();
             loop {
                 let mut query = vec![
                     ("includeDerivedMembership", "true"),
@@ -308,6 +313,7 @@ impl Connector for Google {
                     &["groups", &group.id, "members"],
                     &query,
                 )?;
+                trail.visit(&url)?;
                 let page: MembersPage = self.client.get_json(&url).await?.body;
                 for m in page.members {
                     // Nested groups are expanded by includeDerivedMembership; the group

@@ -14,6 +14,7 @@ use reqwest::header::{HeaderMap, HeaderName, HeaderValue, AUTHORIZATION, RETRY_A
 use reqwest::StatusCode;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -29,6 +30,10 @@ const MAX_WAIT: Duration = Duration::from_secs(120);
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
 /// How long to wait for a TCP (and TLS) connection; `request_timeout` bounds the rest.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// The most pages one listing may take: 10 to 100 million items at the page sizes the
+/// connectors ask for, far beyond any directory, yet a bound on an IdP that hands out
+/// a fresh cursor forever.
+pub const MAX_PAGES: u64 = 100_000;
 
 /// How persistent the client is. Tests lower the numbers to stay fast.
 #[derive(Debug, Clone, Copy)]
@@ -626,6 +631,133 @@ fn sign_assertion(
         .map_err(|e| format!("cannot sign the client assertion: {e}"))
 }
 
+/// The pages one paged listing has read. An IdP whose next-page cursor leads back to a
+/// page already read, or that ignores the paging offset and answers the same page
+/// again, would be followed forever: the pull would never end, and every later
+/// scheduled run of that IdP would wait behind it. Such a listing is an error, never
+/// its end, since the members not yet read would be deleted. One per listing.
+#[derive(Debug)]
+pub struct PageTrail {
+    /// SHA-256 of each URL read: fixed size however long the cursors are.
+    urls: HashSet<[u8; 32]>,
+    /// SHA-256 of the ids of each page read of an offset-paged listing.
+    pages: HashSet<[u8; 32]>,
+    read: u64,
+    limit: u64,
+}
+
+impl Default for PageTrail {
+    fn default() -> Self {
+        Self::with_limit(MAX_PAGES)
+    }
+}
+
+impl PageTrail {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with_limit(limit: u64) -> Self {
+        Self {
+            urls: HashSet::new(),
+            pages: HashSet::new(),
+            read: 0,
+            limit,
+        }
+    }
+
+    /// Call before reading each page, the first included, with the URL that reads it
+    /// (cursor, token or offset in it): refuses a URL already read, and a page past
+    /// [`MAX_PAGES`].
+    pub fn visit(&mut self, url: &str) -> Result<(), IdpError> {
+        if !self.urls.insert(digest([url.as_bytes()])) {
+            return Err(IdpError::Decode {
+                url: url.to_owned(),
+                message: format!(
+                    "after {} the next-page cursor points back at a page already read; \
+                     following it would never end",
+                    pages(self.read)
+                ),
+            });
+        }
+        if self.read >= self.limit {
+            return Err(IdpError::Decode {
+                url: url.to_owned(),
+                message: format!(
+                    "still more pages after {}; giving up rather than paging forever",
+                    pages(self.read)
+                ),
+            });
+        }
+        self.read += 1;
+        Ok(())
+    }
+
+    /// For offset-paged listings (`first`/`max`, `page`), whose URLs never repeat:
+    /// call with the ids of each non-empty page. A page holding exactly the items of a
+    /// page already read means the server ignores the offset.
+    pub fn check_items<'a>(
+        &mut self,
+        url: &str,
+        ids: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), IdpError> {
+        // Each id is followed by a NUL (which no id holds), so that ["ab"] and
+        // ["a", "b"] differ.
+        let fingerprint = digest(ids.into_iter().flat_map(|id| [id.as_bytes(), &b"\0"[..]]));
+        if !self.pages.insert(fingerprint) {
+            return Err(IdpError::Decode {
+                url: url.to_owned(),
+                message: format!(
+                    "page {} holds the same items as a page already read (does the server \
+                     ignore the paging offset?); reading on would never end",
+                    self.read
+                ),
+            });
+        }
+        Ok(())
+    }
+}
+
+fn pages(n: u64) -> String {
+    match n {
+        1 => "1 page".to_owned(),
+        n => format!("{n} pages"),
+    }
+}
+
+fn digest<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> [u8; 32] {
+    use sha2::Digest;
+    let mut hasher = sha2::Sha256::new();
+    for part in parts {
+        hasher.update(part);
+    }
+    hasher.finalize().into()
+}
+
+/// A next-page link must point at the same scheme, host and port as the API: the
+/// client sends its bearer token there, and a link elsewhere would hand it away.
+pub(crate) fn checked_next_link(base: &str, next: &str) -> Result<String, IdpError> {
+    let refuse = |message: String| IdpError::Decode {
+        url: base.to_owned(),
+        message,
+    };
+    let link = url::Url::parse(next).map_err(|e| {
+        refuse(format!(
+            "the next-page link is not an absolute URL ({e}): {:?}",
+            excerpt(next)
+        ))
+    })?;
+    let api = url::Url::parse(base)
+        .map_err(|e| refuse(format!("the API base URL is not a URL ({e})")))?;
+    if link.origin() != api.origin() {
+        return Err(refuse(format!(
+            "refusing to follow a next-page link to another host: {}",
+            excerpt(next)
+        )));
+    }
+    Ok(next.to_owned())
+}
+
 /// Parses `Retry-After` as seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
@@ -865,6 +997,104 @@ mod tests {
         assert!(describe(r#"{"value": []}"#, "application/json").contains("expected shape"));
         assert!(describe("[1, 2] trailing", "application/json").contains("not valid JSON"));
         assert!(excerpt(&"word ".repeat(1000)).chars().count() <= 81);
+    }
+
+    #[test]
+    fn a_page_trail_refuses_a_url_already_read_and_names_it() {
+        let mut trail = PageTrail::new();
+        trail
+            .visit("https://idp.example/api/users?limit=2")
+            .unwrap();
+        trail
+            .visit("https://idp.example/api/users?after=b&limit=2")
+            .unwrap();
+        let e = trail
+            .visit("https://idp.example/api/users?limit=2")
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            e,
+            "GET https://idp.example/api/users?limit=2: unexpected response: after 2 pages \
+             the next-page cursor points back at a page already read; following it would \
+             never end"
+        );
+    }
+
+    #[test]
+    fn a_page_trail_stops_a_listing_that_never_ends() {
+        let mut trail = PageTrail::with_limit(3);
+        for n in 0..3 {
+            trail
+                .visit(&format!("https://idp.example/p?cursor={n}"))
+                .unwrap();
+        }
+        let e = trail
+            .visit("https://idp.example/p?cursor=3")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("https://idp.example/p?cursor=3")
+                && e.contains("still more pages after 3 pages"),
+            "{e}"
+        );
+        assert!(
+            PageTrail::new().limit >= 100_000,
+            "the real bound is generous"
+        );
+    }
+
+    #[test]
+    fn a_page_trail_refuses_a_page_that_repeats_the_items_of_one_already_read() {
+        let mut trail = PageTrail::new();
+        trail.visit("https://kc.example/members?first=0").unwrap();
+        trail
+            .check_items("https://kc.example/members?first=0", ["u1", "u2"])
+            .unwrap();
+        trail.visit("https://kc.example/members?first=2").unwrap();
+        // The same ids cut differently are other items.
+        trail
+            .check_items("https://kc.example/members?first=2", ["u", "1u2"])
+            .unwrap();
+        trail.visit("https://kc.example/members?first=4").unwrap();
+        let e = trail
+            .check_items("https://kc.example/members?first=4", ["u1", "u2"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("https://kc.example/members?first=4")
+                && e.contains("page 3 holds the same items as a page already read"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn a_next_link_must_be_an_absolute_url_on_the_apis_own_host() {
+        let base = "https://example.okta.com/api/v1";
+        assert_eq!(
+            checked_next_link(base, "https://example.okta.com/api/v1/groups?after=x").unwrap(),
+            "https://example.okta.com/api/v1/groups?after=x"
+        );
+        let garbage = checked_next_link(base, "%%garbage%%")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            garbage.contains("the next-page link is not an absolute URL")
+                && garbage.contains("%%garbage%%")
+                && !garbage.contains("another host"),
+            "{garbage}"
+        );
+        let relative = checked_next_link(base, "/api/v1/groups?after=x")
+            .unwrap_err()
+            .to_string();
+        assert!(relative.contains("not an absolute URL"), "{relative}");
+        for elsewhere in [
+            "https://attacker.example/api/v1/groups",
+            "http://example.okta.com/api/v1/groups",
+            "https://example.okta.com:8443/api/v1/groups",
+        ] {
+            let e = checked_next_link(base, elsewhere).unwrap_err().to_string();
+            assert!(e.contains("to another host"), "{elsewhere}: {e}");
+        }
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! 23, through `/groups/{id}/children` from 23 on); members with `first`/`max` paging.
 //! A member of a subgroup counts as a member of every group above it.
 
-use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
+use super::http::{ApiClient, Auth, ClientAuth, PageTrail, TokenRequest};
 use super::{
     api_url, base_url, client_secret, non_empty, required, retry_policy, Connector, IdpError,
     IdpGroup, IdpUser, PullStats,
@@ -45,6 +45,23 @@ struct KcUser {
     first_name: Option<String>,
     last_name: Option<String>,
     enabled: Option<bool>,
+}
+
+/// What identifies an item of a paged list.
+trait Keyed {
+    fn key(&self) -> &str;
+}
+
+impl Keyed for KcGroup {
+    fn key(&self) -> &str {
+        &self.id
+    }
+}
+
+impl Keyed for KcUser {
+    fn key(&self) -> &str {
+        &self.id
+    }
 }
 
 impl KcUser {
@@ -104,7 +121,7 @@ impl Keycloak {
     }
 
     /// Every item of a `first`/`max` paged list: a page shorter than `max` is the last.
-    async fn all_pages<T: DeserializeOwned>(
+    async fn all_pages<T: DeserializeOwned + Keyed>(
         &self,
         segments: &[&str],
         query: &[(&str, &str)],
@@ -112,14 +129,21 @@ impl Keycloak {
         let mut out = Vec::new();
         let max = PAGE_SIZE.to_string();
         let mut first = 0usize;
+        let mut trail = PageTrail::new();
         loop {
             let first_text = first.to_string();
             let mut q: Vec<(&str, &str)> = query.to_vec();
             q.push(("first", &first_text));
             q.push(("max", &max));
             let url = api_url(&self.name, &self.admin, segments, &q)?;
+            trail.visit(&url)?;
             let page: Vec<T> = self.client.get_json(&url).await?.body;
             let n = page.len();
+            // The URL changes with `first` on every page, so only the answers show a
+            // server (or a proxy dropping the query) that ignores `first`.
+            if n > 0 {
+                trail.check_items(&url, page.iter().map(Keyed::key))?;
+            }
             out.extend(page);
             if n < PAGE_SIZE {
                 return Ok(out);

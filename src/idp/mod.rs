@@ -799,15 +799,4 @@ pub(crate) fn api_url(
     Ok(url.into())
 }
 
-/// A next-page link must point at the same scheme, host and port as the API: the
-/// client sends its bearer token there, and a link elsewhere would hand it away.
-pub(crate) fn checked_next_link(base: &str, next: &str) -> Result<String, IdpError> {
-    let origin = |u: &str| url::Url::parse(u).ok().map(|u| u.origin());
-    match (origin(base), origin(next)) {
-        (Some(a), Some(b)) if a == b => Ok(next.to_owned()),
-        _ => Err(IdpError::Decode {
-            url: base.to_owned(),
-            message: format!("refusing to follow a next-page link to another host: {next}"),
-        }),
-    }
-}
+pub(crate) use http::checked_next_link;

@@ -5,11 +5,11 @@
 //! `Link: <...>; rel="next"`; the client honours `X-Rate-Limit-Remaining` and
 //! `X-Rate-Limit-Reset`. DEPROVISIONED and SUSPENDED users are inactive.
 
-use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
+use super::http::{checked_next_link, ApiClient, Auth, ClientAuth, PageTrail, TokenRequest};
 use super::secret::SecretSources;
 use super::{
-    api_url, base_url, checked_next_link, non_empty, retry_policy, Connector, IdpError, IdpGroup,
-    IdpUser, PullStats, Secret,
+    api_url, base_url, non_empty, retry_policy, Connector, IdpError, IdpGroup, IdpUser, PullStats,
+    Secret,
 };
 use crate::config::IdpConfig;
 use futures::future::BoxFuture;
@@ -176,7 +176,9 @@ impl Okta {
     async fn all_pages<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, IdpError> {
         let mut out = Vec::new();
         let mut url = first;
+        let mut trail = PageTrail::new();
         loop {
+            trail.visit(&url)?;
             let reply = self.client.get_json::<Vec<T>>(&url).await?;
             out.extend(reply.body);
             match next_link(&reply.headers) {

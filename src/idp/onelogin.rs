@@ -23,7 +23,7 @@
 //! Deactivation blocks the user's API keys and reactivation unblocks them, so a lock
 //! that OneLogin lifts by itself costs the user nothing once the next pull sees it.
 
-use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
+use super::http::{ApiClient, Auth, ClientAuth, PageTrail, TokenRequest};
 use super::{
     api_url, base_url, client_secret, non_empty, required, retry_policy, Connector, IdpError,
     IdpGroup, IdpUser, PullStats,
@@ -151,6 +151,7 @@ impl OneLogin {
         path.extend_from_slice(segments);
         let mut out = Vec::new();
         let mut cursor: Option<String> = None;
+        let mut trail = PageTrail::new();
         loop {
             let mut query = filter.to_vec();
             query.push(("limit", PAGE_SIZE));
@@ -158,6 +159,7 @@ impl OneLogin {
                 query.push(("cursor", c.as_str()));
             }
             let url = api_url(&self.name, &self.base, &path, &query)?;
+            trail.visit(&url)?;
             let reply = self.client.get_json::<Vec<T>>(&url).await?;
             out.extend(reply.body);
             cursor = reply

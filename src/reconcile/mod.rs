@@ -140,6 +140,19 @@ pub enum PlanError {
         max_deletions: u64,
         max_ratio: f64,
     },
+    #[error(
+        "refusing to remove {removals} of {managed} managed team memberships (and the \
+         keys scoped to those teams): the limit is {limit} ([safety] max_deletions = \
+         {max_deletions}, max_deletion_ratio = {max_ratio}); check the IdP, then re-run \
+         with --allow-deletions if this is intended"
+    )]
+    MembershipGuard {
+        removals: u64,
+        limit: u64,
+        managed: u64,
+        max_deletions: u64,
+        max_ratio: f64,
+    },
     /// The desired state contradicts itself (e.g. two users with one userName).
     #[error("{0}")]
     Invalid(String),
@@ -174,7 +187,9 @@ impl From<PlanError> for ReconcileError {
             PlanError::UserNameTaken { user_name } => ReconcileError::UserNameTaken { user_name },
             PlanError::UnknownMember { id } => ReconcileError::UnknownMember { id },
             PlanError::NotFound { kind, id } => ReconcileError::NotFound { kind, id },
-            e @ PlanError::DeletionGuard { .. } => ReconcileError::DeletionGuard(e),
+            e @ (PlanError::DeletionGuard { .. } | PlanError::MembershipGuard { .. }) => {
+                ReconcileError::DeletionGuard(e)
+            }
             PlanError::Invalid(m) => ReconcileError::Invalid(m),
         }
     }

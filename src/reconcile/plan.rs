@@ -388,6 +388,7 @@ pub fn check_deletion_guard(
     if plan.scope != Scope::Everything || policy.allow_deletions {
         return Ok(());
     }
+    check_membership_guard(plan, actual, policy)?;
     let deletions = plan.ops.iter().filter(|op| op.is_removal()).count() as u64;
     if deletions == 0 {
         return Ok(());
@@ -408,6 +409,43 @@ pub fn check_deletion_guard(
     if deletions > limit {
         return Err(PlanError::DeletionGuard {
             deletions,
+            limit,
+            managed,
+            max_deletions: policy.max_deletions,
+            max_ratio: policy.max_deletion_ratio,
+        });
+    }
+    Ok(())
+}
+
+/// Membership removals up to this many always pass the guard: in a small
+/// organisation one person leaving a team of two is a 50% change, not an outage.
+pub const ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS: u64 = 10;
+
+/// The same limits for memberships: an IdP that answers one group's members with an
+/// empty list (a glitch, a permission lost) would otherwise take everyone out of that
+/// team, and removal from a team purges the keys scoped to it, which cannot be undone.
+fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Result<(), PlanError> {
+    let removals = plan
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::RemoveMember { .. }))
+        .count() as u64;
+    if removals == 0 {
+        return Ok(());
+    }
+    let managed = actual
+        .memberships
+        .iter()
+        .filter(|m| m.source == plan.source)
+        .count() as u64;
+    let ratio_limit = (policy.max_deletion_ratio * managed as f64).floor() as u64;
+    let limit = policy
+        .max_deletions
+        .min(ratio_limit.max(ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS));
+    if removals > limit {
+        return Err(PlanError::MembershipGuard {
+            removals,
             limit,
             managed,
             max_deletions: policy.max_deletions,

@@ -450,6 +450,79 @@ fn manual_teams_and_memberships_are_never_touched_and_a_name_clash_is_reported()
         .any(|op| matches!(op, Op::RemoveMember { user_id, .. } if *user_id == uid(2))));
 }
 
+/// 30 users of the IdP, all in one team; a snapshot that keeps the users and the team
+/// but lists `members` for it.
+fn one_big_team(members: &[u128]) -> (Actual, String) {
+    let users: Vec<User> = (0..30)
+        .map(|i| {
+            user(
+                i,
+                &format!("u{i}@example.com"),
+                Some(&format!("x-{i}")),
+                entra(),
+            )
+        })
+        .collect();
+    let roster = (0..30).map(|i| member(1, i, entra())).collect();
+    let a = actual(
+        users,
+        vec![team(1, "Everyone", Some("g-1"), entra())],
+        roster,
+    );
+    let users_json: Vec<String> = (0..30)
+        .map(|i| format!(r#"{{"external_id": "x-{i}", "user_name": "u{i}@example.com"}}"#))
+        .collect();
+    let members_json: Vec<String> = members.iter().map(|i| format!(r#""x-{i}""#)).collect();
+    let json = format!(
+        r#"{{"idp": "entra", "complete": true, "users": [{}],
+            "groups": [{{"external_id": "g-1", "display_name": "Everyone", "members": [{}]}}]}}"#,
+        users_json.join(", "),
+        members_json.join(", ")
+    );
+    (a, json)
+}
+
+#[test]
+fn a_pull_that_suddenly_empties_a_team_is_refused_by_the_guard() {
+    let (a, emptied) = one_big_team(&[]);
+    let err = plan(&snapshot(&emptied), &a, &policy()).unwrap_err();
+    match &err {
+        PlanError::MembershipGuard {
+            removals, limit, ..
+        } => assert_eq!((*removals, *limit), (30, 10)),
+        other => panic!("expected the membership guard, got {other:?}"),
+    }
+    assert!(err.to_string().contains("--allow-deletions"), "{err}");
+    let mut p = policy();
+    p.allow_deletions = true;
+    assert_eq!(
+        plan(&snapshot(&emptied), &a, &p).unwrap().counts().destroy,
+        30
+    );
+}
+
+#[test]
+fn a_few_people_leaving_a_team_pass_the_guard() {
+    let (a, ten_left) = one_big_team(&(10..30).collect::<Vec<_>>());
+    let plan = plan(&snapshot(&ten_left), &a, &policy()).expect("within the limit");
+    assert_eq!(
+        plan.ops
+            .iter()
+            .filter(|op| matches!(op, Op::RemoveMember { .. }))
+            .count(),
+        10
+    );
+    let (a, eleven_left) = one_big_team(&(11..30).collect::<Vec<_>>());
+    assert!(matches!(
+        plan_err(&snapshot(&eleven_left), &a),
+        PlanError::MembershipGuard { removals: 11, .. }
+    ));
+}
+
+fn plan_err(desired: &Desired, a: &Actual) -> PlanError {
+    plan(desired, a, &policy()).unwrap_err()
+}
+
 #[test]
 fn the_deletion_guard_refuses_a_mass_deactivation_unless_deletions_are_allowed() {
     let users: Vec<User> = (0..10)

@@ -20,6 +20,10 @@ use std::sync::{Arc, Mutex};
 /// Changes a JSON answer; gets the URL the client asked for (through the proxy).
 pub type Rewrite = Arc<dyn Fn(&mut Value, &str) + Send + Sync>;
 
+/// Changes an answer's headers (Okta's `Link`, OneLogin's `After-Cursor`); gets the URL
+/// the client asked for (through the proxy).
+pub type RewriteHeaders = Arc<dyn Fn(&mut axum::http::HeaderMap, &str) + Send + Sync>;
+
 /// How a matched request is answered.
 #[derive(Clone)]
 pub enum Fault {
@@ -42,6 +46,9 @@ pub enum Fault {
     },
     /// The real JSON answer, changed.
     Rewrite(Rewrite),
+    /// The real answer with its headers changed (after the proxy put its own base URL
+    /// in them).
+    RewriteHeaders(RewriteHeaders),
 }
 
 impl Fault {
@@ -58,6 +65,13 @@ impl Fault {
     /// The real JSON answer passed through `f`.
     pub fn rewrite(f: impl Fn(&mut Value, &str) + Send + Sync + 'static) -> Self {
         Fault::Rewrite(Arc::new(f))
+    }
+
+    /// The real answer with its headers passed through `f`.
+    pub fn rewrite_headers(
+        f: impl Fn(&mut axum::http::HeaderMap, &str) + Send + Sync + 'static,
+    ) -> Self {
+        Fault::RewriteHeaders(Arc::new(f))
     }
 
     /// An answer with `status`, a JSON body and extra headers (a storm, repeated).
@@ -309,6 +323,11 @@ async fn forward(State(proxy): State<Proxy>, request: Request) -> Response {
             };
             f(&mut value, &format!("{own}{path_and_query}"));
             respond(Body::from(value.to_string()))
+        }
+        Some(Fault::RewriteHeaders(f)) => {
+            let mut response = respond(Body::from(text));
+            f(response.headers_mut(), &format!("{own}{path_and_query}"));
+            response
         }
         Some(Fault::Hang) | Some(Fault::Answer { .. }) => unreachable!("answered above"),
     }
