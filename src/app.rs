@@ -303,12 +303,18 @@ impl App {
         // Migrations are applied and the port is bound: only now is the service ready.
         systemd::notify_ready(&format!("serving SCIM on {addr}"));
         let watchdog = systemd::spawn_watchdog(store.clone());
-        let result = axum::serve(self.listener, router(self.state))
-            .with_graceful_shutdown(async move {
+        let header_read_timeout =
+            Duration::from_secs(self.state.current_config().server.header_read_timeout_secs);
+        crate::listener::serve(
+            self.listener,
+            router(self.state),
+            header_read_timeout,
+            async move {
                 shutdown.await;
                 systemd::notify_stopping();
-            })
-            .await;
+            },
+        )
+        .await;
         for task in [watchdog, reloads].into_iter().flatten() {
             task.abort();
         }
@@ -316,7 +322,6 @@ impl App {
             scheduler.shutdown().await;
         }
         store.close().await;
-        result?;
         tracing::info!("stopped");
         Ok(())
     }

@@ -75,6 +75,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// Requests taking longer than this are answered 408 and abandoned.
     pub request_timeout_secs: u64,
+    /// A connection must deliver each request head (request line and headers) within
+    /// this long, or it is closed: a client trickling its headers cannot hold it.
+    pub header_read_timeout_secs: u64,
     /// Base URL clients reach us at, for Location headers and meta.location
     /// (default: derived from the request's Host header).
     pub public_url: Option<String>,
@@ -375,6 +378,7 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 7643)),
             max_body_bytes: 1024 * 1024,
             request_timeout_secs: 30,
+            header_read_timeout_secs: 30,
             public_url: None,
             state_directory: None,
             rate_limit: 0,
@@ -556,6 +560,9 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return invalid("[server] max_body_bytes must be at least 1024".into());
+        }
+        if self.server.header_read_timeout_secs == 0 {
+            return invalid("[server] header_read_timeout_secs must be at least 1".into());
         }
         crate::telemetry::validate_level(&self.log.level)
             .map_err(|m| ConfigError::Invalid(format!("[log] level: {m}")))?;

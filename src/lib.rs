@@ -9,6 +9,7 @@ pub mod domain;
 pub mod error;
 pub mod idp;
 pub mod keys;
+mod listener;
 pub mod metrics;
 pub mod reconcile;
 pub mod scim;

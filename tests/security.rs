@@ -250,6 +250,51 @@ async fn an_oversized_header_is_refused_and_the_server_keeps_serving() {
     assert_eq!(status, StatusCode::OK);
 }
 
+#[tokio::test]
+async fn a_client_trickling_its_headers_is_cut_off_after_the_header_read_timeout() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::time::{sleep, timeout, Duration, Instant};
+
+    let app = TestApp::spawn_with(|c| c.server.header_read_timeout_secs = 1).await;
+    let mut slow = tokio::net::TcpStream::connect(app.addr)
+        .await
+        .expect("connected");
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: scimsync\r\n")
+        .await
+        .expect("request line sent");
+    let started = Instant::now();
+    // One more header byte every 200 ms, never finishing the head: without the
+    // timeout this holds the connection for as long as the client likes.
+    let trickle = async {
+        for byte in b"X-Slowloris: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+            .iter()
+            .cycle()
+        {
+            if slow.write_all(&[*byte]).await.is_err() {
+                break;
+            }
+            sleep(Duration::from_millis(200)).await;
+            let mut buf = [0u8; 512];
+            match timeout(Duration::from_millis(1), slow.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => break,
+                Ok(Ok(_)) => break, // hyper may answer 408 before closing
+                Err(_) => {}
+            }
+        }
+    };
+    timeout(Duration::from_secs(15), trickle)
+        .await
+        .expect("the connection was closed");
+    let held = started.elapsed();
+    assert!(
+        held >= Duration::from_millis(900),
+        "closed after {held:?}, before the timeout"
+    );
+
+    let (status, _) = app.scim_json(Method::GET, "/Users", None).await;
+    assert_eq!(status, StatusCode::OK, "others are still served");
+}
+
 // ---------------------------------------------------------------------------
 // No secret in logs, error bodies or metrics
 
