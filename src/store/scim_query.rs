@@ -1006,13 +1006,6 @@ impl Store {
             compiler.sql.text
         );
         count.params = compiler.sql.params.clone();
-        let total = self.count(&count).await?;
-        if query.limit == 0 || query.offset >= total {
-            return Ok(Listed {
-                total,
-                items: Vec::new(),
-            });
-        }
         // A late row lookup: the inner query pages over the index that serves the
         // order (`created, id`) without touching the rows it skips, and only the
         // page's rows are read from the table. A deep page of a large store costs a
@@ -1028,7 +1021,23 @@ impl Store {
         page.push(" OFFSET ");
         page.bind(Param::Int(i64::try_from(query.offset).unwrap_or(i64::MAX)));
         page.push(&format!(") ORDER BY {order}"));
-        let items = page.query().fetch_all(self.pool()).await?;
+        // The count and the page are independent walks of the same index: run them on
+        // two connections at once, so a list costs the longer of the two, not the sum.
+        let rows = async {
+            if query.limit == 0 {
+                return Ok(Vec::new());
+            }
+            page.query()
+                .fetch_all(self.pool())
+                .await
+                .map_err(ScimQueryError::from)
+        };
+        let (total, items) = tokio::try_join!(self.count(&count), rows)?;
+        let items = if query.offset >= total {
+            Vec::new()
+        } else {
+            items
+        };
         Ok(Listed { total, items })
     }
 
