@@ -785,3 +785,88 @@ async fn bulk_stops_after_fail_on_errors_and_refuses_too_many_operations() {
     let (_, list) = app.scim_json(Method::GET, "/Users", None).await;
     assert_eq!(list["totalResults"], 0);
 }
+
+/// The unfiltered total comes from a count kept by triggers; `id pr` matches the same
+/// resources but is counted row by row, so the two must agree after every kind of write.
+async fn totals_agree(app: &TestApp, resource: &str) -> u64 {
+    let (_, kept) = app
+        .scim_json(Method::GET, &format!("/{resource}?count=0"), None)
+        .await;
+    let (_, counted) = app
+        .scim_json(
+            Method::GET,
+            &format!("/{resource}?count=0&filter=id%20pr"),
+            None,
+        )
+        .await;
+    assert_eq!(kept["totalResults"], counted["totalResults"], "{resource}");
+    kept["totalResults"].as_u64().expect("a number")
+}
+
+#[tokio::test]
+async fn the_unfiltered_total_stays_exact_through_creates_conflicts_bulk_applies_and_deletes() {
+    let app = TestApp::spawn().await;
+    assert_eq!(totals_agree(&app, "Users").await, 0);
+    let mut ids = Vec::new();
+    for name in ["t1", "t2", "t3"] {
+        ids.push(create_user(&app, json!({"userName": name})).await["id"].clone());
+    }
+    let (status, _) = app
+        .scim_json(Method::POST, "/Users", Some(json!({"userName": "T1"})))
+        .await;
+    assert_eq!(
+        status,
+        StatusCode::CONFLICT,
+        "a refused insert is not counted"
+    );
+    app.seed_user("seeded@example.com").await;
+    assert_eq!(totals_agree(&app, "Users").await, 4);
+
+    // A whole-state apply inserts users and teams in multi-row statements.
+    let snapshot = r#"{"idp": "bulk", "complete": true,
+        "users": [{"external_id": "b1", "user_name": "b1@example.com"},
+                  {"external_id": "b2", "user_name": "b2@example.com"}],
+        "groups": [{"external_id": "g1", "display_name": "Bulk", "members": ["b1", "b2"]}]}"#;
+    let desired = scimsync::reconcile::snapshot::Snapshot::parse(snapshot)
+        .expect("snapshot")
+        .into_desired();
+    let policy = scimsync::reconcile::Policy::from_config(&app.config);
+    let actor = scimsync::reconcile::Actor::new(scimsync::domain::Trigger::Cli, "test");
+    let mut tx = app.store.begin_write().await.expect("transaction");
+    scimsync::reconcile::reconcile_in(&mut tx, &desired, &policy, &actor)
+        .await
+        .expect("applied");
+    tx.commit().await.expect("committed");
+    assert_eq!(totals_agree(&app, "Users").await, 6);
+    assert_eq!(totals_agree(&app, "Groups").await, 1);
+
+    let (status, group) = app
+        .scim_json(
+            Method::POST,
+            "/Groups",
+            Some(json!({"displayName": "Pushed"})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED);
+    assert_eq!(totals_agree(&app, "Groups").await, 2);
+    for id in &ids {
+        let (status, _) = app
+            .scim_json(
+                Method::DELETE,
+                &format!("/Users/{}", id.as_str().expect("id")),
+                None,
+            )
+            .await;
+        assert_eq!(status, StatusCode::NO_CONTENT);
+    }
+    let (status, _) = app
+        .scim_json(
+            Method::DELETE,
+            &format!("/Groups/{}", group["id"].as_str().expect("id")),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(totals_agree(&app, "Users").await, 3);
+    assert_eq!(totals_agree(&app, "Groups").await, 1);
+}
