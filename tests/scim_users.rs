@@ -459,3 +459,49 @@ async fn joining_or_leaving_a_group_changes_the_users_etag_so_a_conditional_get_
     assert_eq!(left.status(), StatusCode::OK, "left the group: not 304");
     assert_ne!(etag_of(&left), joined);
 }
+
+#[tokio::test]
+async fn renaming_or_deleting_a_users_team_changes_the_users_etag() {
+    let app = TestApp::spawn().await;
+    let user = create_user(&app, json!({"userName": "renamed-team@example.com"})).await;
+    let path = format!("/Users/{}", id_of(&user));
+    let (status, group) = app
+        .scim_json(
+            Method::POST,
+            "/Groups",
+            Some(
+                json!({"displayName": "Before", "members": [{"value": id_of(&user).to_string()}]}),
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{group}");
+    let group_path = format!("/Groups/{}", group["id"].as_str().expect("id"));
+    let etag = |app: &TestApp| {
+        let path = path.clone();
+        let request = app.scim(Method::GET, &path);
+        async move {
+            let response = request.send().await.expect("sent");
+            let etag = response.headers()["etag"].clone();
+            let body: Value = response.json().await.expect("json");
+            (etag, body)
+        }
+    };
+    let (before, _) = etag(&app).await;
+
+    let (status, _) = patch(
+        &app,
+        &group_path,
+        json!([{"op": "replace", "path": "displayName", "value": "After"}]),
+    )
+    .await;
+    assert!(status.is_success());
+    let (renamed, body) = etag(&app).await;
+    assert_ne!(renamed, before, "the groups attribute shows the new name");
+    assert_eq!(body["groups"][0]["display"], "After");
+
+    let (status, _) = app.scim_json(Method::DELETE, &group_path, None).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    let (deleted, body) = etag(&app).await;
+    assert_ne!(deleted, renamed, "the team left the groups attribute");
+    assert_eq!(body.get("groups").cloned().unwrap_or(json!([])), json!([]));
+}

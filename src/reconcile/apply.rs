@@ -499,12 +499,18 @@ impl Applier<'_> {
                         wanted.version = current.version + 1;
                         wanted.modified = self.now;
                         self.tx.update_team(&wanted).await?;
+                        if wanted.display_name != current.display_name {
+                            // Every member shows the team's name in its `groups`.
+                            self.tx.touch_members_of(*id, self.now).await?;
+                        }
                         true
                     }
                 }
                 None => false,
             },
             Op::DeleteTeam { id } => {
+                // The members lose the team from their `groups`: their ETags move too.
+                self.tx.touch_members_of(*id, self.now).await?;
                 let gone = self.tx.delete_team(*id).await?;
                 self.touched.remove(id);
                 gone

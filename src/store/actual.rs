@@ -643,6 +643,24 @@ impl WriteTx {
         self.touch("users", users, at).await
     }
 
+    /// Bumps the version of every member of `team` in one statement (a rename or the
+    /// deletion of a team changes what each member's `groups` shows).
+    pub async fn touch_members_of(&mut self, team: Uuid, at: DateTime<Utc>) -> StoreResult<()> {
+        let style = params_of(self.conn());
+        let sql = format!(
+            "UPDATE users SET version = version + 1, modified = {} \
+             WHERE id IN (SELECT user_id FROM memberships WHERE team_id = {})",
+            placeholders(style, 1, 1),
+            placeholders(style, 2, 1)
+        );
+        sqlx::query(&sql)
+            .bind(format_ts(at))
+            .bind(team.to_string())
+            .execute(self.conn())
+            .await?;
+        Ok(())
+    }
+
     async fn touch(&mut self, table: &str, ids: &[Uuid], at: DateTime<Utc>) -> StoreResult<()> {
         let style = params_of(self.conn());
         for chunk in ids.chunks(IN_CHUNK) {
