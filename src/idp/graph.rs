@@ -16,7 +16,7 @@
 //!   just before a full pull. An expired link answers 410 Gone or 400
 //!   `syncStateNotFound`; either way it is [`IdpError::Gone`] and the caller resyncs.
 
-use super::http::{ApiClient, Auth, ClientAuth, TokenRequest};
+use super::http::{ApiClient, Auth, ClientAuth, PageTrail, TokenRequest};
 use super::{
     api_url, base_url, checked_next_link, client_secret, non_empty, required, retry_policy,
     Connector, DeltaChanges, IdpError, IdpGroup, IdpUser, PullStats,
@@ -182,15 +182,15 @@ impl Graph {
     async fn all_pages<T: DeserializeOwned>(&self, first: String) -> Result<Vec<T>, IdpError> {
         let mut out = Vec::new();
         let mut url = first;
-        let mut read = std::collections::HashSet::new();
+        let mut trail = PageTrail::new();
         loop {
+            trail.visit(&url)?;
             let page: Page<T> = self.client.get_json(&url).await?.body;
             out.extend(page.value);
             let Some(next) = page.next_link else {
                 return Ok(out);
             };
-            read.insert(url);
-            url = not_read_yet(&read, checked_next_link(&self.base, &next)?)?;
+            url = checked_next_link(&self.base, &next)?;
         }
     }
 
@@ -205,8 +205,9 @@ impl Graph {
         mut each: impl FnMut(T),
     ) -> Result<String, IdpError> {
         let mut url = checked_next_link(&self.base, first)?;
-        let mut read = std::collections::HashSet::new();
+        let mut trail = PageTrail::new();
         loop {
+            trail.visit(&url)?;
             let page: DeltaPage<T> = match self.client.get_json(&url).await {
                 Ok(reply) => reply.body,
                 Err(IdpError::Http {
@@ -216,10 +217,7 @@ impl Graph {
             };
             page.value.into_iter().for_each(&mut each);
             match (page.next_link, page.delta_link) {
-                (Some(next), _) => {
-                    read.insert(url);
-                    url = not_read_yet(&read, checked_next_link(&self.base, &next)?)?;
-                }
+                (Some(next), _) => url = checked_next_link(&self.base, &next)?,
                 (None, Some(delta)) => return checked_next_link(&self.base, &delta),
                 (None, None) => {
                     return Err(IdpError::Decode {
@@ -339,21 +337,6 @@ impl Graph {
             .and_then(GraphUser::into_user)
             .ok_or_else(|| IdpError::UserNotFound(user.to_owned()))
     }
-}
-
-/// A next link to a page already read would be followed forever: the run would never
-/// end, and every later scheduled tick would be skipped behind it.
-fn not_read_yet(
-    read: &std::collections::HashSet<String>,
-    next: String,
-) -> Result<String, IdpError> {
-    if read.contains(&next) {
-        return Err(IdpError::Decode {
-            message: "the next-page link points back at a page already read".into(),
-            url: next,
-        });
-    }
-    Ok(next)
 }
 
 fn groups_from(items: Vec<GraphGroup>) -> Vec<IdpGroup> {
