@@ -45,41 +45,31 @@ pub struct Entries {
 }
 
 impl Entries {
-    fn has_room(&self) -> Room {
-        Room {
-            tokens: self.tokens.len() < MAX_TOKENS,
-            users: self.users.len() < MAX_USERS,
-            groups: self.groups.len() < MAX_USERS,
-            lists: self.lists.len() < MAX_LISTS,
-            counts: self.counts.len() < MAX_COUNTS,
-        }
-    }
-
     /// The users of a cached page, or `None` if any of them is not cached.
     pub fn users_of(&self, ids: &[Uuid]) -> Option<Vec<User>> {
         ids.iter().map(|id| self.users.get(id).cloned()).collect()
     }
 
     pub fn put_token(&mut self, hash: &str, principal: &TokenPrincipal) {
-        if self.has_room().tokens {
+        if self.tokens.len() < MAX_TOKENS {
             self.tokens.insert(hash.to_owned(), principal.clone());
         }
     }
 
     pub fn put_user(&mut self, user: &User) {
-        if self.has_room().users {
+        if self.users.len() < MAX_USERS {
             self.users.insert(user.id, user.clone());
         }
     }
 
     pub fn put_groups(&mut self, user: Uuid, groups: &[GroupRef]) {
-        if self.has_room().groups {
+        if self.groups.len() < MAX_USERS {
             self.groups.insert(user, groups.to_vec());
         }
     }
 
     pub fn put_list(&mut self, key: String, page: &Listed<User>) {
-        if !self.has_room().lists {
+        if self.lists.len() >= MAX_LISTS {
             return;
         }
         page.items.iter().for_each(|user| self.put_user(user));
@@ -93,18 +83,10 @@ impl Entries {
     }
 
     pub fn put_count(&mut self, key: String, total: u64) {
-        if self.has_room().counts {
+        if self.counts.len() < MAX_COUNTS {
             self.counts.insert(key, total);
         }
     }
-}
-
-struct Room {
-    tokens: bool,
-    users: bool,
-    groups: bool,
-    lists: bool,
-    counts: bool,
 }
 
 struct Current {
