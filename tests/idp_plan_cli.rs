@@ -3,39 +3,9 @@
 
 mod idp_mocks;
 
-use idp_mocks::graph::{GraphMock, CLIENT_ID, CLIENT_SECRET, TENANT};
-use std::path::{Path, PathBuf};
+use idp_mocks::graph::{GraphMock, CLIENT_SECRET};
+use std::path::Path;
 use std::process::Output;
-
-fn write_config(dir: &Path, mock: &GraphMock) -> PathBuf {
-    let secret = dir.join("entra-secret");
-    std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[database]
-url = "sqlite://{db}"
-
-[[idp]]
-name = "entra"
-kind = "entra"
-tenant_id = "{TENANT}"
-client_id = "{CLIENT_ID}"
-client_secret_file = "{secret}"
-login_url = "{base}"
-api_base_url = "{base}/v1.0"
-groups = ["LLM *"]
-"#,
-            db = dir.join("scimsync.db").display(),
-            secret = secret.display(),
-            base = mock.base_url,
-        ),
-    )
-    .unwrap();
-    config
-}
 
 async fn scimsync(config: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_scimsync"))
@@ -55,7 +25,7 @@ fn text(bytes: &[u8]) -> String {
 async fn plan_and_apply_take_the_desired_state_from_a_live_pull() {
     let mock = GraphMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &mock);
+    let config = mock.write_cli_config(dir.path());
 
     let plan = scimsync(&config, &["plan", "--idp", "entra", "--detailed-exitcode"]).await;
     assert_eq!(plan.status.code(), Some(2), "{}", text(&plan.stderr));
@@ -84,7 +54,7 @@ async fn plan_and_apply_take_the_desired_state_from_a_live_pull() {
 async fn plan_names_an_unknown_idp() {
     let mock = GraphMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &mock);
+    let config = mock.write_cli_config(dir.path());
     let out = scimsync(&config, &["plan", "--idp", "okta"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(text(&out.stderr).contains("okta"), "{}", text(&out.stderr));
@@ -104,7 +74,7 @@ async fn plan_needs_a_snapshot_or_an_idp() {
 async fn apply_idp_refuses_to_run_while_another_sync_of_that_idp_holds_the_lock() {
     let mock = GraphMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &mock);
+    let config = mock.write_cli_config(dir.path());
     let url = format!("sqlite://{}", dir.path().join("scimsync.db").display());
     let store = scimsync::store::Store::open(&url, 2).await.unwrap();
 

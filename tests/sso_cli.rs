@@ -3,40 +3,9 @@
 
 mod idp_mocks;
 
-use idp_mocks::graph::{GraphMock, CLIENT_ID, CLIENT_SECRET, TENANT};
-use std::path::{Path, PathBuf};
+use idp_mocks::graph::{GraphMock, CLIENT_SECRET};
+use std::path::Path;
 use std::process::Output;
-
-/// A config file for the mock, with the client secret in a file of its own.
-fn write_config(dir: &Path, mock: &GraphMock) -> PathBuf {
-    let secret = dir.join("entra-secret");
-    std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
-    let config = dir.join("config.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"
-[database]
-url = "sqlite://{db}"
-
-[[idp]]
-name = "entra"
-kind = "entra"
-tenant_id = "{TENANT}"
-client_id = "{CLIENT_ID}"
-client_secret_file = "{secret}"
-login_url = "{base}"
-api_base_url = "{base}/v1.0"
-groups = ["LLM *"]
-"#,
-            db = dir.join("scimsync.db").display(),
-            secret = secret.display(),
-            base = mock.base_url,
-        ),
-    )
-    .unwrap();
-    config
-}
 
 async fn sso_sign_in(config: &Path, args: &[&str]) -> Output {
     tokio::process::Command::new(env!("CARGO_BIN_EXE_scimsync"))
@@ -57,7 +26,7 @@ fn text(bytes: &[u8]) -> String {
 async fn the_sso_sign_in_command_plans_with_dry_run_then_applies_and_then_has_nothing_to_do() {
     let mock = GraphMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &mock);
+    let config = mock.write_cli_config(dir.path());
     let user = ["--idp", "entra", "--user", "alice@contoso.com"];
 
     let dry = sso_sign_in(&config, &[&user[..], &["--dry-run"]].concat()).await;
@@ -95,7 +64,7 @@ async fn the_sso_sign_in_command_plans_with_dry_run_then_applies_and_then_has_no
 async fn the_sso_sign_in_command_fails_for_an_unknown_idp_or_user() {
     let mock = GraphMock::start().await;
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &mock);
+    let config = mock.write_cli_config(dir.path());
 
     let unknown_idp = sso_sign_in(&config, &["--idp", "okta", "--user", "alice@contoso.com"]).await;
     assert!(!unknown_idp.status.success());

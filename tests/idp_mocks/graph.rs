@@ -124,6 +124,38 @@ impl GraphMock {
         c
     }
 
+    /// A config file in `dir` for the real binary: a SQLite database there and an
+    /// `[[idp]] name = "entra"` for this mock, the client secret in a file of its own.
+    pub fn write_cli_config(&self, dir: &std::path::Path) -> std::path::PathBuf {
+        let secret = dir.join("entra-secret");
+        std::fs::write(&secret, format!("{CLIENT_SECRET}\n")).unwrap();
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                r#"
+[database]
+url = "sqlite://{db}"
+
+[[idp]]
+name = "entra"
+kind = "entra"
+tenant_id = "{TENANT}"
+client_id = "{CLIENT_ID}"
+client_secret_file = "{secret}"
+login_url = "{base}"
+api_base_url = "{base}/v1.0"
+groups = ["LLM *"]
+"#,
+                db = dir.join("scimsync.db").display(),
+                secret = secret.display(),
+                base = self.base_url,
+            ),
+        )
+        .unwrap();
+        config
+    }
+
     /// Puts a user (or a group, nesting it) into a group.
     pub fn add_member(&self, group: &str, user: &str) {
         let mut dir = self.dir.lock().unwrap();
