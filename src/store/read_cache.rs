@@ -118,6 +118,24 @@ impl ReadCache {
         }
     }
 
+    /// The read-through every cached query shares: the answer from the cache when it
+    /// holds one, else `read`'s, kept for the requests that follow. `read` is a future
+    /// not yet polled, so the watermark is read before its query starts.
+    pub async fn through<T, E>(
+        &self,
+        look: impl FnOnce(&Entries) -> Option<T>,
+        read: impl std::future::Future<Output = Result<T, E>>,
+        keep: impl FnOnce(&mut Entries, &T),
+    ) -> Result<T, E> {
+        let ticket = self.ticket();
+        if let Some(hit) = self.lookup(ticket, look) {
+            return Ok(hit);
+        }
+        let value = read.await?;
+        self.keep(ticket, |entries| keep(entries, &value));
+        Ok(value)
+    }
+
     /// Reads the watermark. Call it before the database query whose result may be
     /// cached, so that a commit racing with the query leaves the entry stale-marked.
     pub fn ticket(&self) -> Ticket {

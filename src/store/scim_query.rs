@@ -950,28 +950,30 @@ impl Store {
         // The Debug text holds every field of the query, the filter's whole AST
         // included, so equal keys mean equal SQL.
         let key = format!("{query:?}");
-        let ticket = self.cache.ticket();
-        if let Some(page) = self.cache.lookup(ticket, |cached| {
-            let page = cached.lists.get(&key)?;
-            Some(Listed {
-                total: page.total,
-                items: cached.users_of(&page.items)?,
+        let read = async {
+            let rows = self.scim_list(Resource::User, USER_COLUMNS, query).await?;
+            Ok(Listed {
+                total: rows.total,
+                items: rows
+                    .items
+                    .iter()
+                    .map(user_from_row)
+                    .collect::<StoreResult<_>>()?,
             })
-        }) {
-            return Ok(page);
-        }
-        let rows = self.scim_list(Resource::User, USER_COLUMNS, query).await?;
-        let page = Listed {
-            total: rows.total,
-            items: rows
-                .items
-                .iter()
-                .map(user_from_row)
-                .collect::<StoreResult<_>>()?,
         };
         self.cache
-            .keep(ticket, |cached| cached.put_list(key, &page));
-        Ok(page)
+            .through(
+                |cached| {
+                    let page = cached.lists.get(&key)?;
+                    Some(Listed {
+                        total: page.total,
+                        items: cached.users_of(&page.items)?,
+                    })
+                },
+                read,
+                |cached, page| cached.put_list(key.clone(), page),
+            )
+            .await
     }
 
     /// One page of teams matching a SCIM filter, and how many match in all.
@@ -1050,18 +1052,17 @@ impl Store {
     /// answer is kept until the next commit: paging through a large list counts once.
     async fn count(&self, count: &Sql) -> ScimResult<u64> {
         let key = format!("{}\u{0}{:?}", count.text, count.params);
-        let ticket = self.cache.ticket();
-        if let Some(total) = self
-            .cache
-            .lookup(ticket, |cached| cached.counts.get(&key).copied())
-        {
-            return Ok(total);
-        }
-        let total: i64 = count.query().fetch_one(self.pool()).await?.try_get("n")?;
-        let total = u64::try_from(total).unwrap_or(0);
+        let read = async {
+            let total: i64 = count.query().fetch_one(self.pool()).await?.try_get("n")?;
+            Ok::<_, ScimQueryError>(u64::try_from(total).unwrap_or(0))
+        };
         self.cache
-            .keep(ticket, |cached| cached.put_count(key, total));
-        Ok(total)
+            .through(
+                |cached| cached.counts.get(&key).copied(),
+                read,
+                |cached, total| cached.put_count(key.clone(), *total),
+            )
+            .await
     }
 
     /// The teams of each of `users`, for their `groups` attribute; ordered by name.

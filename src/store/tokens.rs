@@ -92,19 +92,17 @@ impl Store {
     /// A cached answer is only used while nothing was committed since it was read, so
     /// a revocation (from this process or from the CLI) takes effect at once.
     pub async fn authenticate_token(&self, hash: &str) -> StoreResult<Option<TokenPrincipal>> {
-        let ticket = self.cache.ticket();
-        if let Some(known) = self
-            .cache
-            .lookup(ticket, |cached| cached.tokens.get(hash).cloned())
-        {
-            return Ok(Some(known));
-        }
-        let principal = self.read_token(hash).await?;
-        if let Some(principal) = &principal {
-            self.cache
-                .keep(ticket, |cached| cached.put_token(hash, principal));
-        }
-        Ok(principal)
+        self.cache
+            .through(
+                |cached| cached.tokens.get(hash).cloned().map(Some),
+                self.read_token(hash),
+                |cached, principal| {
+                    if let Some(principal) = principal {
+                        cached.put_token(hash, principal);
+                    }
+                },
+            )
+            .await
     }
 
     async fn read_token(&self, hash: &str) -> StoreResult<Option<TokenPrincipal>> {

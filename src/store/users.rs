@@ -27,19 +27,21 @@ async fn fetch_user_by_name(
 
 impl Store {
     pub async fn user(&self, id: Uuid) -> StoreResult<Option<User>> {
-        let ticket = self.cache.ticket();
-        if let Some(user) = self
-            .cache
-            .lookup(ticket, |cached| cached.users.get(&id).cloned())
-        {
-            return Ok(Some(user));
-        }
-        let mut conn = self.pool().acquire().await?;
-        let user = fetch_user(&mut conn, id).await?;
-        if let Some(user) = &user {
-            self.cache.keep(ticket, |cached| cached.put_user(user));
-        }
-        Ok(user)
+        let read = async {
+            let mut conn = self.pool().acquire().await?;
+            fetch_user(&mut conn, id).await
+        };
+        self.cache
+            .through(
+                |cached| cached.users.get(&id).cloned().map(Some),
+                read,
+                |cached, user| {
+                    if let Some(user) = user {
+                        cached.put_user(user);
+                    }
+                },
+            )
+            .await
     }
 
     pub async fn user_by_name(&self, name: &UserName) -> StoreResult<Option<User>> {
