@@ -8,8 +8,8 @@
 # Only the stable toolchain is needed: RUSTC_BOOTSTRAP=1 lets it accept the sanitizer
 # flags cargo-fuzz passes. The corpus of each target starts from the committed
 # fuzz/regressions/<target>/ and grows in fuzz/corpus/<target>/ (not committed). A
-# crash is copied into fuzz/regressions/<target>/ so that `cargo test --test
-# fuzz_regressions` replays it from then on; the script then fails.
+# crash is copied into fuzz/regressions/<target>/ so that `cargo test --test it
+# fuzz_regressions::` replays it from then on; the script then fails.
 #
 # Environment: FUZZ_SECONDS (60), FUZZ_JOBS (1), FUZZ_RSS_MB (2048), FUZZ_MAX_LEN (65536).
 set -euo pipefail

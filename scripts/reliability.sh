@@ -10,11 +10,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 echo "== reliability tests"
-cargo test --test fuzz_regressions --test hostile_input --test concurrency --test crash --test security \
-    --test idp_faults
+cargo test --test it -- fuzz_regressions:: hostile_input:: concurrency:: crash:: security:: \
+    idp_faults::
 
 echo "== crash consistency at full size"
-CRASH_USERS=20000 cargo test --test crash killing_apply -- --nocapture
+CRASH_USERS=20000 cargo test --test it crash::killing_apply -- --nocapture
 
 if [ "${SKIP_FUZZ:-0}" != 1 ]; then
     echo "== fuzzing"

@@ -1,5 +1,5 @@
 //! The fuzz entry points, one per target, shared by the libFuzzer binaries in
-//! fuzz_targets/ and by tests/fuzz_regressions.rs (which includes this file with
+//! fuzz_targets/ and by tests/it/fuzz_regressions.rs (which includes this file with
 //! `#[path]`), so the committed corpus replays through exactly the code that was fuzzed.
 //!
 //! Each entry takes raw bytes, feeds them to the parser the server uses for network

@@ -1,0 +1,221 @@
+//! The test harness: the real application on port 0 with a fresh database, talked to
+//! over HTTP the way an IdP or the gateway would.
+
+pub mod daemon;
+
+use reqwest::{Method, RequestBuilder, StatusCode};
+use scimsync::app::{App, INITIAL_TOKEN_FILE};
+use scimsync::config::Config;
+use scimsync::domain::{Role, Source, Team, TeamName, TokenScope, User, UserName};
+use scimsync::store::Store;
+use serde_json::Value;
+use std::net::SocketAddr;
+use tempfile::TempDir;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+pub const SCIM_JSON: &str = "application/scim+json";
+
+pub struct TestApp {
+    pub addr: SocketAddr,
+    pub base_url: String,
+    /// The store the server uses, for seeding and for checking what was written.
+    pub store: Store,
+    pub config: Config,
+    /// The `initial` SCIM token the server wrote on first start.
+    pub scim_token: String,
+    pub http: reqwest::Client,
+    pub dir: TempDir,
+    shutdown: Option<oneshot::Sender<()>>,
+}
+
+impl TestApp {
+    pub async fn spawn() -> Self {
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Starts the app with a configuration adjusted by `configure` (listen address and
+    /// database are set to port 0 and a fresh temporary SQLite file first).
+    pub async fn spawn_with(configure: impl FnOnce(&mut Config)) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = Config::default();
+        config.server.listen = "127.0.0.1:0".parse().expect("address");
+        config.database.url = match postgres_server() {
+            Some(server) => fresh_postgres_database(&server).await,
+            None => format!("sqlite://{}", dir.path().join("scimsync.db").display()),
+        };
+        config.server.state_directory = Some(dir.path().to_owned());
+        configure(&mut config);
+        let app = App::build(config.clone()).await.expect("app starts");
+        let addr = app.local_addr().expect("bound address");
+        let store = app.state().store.clone();
+        let (tx, rx) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = app
+                .serve(async {
+                    let _ = rx.await;
+                })
+                .await;
+        });
+        let scim_token = std::fs::read_to_string(dir.path().join(INITIAL_TOKEN_FILE))
+            .expect("initial token file")
+            .trim()
+            .to_owned();
+        TestApp {
+            addr,
+            base_url: format!("http://{addr}"),
+            store,
+            config,
+            scim_token,
+            http: reqwest::Client::new(),
+            dir,
+            shutdown: Some(tx),
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base_url, path)
+    }
+
+    /// A request to the SCIM API (`path` relative to /scim/v2) with the SCIM token.
+    pub fn scim(&self, method: Method, path: &str) -> RequestBuilder {
+        self.http
+            .request(method, self.url(&format!("/scim/v2{path}")))
+            .bearer_auth(&self.scim_token)
+            .header("accept", SCIM_JSON)
+    }
+
+    /// Sends a SCIM request with a JSON body and returns status and parsed body (Null if empty).
+    pub async fn scim_json(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.scim(method, path);
+        if let Some(body) = body {
+            request = request
+                .header("content-type", SCIM_JSON)
+                .body(body.to_string());
+        }
+        let response = request.send().await.expect("request sent");
+        let status = response.status();
+        let text = response.text().await.expect("body read");
+        let body = if text.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&text).unwrap_or(Value::String(text))
+        };
+        (status, body)
+    }
+
+    /// Creates a bearer token of the given scope directly in the store.
+    pub async fn new_token(&self, name: &str, scope: TokenScope) -> String {
+        scimsync::keys::issue_token(&self.store, name, scope)
+            .await
+            .expect("token created")
+            .expose()
+            .to_owned()
+    }
+
+    /// Seeds an active user directly in the store (as an operator would have created it).
+    pub async fn seed_user(&self, user_name: &str) -> User {
+        let now = scimsync::store::now();
+        let user = User {
+            id: Uuid::new_v4(),
+            user_name: UserName::parse(user_name).expect("valid user name"),
+            external_id: None,
+            email: Some(user_name.to_owned()),
+            display_name: None,
+            given_name: None,
+            family_name: None,
+            role: Role::viewer(),
+            active: true,
+            attributes: Default::default(),
+            source: Source::Manual,
+            created: now,
+            modified: now,
+            version: 1,
+        };
+        let mut tx = self.store.begin_write().await.expect("transaction");
+        tx.insert_user(&user).await.expect("user inserted");
+        tx.commit().await.expect("commit");
+        user
+    }
+
+    /// Seeds a team directly in the store.
+    pub async fn seed_team(&self, display_name: &str) -> Team {
+        let now = scimsync::store::now();
+        let team = Team {
+            id: Uuid::new_v4(),
+            display_name: TeamName::parse(display_name).expect("valid team name"),
+            external_id: None,
+            metadata: Default::default(),
+            source: Source::Manual,
+            created: now,
+            modified: now,
+            version: 1,
+        };
+        let mut tx = self.store.begin_write().await.expect("transaction");
+        tx.insert_team(&team).await.expect("team inserted");
+        tx.commit().await.expect("commit");
+        team
+    }
+
+    /// Issues an API key for a user, optionally scoped to a team; returns (key id, secret).
+    pub async fn new_api_key(&self, user_id: Uuid, team_id: Option<Uuid>) -> (Uuid, String) {
+        let (key, secret) =
+            scimsync::keys::issue_api_key(&self.store, user_id, team_id, None, None)
+                .await
+                .expect("key issued");
+        (key.id, secret.expose().to_owned())
+    }
+
+    /// Asks /v1/whoami about a key, as the gateway does on every request.
+    pub async fn whoami(&self, api_key: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(self.url("/v1/whoami"))
+            .bearer_auth(api_key)
+            .send()
+            .await
+            .expect("request sent");
+        let status = response.status();
+        let body = response.json().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+}
+
+/// The PostgreSQL server to test against, if any (`SCIMSYNC_TEST_POSTGRES_URL`, e.g.
+/// `postgres://postgres@127.0.0.1:5432/postgres`). Without it every test uses SQLite.
+pub fn postgres_server() -> Option<String> {
+    std::env::var("SCIMSYNC_TEST_POSTGRES_URL")
+        .ok()
+        .filter(|s| !s.is_empty())
+}
+
+/// Creates an empty database for one test on the server and returns its URL.
+pub async fn fresh_postgres_database(server: &str) -> String {
+    use sqlx::{Connection, Executor};
+    sqlx::any::install_default_drivers();
+    let name = format!("scimsync_test_{}", Uuid::new_v4().simple());
+    let mut conn = sqlx::AnyConnection::connect(server)
+        .await
+        .expect("SCIMSYNC_TEST_POSTGRES_URL reachable");
+    conn.execute(format!("CREATE DATABASE {name}").as_str())
+        .await
+        .expect("test database created");
+    let _ = conn.close().await;
+    let (base, _) = server
+        .rsplit_once('/')
+        .expect("SCIMSYNC_TEST_POSTGRES_URL ends in /DATABASE");
+    format!("{base}/{name}")
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}

@@ -1,0 +1,1347 @@
+//! An IdP that misbehaves: it hangs, stalls mid-answer, sends half a page, an HTML
+//! error page with 200, JSON of the wrong shape, next-page links to nowhere, storms of
+//! 5xx and 429, or suddenly no groups or no members at all. Whatever it does, a sync
+//! gives up within the configured limits, says clearly what was wrong (no secret in
+//! it), records the failure in `sync_state`, never deletes or deactivates on such a
+//! pull, backs off when it keeps failing, and converges once the IdP is well again.
+//!
+//! The faults come from a proxy in front of the mock IdPs (`idp_mocks::faults`), so the
+//! mocks answer like the real APIs and the proxy breaks the answers like a network or
+//! a broken IdP would. Every connection uses a one-second request timeout and short
+//! backoffs, so each test takes a few seconds.
+
+use crate::common;
+use crate::idp_mocks;
+
+use chrono::{DateTime, Utc};
+use common::TestApp;
+use idp_mocks::faults::{Fault, FaultyUpstream};
+use idp_mocks::graph::GraphMock;
+use idp_mocks::teams_of;
+use scimsync::config::{Config, IdpConfig};
+use scimsync::domain::Trigger;
+use scimsync::idp::{Idp, PullStats};
+use scimsync::reconcile::Actor;
+use scimsync::store::sync_state::SyncState;
+use scimsync::store::Store;
+use scimsync::sync::SyncReport;
+use serde_json::{json, Value};
+use std::sync::{Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+/// A generous bound for "it did not hang": a faulty run with a one-second timeout and
+/// one retry takes about two seconds; a loaded machine may take several times that.
+const DID_NOT_HANG: Duration = Duration::from_secs(30);
+
+/// What the store holds, as sorted lines: every user with their `active` flag, and
+/// every membership. Equal before and after means nothing was deleted or deactivated.
+async fn fingerprint(store: &Store) -> Vec<String> {
+    let users = store.all_users().await.unwrap();
+    let teams = store.all_teams().await.unwrap();
+    let mut lines: Vec<String> = users
+        .iter()
+        .map(|u| format!("user {} active={}", u.user_name.as_str(), u.active))
+        .collect();
+    lines.extend(
+        teams
+            .iter()
+            .map(|t| format!("team {}", t.display_name.as_str())),
+    );
+    for m in store.all_memberships().await.unwrap() {
+        let user = users.iter().find(|u| u.id == m.user_id).unwrap();
+        let team = teams.iter().find(|t| t.id == m.team_id).unwrap();
+        lines.push(format!(
+            "member {} {}",
+            team.display_name.as_str(),
+            user.user_name.as_str()
+        ));
+    }
+    lines.sort();
+    lines
+}
+
+/// The retry settings every test uses: one-second timeout, one retry, short backoff.
+fn impatient(mut config: IdpConfig) -> IdpConfig {
+    config.request_timeout_secs = Some(1);
+    config.max_retries = Some(1);
+    config.retry_backoff_ms = Some(10);
+    config
+}
+
+/// An Entra connection through a faulty proxy in front of a mock Graph.
+async fn entra(name: &str) -> (GraphMock, FaultyUpstream, IdpConfig) {
+    let mock = GraphMock::start().await;
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut config = impatient(mock.config(name, &["LLM *"]));
+    proxy.reroute(&mut config);
+    (mock, proxy, config)
+}
+
+/// Waits for a scheduled run of `idp` that started after `since` to be recorded.
+async fn run_started_after(store: &Store, idp: &str, since: DateTime<Utc>) -> SyncState {
+    let deadline = Instant::now() + DID_NOT_HANG;
+    loop {
+        if let Some(state) = store.sync_state(idp).await.unwrap() {
+            if state.last_pull.is_some_and(|t| t > since) {
+                return state;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a scheduled run of {idp} that started after {since} is recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn last_result(state: &SyncState) -> Value {
+    state.last_result.clone().expect("the run is described")
+}
+
+/// Asserts that `text` (an error, a log, a sync_state row) contains no credential of
+/// the mock IdPs: no client secret, no API token, no access token.
+fn assert_no_secret(text: &str) {
+    for secret in [
+        idp_mocks::graph::CLIENT_SECRET,
+        idp_mocks::okta::API_TOKEN,
+        idp_mocks::keycloak::CLIENT_SECRET,
+        idp_mocks::onelogin::CLIENT_SECRET,
+        idp_mocks::auth0::CLIENT_SECRET,
+        "mock-access-token-",
+        "PRIVATE KEY",
+    ] {
+        assert!(!text.contains(secret), "{secret:?} leaked into: {text}");
+    }
+}
+
+/// The log lines of this test binary, captured from the first call on.
+fn captured_logs() -> &'static Mutex<Vec<u8>> {
+    static LOGS: OnceLock<&'static Mutex<Vec<u8>>> = OnceLock::new();
+    LOGS.get_or_init(|| {
+        let buffer: &'static Mutex<Vec<u8>> = Box::leak(Box::new(Mutex::new(Vec::new())));
+        struct Writer(&'static Mutex<Vec<u8>>);
+        impl std::io::Write for Writer {
+            fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(bytes);
+                Ok(bytes.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter("scimsync=info")
+            .with_ansi(false)
+            .with_writer(move || Writer(buffer))
+            .try_init();
+        buffer
+    })
+}
+
+fn log_lines_about(idp: &str) -> Vec<String> {
+    let logs = captured_logs().lock().unwrap();
+    String::from_utf8_lossy(&logs)
+        .lines()
+        .filter(|l| l.contains(&format!("idp={idp}")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// The value of a gauge for one IdP in the app's Prometheus exposition.
+async fn gauge(app: &TestApp, name: &str, idp: &str) -> Option<f64> {
+    let text = app
+        .http
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let prefix = format!("{name}{{idp=\"{idp}\"}} ");
+    text.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Waits until a gauge for one IdP shows `value`.
+async fn gauge_becomes(app: &TestApp, name: &str, idp: &str, value: f64) {
+    let deadline = Instant::now() + DID_NOT_HANG;
+    loop {
+        let now = gauge(app, name, idp).await;
+        if now == Some(value) {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{name}{{idp={idp:?}}} is {now:?}, not {value}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Timeouts, end to end through the scheduler.
+// ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn an_idp_that_accepts_the_request_but_never_answers_fails_the_scheduled_run_within_the_request_timeout_and_the_next_run_converges(
+) {
+    let (mock, proxy, mut config) = entra("entra-hang").await;
+    config.schedule = Some("* * * * * *".into());
+    let app = TestApp::spawn_with(move |c| c.idp.push(config)).await;
+    let first = run_started_after(&app.store, "entra-hang", DateTime::UNIX_EPOCH).await;
+    assert_eq!(last_result(&first)["outcome"], "success", "{first:?}");
+    let before = fingerprint(&app.store).await;
+    assert!(before.contains(&"member LLM Admins alice@contoso.com".to_owned()));
+
+    // Graph stops answering: every API call (a delta round or a full listing,
+    // whichever the run makes) hangs. Meanwhile Alice leaves LLM Admins.
+    proxy.inject("/v1.0/", Fault::Hang);
+    mock.remove_member("g-admins", "u-alice");
+    let hung = Utc::now();
+    let state = run_started_after(&app.store, "entra-hang", hung).await;
+    let result = last_result(&state);
+    assert_eq!(result["outcome"], "failed", "{result}");
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("timed out") && error.contains("1 s (request_timeout_secs)"),
+        "the error says which limit was hit: {error}"
+    );
+    assert!(error.contains(&proxy.base_url), "and where: {error}");
+    assert_no_secret(&result.to_string());
+    assert!(
+        result["duration_ms"].as_u64().unwrap() < DID_NOT_HANG.as_millis() as u64,
+        "the run gave up instead of hanging: {result}"
+    );
+    assert!(state.consecutive_failures >= 1, "{state:?}");
+    assert!(
+        state.last_success.is_some(),
+        "the last success is remembered"
+    );
+    assert_eq!(
+        fingerprint(&app.store).await,
+        before,
+        "nothing deleted or deactivated"
+    );
+
+    // The IdP answers again: the next run applies what changed meanwhile.
+    proxy.heal();
+    let healed = Utc::now();
+    let state = run_started_after(&app.store, "entra-hang", healed).await;
+    assert_eq!(last_result(&state)["outcome"], "success", "{state:?}");
+    assert_eq!(state.consecutive_failures, 0);
+    assert_eq!(
+        teams_of(&app.store, "alice@contoso.com").await,
+        ["LLM Users"]
+    );
+}
+
+#[tokio::test]
+async fn an_idp_that_sends_the_headers_then_stalls_the_body_fails_the_scheduled_run_within_the_request_timeout_and_deletes_nothing(
+) {
+    let (mock, proxy, mut config) = entra("entra-stall").await;
+    config.schedule = Some("* * * * * *".into());
+    let app = TestApp::spawn_with(move |c| c.idp.push(config)).await;
+    let first = run_started_after(&app.store, "entra-stall", DateTime::UNIX_EPOCH).await;
+    assert_eq!(last_result(&first)["outcome"], "success", "{first:?}");
+    let before = fingerprint(&app.store).await;
+
+    // Every answer stalls mid-body; meanwhile Alice leaves LLM Admins and Bob leaves
+    // LLM Users.
+    proxy.inject("/v1.0/", Fault::StallBody);
+    mock.remove_member("g-admins", "u-alice");
+    mock.remove_member("g-users", "u-bob");
+    let stalled = Utc::now();
+    let state = run_started_after(&app.store, "entra-stall", stalled).await;
+    let result = last_result(&state);
+    assert_eq!(result["outcome"], "failed", "{result}");
+    assert_eq!(result["destroy"], 0);
+    let error = result["error"].as_str().unwrap();
+    assert!(
+        error.contains("200 OK but the body could not be read")
+            && error.contains("1 s (request_timeout_secs)"),
+        "{error}"
+    );
+    assert_no_secret(&result.to_string());
+    assert!(result["duration_ms"].as_u64().unwrap() < DID_NOT_HANG.as_millis() as u64);
+    assert_eq!(
+        fingerprint(&app.store).await,
+        before,
+        "nothing deleted or deactivated"
+    );
+
+    proxy.heal();
+    let healed = Utc::now();
+    let state = run_started_after(&app.store, "entra-stall", healed).await;
+    assert_eq!(last_result(&state)["outcome"], "success", "{state:?}");
+    assert_eq!(
+        teams_of(&app.store, "alice@contoso.com").await,
+        ["LLM Users"]
+    );
+    assert!(teams_of(&app.store, "bob@contoso.com").await.is_empty());
+}
+
+// ---------------------------------------------------------------------------------
+// An IdP that suddenly has nothing.
+// ---------------------------------------------------------------------------------
+
+/// Every page of a Graph list, emptied.
+fn no_items() -> Fault {
+    Fault::rewrite(|page, _| {
+        page["value"] = json!([]);
+        if let Some(page) = page.as_object_mut() {
+            page.remove("@odata.nextLink");
+        }
+    })
+}
+
+#[tokio::test]
+async fn after_a_restart_a_first_scheduled_pull_that_finds_zero_groups_is_stopped_by_the_deletion_guard(
+) {
+    let (_mock, proxy, config) = entra("entra-empty").await;
+    let mut scheduled = config.clone();
+    scheduled.schedule = Some("* * * * * *".into());
+    // Before the restart: a populated sync.
+    let before_restart = TestApp::spawn_with(move |c| c.idp.push(config)).await;
+    let actor = Actor::new(Trigger::Sync, "test");
+    let report = scimsync::sync::sync_now(
+        &before_restart.store,
+        &before_restart.config,
+        "entra-empty",
+        &actor,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.outcome, "success", "{report:?}");
+    let before = fingerprint(&before_restart.store).await;
+
+    // The IdP now lists no groups at all, and scimsync starts again on the same
+    // database: its first scheduled run is a full pull.
+    proxy.inject("/v1.0/groups?", no_items());
+    let restarted_at = Utc::now();
+    let database = before_restart.config.database.url.clone();
+    let token = before_restart
+        .dir
+        .path()
+        .join(scimsync::app::INITIAL_TOKEN_FILE);
+    let app = TestApp::spawn_with(move |c| {
+        c.database.url = database;
+        let state_directory = c.server.state_directory.clone().unwrap();
+        std::fs::copy(
+            &token,
+            state_directory.join(scimsync::app::INITIAL_TOKEN_FILE),
+        )
+        .unwrap();
+        c.idp.push(scheduled);
+    })
+    .await;
+    let state = run_started_after(&app.store, "entra-empty", restarted_at).await;
+    let result = last_result(&state);
+    assert_eq!(result["outcome"], "refused", "{result}");
+    assert_eq!(result["groups"], 0, "the IdP really said: no groups");
+    let error = result["error"].as_str().unwrap();
+    // Two teams deleted and three active users deactivated, of four users and two teams.
+    assert!(
+        error.contains("refusing to delete or deactivate 5 of 6") && error.contains("[safety]"),
+        "{error}"
+    );
+    assert!(
+        state.consecutive_failures >= 1,
+        "a refusal counts as a failure"
+    );
+    assert_eq!(fingerprint(&app.store).await, before, "the state is intact");
+
+    proxy.heal();
+    let healed = Utc::now();
+    let state = run_started_after(&app.store, "entra-empty", healed).await;
+    assert_eq!(last_result(&state)["outcome"], "success", "{state:?}");
+    assert_eq!(state.consecutive_failures, 0);
+    assert_eq!(fingerprint(&app.store).await, before);
+}
+
+#[tokio::test]
+async fn an_idp_whose_groups_suddenly_have_zero_members_is_stopped_by_the_deletion_guard() {
+    let (_mock, proxy, config) = entra("entra-nobody").await;
+    let app = TestApp::spawn().await;
+    let mut app_config = app.config.clone();
+    app_config.idp.push(config);
+    let actor = Actor::new(Trigger::Sync, "test");
+    let sync = || scimsync::sync::sync_now(&app.store, &app_config, "entra-nobody", &actor);
+    assert_eq!(sync().await.unwrap().outcome, "success");
+    let before = fingerprint(&app.store).await;
+
+    // Both managed groups are still there, with nobody in them: every IdP user would be
+    // deactivated. Four users and two teams are managed; 20 % of six is one.
+    proxy.inject("/transitiveMembers/", no_items());
+    let report = sync().await.unwrap();
+    assert_eq!(report.outcome, "refused", "{report:?}");
+    assert_eq!(report.groups, 2);
+    assert_eq!(report.users, 0);
+    let error = report.error.clone().unwrap();
+    assert!(
+        error.contains("refusing to delete or deactivate 3 of 6"),
+        "{error}"
+    );
+    assert_eq!(fingerprint(&app.store).await, before, "the state is intact");
+    let state = app.store.sync_state("entra-nobody").await.unwrap().unwrap();
+    assert_eq!(state.consecutive_failures, 1);
+
+    proxy.heal();
+    assert_eq!(sync().await.unwrap().outcome, "success");
+    assert_eq!(fingerprint(&app.store).await, before);
+}
+
+// ---------------------------------------------------------------------------------
+// Storms: bounded retries, then a clean failure.
+// ---------------------------------------------------------------------------------
+
+/// Runs one sync with a connector built here, so that its client's counters can be read.
+async fn sync_with(store: &Store, config: &Config, idp_config: &IdpConfig) -> (SyncReport, Idp) {
+    let idp = Idp::from_config(idp_config).unwrap();
+    let actor = Actor::new(Trigger::Sync, "test");
+    let report = scimsync::sync::sync_once(store, config, &idp, &actor).await;
+    (report, idp)
+}
+
+#[tokio::test]
+async fn a_storm_of_server_errors_is_retried_a_bounded_number_of_times_then_the_run_fails_cleanly()
+{
+    let (_mock, proxy, mut idp_config) = entra("entra-5xx").await;
+    idp_config.max_retries = Some(2);
+    let app = TestApp::spawn().await;
+    let (report, _) = sync_with(&app.store, &app.config, &idp_config).await;
+    assert_eq!(report.outcome, "success");
+    let before = fingerprint(&app.store).await;
+
+    for status in [500, 502, 503, 504] {
+        proxy.heal();
+        let body = json!({"error": {"code": "UnknownError", "message": format!("storm {status}")}});
+        proxy.inject("/v1.0/groups?", Fault::status(status, &[], body));
+        let asked = proxy.requests_to("/v1.0/groups?");
+        let (report, idp) = sync_with(&app.store, &app.config, &idp_config).await;
+        assert_eq!(report.outcome, "failed", "{status}: {report:?}");
+        assert_eq!(
+            proxy.requests_to("/v1.0/groups?") - asked,
+            3,
+            "{status}: the first attempt and max_retries = 2 retries, no more"
+        );
+        assert_eq!(PullStats::get(&idp.connector.stats().retries), 2);
+        let error = report.error.unwrap();
+        assert!(
+            error.contains(&format!("answered {status}"))
+                && error.contains(&format!("storm {status}")),
+            "{error}"
+        );
+        assert_no_secret(&error);
+        assert_eq!(fingerprint(&app.store).await, before, "{status}");
+    }
+    let state = app.store.sync_state("entra-5xx").await.unwrap().unwrap();
+    assert_eq!(state.consecutive_failures, 4);
+
+    proxy.heal();
+    let (report, _) = sync_with(&app.store, &app.config, &idp_config).await;
+    assert_eq!(report.outcome, "success", "{report:?}");
+}
+
+#[tokio::test]
+async fn a_storm_of_429s_is_waited_out_as_retry_after_says_then_the_run_fails_cleanly() {
+    let (_mock, proxy, mut idp_config) = entra("entra-429").await;
+    idp_config.max_retries = Some(2);
+    let app = TestApp::spawn().await;
+    let (report, _) = sync_with(&app.store, &app.config, &idp_config).await;
+    assert_eq!(report.outcome, "success");
+    let before = fingerprint(&app.store).await;
+
+    let body = json!({"error": {"code": "TooManyRequests", "message": "Too many requests"}});
+    proxy.inject(
+        "/v1.0/groups?",
+        Fault::status(429, &[("retry-after", "1")], body),
+    );
+    let asked = proxy.requests_to("/v1.0/groups?");
+    let (report, idp) = sync_with(&app.store, &app.config, &idp_config).await;
+    assert_eq!(report.outcome, "failed", "{report:?}");
+    let error = report.error.unwrap();
+    assert!(
+        error.contains("still rate limited after 3 attempts"),
+        "{error}"
+    );
+    assert_eq!(
+        proxy.requests_to("/v1.0/groups?") - asked,
+        3,
+        "the first attempt and max_retries = 2 retries, no more"
+    );
+    let stats = idp.connector.stats();
+    assert_eq!(PullStats::get(&stats.throttled), 3);
+    assert_eq!(PullStats::get(&stats.retries), 2);
+    assert!(
+        PullStats::get(&stats.waited_ms) >= 2000,
+        "each retry waited the second Retry-After asked for, not the 10 ms backoff"
+    );
+    assert_eq!(fingerprint(&app.store).await, before);
+
+    proxy.heal();
+    let (report, _) = sync_with(&app.store, &app.config, &idp_config).await;
+    assert_eq!(report.outcome, "success", "{report:?}");
+}
+
+#[tokio::test]
+async fn after_three_failed_runs_in_a_row_the_scheduler_backs_off_says_so_and_a_success_puts_it_back_on_schedule(
+) {
+    captured_logs();
+    let (_mock, proxy, mut config) = entra("entra-backoff").await;
+    config.schedule = Some("* * * * * *".into());
+    config.max_retries = Some(0);
+    proxy.inject("/v1.0/", Fault::status(500, &[], json!({"error": "down"})));
+    let app = TestApp::spawn_with(move |c| c.idp.push(config)).await;
+
+    // Three failed runs, one a second.
+    let deadline = Instant::now() + DID_NOT_HANG;
+    let state = loop {
+        let state = app.store.sync_state("entra-backoff").await.unwrap();
+        if let Some(state) = state.filter(|s| s.consecutive_failures >= 3) {
+            break state;
+        }
+        assert!(Instant::now() < deadline, "three scheduled runs failed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(state.consecutive_failures, 3);
+    // The gauge and the warning follow the recorded run a moment later.
+    gauge_becomes(&app, "scimsync_sync_backoff_seconds", "entra-backoff", 60.0).await;
+    let deadline = Instant::now() + DID_NOT_HANG;
+    while !log_lines_about("entra-backoff").iter().any(|l| {
+        l.contains("WARN")
+            && l.contains("backing off before the next attempt")
+            && l.contains("failures=3")
+            && l.contains("backoff_secs=60")
+    }) {
+        assert!(
+            Instant::now() < deadline,
+            "a warning says the IdP is backed off: {:#?}",
+            log_lines_about("entra-backoff")
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    // The next ticks are skipped: the IdP is left alone.
+    let asked = proxy.requests();
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(proxy.requests(), asked, "no request during the backoff");
+    let state = app
+        .store
+        .sync_state("entra-backoff")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(state.consecutive_failures, 3);
+
+    // The IdP recovers. Rather than wait out the minute, the last failure is moved ten
+    // minutes into the past (a fourth failure: two minutes' backoff, long over).
+    proxy.heal();
+    let past = Utc::now() - chrono::Duration::minutes(10);
+    let failure = json!({"outcome": "failed", "error": "moved into the past by the test"});
+    app.store
+        .record_sync("entra-backoff", past, false, &failure, None)
+        .await
+        .unwrap();
+    let recovered = run_started_after(&app.store, "entra-backoff", past).await;
+    assert_eq!(
+        last_result(&recovered)["outcome"],
+        "success",
+        "{recovered:?}"
+    );
+    assert_eq!(recovered.consecutive_failures, 0);
+    gauge_becomes(&app, "scimsync_sync_backoff_seconds", "entra-backoff", 0.0).await;
+    // ... and it is back on its every-second schedule.
+    let again = run_started_after(&app.store, "entra-backoff", recovered.last_pull.unwrap()).await;
+    assert_eq!(last_result(&again)["outcome"], "success");
+    assert_no_secret(&log_lines_about("entra-backoff").join("\n"));
+}
+
+// ---------------------------------------------------------------------------------
+// Truncated and malformed pages.
+// ---------------------------------------------------------------------------------
+
+/// A fault, and what the error must say about it.
+struct Case {
+    name: &'static str,
+    fault: Fault,
+    says: &'static str,
+}
+
+/// The faults every connector must survive, whatever its API looks like.
+fn generic_cases() -> Vec<Case> {
+    vec![
+        Case {
+            name: "a JSON body cut in the middle",
+            fault: Fault::TruncatedJson,
+            says: "truncated",
+        },
+        Case {
+            name: "a connection closed mid-body (Content-Length mismatch)",
+            fault: Fault::ClosedMidBody,
+            says: "body could not be read",
+        },
+        Case {
+            name: "an HTML error page with 200",
+            fault: Fault::ok_body(
+                "text/html; charset=utf-8",
+                "<!DOCTYPE html>\n<html><head><title>Service Unavailable</title></head>\
+                 <body><h1>We'll be back soon</h1></body></html>",
+            ),
+            says: "not JSON but text/html",
+        },
+        Case {
+            name: "an empty 200",
+            fault: Fault::ok_body("application/json", ""),
+            says: "body is empty",
+        },
+        Case {
+            name: "a list that is not a list",
+            fault: Fault::rewrite(|page, _| match page {
+                Value::Array(_) => *page = json!({"unexpected": "an object where a list belongs"}),
+                Value::Object(fields) => {
+                    for value in fields.values_mut() {
+                        if value.is_array() {
+                            *value = json!("not a list");
+                        }
+                    }
+                }
+                _ => {}
+            }),
+            says: "expected shape",
+        },
+        Case {
+            name: "items without an id",
+            fault: Fault::rewrite(|page, _| {
+                fn strip(value: &mut Value) {
+                    match value {
+                        Value::Array(items) => items.iter_mut().for_each(strip),
+                        Value::Object(fields) => {
+                            fields.remove("id");
+                            fields.remove("user_id");
+                            fields.values_mut().for_each(strip);
+                        }
+                        _ => {}
+                    }
+                }
+                strip(page)
+            }),
+            says: "id",
+        },
+    ]
+}
+
+/// The Graph-specific ones: `value` not an array, and `@odata.nextLink` gone wrong.
+fn graph_cases() -> Vec<Case> {
+    let mut cases = generic_cases();
+    cases.extend([
+        Case {
+            name: "`value` not an array",
+            fault: Fault::rewrite(|page, _| page["value"] = json!({"id": "g-1"})),
+            says: "expected shape",
+        },
+        Case {
+            name: "a body that stalls after the headers",
+            fault: Fault::StallBody,
+            says: "request_timeout_secs",
+        },
+        Case {
+            name: "an @odata.nextLink that is not a URL",
+            fault: Fault::rewrite(|page, _| page["@odata.nextLink"] = json!("%%garbage%%")),
+            says: "next-page link",
+        },
+        Case {
+            name: "an @odata.nextLink to another host",
+            fault: Fault::rewrite(|page, _| {
+                page["@odata.nextLink"] = json!("https://graph.attacker.example/v1.0/groups")
+            }),
+            says: "another host",
+        },
+    ]);
+    cases
+}
+
+/// One IdP behind a faulty proxy, with what the table needs to know about its API.
+struct Upstream {
+    config: IdpConfig,
+    proxy: FaultyUpstream,
+    /// Requests that list the groups (every page).
+    groups_list: String,
+    /// Requests for LLM Users' members (every page).
+    users_members: String,
+    /// Alice's userName as this connector spells it.
+    alice: &'static str,
+    /// Takes Alice out of LLM Admins in the IdP.
+    alice_leaves_admins: Box<dyn Fn() + Send>,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+/// The shared specification: after a good sync, Alice leaves LLM Admins in the IdP;
+/// then each fault, on the group listing and on LLM Users' members, makes the sync fail
+/// (listing) or partial (members) with an error that names the URL and what was wrong,
+/// and changes nothing in the store; once the IdP is healed, the sync converges.
+async fn faulty_pages_delete_nothing(upstream: Upstream, cases: Vec<Case>) {
+    let Upstream {
+        config: idp_config,
+        proxy,
+        groups_list,
+        users_members,
+        alice,
+        alice_leaves_admins,
+        _keep,
+    } = upstream;
+    let name = idp_config.name.clone();
+    let app = TestApp::spawn().await;
+    let mut config = app.config.clone();
+    config.idp.push(idp_config);
+    let actor = Actor::new(Trigger::Sync, "test");
+    let sync = || scimsync::sync::sync_now(&app.store, &config, &name, &actor);
+
+    let report = sync().await.unwrap();
+    assert_eq!(
+        report.outcome,
+        "success",
+        "{name}: {report:?}\n{:#?}",
+        proxy.log()
+    );
+    assert_eq!(
+        teams_of(&app.store, alice).await,
+        ["LLM Admins", "LLM Users"],
+        "{name}"
+    );
+    let before = fingerprint(&app.store).await;
+    alice_leaves_admins();
+
+    for case in &cases {
+        for (fragment, outcome) in [(&groups_list, "failed"), (&users_members, "partial")] {
+            proxy.heal();
+            proxy.inject(fragment, case.fault.clone());
+            let faulted = proxy.faulted();
+            let started = Instant::now();
+            let report = sync().await.unwrap();
+            let what = format!("{name}, {} on {fragment}", case.name);
+            assert!(
+                proxy.faulted() > faulted,
+                "{what}: the fault was hit\n{:#?}",
+                proxy.log()
+            );
+            assert!(started.elapsed() < DID_NOT_HANG, "{what}: did not hang");
+            assert_eq!(report.outcome, outcome, "{what}: {report:?}");
+            assert_eq!(report.destroy, 0, "{what}");
+            let error = match outcome {
+                "failed" => report.error.clone().unwrap_or_default(),
+                _ => report.problems.join("\n"),
+            };
+            assert!(
+                error.contains(case.says) && error.contains(&proxy.base_url),
+                "{what}: the error names the URL and says {:?}: {error}",
+                case.says
+            );
+            if outcome == "partial" {
+                assert!(error.contains("LLM Users"), "{what}: {error}");
+            }
+            assert_no_secret(&serde_json::to_string(&report).unwrap());
+            assert_eq!(
+                fingerprint(&app.store).await,
+                before,
+                "{what}: nothing deleted or deactivated"
+            );
+        }
+    }
+    let state = app.store.sync_state(&name).await.unwrap().unwrap();
+    assert_eq!(state.consecutive_failures, 2 * cases.len() as i64, "{name}");
+
+    proxy.heal();
+    let report = sync().await.unwrap();
+    assert_eq!(report.outcome, "success", "{name}: {report:?}");
+    assert_eq!(
+        teams_of(&app.store, alice).await,
+        ["LLM Users"],
+        "{name}: the healed IdP's change is applied"
+    );
+}
+
+#[tokio::test]
+async fn truncated_and_malformed_graph_pages_fail_the_sync_clearly_and_delete_nothing() {
+    // The Graph mock's users are @contoso.com; the shared table checks @example.com,
+    // so its own run checks the Graph names.
+    let (mock, proxy, idp_config) = entra("entra-pages").await;
+    let app = TestApp::spawn().await;
+    let mut config = app.config.clone();
+    config.idp.push(idp_config);
+    let actor = Actor::new(Trigger::Sync, "test");
+    let sync = || scimsync::sync::sync_now(&app.store, &config, "entra-pages", &actor);
+    assert_eq!(sync().await.unwrap().outcome, "success");
+    let before = fingerprint(&app.store).await;
+    mock.remove_member("g-admins", "u-alice");
+
+    let cases = graph_cases();
+    for case in &cases {
+        for (fragment, outcome) in [("/v1.0/groups?", "failed"), ("/groups/g-users/", "partial")] {
+            proxy.heal();
+            proxy.inject(fragment, case.fault.clone());
+            let report = sync().await.unwrap();
+            let what = format!("{} on {fragment}", case.name);
+            assert_eq!(report.outcome, outcome, "{what}: {report:?}");
+            let error = match outcome {
+                "failed" => report.error.clone().unwrap_or_default(),
+                _ => report.problems.join("\n"),
+            };
+            assert!(
+                error.contains(case.says) && error.contains(&proxy.base_url),
+                "{what}: {error}"
+            );
+            assert_no_secret(&error);
+            assert_eq!(fingerprint(&app.store).await, before, "{what}");
+        }
+    }
+    let state = app.store.sync_state("entra-pages").await.unwrap().unwrap();
+    let result = last_result(&state);
+    assert_eq!(
+        result["outcome"], "partial",
+        "the last failure is on record"
+    );
+    assert!(result["problems"][0]
+        .as_str()
+        .unwrap()
+        .contains("another host"));
+
+    proxy.heal();
+    assert_eq!(sync().await.unwrap().outcome, "success");
+    assert_eq!(
+        teams_of(&app.store, "alice@contoso.com").await,
+        ["LLM Users"]
+    );
+}
+
+#[tokio::test]
+async fn a_graph_next_link_that_points_back_at_its_own_page_does_not_loop_forever() {
+    let (_mock, proxy, idp_config) = entra("entra-loop").await;
+    proxy.inject(
+        "/groups/g-users/",
+        Fault::rewrite(|page, url| page["@odata.nextLink"] = json!(url)),
+    );
+    let idp = Idp::from_config(&idp_config).unwrap();
+    let pull = tokio::time::timeout(DID_NOT_HANG, idp.pull())
+        .await
+        .expect("the pull stops following a link it has already followed");
+    let pull = pull.unwrap();
+    assert!(!pull.snapshot.complete, "{:?}", pull.problems);
+    assert!(
+        pull.problems[0].contains("LLM Users")
+            && pull.problems[0].contains("points back at a page already read"),
+        "{:?}",
+        pull.problems
+    );
+}
+
+#[tokio::test]
+async fn a_graph_page_without_a_value_array_is_an_error_not_an_empty_group() {
+    let (_mock, proxy, idp_config) = entra("entra-novalue").await;
+    let app = TestApp::spawn().await;
+    let mut config = app.config.clone();
+    config.idp.push(idp_config);
+    let actor = Actor::new(Trigger::Sync, "test");
+    let sync = || scimsync::sync::sync_now(&app.store, &config, "entra-novalue", &actor);
+    assert_eq!(sync().await.unwrap().outcome, "success");
+    let before = fingerprint(&app.store).await;
+
+    // `{}` with 200: real Graph always sends `value`, even when it is empty.
+    proxy.inject(
+        "/groups/g-admins/",
+        Fault::ok_body("application/json", "{}"),
+    );
+    let report = sync().await.unwrap();
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert!(
+        report.problems[0].contains("LLM Admins")
+            && report.problems[0].contains("missing field `value`"),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(
+        fingerprint(&app.store).await,
+        before,
+        "Alice is still an admin"
+    );
+}
+
+// The same table for every connector, through the same proxy.
+
+fn alice_leaves(
+    dir: std::sync::Arc<Mutex<idp_mocks::Dir>>,
+    group: String,
+    user: String,
+) -> Box<dyn Fn() + Send> {
+    Box::new(move || dir.lock().unwrap().remove_member(&group, &user))
+}
+
+/// Okta behind a faulty proxy.
+async fn okta_upstream() -> Upstream {
+    use idp_mocks::okta::{group_id, user_id, OktaMock};
+    let mock = OktaMock::start().await;
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut config = impatient(mock.ssws_config("okta", &["LLM *"]));
+    proxy.reroute(&mut config);
+    Upstream {
+        config,
+        proxy,
+        groups_list: "/api/v1/groups?".into(),
+        users_members: format!("/groups/{}/users", group_id("users")),
+        alice: "alice@example.com",
+        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
+        _keep: Box::new(mock),
+    }
+}
+
+/// Google Workspace behind a faulty proxy.
+async fn google_upstream() -> Upstream {
+    use idp_mocks::google::{group_id, user_id, GoogleMock};
+    let mock = GoogleMock::start().await;
+    let (dir, key_file) = idp_mocks::temp_file("service-account.json", &mock.key_file_json());
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut config = impatient(mock.config("google", &["LLM *"], &key_file));
+    proxy.reroute(&mut config);
+    Upstream {
+        config,
+        proxy,
+        groups_list: "/directory/v1/groups?".into(),
+        users_members: format!("/groups/{}/members", group_id("users")),
+        alice: "alice@example.com",
+        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
+        _keep: Box::new((mock, dir)),
+    }
+}
+
+/// Keycloak behind a faulty proxy, managing `groups`.
+async fn keycloak_upstream(groups: &[&str]) -> Upstream {
+    use idp_mocks::keycloak::{group_id, user_id, KeycloakMock, Version};
+    let mock = KeycloakMock::start(Version::Modern).await;
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut config = impatient(mock.config("keycloak", groups));
+    proxy.reroute(&mut config);
+    Upstream {
+        config,
+        proxy,
+        groups_list: "/groups?".into(),
+        users_members: format!("/groups/{}/members", group_id("users")),
+        alice: "alice",
+        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
+        _keep: Box::new(mock),
+    }
+}
+
+/// OneLogin behind a faulty proxy.
+async fn onelogin_upstream() -> Upstream {
+    use idp_mocks::onelogin::{group_id, user_id, OneLoginMock};
+    let mock = OneLoginMock::start().await;
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut config = impatient(mock.config("onelogin", &["LLM *"]));
+    proxy.reroute(&mut config);
+    Upstream {
+        config,
+        proxy,
+        groups_list: "/roles?".into(),
+        users_members: format!("/roles/{}/users", group_id("users")),
+        alice: "alice@example.com",
+        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
+        _keep: Box::new(mock),
+    }
+}
+
+/// Auth0 behind a faulty proxy.
+async fn auth0_upstream() -> Upstream {
+    use idp_mocks::auth0::{group_id, user_id, Auth0Mock};
+    let mock = Auth0Mock::start().await;
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut config = impatient(mock.config("auth0", &["LLM *"]));
+    proxy.reroute(&mut config);
+    Upstream {
+        config,
+        proxy,
+        groups_list: "/roles?".into(),
+        users_members: format!("/roles/{}/users", group_id("users")),
+        alice: "alice@example.com",
+        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
+        _keep: Box::new(mock),
+    }
+}
+
+#[tokio::test]
+async fn truncated_and_malformed_okta_pages_fail_the_sync_clearly_and_delete_nothing() {
+    faulty_pages_delete_nothing(okta_upstream().await, generic_cases()).await;
+}
+
+#[tokio::test]
+async fn truncated_and_malformed_google_pages_fail_the_sync_clearly_and_delete_nothing() {
+    faulty_pages_delete_nothing(google_upstream().await, generic_cases()).await;
+}
+
+#[tokio::test]
+async fn a_google_member_without_an_id_makes_the_pull_partial_instead_of_removing_them() {
+    use idp_mocks::google::GoogleMock;
+    let mock = GoogleMock::start().await;
+    let (_dir, key_file) = idp_mocks::temp_file("service-account.json", &mock.key_file_json());
+    let proxy = FaultyUpstream::start(&mock.base_url).await;
+    let mut idp_config = impatient(mock.config("google", &["LLM *"], &key_file));
+    proxy.reroute(&mut idp_config);
+    let app = TestApp::spawn().await;
+    let mut config = app.config.clone();
+    config.idp.push(idp_config);
+    let actor = Actor::new(Trigger::Sync, "test");
+    let sync = || scimsync::sync::sync_now(&app.store, &config, "google", &actor);
+    assert_eq!(sync().await.unwrap().outcome, "success");
+    let before = fingerprint(&app.store).await;
+
+    // Bob, in LLM Users only, comes back without his id: one deactivation is within
+    // the deletion guard's limit, so only the connector can stop it.
+    proxy.inject(
+        "/groups/03users/members",
+        Fault::rewrite(|page, _| {
+            for member in page["members"].as_array_mut().into_iter().flatten() {
+                if member["email"]
+                    .as_str()
+                    .is_some_and(|e| e.starts_with("bob@"))
+                {
+                    member.as_object_mut().unwrap().remove("id");
+                }
+            }
+        }),
+    );
+    let report = sync().await.unwrap();
+    assert_eq!(report.outcome, "partial", "{report:?}");
+    assert!(
+        report.problems[0].contains("LLM Users") && report.problems[0].contains("no id"),
+        "{:?}",
+        report.problems
+    );
+    assert_eq!(fingerprint(&app.store).await, before, "Bob is untouched");
+}
+
+#[tokio::test]
+async fn truncated_and_malformed_keycloak_pages_fail_the_sync_clearly_and_delete_nothing() {
+    faulty_pages_delete_nothing(keycloak_upstream(&["LLM *"]).await, generic_cases()).await;
+}
+
+#[tokio::test]
+async fn truncated_and_malformed_onelogin_pages_fail_the_sync_clearly_and_delete_nothing() {
+    faulty_pages_delete_nothing(onelogin_upstream().await, generic_cases()).await;
+}
+
+#[tokio::test]
+async fn truncated_and_malformed_auth0_pages_fail_the_sync_clearly_and_delete_nothing() {
+    faulty_pages_delete_nothing(auth0_upstream().await, generic_cases()).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Paging that never ends: a next-page cursor back to a page already read, a server
+// that ignores the paging offset.
+// ---------------------------------------------------------------------------------
+
+/// A paging fault on one listing, and what the error must say about it.
+struct PagingCase {
+    name: &'static str,
+    /// Requests it breaks (path and query contain this).
+    fragment: String,
+    /// "failed" when the group listing breaks, "partial" when a group's members do.
+    outcome: &'static str,
+    /// The group the problem must name (members only).
+    group: &'static str,
+    fault: Fault,
+    says: &'static str,
+}
+
+/// The value of query parameter `name` in `url`.
+fn query_param(url: &str, name: &str) -> Option<String> {
+    let url = url::Url::parse(url).ok()?;
+    let value = url
+        .query_pairs()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned());
+    value
+}
+
+/// `url` without query parameter `name`.
+fn without_param(url: &str, name: &str) -> String {
+    let mut url = url::Url::parse(url).unwrap();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != name)
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(kept);
+    url.into()
+}
+
+/// Okta's `Link: <...>; rel="next"` replaced by `<next>`, the other relations kept.
+fn set_next_link(headers: &mut axum::http::HeaderMap, next: &str) {
+    let others: Vec<_> = headers
+        .get_all("link")
+        .iter()
+        .filter(|v| !v.to_str().unwrap_or_default().contains("rel=\"next\""))
+        .cloned()
+        .collect();
+    headers.remove("link");
+    for value in others {
+        headers.append("link", value);
+    }
+    let next = format!("<{next}>; rel=\"next\"");
+    headers.append("link", axum::http::HeaderValue::from_str(&next).unwrap());
+}
+
+/// From the second page on, the next-page link leads back to the first page.
+fn okta_next_link_back_to_the_first_page() -> Fault {
+    Fault::rewrite_headers(|headers, url| {
+        if query_param(url, "after").is_some() {
+            set_next_link(headers, &without_param(url, "after"));
+        }
+    })
+}
+
+/// A page read with `cursor_param` answers with that same cursor as the next one.
+fn body_cursor_back_to_this_page(cursor_param: &'static str, field: &'static str) -> Fault {
+    Fault::rewrite(move |page, url| {
+        if let Some(cursor) = query_param(url, cursor_param) {
+            page[field] = json!(cursor);
+        }
+    })
+}
+
+/// Every page answers what the first page (offset `param` = 0, or none) answered: a
+/// server or proxy that drops the paging offset.
+fn ignores_offset(param: &'static str) -> Fault {
+    let first_page = std::sync::Arc::new(Mutex::new(None::<Value>));
+    Fault::rewrite(move |page, url| {
+        let mut first = first_page.lock().unwrap();
+        match query_param(url, param).as_deref() {
+            None | Some("0") => *first = Some(page.clone()),
+            Some(_) => {
+                if let Some(answer) = first.as_ref() {
+                    *page = answer.clone();
+                }
+            }
+        }
+    })
+}
+
+/// The shared specification: after a good sync, Alice leaves LLM Admins in the IdP;
+/// then each paging fault makes the sync fail (listing) or partial (members) within
+/// the hang bound, with an error that names the URL and says why, never treating the
+/// loop as the end of the list, and changes nothing in the store; once the IdP is
+/// healed, the sync converges.
+async fn endless_paging_fails_the_sync_and_deletes_nothing(
+    upstream: Upstream,
+    cases: Vec<PagingCase>,
+) {
+    let Upstream {
+        config: idp_config,
+        proxy,
+        alice,
+        alice_leaves_admins,
+        _keep,
+        ..
+    } = upstream;
+    let name = idp_config.name.clone();
+    let app = TestApp::spawn().await;
+    let mut config = app.config.clone();
+    config.idp.push(idp_config);
+    let actor = Actor::new(Trigger::Sync, "test");
+    let sync = || async {
+        tokio::time::timeout(
+            DID_NOT_HANG,
+            scimsync::sync::sync_now(&app.store, &config, &name, &actor),
+        )
+        .await
+    };
+
+    let report = sync().await.expect("a healthy sync ends").unwrap();
+    assert_eq!(report.outcome, "success", "{name}: {report:?}");
+    let before = fingerprint(&app.store).await;
+    alice_leaves_admins();
+
+    for case in &cases {
+        proxy.heal();
+        proxy.inject(&case.fragment, case.fault.clone());
+        let faulted = proxy.faulted();
+        let what = format!("{name}, {} on {}", case.name, case.fragment);
+        let report = sync()
+            .await
+            .unwrap_or_else(|_| {
+                panic!(
+                    "{what}: the sync pages forever ({} requests so far)",
+                    proxy.requests()
+                )
+            })
+            .unwrap();
+        assert!(proxy.faulted() > faulted, "{what}: the fault was hit");
+        assert_eq!(report.outcome, case.outcome, "{what}: {report:?}");
+        assert_eq!(report.destroy, 0, "{what}");
+        let error = match case.outcome {
+            "failed" => report.error.clone().unwrap_or_default(),
+            _ => report.problems.join("\n"),
+        };
+        assert!(
+            error.contains(case.says) && error.contains(&proxy.base_url),
+            "{what}: the error names the URL and says {:?}: {error}",
+            case.says
+        );
+        assert!(!error.contains("another host"), "{what}: {error}");
+        if case.outcome == "partial" {
+            assert!(error.contains(case.group), "{what}: {error}");
+        }
+        assert_no_secret(&serde_json::to_string(&report).unwrap());
+        assert_eq!(
+            fingerprint(&app.store).await,
+            before,
+            "{what}: nothing deleted or deactivated"
+        );
+    }
+
+    proxy.heal();
+    let report = sync().await.expect("a healed sync ends").unwrap();
+    assert_eq!(report.outcome, "success", "{name}: {report:?}");
+    assert_eq!(
+        teams_of(&app.store, alice).await,
+        ["LLM Users"],
+        "{name}: the healed IdP's change is applied"
+    );
+}
+
+const ALREADY_READ: &str = "points back at a page already read";
+
+#[tokio::test]
+async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_paging_forever() {
+    let upstream = okta_upstream().await;
+    let cases = vec![
+        PagingCase {
+            name: "rel=\"next\" back to the first page",
+            fragment: upstream.groups_list.clone(),
+            outcome: "failed",
+            group: "",
+            fault: okta_next_link_back_to_the_first_page(),
+            says: ALREADY_READ,
+        },
+        PagingCase {
+            name: "rel=\"next\" back to the first page",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: okta_next_link_back_to_the_first_page(),
+            says: ALREADY_READ,
+        },
+        PagingCase {
+            name: "rel=\"next\" that is not a URL",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: Fault::rewrite_headers(|headers, _| set_next_link(headers, "%%garbage%%")),
+            says: "the next-page link is not an absolute URL",
+        },
+    ];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
+
+#[tokio::test]
+async fn a_google_page_token_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever()
+{
+    let upstream = google_upstream().await;
+    let back = || body_cursor_back_to_this_page("pageToken", "nextPageToken");
+    let cases = vec![
+        PagingCase {
+            name: "nextPageToken back to its own page",
+            fragment: upstream.groups_list.clone(),
+            outcome: "failed",
+            group: "",
+            fault: back(),
+            says: ALREADY_READ,
+        },
+        PagingCase {
+            name: "nextPageToken back to its own page",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: back(),
+            says: ALREADY_READ,
+        },
+    ];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
+
+#[tokio::test]
+async fn a_onelogin_after_cursor_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever(
+) {
+    let upstream = onelogin_upstream().await;
+    let back = || {
+        Fault::rewrite_headers(|headers, url| {
+            if let Some(cursor) = query_param(url, "cursor") {
+                headers.insert(
+                    "after-cursor",
+                    axum::http::HeaderValue::from_str(&cursor).unwrap(),
+                );
+            }
+        })
+    };
+    let cases = vec![
+        PagingCase {
+            name: "After-Cursor back to its own page",
+            fragment: upstream.groups_list.clone(),
+            outcome: "failed",
+            group: "",
+            fault: back(),
+            says: ALREADY_READ,
+        },
+        PagingCase {
+            name: "After-Cursor back to its own page",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: back(),
+            says: ALREADY_READ,
+        },
+    ];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
+
+#[tokio::test]
+async fn an_auth0_checkpoint_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever()
+{
+    let upstream = auth0_upstream().await;
+    let cases = vec![
+        // The role list is page-numbered; one that ignores `page` answers the first
+        // 100 roles again, and its total (114) would end the list without the rest.
+        PagingCase {
+            name: "a role list that ignores `page`",
+            fragment: upstream.groups_list.clone(),
+            outcome: "failed",
+            group: "",
+            fault: ignores_offset("page"),
+            says: "holds the same items as a page already read",
+        },
+        PagingCase {
+            name: "`next` back to its own page",
+            fragment: upstream.users_members.clone(),
+            outcome: "partial",
+            group: "LLM Users",
+            fault: body_cursor_back_to_this_page("from", "next"),
+            says: ALREADY_READ,
+        },
+    ];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
+
+#[tokio::test]
+async fn a_keycloak_server_that_ignores_first_fails_the_sync_instead_of_paging_forever() {
+    // "Load Test" has 205 members: pages of 100, 100 and 5 when `first` is honoured.
+    let upstream = keycloak_upstream(&["LLM *", "Load Test"]).await;
+    let load_members = format!("/groups/{}/members", idp_mocks::keycloak::group_id("load"));
+    let cases = vec![PagingCase {
+        name: "every page the first one",
+        fragment: load_members,
+        outcome: "partial",
+        group: "Load Test",
+        fault: ignores_offset("first"),
+        says: "holds the same items as a page already read",
+    }];
+    endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
