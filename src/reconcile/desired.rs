@@ -61,7 +61,8 @@ pub enum Intent {
     #[default]
     Upsert,
     /// Must be new (SCIM POST). A user whose userName is taken is `UserNameTaken`;
-    /// `id`, when given, is the id the new resource gets.
+    /// `id`, when given, is the id the new resource gets, and must be one the caller
+    /// drew fresh (a random v4 UUID): for users, nobody looks whether it exists.
     Create,
     /// Must exist already, found by `id` (SCIM PUT/PATCH); missing is `NotFound`.
     Update,

@@ -149,6 +149,10 @@ pub async fn load_actual(
         });
     }
 
+    if only_creates_new_users(desired) {
+        return Ok(Loaded::default().into_actual(false));
+    }
+
     let mut l = Loaded::default();
     let mut user_ids = BTreeSet::new();
     let mut user_exts = BTreeSet::new();
@@ -295,6 +299,22 @@ pub async fn load_actual(
         }
     }
     Ok(l.into_actual(false))
+}
+
+/// True when `desired` only creates users whose ids the caller drew fresh (SCIM POST):
+/// such a wish needs nothing from the store. The ids cannot exist yet, the new users
+/// are in no team, and a userName already taken is refused by the insert itself (the
+/// unique index on the folded name), which `apply` reports as `UserNameTaken`.
+fn only_creates_new_users(desired: &Desired) -> bool {
+    desired.scope == Scope::Listed
+        && desired.teams.is_empty()
+        && desired.delete_users.is_empty()
+        && desired.delete_teams.is_empty()
+        && !desired.users.is_empty()
+        && desired
+            .users
+            .iter()
+            .all(|u| u.intent == Intent::Create && u.id.is_some())
 }
 
 /// A SHA-256 digest of an actual state: it changes whenever any row in it changes

@@ -710,30 +710,65 @@ impl WriteTx {
         records: &[AuditRecord],
     ) -> StoreResult<()> {
         let style = params_of(self.conn());
-        const WIDTH: usize = 3;
-        let at = format_ts(at);
-        for chunk in records.chunks(IN_CHUNK * 2) {
-            // VALUES columns are called column1, column2, ... in SQLite and PostgreSQL alike.
-            let sql = format!(
-                "INSERT INTO audit_log (at, trigger, actor, operation, target, detail) \
-                 SELECT {}, column1, column2, column3 FROM (VALUES {}) AS batch",
-                placeholders(style, 1, 3),
-                value_rows_from(style, 4, chunk.len(), WIDTH)
-            );
-            let mut q = sqlx::query(&sql)
-                .bind(at.clone())
-                .bind(trigger.as_str())
-                .bind(actor.to_owned());
-            for r in chunk {
-                q = q
-                    .bind(r.operation)
-                    .bind(r.target.clone())
-                    .bind(r.detail.to_string());
+        for chunk in records.chunks(AUDIT_CHUNK) {
+            let (sql, binds) = audit_statement(style, trigger, actor, at, chunk);
+            let mut q = sqlx::query(&sql);
+            for value in binds {
+                q = q.bind(value);
             }
             q.execute(self.conn()).await?;
         }
         Ok(())
     }
+
+    /// [`WriteTx::audit_batch`] for the last rows of a write: they go in with the
+    /// COMMIT (see [`WriteTx::at_commit`]).
+    pub async fn audit_at_commit(
+        &mut self,
+        trigger: crate::domain::Trigger,
+        actor: &str,
+        at: DateTime<Utc>,
+        records: &[AuditRecord],
+    ) -> StoreResult<()> {
+        let Some(last_start) = records.len().checked_sub(1).map(|l| l - l % AUDIT_CHUNK) else {
+            return Ok(());
+        };
+        let (now, last) = records.split_at(last_start);
+        self.audit_batch(trigger, actor, at, now).await?;
+        let (sql, binds) = audit_statement(params_of(self.conn()), trigger, actor, at, last);
+        self.at_commit(sql, binds).await
+    }
+}
+
+/// Audit rows per INSERT.
+const AUDIT_CHUNK: usize = IN_CHUNK * 2;
+
+/// One INSERT of `records` into audit_log, with its parameters (all text).
+fn audit_statement(
+    style: Params,
+    trigger: crate::domain::Trigger,
+    actor: &str,
+    at: DateTime<Utc>,
+    records: &[AuditRecord],
+) -> (String, Vec<String>) {
+    const WIDTH: usize = 3;
+    // VALUES columns are called column1, column2, ... in SQLite and PostgreSQL alike.
+    let sql = format!(
+        "INSERT INTO audit_log (at, trigger, actor, operation, target, detail) \
+         SELECT {}, column1, column2, column3 FROM (VALUES {}) AS batch",
+        placeholders(style, 1, 3),
+        value_rows_from(style, 4, records.len(), WIDTH)
+    );
+    let mut binds = Vec::with_capacity(3 + records.len() * WIDTH);
+    binds.extend([format_ts(at), trigger.as_str().to_owned(), actor.to_owned()]);
+    for r in records {
+        binds.extend([
+            r.operation.to_owned(),
+            r.target.clone(),
+            r.detail.to_string(),
+        ]);
+    }
+    (sql, binds)
 }
 
 #[cfg(test)]

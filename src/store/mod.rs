@@ -5,8 +5,9 @@
 //! timestamps, `BOOLEAN` columns. Reads go straight to the pool; every write runs in a
 //! [`WriteTx`], which holds the process-wide writer lock so that concurrent requests
 //! queue in memory instead of failing with `database is locked` (SQLite) or tying up
-//! pooled connections while they wait; on PostgreSQL it also takes the cross-replica
-//! writer lock (see [`locks`]).
+//! pooled connections while they wait. On SQLite the writer has a connection of its
+//! own; on PostgreSQL a write takes a pooled one and the cross-replica writer lock
+//! (see [`locks`]).
 
 pub mod actual;
 mod audit;
@@ -28,7 +29,7 @@ pub use locks::SyncLock;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
-use sqlx::{Any, AnyPool, Transaction};
+use sqlx::{Any, AnyPool, Connection, Transaction};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::sync::Arc;
@@ -89,9 +90,31 @@ pub struct Store {
     /// Writers of this process queue here. SQLite allows one writer at a time, so this
     /// avoids busy errors; on PostgreSQL it keeps waiters for the cross-replica lock to
     /// one per process, so a queue of writers never holds the whole pool.
-    writer: Arc<Mutex<()>>,
+    ///
+    /// On SQLite the mutex also holds the writer's own connection (opened on first
+    /// use, and again after a failure): a writer never waits inside the lock for a
+    /// pooled connection that readers hold, nor pays the ping sqlx makes on every
+    /// return to the pool, and the pool is left to readers.
+    writer: Arc<Mutex<Option<sqlx::AnyConnection>>>,
+    /// How to open the writer's connection.
+    options: Arc<AnyConnectOptions>,
     /// Hot read results, valid until the next commit by anyone (see [`read_cache`]).
     cache: Arc<read_cache::ReadCache>,
+}
+
+/// The settings every connection starts with.
+async fn prepare_session(
+    conn: &mut sqlx::AnyConnection,
+    backend: Backend,
+) -> Result<(), sqlx::Error> {
+    let session = match backend {
+        Backend::Sqlite => SQLITE_PRAGMAS,
+        Backend::Postgres => POSTGRES_SESSION,
+    };
+    for statement in session {
+        sqlx::Executor::execute(&mut *conn, *statement).await?;
+    }
+    Ok(())
 }
 
 /// Timestamps are stored as fixed-width RFC 3339 text so they sort lexically.
@@ -127,23 +150,15 @@ impl Store {
             // is one more hop to sqlx's worker thread on every request.
             .test_before_acquire(backend == Backend::Postgres)
             .after_connect(move |conn, _meta| {
-                Box::pin(async move {
-                    let session = match backend {
-                        Backend::Sqlite => SQLITE_PRAGMAS,
-                        Backend::Postgres => POSTGRES_SESSION,
-                    };
-                    for statement in session {
-                        sqlx::Executor::execute(&mut *conn, *statement).await?;
-                    }
-                    Ok(())
-                })
+                Box::pin(async move { prepare_session(conn, backend).await })
             })
-            .connect_with(options)
+            .connect_with(options.clone())
             .await?;
         let mut store = Store {
             pool,
             backend,
-            writer: Arc::new(Mutex::new(())),
+            writer: Arc::new(Mutex::new(None)),
+            options: Arc::new(options),
             cache: Arc::new(read_cache::ReadCache::off()),
         };
         store.migrate().await?;
@@ -183,6 +198,10 @@ impl Store {
     }
 
     pub async fn close(&self) {
+        if let Some(writer) = self.writer.lock().await.take() {
+            // Best effort: the database is consistent whether or not this succeeds.
+            let _ = writer.close().await;
+        }
         self.pool.close().await;
     }
 
@@ -196,30 +215,150 @@ impl Store {
     /// else writes concurrently, these transactions cannot hit serialization failures
     /// or deadlocks among themselves, so no retry loop is needed.
     pub async fn begin_write(&self) -> StoreResult<WriteTx> {
-        let guard = self.writer.clone().lock_owned().await;
-        let mut tx = self.pool.begin().await?;
+        let mut writer = self.writer.clone().lock_owned().await;
         if self.backend == Backend::Postgres {
+            let mut tx = self.pool.begin().await?;
             // Dropping `tx` on error rolls back, which also frees the lock if it was granted.
             locks::lock_writers(&mut tx).await?;
+            return Ok(WriteTx {
+                writer: Some(writer),
+                postgres: Some(tx),
+                open: true,
+                at_commit: None,
+            });
         }
-        Ok(WriteTx { tx, _guard: guard })
+        if writer.is_none() {
+            let mut conn = sqlx::AnyConnection::connect_with(&self.options).await?;
+            prepare_session(&mut conn, self.backend).await?;
+            *writer = Some(conn);
+        }
+        // `open` before the BEGIN is sent: a request cancelled while it is under way
+        // still rolls back (in `Drop`) rather than leave the writer mid-transaction.
+        let mut tx = WriteTx {
+            writer: Some(writer),
+            postgres: None,
+            open: true,
+            at_commit: None,
+        };
+        // IMMEDIATE takes SQLite's write lock now, waiting out another process (the
+        // CLI) under busy_timeout, instead of failing at the first write.
+        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
+        Ok(tx)
     }
 }
 
 /// A write transaction. Dropping it without [`WriteTx::commit`] rolls it back.
+///
+/// On SQLite the transaction is ours rather than sqlx's: sqlx sends BEGIN and COMMIT
+/// as commands of their own, each a round trip to the connection's worker thread,
+/// and those hand-offs, made while every other writer waits on the writer lock,
+/// are what bounds write throughput. Owning it lets the last statement of a write
+/// (its audit rows, see [`WriteTx::at_commit`]) travel with the COMMIT.
 pub struct WriteTx {
-    tx: Transaction<'static, Any>,
-    _guard: OwnedMutexGuard<()>,
+    /// The writer lock, and on SQLite the connection the transaction runs on. An
+    /// `Option` so that a rollback on drop can hold it until done.
+    writer: Option<OwnedMutexGuard<Option<sqlx::AnyConnection>>>,
+    /// On PostgreSQL, a pooled connection's transaction (sqlx's, which rolls itself
+    /// back when dropped).
+    postgres: Option<Transaction<'static, Any>>,
+    /// SQLite: a BEGIN was (or may have been) sent and no COMMIT has succeeded.
+    open: bool,
+    /// A statement to run just before COMMIT, in the same round trip on SQLite.
+    at_commit: Option<Deferred>,
+}
+
+/// A statement whose parameters are all text, kept for [`WriteTx::commit`].
+struct Deferred {
+    sql: String,
+    binds: Vec<String>,
+}
+
+async fn execute_text(
+    conn: &mut sqlx::AnyConnection,
+    sql: &str,
+    binds: Vec<String>,
+) -> Result<(), sqlx::Error> {
+    let mut query = sqlx::query(sql);
+    for value in binds {
+        query = query.bind(value);
+    }
+    query.execute(conn).await?;
+    Ok(())
 }
 
 impl WriteTx {
-    pub async fn commit(self) -> StoreResult<()> {
-        self.tx.commit().await?;
+    pub async fn commit(mut self) -> StoreResult<()> {
+        let deferred = self.at_commit.take();
+        if let Some(mut tx) = self.postgres.take() {
+            if let Some(d) = deferred {
+                execute_text(&mut tx, &d.sql, d.binds).await?;
+            }
+            tx.commit().await?;
+            return Ok(());
+        }
+        // On failure `open` stays set, and `Drop` rolls back.
+        match deferred {
+            Some(d) => execute_text(self.conn(), &format!("{}; COMMIT", d.sql), d.binds).await?,
+            None => execute_text(self.conn(), "COMMIT", Vec::new()).await?,
+        }
+        self.open = false;
+        Ok(())
+    }
+
+    /// Keeps `sql` (its parameters all text) to run just before COMMIT: on SQLite in
+    /// the same round trip, so that a write's final audit insert costs no hand-off of
+    /// its own. Only for statements nothing later in the transaction depends on; a
+    /// rollback discards it with everything else. A statement already waiting runs now.
+    pub(crate) async fn at_commit(&mut self, sql: String, binds: Vec<String>) -> StoreResult<()> {
+        if let Some(earlier) = self.at_commit.take() {
+            execute_text(self.conn(), &earlier.sql, earlier.binds).await?;
+        }
+        self.at_commit = Some(Deferred { sql, binds });
         Ok(())
     }
 
     pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
-        &mut self.tx
+        if let Some(tx) = self.postgres.as_mut() {
+            return tx;
+        }
+        match self.writer.as_mut().and_then(|w| w.as_mut()) {
+            Some(conn) => conn,
+            None => unreachable!("begin_write opens the writer's connection; only drop takes it"),
+        }
+    }
+}
+
+impl Drop for WriteTx {
+    fn drop(&mut self) {
+        if self.postgres.is_some() || !self.open {
+            return;
+        }
+        let Some(mut writer) = self.writer.take() else {
+            return;
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                // The writer lock is held until the rollback is done, so the next writer
+                // finds the connection out of any transaction.
+                runtime.spawn(async move {
+                    let Some(conn) = writer.as_mut() else {
+                        return;
+                    };
+                    match sqlx::query("ROLLBACK").execute(conn).await {
+                        Ok(_) => {}
+                        // Cancelled during its BEGIN or COMMIT: nothing is open.
+                        Err(e) if e.to_string().contains("no transaction is active") => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "rollback failed; reopening the writer's connection");
+                            // Closing the connection rolls back whatever it held.
+                            *writer = None;
+                        }
+                    }
+                });
+            }
+            // No runtime to roll back on: closing the connection rolls back.
+            Err(_) => *writer = None,
+        }
     }
 }
 

@@ -43,3 +43,4 @@ mod security;
 mod service;
 mod sso_cli;
 mod sso_sign_in;
+mod write_transactions;

@@ -1,0 +1,164 @@
+//! A write transaction is all or nothing however it ends: committed, dropped after an
+//! error, or cancelled at any await because the client went away. Whatever happened to
+//! the last one, the next write goes through. (On SQLite scimsync runs BEGIN, COMMIT
+//! and ROLLBACK itself on the writer's own connection, so this is its own promise, not
+//! sqlx's.)
+
+use crate::common;
+
+use common::TestApp;
+use scimsync::domain::{Role, Source, Trigger, User, UserName};
+use scimsync::store::actual::AuditRecord;
+use scimsync::store::Store;
+use std::future::Future;
+use std::task::Poll;
+use std::time::Duration;
+use uuid::Uuid;
+
+fn user(name: &str) -> User {
+    let now = scimsync::store::now();
+    User {
+        id: Uuid::new_v4(),
+        user_name: UserName::parse(name).expect("valid user name"),
+        external_id: None,
+        email: None,
+        display_name: None,
+        given_name: None,
+        family_name: None,
+        role: Role::viewer(),
+        active: true,
+        attributes: Default::default(),
+        source: Source::Manual,
+        created: now,
+        modified: now,
+        version: 1,
+    }
+}
+
+fn audit_record(target: &str) -> AuditRecord {
+    AuditRecord {
+        operation: "create_user",
+        target: target.to_owned(),
+        detail: serde_json::json!({}),
+    }
+}
+
+async fn audited_targets(store: &Store) -> Vec<String> {
+    store
+        .audit_since(None)
+        .await
+        .expect("audit log")
+        .into_iter()
+        .map(|e| e.target)
+        .collect()
+}
+
+/// A user with its audit row, written and committed; what every SCIM write amounts to.
+async fn write_user(store: Store, user: User) -> Result<(), scimsync::store::StoreError> {
+    let mut tx = store.begin_write().await?;
+    tx.insert_user(&user).await?;
+    tx.audit_at_commit(
+        Trigger::Cli,
+        "test",
+        scimsync::store::now(),
+        &[audit_record(user.user_name.as_str())],
+    )
+    .await?;
+    tx.commit().await
+}
+
+/// The next write must neither hang behind nor trip over what the last one left.
+async fn next_write_goes_through(store: &Store, name: &str) {
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        write_user(store.clone(), user(name)),
+    )
+    .await
+    .expect("the next write is not held up")
+    .expect("the next write commits");
+    assert!(store
+        .user_by_name(&UserName::parse(name).expect("name"))
+        .await
+        .expect("read")
+        .is_some());
+}
+
+#[tokio::test]
+async fn a_write_dropped_before_commit_leaves_nothing_not_even_its_audit_rows() {
+    let app = TestApp::spawn().await;
+    let dropped = user("dropped@example.com");
+    {
+        let mut tx = app.store.begin_write().await.expect("begin");
+        tx.insert_user(&dropped).await.expect("insert");
+        tx.audit_at_commit(
+            Trigger::Cli,
+            "test",
+            scimsync::store::now(),
+            &[audit_record("dropped")],
+        )
+        .await
+        .expect("audit kept for the commit");
+    }
+
+    next_write_goes_through(&app.store, "next@example.com").await;
+    assert!(app.store.user(dropped.id).await.expect("read").is_none());
+    let targets = audited_targets(&app.store).await;
+    assert!(!targets.contains(&"dropped".to_owned()), "{targets:?}");
+    assert!(
+        targets.contains(&"next@example.com".to_owned()),
+        "{targets:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_write_cancelled_at_any_await_is_all_or_nothing_and_the_next_write_goes_through() {
+    let app = TestApp::spawn().await;
+    // Cancel after 0, 1, 2, ... polls: during the lock, the BEGIN, the INSERT, the
+    // COMMIT, and (for the larger counts) after it completed.
+    for polls in 0..40 {
+        let name = format!("cancelled-{polls}@example.com");
+        let cancelled = user(&name);
+        let mut write = Box::pin(write_user(app.store.clone(), cancelled.clone()));
+        for _ in 0..polls {
+            let done =
+                std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx).is_ready())).await;
+            if done {
+                break;
+            }
+            tokio::task::yield_now().await;
+        }
+        drop(write);
+
+        next_write_goes_through(&app.store, &format!("after-{polls}@example.com")).await;
+        // Either the whole write landed, user and audit row, or none of it did.
+        let stored = app.store.user(cancelled.id).await.expect("read").is_some();
+        let audited = audited_targets(&app.store).await.contains(&name);
+        assert_eq!(
+            stored, audited,
+            "after {polls} polls: user {stored}, audit row {audited}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_failed_statement_rolls_the_whole_write_back() {
+    let app = TestApp::spawn().await;
+    let first = user("taken@example.com");
+    write_user(app.store.clone(), first)
+        .await
+        .expect("first write");
+
+    let mut clash = user("TAKEN@example.com");
+    clash.id = Uuid::new_v4();
+    let bystander = user("bystander@example.com");
+    let mut tx = app.store.begin_write().await.expect("begin");
+    tx.insert_user(&bystander).await.expect("insert");
+    assert!(
+        tx.insert_user(&clash).await.is_err(),
+        "the folded userName is unique"
+    );
+    drop(tx);
+
+    next_write_goes_through(&app.store, "next@example.com").await;
+    assert!(app.store.user(bystander.id).await.expect("read").is_none());
+}
