@@ -246,7 +246,7 @@ json.dump({"date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-
            "kernel": platform.release(), "load_before": "$(load)",
            "rounds": $ROUNDS, "duration": "$DURATION", "connections": $CONNECTIONS,
            "wrk_threads": $WRK_THREADS, "peer": "scim2-server $peer_version",
-           "postgres": "${pg_info:-}", "pg_replicas": $( [[ "$pg_on" == 1 ]] && echo "$PG_REPLICAS" || echo null ),
+           "postgres": "${pg_info:-}", "pg_replicas": $( [[ "$pg_on" == 1 ]] && echo "$PG_REPLICAS" || echo None ),
            "commit": subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip(),
            "dirty": bool(subprocess.run(["git", "status", "--porcelain", "--", "src"], capture_output=True, text=True).stdout.strip())},
           open(sys.argv[1], "w"), indent=2)

@@ -6,7 +6,7 @@
 //! that applying a million memberships is a few thousand statements in one transaction.
 
 use super::rows::{json_object, team_from_row, user_from_row, uuid, TEAM_COLUMNS, USER_COLUMNS};
-use super::{format_ts, parse_ts, StoreError, StoreResult, WriteTx};
+use super::{format_ts, parse_ts, StoreError, StoreResult, WriteTx, DEFAULT_CACHE_SIZE};
 use crate::domain::{Membership, Role, Source, Team, User, UserName};
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyArguments, AnyRow};
@@ -683,6 +683,8 @@ impl WriteTx {
     /// spilled pages from the WAL over and over). Undone by [`WriteTx::end_bulk`].
     pub async fn begin_bulk(&mut self) -> StoreResult<()> {
         if params_of(self.conn()) == Params::Anonymous {
+            // Set first: if the PRAGMA is cancelled half-way, the rollback still resets it.
+            self.bulk = true;
             sqlx::query(&format!("PRAGMA cache_size = -{BULK_CACHE_KIB}"))
                 .execute(self.conn())
                 .await?;
@@ -693,9 +695,8 @@ impl WriteTx {
     /// Returns the connection to SQLite's default page cache.
     pub async fn end_bulk(&mut self) -> StoreResult<()> {
         if params_of(self.conn()) == Params::Anonymous {
-            sqlx::query("PRAGMA cache_size = -2000")
-                .execute(self.conn())
-                .await?;
+            sqlx::query(DEFAULT_CACHE_SIZE).execute(self.conn()).await?;
+            self.bulk = false;
         }
         Ok(())
     }

@@ -225,6 +225,7 @@ impl Store {
                 postgres: Some(tx),
                 open: true,
                 at_commit: None,
+                bulk: false,
             });
         }
         if writer.is_none() {
@@ -239,6 +240,7 @@ impl Store {
             postgres: None,
             open: true,
             at_commit: None,
+            bulk: false,
         };
         // IMMEDIATE takes SQLite's write lock now, waiting out another process (the
         // CLI) under busy_timeout, instead of failing at the first write.
@@ -265,7 +267,13 @@ pub struct WriteTx {
     open: bool,
     /// A statement to run just before COMMIT, in the same round trip on SQLite.
     at_commit: Option<Deferred>,
+    /// SQLite: the connection has the big page cache of `begin_bulk`, which a rollback
+    /// must give back, since the writer's connection lives on.
+    pub(crate) bulk: bool,
 }
+
+/// SQLite's default page cache (2 MB), which `end_bulk` and a rollback restore.
+pub(crate) const DEFAULT_CACHE_SIZE: &str = "PRAGMA cache_size = -2000";
 
 /// A statement whose parameters are all text, kept for [`WriteTx::commit`].
 struct Deferred {
@@ -336,6 +344,7 @@ impl Drop for WriteTx {
         let Some(mut writer) = self.writer.take() else {
             return;
         };
+        let bulk = self.bulk;
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 // The writer lock is held until the rollback is done, so the next writer
@@ -344,15 +353,23 @@ impl Drop for WriteTx {
                     let Some(conn) = writer.as_mut() else {
                         return;
                     };
-                    match sqlx::query("ROLLBACK").execute(conn).await {
-                        Ok(_) => {}
+                    let rolled_back = match sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                        Ok(_) => Ok(()),
                         // Cancelled during its BEGIN or COMMIT: nothing is open.
-                        Err(e) if e.to_string().contains("no transaction is active") => {}
-                        Err(e) => {
-                            tracing::warn!(error = %e, "rollback failed; reopening the writer's connection");
-                            // Closing the connection rolls back whatever it held.
-                            *writer = None;
-                        }
+                        Err(e) if e.to_string().contains("no transaction is active") => Ok(()),
+                        Err(e) => Err(e),
+                    };
+                    let reset = match (rolled_back, bulk) {
+                        (Ok(()), true) => sqlx::query(DEFAULT_CACHE_SIZE)
+                            .execute(conn)
+                            .await
+                            .map(|_| ()),
+                        (result, _) => result,
+                    };
+                    if let Err(e) = reset {
+                        tracing::warn!(error = %e, "rollback failed; reopening the writer's connection");
+                        // Closing the connection rolls back whatever it held.
+                        *writer = None;
                     }
                 });
             }
@@ -473,6 +490,24 @@ mod tests {
             Some(PathBuf::from("/var/lib/scimsync"))
         );
         assert_eq!(sqlite_directory("postgres://localhost/x"), None);
+    }
+
+    #[tokio::test]
+    async fn a_bulk_write_that_is_rolled_back_gives_the_writer_its_page_cache_back() {
+        use sqlx::Row;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("bulk.db").display());
+        let store = Store::open(&url, 2).await.unwrap();
+        let mut tx = store.begin_write().await.unwrap();
+        tx.begin_bulk().await.unwrap();
+        drop(tx);
+
+        let mut tx = store.begin_write().await.unwrap();
+        let row = sqlx::query("PRAGMA cache_size")
+            .fetch_one(tx.conn())
+            .await
+            .unwrap();
+        assert_eq!(row.try_get::<i64, _>(0).unwrap(), -2000);
     }
 
     #[test]
