@@ -11,7 +11,7 @@ cd "$(dirname "$0")/.."
 
 echo "== reliability tests"
 cargo test --test it -- fuzz_regressions:: hostile_input:: concurrency:: crash:: security:: \
-    idp_faults::
+    idp_faults:: write_transactions::
 
 echo "== crash consistency at full size"
 CRASH_USERS=20000 cargo test --test it crash::killing_apply -- --nocapture
