@@ -7,7 +7,7 @@ use crate::common;
 
 use common::daemon::{run, scimsync, serve, stderr, stdout, Daemon};
 use rand::Rng;
-use scimsync::domain::{Role, Source, TokenScope, User, UserName};
+use scimsync::domain::{Source, TokenScope};
 use scimsync::store::Store;
 use serde_json::{json, Value};
 use sqlx::{AnyPool, Row};
@@ -247,23 +247,7 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
     };
     let mut ids = Vec::new();
     for i in 0..USERS {
-        let now = scimsync::store::now();
-        let user = User {
-            id: Uuid::new_v4(),
-            user_name: UserName::parse(&format!("victim{i}@example.com")).expect("name"),
-            external_id: None,
-            email: None,
-            display_name: None,
-            given_name: None,
-            family_name: None,
-            role: Role::viewer(),
-            active: true,
-            attributes: Default::default(),
-            source: Source::Scim,
-            created: now,
-            modified: now,
-            version: 1,
-        };
+        let user = common::new_user(&format!("victim{i}@example.com"), Source::Scim);
         let mut tx = store.begin_write().await.expect("tx");
         tx.insert_user(&user).await.expect("user");
         tx.add_member(team.id, user.id, &Source::Scim)

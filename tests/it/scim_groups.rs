@@ -309,29 +309,13 @@ async fn adding_a_member_to_a_large_group_answers_without_the_roster_when_asked(
 
 #[tokio::test]
 async fn a_patch_on_a_group_too_large_to_echo_answers_204_instead_of_the_roster() {
-    use scimsync::domain::{Role, Source, User, UserName};
+    use scimsync::domain::Source;
     let app = TestApp::spawn().await;
     let group = create(&app, "/Groups", json!({"displayName": "Huge"})).await;
     let team_id = Uuid::parse_str(group["id"].as_str().unwrap()).unwrap();
-    let now = scimsync::store::now();
     let mut tx = app.store.begin_write().await.unwrap();
     for i in 0..=scimsync::scim::groups::MAX_MEMBERS_IN_PATCH_RESPONSE {
-        let user = User {
-            id: Uuid::new_v4(),
-            user_name: UserName::parse(&format!("bulk-member-{i}")).unwrap(),
-            external_id: None,
-            email: None,
-            display_name: None,
-            given_name: None,
-            family_name: None,
-            role: Role::viewer(),
-            active: true,
-            attributes: Default::default(),
-            source: Source::Scim,
-            created: now,
-            modified: now,
-            version: 1,
-        };
+        let user = common::new_user(&format!("bulk-member-{i}"), Source::Scim);
         tx.insert_user(&user).await.unwrap();
         tx.add_member(team_id, user.id, &Source::Scim)
             .await

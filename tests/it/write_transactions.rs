@@ -7,7 +7,7 @@
 use crate::common;
 
 use common::TestApp;
-use scimsync::domain::{Role, Source, Trigger, User, UserName};
+use scimsync::domain::{Source, Trigger, User, UserName};
 use scimsync::store::actual::AuditRecord;
 use scimsync::store::Store;
 use std::future::Future;
@@ -16,23 +16,7 @@ use std::time::Duration;
 use uuid::Uuid;
 
 fn user(name: &str) -> User {
-    let now = scimsync::store::now();
-    User {
-        id: Uuid::new_v4(),
-        user_name: UserName::parse(name).expect("valid user name"),
-        external_id: None,
-        email: None,
-        display_name: None,
-        given_name: None,
-        family_name: None,
-        role: Role::viewer(),
-        active: true,
-        attributes: Default::default(),
-        source: Source::Manual,
-        created: now,
-        modified: now,
-        version: 1,
-    }
+    common::new_user(name, Source::Manual)
 }
 
 fn audit_record(target: &str) -> AuditRecord {

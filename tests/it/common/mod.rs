@@ -16,6 +16,28 @@ use uuid::Uuid;
 
 pub const SCIM_JSON: &str = "application/scim+json";
 
+/// An active user with the default role and nothing else set, as the store would
+/// hold it; not stored.
+pub fn new_user(user_name: &str, source: Source) -> User {
+    let now = scimsync::store::now();
+    User {
+        id: Uuid::new_v4(),
+        user_name: UserName::parse(user_name).expect("valid user name"),
+        external_id: None,
+        email: None,
+        display_name: None,
+        given_name: None,
+        family_name: None,
+        role: Role::viewer(),
+        active: true,
+        attributes: Default::default(),
+        source,
+        created: now,
+        modified: now,
+        version: 1,
+    }
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base_url: String,
@@ -120,23 +142,8 @@ impl TestApp {
 
     /// Seeds an active user directly in the store (as an operator would have created it).
     pub async fn seed_user(&self, user_name: &str) -> User {
-        let now = scimsync::store::now();
-        let user = User {
-            id: Uuid::new_v4(),
-            user_name: UserName::parse(user_name).expect("valid user name"),
-            external_id: None,
-            email: Some(user_name.to_owned()),
-            display_name: None,
-            given_name: None,
-            family_name: None,
-            role: Role::viewer(),
-            active: true,
-            attributes: Default::default(),
-            source: Source::Manual,
-            created: now,
-            modified: now,
-            version: 1,
-        };
+        let mut user = new_user(user_name, Source::Manual);
+        user.email = Some(user_name.to_owned());
         let mut tx = self.store.begin_write().await.expect("transaction");
         tx.insert_user(&user).await.expect("user inserted");
         tx.commit().await.expect("commit");
