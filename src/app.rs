@@ -5,6 +5,7 @@ use crate::config::Config;
 use crate::domain::TokenScope;
 use crate::error::ApiError;
 use crate::keys;
+use crate::reconcile::batch::CreateBatcher;
 use crate::store::{self, Store};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -36,6 +37,8 @@ pub struct AppState {
     live: Arc<watch::Sender<Arc<Config>>>,
     token_uses: Arc<Mutex<HashMap<String, Instant>>>,
     token_buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    /// Group commit for SCIM creates, started on first use.
+    creates: Arc<std::sync::OnceLock<CreateBatcher>>,
 }
 
 /// A token bucket: `tokens` requests may be made now; it refills at the configured rate.
@@ -53,7 +56,14 @@ impl AppState {
             live: Arc::new(live),
             token_uses: Arc::default(),
             token_buckets: Arc::default(),
+            creates: Arc::default(),
         }
+    }
+
+    /// Where SCIM creates are applied, several to a transaction when they queue up.
+    pub fn creates(&self) -> &CreateBatcher {
+        self.creates
+            .get_or_init(|| CreateBatcher::start(self.store.clone(), self.subscribe_config()))
     }
 
     /// Spends one request of a token's budget (`[server] rate_limit` per second, with a

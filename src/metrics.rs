@@ -69,6 +69,11 @@ pub fn scim_operation(resource: &'static str, kind: &'static str) {
         .increment(1);
 }
 
+/// How many SCIM creates one transaction committed (see `reconcile::batch`).
+pub fn create_batch(size: usize) {
+    metrics::histogram!("scimsync_scim_create_batch_size").record(size as f64);
+}
+
 /// Plan operations applied, by kind and trigger.
 pub fn plan_operations_applied(kind: &'static str, trigger: &'static str, count: u64) {
     metrics::counter!("scimsync_plan_operations_applied_total", "kind" => kind, "trigger" => trigger)

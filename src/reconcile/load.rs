@@ -305,7 +305,7 @@ pub async fn load_actual(
 /// such a wish needs nothing from the store. The ids cannot exist yet, the new users
 /// are in no team, and a userName already taken is refused by the insert itself (the
 /// unique index on the folded name), which `apply` reports as `UserNameTaken`.
-fn only_creates_new_users(desired: &Desired) -> bool {
+pub(crate) fn only_creates_new_users(desired: &Desired) -> bool {
     desired.scope == Scope::Listed
         && desired.teams.is_empty()
         && desired.delete_users.is_empty()

@@ -7,6 +7,7 @@
 //! [`reconcile_in`]; the CLI renders the plan first (`scimsync plan`) or applies it.
 
 mod apply;
+pub mod batch;
 pub mod desired;
 mod load;
 mod plan;

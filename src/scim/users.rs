@@ -143,8 +143,7 @@ pub async fn create(
     let input = parse_user(body)?;
     let id = Uuid::new_v4();
     let desired = one_user(input, id, Intent::Create, true);
-    let tx = state.store.begin_write().await?;
-    let (plan, applied) = super::apply_and_commit(tx, state, &desired, actor).await?;
+    let (plan, applied) = state.creates().create(desired, actor.clone()).await?;
     // The row just inserted is exactly the plan's new user stamped with the apply's
     // time, and a new user is in no group: answering from it saves two reads.
     let inserted = plan.ops.iter().find_map(|op| match op {

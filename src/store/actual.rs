@@ -737,7 +737,8 @@ impl WriteTx {
         let (now, last) = records.split_at(last_start);
         self.audit_batch(trigger, actor, at, now).await?;
         let (sql, binds) = audit_statement(params_of(self.conn()), trigger, actor, at, last);
-        self.at_commit(sql, binds).await
+        self.at_commit(sql, binds);
+        Ok(())
     }
 }
 

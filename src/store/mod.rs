@@ -224,7 +224,7 @@ impl Store {
                 writer: Some(writer),
                 postgres: Some(tx),
                 open: true,
-                at_commit: None,
+                at_commit: Vec::new(),
                 bulk: false,
             });
         }
@@ -239,7 +239,7 @@ impl Store {
             writer: Some(writer),
             postgres: None,
             open: true,
-            at_commit: None,
+            at_commit: Vec::new(),
             bulk: false,
         };
         // IMMEDIATE takes SQLite's write lock now, waiting out another process (the
@@ -265,8 +265,8 @@ pub struct WriteTx {
     postgres: Option<Transaction<'static, Any>>,
     /// SQLite: a BEGIN was (or may have been) sent and no COMMIT has succeeded.
     open: bool,
-    /// A statement to run just before COMMIT, in the same round trip on SQLite.
-    at_commit: Option<Deferred>,
+    /// Statements to run just before COMMIT, in the same round trip on SQLite.
+    at_commit: Vec<Deferred>,
     /// SQLite: the connection has the big page cache of `begin_bulk`, which a rollback
     /// must give back, since the writer's connection lives on.
     pub(crate) bulk: bool,
@@ -296,33 +296,37 @@ async fn execute_text(
 
 impl WriteTx {
     pub async fn commit(mut self) -> StoreResult<()> {
-        let deferred = self.at_commit.take();
+        let deferred = std::mem::take(&mut self.at_commit);
         if let Some(mut tx) = self.postgres.take() {
-            if let Some(d) = deferred {
+            for d in deferred {
                 execute_text(&mut tx, &d.sql, d.binds).await?;
             }
             tx.commit().await?;
+            self.open = false;
             return Ok(());
         }
-        // On failure `open` stays set, and `Drop` rolls back.
-        match deferred {
-            Some(d) => execute_text(self.conn(), &format!("{}; COMMIT", d.sql), d.binds).await?,
-            None => execute_text(self.conn(), "COMMIT", Vec::new()).await?,
+        // One multi-statement round trip; sqlx hands each statement its share of the
+        // parameters in order, which is why these use anonymous `?` placeholders.
+        let mut sql = String::new();
+        let mut binds = Vec::new();
+        for d in deferred {
+            sql.push_str(&d.sql);
+            sql.push_str("; ");
+            binds.extend(d.binds);
         }
+        sql.push_str("COMMIT");
+        // On failure `open` stays set, and `Drop` rolls back.
+        execute_text(self.conn(), &sql, binds).await?;
         self.open = false;
         Ok(())
     }
 
-    /// Keeps `sql` (its parameters all text) to run just before COMMIT: on SQLite in
-    /// the same round trip, so that a write's final audit insert costs no hand-off of
-    /// its own. Only for statements nothing later in the transaction depends on; a
-    /// rollback discards it with everything else. A statement already waiting runs now.
-    pub(crate) async fn at_commit(&mut self, sql: String, binds: Vec<String>) -> StoreResult<()> {
-        if let Some(earlier) = self.at_commit.take() {
-            execute_text(self.conn(), &earlier.sql, earlier.binds).await?;
-        }
-        self.at_commit = Some(Deferred { sql, binds });
-        Ok(())
+    /// Keeps `sql` (its parameters all text, anonymous `?` on SQLite) to run just
+    /// before COMMIT: on SQLite in the same round trip, so that a write's final audit
+    /// insert costs no hand-off of its own. Only for statements nothing later in the
+    /// transaction depends on; a rollback discards them with everything else.
+    pub(crate) fn at_commit(&mut self, sql: String, binds: Vec<String>) {
+        self.at_commit.push(Deferred { sql, binds });
     }
 
     pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {

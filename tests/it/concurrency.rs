@@ -298,3 +298,53 @@ async fn clients_racing_with_the_same_if_match_produce_exactly_one_winner() {
         etag = now["meta"]["version"].as_str().expect("version").to_owned();
     }
 }
+
+#[tokio::test]
+async fn creates_at_once_each_get_their_own_answer_and_a_taken_name_is_refused_alone() {
+    let app = TestApp::spawn().await;
+    create_users(&app, "already-here", 1).await;
+    // 40 creates at once (they commit together, in batches): among them a name that
+    // is taken, and one name sent twice in different case.
+    let mut names: Vec<String> = (0..37).map(|i| format!("new{i}@example.com")).collect();
+    names.push("ALREADY-HERE0@example.com".into());
+    names.push("twice@example.com".into());
+    names.push("Twice@Example.com".into());
+    let answers = join_all(
+        names
+            .iter()
+            .map(|name| app.scim_json(Method::POST, "/Users", Some(json!({"userName": name})))),
+    )
+    .await;
+
+    let mut created = BTreeSet::new();
+    let mut refused = Vec::new();
+    for (name, (status, body)) in names.iter().zip(&answers) {
+        match status {
+            &StatusCode::CREATED => {
+                assert_eq!(body["userName"], json!(name));
+                created.insert(body["id"].as_str().expect("id").to_owned());
+            }
+            &StatusCode::CONFLICT => {
+                assert_eq!(body["scimType"], "uniqueness", "{body}");
+                refused.push(name.to_lowercase());
+            }
+            other => panic!("{name}: {other} {body}"),
+        }
+    }
+    refused.sort();
+    assert_eq!(refused, ["already-here0@example.com", "twice@example.com"]);
+    assert_eq!(created.len(), 38);
+    let (status, list) = app.scim_json(Method::GET, "/Users?count=100", None).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(list["totalResults"], 39, "{list}");
+    for id in &created {
+        let (status, _) = app
+            .scim_json(Method::GET, &format!("/Users/{id}"), None)
+            .await;
+        assert_eq!(
+            status,
+            StatusCode::OK,
+            "{id} was answered 201, so it is stored"
+        );
+    }
+}
