@@ -42,9 +42,9 @@ pub struct CreateBatcher {
 
 /// What the batches committed so far add up to.
 #[derive(Debug, Default)]
-pub struct Committed {
-    pub transactions: AtomicU64,
-    pub creates: AtomicU64,
+struct Committed {
+    transactions: AtomicU64,
+    creates: AtomicU64,
 }
 
 impl CreateBatcher {

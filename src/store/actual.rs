@@ -6,7 +6,9 @@
 //! that applying a million memberships is a few thousand statements in one transaction.
 
 use super::rows::{json_object, team_from_row, user_from_row, uuid, TEAM_COLUMNS, USER_COLUMNS};
-use super::{format_ts, parse_ts, StoreError, StoreResult, WriteTx, DEFAULT_CACHE_SIZE};
+use super::{
+    execute_text, format_ts, parse_ts, StoreError, StoreResult, WriteTx, DEFAULT_CACHE_SIZE,
+};
 use crate::domain::{Membership, Role, Source, Team, User, UserName};
 use chrono::{DateTime, Utc};
 use sqlx::any::{AnyArguments, AnyRow};
@@ -713,11 +715,7 @@ impl WriteTx {
         let style = params_of(self.conn());
         for chunk in records.chunks(AUDIT_CHUNK) {
             let (sql, binds) = audit_statement(style, trigger, actor, at, chunk);
-            let mut q = sqlx::query(&sql);
-            for value in binds {
-                q = q.bind(value);
-            }
-            q.execute(self.conn()).await?;
+            execute_text(self.conn(), &sql, binds).await?;
         }
         Ok(())
     }

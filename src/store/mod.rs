@@ -281,7 +281,8 @@ struct Deferred {
     binds: Vec<String>,
 }
 
-async fn execute_text(
+/// Runs `sql` with text parameters bound in order.
+pub(crate) async fn execute_text(
     conn: &mut sqlx::AnyConnection,
     sql: &str,
     binds: Vec<String>,
