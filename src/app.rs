@@ -464,6 +464,7 @@ async fn ensure_initial_token(store: &Store, config: &Config) -> anyhow::Result<
         .create_token(
             INITIAL_TOKEN_NAME,
             TokenScope::Scim,
+            crate::domain::DEFAULT_SCIM_IDP,
             &keys::hash_secret(secret.expose()),
         )
         .await

@@ -82,8 +82,13 @@ pub enum TokenCommand {
         name: String,
         #[arg(long, value_enum, default_value_t = TokenScope::Scim)]
         scope: TokenScope,
+        /// The IdP this SCIM token pushes for (the name of its [[idp]] table when it also
+        /// has one): what the token creates is owned by that IdP, and it may change only
+        /// what that IdP owns. Default: the IdP named "default".
+        #[arg(long, value_name = "IDP")]
+        idp: Option<String>,
     },
-    /// List tokens (names, scopes, dates; never the secrets).
+    /// List tokens (names, scopes, IdPs, dates; never the secrets).
     List,
     /// Revoke a token by name; requests using it are refused from then on.
     Revoke { name: String },
@@ -245,12 +250,25 @@ async fn open_store(config: &Config) -> anyhow::Result<Store> {
 
 async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<i32> {
     match command {
-        TokenCommand::Create { name, scope } => {
+        TokenCommand::Create { name, scope, idp } => {
             let name = name.trim().to_owned();
             if name.is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
                 return fail("a token name must be 1 to 128 printable characters");
             }
-            let secret = match keys::issue_token(store, &name, scope).await {
+            let idp = match idp {
+                Some(_) if scope != TokenScope::Scim => {
+                    return fail(format!(
+                        "--idp binds a SCIM token to an IdP; a token of scope {scope} has none"
+                    ))
+                }
+                Some(idp) => {
+                    let idp = idp.trim().to_owned();
+                    crate::domain::check_idp_name(&idp).map_err(UserError)?;
+                    idp
+                }
+                None => crate::domain::DEFAULT_SCIM_IDP.to_owned(),
+            };
+            let secret = match keys::issue_token(store, &name, scope, &idp).await {
                 Ok(secret) => secret,
                 Err(crate::store::StoreError::Conflict(_)) => {
                     return fail(format!(
@@ -265,14 +283,21 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<i
         TokenCommand::List => {
             let tokens = store.list_tokens().await?;
             println!(
-                "{:<24} {:<6} {:<28} {:<28} REVOKED",
-                "NAME", "SCOPE", "CREATED", "LAST USED"
+                "{:<24} {:<6} {:<16} {:<28} {:<28} REVOKED",
+                "NAME", "SCOPE", "IDP", "CREATED", "LAST USED"
             );
             for t in tokens {
+                // Only a SCIM token's writes are bound to an IdP.
+                let idp = if t.scope == TokenScope::Scim {
+                    t.idp.as_str()
+                } else {
+                    "-"
+                };
                 println!(
-                    "{:<24} {:<6} {:<28} {:<28} {}",
+                    "{:<24} {:<6} {:<16} {:<28} {:<28} {}",
                     t.name,
                     t.scope,
+                    idp,
                     crate::store::format_ts(t.created),
                     t.last_used
                         .map(crate::store::format_ts)

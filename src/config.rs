@@ -63,7 +63,17 @@ pub struct Config {
     pub safety: SafetyConfig,
     pub teams: TeamsConfig,
     pub sso: SsoConfig,
+    pub ownership: OwnershipConfig,
     pub idp: Vec<IdpConfig>,
+}
+
+#[derive(Debug, Clone, PartialEq, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct OwnershipConfig {
+    /// IdP name → the owners (IdP names, or "manual") whose users, teams and memberships
+    /// that IdP may take over, by pull or SCIM push alike. Without an entry an IdP
+    /// adopts only hand-made users, and only by pull.
+    pub adopt: BTreeMap<String, Vec<String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -580,6 +590,22 @@ impl Config {
                 return invalid(format!("two [[idp]] entries are named {:?}", idp.name));
             }
             idp.validate()?;
+        }
+        for (idp, owners) in &self.ownership.adopt {
+            crate::domain::check_idp_name(idp)
+                .map_err(|m| ConfigError::Invalid(format!("[ownership] adopt: {m}")))?;
+            for owner in owners {
+                if owner != "manual" {
+                    crate::domain::check_idp_name(owner).map_err(|m| {
+                        ConfigError::Invalid(format!("[ownership] adopt.{idp}: {m}"))
+                    })?;
+                }
+                if owner == idp {
+                    return invalid(format!(
+                        "[ownership] adopt.{idp} names {idp:?} itself: an IdP always owns its own data"
+                    ));
+                }
+            }
         }
         Ok(())
     }

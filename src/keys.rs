@@ -103,10 +103,11 @@ pub async fn issue_token(
     store: &crate::store::Store,
     name: &str,
     scope: crate::domain::TokenScope,
+    idp: &str,
 ) -> crate::store::StoreResult<Secret> {
     let secret = mint_token();
     store
-        .create_token(name, scope, &hash_secret(secret.expose()))
+        .create_token(name, scope, idp, &hash_secret(secret.expose()))
         .await?;
     Ok(secret)
 }

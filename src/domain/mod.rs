@@ -7,7 +7,7 @@ mod names;
 mod source;
 
 pub use names::{NameError, Role, TeamName, UserName};
-pub use source::{Source, SourceParseError, Trigger};
+pub use source::{check_idp_name, Source, SourceParseError, Trigger, DEFAULT_SCIM_IDP};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -138,6 +138,8 @@ impl std::fmt::Display for TokenScope {
 pub struct TokenInfo {
     pub name: String,
     pub scope: TokenScope,
+    /// The IdP whose objects the token's SCIM writes own.
+    pub idp: String,
     pub created: DateTime<Utc>,
     pub last_used: Option<DateTime<Utc>>,
     pub revoked: Option<DateTime<Utc>>,

@@ -182,7 +182,7 @@ mod tests {
     }
 
     fn create(name: &str) -> Desired {
-        let mut desired = Desired::new(Source::Scim, Scope::Listed);
+        let mut desired = Desired::new(Source::Scim("default".into()), Scope::Listed);
         let mut user = DesiredUser::new(UserName::parse(name).expect("name"));
         user.id = Some(Uuid::new_v4());
         user.intent = Intent::Create;

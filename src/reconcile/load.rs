@@ -122,6 +122,7 @@ impl Loaded {
             everything,
             full_rosters: self.full_rosters,
             full_user_memberships: self.full_user_memberships,
+            team_keys: BTreeMap::new(),
         }
     }
 }
@@ -140,10 +141,12 @@ pub async fn load_actual(
 ) -> Result<Actual, StoreError> {
     if desired.scope == Scope::Everything {
         let (users, teams, memberships) = tx.load_everything().await?;
+        let team_keys = tx.key_counts_by_team().await?.into_iter().collect();
         return Ok(Actual {
             users,
             teams,
             memberships,
+            team_keys,
             everything: true,
             ..Actual::default()
         });

@@ -25,7 +25,7 @@ pub use plan::{
 };
 
 use crate::config::{Config, UnknownMembers};
-use crate::domain::{Role, Trigger};
+use crate::domain::{Role, Source, Trigger};
 use crate::store::{StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value};
@@ -53,6 +53,22 @@ pub struct Policy {
     pub team_defaults: Map<String, Value>,
     /// The clock `delete_after` is measured against; an input so that plans are reproducible.
     pub now: DateTime<Utc>,
+    /// `[ownership] adopt`: IdP → the owners (IdP names, or "manual") whose objects it
+    /// may take over.
+    pub adopt: BTreeMap<String, std::collections::BTreeSet<String>>,
+}
+
+/// How the IdP behind a desired state stands to the owner of an object it touches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ownership {
+    /// The same IdP owns it, whichever way its data arrived (push, pull or sign-in).
+    Own,
+    /// Nobody's: an operator made it by hand. A pull may adopt such a user.
+    Manual,
+    /// Another owner's, which `[ownership] adopt` lets this IdP take over.
+    Adoptable,
+    /// Another IdP's: left alone by pulls and sign-ins, refused to SCIM writes.
+    Foreign,
 }
 
 impl Policy {
@@ -74,6 +90,29 @@ impl Policy {
             allow_deletions: false,
             team_defaults: config.teams.defaults.clone(),
             now: crate::store::now(),
+            adopt: config
+                .ownership
+                .adopt
+                .iter()
+                .map(|(idp, owners)| (idp.clone(), owners.iter().cloned().collect()))
+                .collect(),
+        }
+    }
+
+    /// How `actor` (the source of a desired state) stands to what `owner` owns.
+    pub fn ownership(&self, owner: &Source, actor: &Source) -> Ownership {
+        if owner.same_owner(actor) {
+            return Ownership::Own;
+        }
+        let adoptable = actor.idp().is_some_and(|idp| {
+            self.adopt
+                .get(idp)
+                .is_some_and(|owners| owners.contains(owner.idp().unwrap_or("manual")))
+        });
+        match (adoptable, owner.is_manual()) {
+            (true, _) => Ownership::Adoptable,
+            (false, true) => Ownership::Manual,
+            (false, false) => Ownership::Foreign,
         }
     }
 }
@@ -89,6 +128,8 @@ impl Default for Policy {
 pub struct Actor {
     pub trigger: Trigger,
     pub name: String,
+    /// The IdP a SCIM token pushes for; `None` for every other actor.
+    pub idp: Option<String>,
 }
 
 impl Actor {
@@ -96,15 +137,36 @@ impl Actor {
         Self {
             trigger,
             name: name.into(),
+            idp: None,
         }
+    }
+
+    /// A SCIM request made with the token `name`, bound to `idp`.
+    pub fn scim_token(name: impl Into<String>, idp: impl Into<String>) -> Self {
+        Self {
+            trigger: Trigger::Scim,
+            name: name.into(),
+            idp: Some(idp.into()),
+        }
+    }
+
+    /// The owner of what this actor's SCIM writes create, and the one whose objects
+    /// they may change.
+    pub fn scim_source(&self) -> Source {
+        Source::Scim(
+            self.idp
+                .clone()
+                .unwrap_or_else(|| crate::domain::DEFAULT_SCIM_IDP.to_owned()),
+        )
     }
 }
 
-/// Whether a missing resource was a user or a team.
+/// What kind of resource an error is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ResourceKind {
     User,
     Team,
+    Membership,
 }
 
 impl std::fmt::Display for ResourceKind {
@@ -112,6 +174,7 @@ impl std::fmt::Display for ResourceKind {
         f.write_str(match self {
             ResourceKind::User => "user",
             ResourceKind::Team => "group",
+            ResourceKind::Membership => "membership",
         })
     }
 }
@@ -127,6 +190,22 @@ pub enum PlanError {
     UnknownMember { id: String },
     #[error("{kind} {id} not found")]
     NotFound { kind: ResourceKind, id: Uuid },
+    /// A SCIM write to what another IdP owns.
+    #[error(
+        "{kind} {name:?} is owned by {}; this token pushes for IdP {:?}, which may read it \
+         but not change or remove it (to hand it over: [ownership] adopt = {{ {} = [\"{}\"] }})",
+        owner.owner_label(),
+        actor.idp().unwrap_or_default(),
+        actor.idp().unwrap_or_default(),
+        owner.idp().unwrap_or("manual")
+    )]
+    NotOwned {
+        kind: ResourceKind,
+        id: Uuid,
+        name: String,
+        owner: Source,
+        actor: Source,
+    },
     #[error(
         "refusing to delete or deactivate {deletions} of {managed} managed users and teams: \
          the limit is {limit} ([safety] max_deletions = {max_deletions}, max_deletion_ratio = \
@@ -142,13 +221,19 @@ pub enum PlanError {
         max_ratio: f64,
     },
     #[error(
-        "refusing to remove {removals} of {managed} managed team memberships (and the \
+        "refusing to remove {removals} of {managed} managed team memberships{} (and the \
          keys scoped to those teams): the limit is {limit} ([safety] max_deletions = \
          {max_deletions}, max_deletion_ratio = {max_ratio}); check the IdP, then re-run \
-         with --allow-deletions if this is intended"
+         with --allow-deletions if this is intended",
+        match with_deleted_teams {
+            0 => String::new(),
+            n => format!(", {n} of them by deleting the teams they are in"),
+        }
     )]
     MembershipGuard {
         removals: u64,
+        /// How many of the removals come with teams the plan deletes.
+        with_deleted_teams: u64,
         limit: u64,
         managed: u64,
         max_deletions: u64,
@@ -171,6 +256,9 @@ pub enum ReconcileError {
     /// → 404.
     #[error("{kind} {id} not found")]
     NotFound { kind: ResourceKind, id: Uuid },
+    /// → 403: the object belongs to another IdP.
+    #[error("{0}")]
+    NotOwned(PlanError),
     /// Only IdP pulls and the CLI meet this; the message says to use --allow-deletions.
     #[error("{0}")]
     DeletionGuard(PlanError),
@@ -188,6 +276,7 @@ impl From<PlanError> for ReconcileError {
             PlanError::UserNameTaken { user_name } => ReconcileError::UserNameTaken { user_name },
             PlanError::UnknownMember { id } => ReconcileError::UnknownMember { id },
             PlanError::NotFound { kind, id } => ReconcileError::NotFound { kind, id },
+            e @ PlanError::NotOwned { .. } => ReconcileError::NotOwned(e),
             e @ (PlanError::DeletionGuard { .. } | PlanError::MembershipGuard { .. }) => {
                 ReconcileError::DeletionGuard(e)
             }

@@ -7,7 +7,7 @@
 //! O(n log n) in users + teams + memberships.
 
 use super::desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
-use super::{PlanError, Policy, ResourceKind};
+use super::{Ownership, PlanError, Policy, ResourceKind};
 use crate::config::UnknownMembers;
 use crate::domain::{Membership, Role, Source, Team, TeamName, User, UserName};
 use serde::{Deserialize, Serialize};
@@ -44,6 +44,10 @@ pub struct Actual {
     /// Users all of whose memberships are in `memberships` (and the role-mapped teams
     /// among them in `teams`).
     pub full_user_memberships: BTreeSet<Uuid>,
+    /// How many API keys are scoped to each team (read for whole-state plans, so that a
+    /// plan can say what deleting a team takes with it).
+    #[serde(default)]
+    pub team_keys: BTreeMap<Uuid, u64>,
 }
 
 /// A user a plan creates.
@@ -249,6 +253,18 @@ pub struct Plan {
     /// Things the operator should know that did not stop the plan (sorted).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub warnings: Vec<String>,
+    /// What the plan's team deletions take with them.
+    #[serde(default)]
+    pub team_deletions: TeamDeletions,
+}
+
+/// What deleting teams takes with it: every membership of those teams, and every API
+/// key scoped to them (purged, which cannot be undone).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct TeamDeletions {
+    pub teams: u64,
+    pub memberships: u64,
+    pub keys: u64,
 }
 
 /// How many things a plan adds, changes and destroys (terraform's summary line).
@@ -426,18 +442,45 @@ pub const ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS: u64 = 10;
 /// empty list (a glitch, a permission lost) would otherwise take everyone out of that
 /// team, and removal from a team purges the keys scoped to it, which cannot be undone.
 fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Result<(), PlanError> {
-    let removals = plan
+    let removed = plan
         .ops
         .iter()
         .filter(|op| matches!(op, Op::RemoveMember { .. }))
         .count() as u64;
+    // A team that vanished from a complete pull (a renamed or deleted group, a changed
+    // `groups` filter) takes all its memberships and keys with it: exactly what an
+    // emptied group would do, so it counts the same.
+    let deleted_teams: HashSet<Uuid> = plan
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::DeleteTeam { id } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let with_deleted_teams = if deleted_teams.is_empty() {
+        0
+    } else {
+        actual
+            .memberships
+            .iter()
+            .filter(|m| deleted_teams.contains(&m.team_id))
+            .count() as u64
+    };
+    let removals = removed + with_deleted_teams;
     if removals == 0 {
         return Ok(());
     }
+    let owned_teams: HashSet<Uuid> = actual
+        .teams
+        .iter()
+        .filter(|t| t.source == plan.source)
+        .map(|t| t.id)
+        .collect();
     let managed = actual
         .memberships
         .iter()
-        .filter(|m| m.source == plan.source)
+        .filter(|m| m.source == plan.source || owned_teams.contains(&m.team_id))
         .count() as u64;
     let ratio_limit = (policy.max_deletion_ratio * managed as f64).floor() as u64;
     let limit = policy
@@ -446,6 +489,7 @@ fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Resu
     if removals > limit {
         return Err(PlanError::MembershipGuard {
             removals,
+            with_deleted_teams,
             limit,
             managed,
             max_deletions: policy.max_deletions,
@@ -455,16 +499,15 @@ fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Resu
     Ok(())
 }
 
-/// Whether `actor` may change something owned by `owner`. Nothing provisioning does
-/// touches manual data; a pull and the sign-in hook of the same IdP share ownership.
+/// Whether `actor` owns what `owner` owns: the pull, the sign-ins and the SCIM pushes
+/// of one IdP share ownership; manual data belongs to no IdP.
 pub(crate) fn may_manage(owner: &Source, actor: &Source) -> bool {
-    match (owner, actor) {
-        (Source::Manual, _) => false,
-        (a, b) if a == b => true,
-        (Source::Sso(a), Source::Sync(b)) | (Source::Sync(a), Source::Sso(b)) => a == b,
-        _ => false,
-    }
+    owner.same_owner(actor)
 }
+
+/// Individual lines for at most this many users owned elsewhere or adopted; a summary
+/// line for the rest (two overlapping IdPs may share thousands of people).
+const NAMED_USER_NOTES: usize = 20;
 
 fn derived_id(kind: &str, source: &Source, key: &str, attempt: u32) -> Uuid {
     let name = if attempt == 0 {
@@ -480,6 +523,9 @@ struct PlannedUser<'a> {
     d: &'a DesiredUser,
     id: Uuid,
     existing: Option<&'a User>,
+    /// Another IdP owns the existing user: the plan leaves the user as it is, though
+    /// memberships in this IdP's own teams still refer to them.
+    foreign: bool,
 }
 
 struct PlannedTeam<'a> {
@@ -591,6 +637,10 @@ struct Planner<'a> {
     /// Member references that match no user (skipped), and a few of them to show.
     unknown_members: usize,
     unknown_examples: BTreeSet<String>,
+    /// Listed users another IdP owns (left alone), and users nobody's sync owned that
+    /// this plan adopts: (userName, owner) each.
+    foreign_users: BTreeSet<(String, String)>,
+    adopted_users: BTreeSet<(String, String)>,
 }
 
 /// Operations tagged with where they sort: (phase, primary id, secondary id, step).
@@ -621,7 +671,37 @@ impl<'a> Planner<'a> {
             warnings: BTreeSet::new(),
             unknown_members: 0,
             unknown_examples: BTreeSet::new(),
+            foreign_users: BTreeSet::new(),
+            adopted_users: BTreeSet::new(),
         }
+    }
+
+    fn ownership(&self, owner: &Source) -> Ownership {
+        self.policy.ownership(owner, &self.desired.source)
+    }
+
+    fn not_owned(&self, kind: ResourceKind, id: Uuid, name: &str, owner: &Source) -> PlanError {
+        PlanError::NotOwned {
+            kind,
+            id,
+            name: name.to_owned(),
+            owner: owner.clone(),
+            actor: self.desired.source.clone(),
+        }
+    }
+
+    /// A SCIM write names its targets: refused outright when another IdP owns one.
+    fn check_listed_target(
+        &self,
+        kind: ResourceKind,
+        id: Uuid,
+        name: &str,
+        owner: &Source,
+    ) -> Result<(), PlanError> {
+        if self.scope() == Scope::Listed && self.ownership(owner) == Ownership::Foreign {
+            return Err(self.not_owned(kind, id, name, owner));
+        }
+        Ok(())
     }
 
     fn scope(&self) -> Scope {
@@ -630,20 +710,20 @@ impl<'a> Planner<'a> {
 
     /// Whether this desired state may change a team owned by `owner`. SCIM names its
     /// targets explicitly (an IdP may well manage a team an operator created); pulls
-    /// and sign-ins only change what their IdP owns.
+    /// and sign-ins only change what their IdP owns or may adopt. No one changes
+    /// another IdP's team.
     fn may_touch_team(&self, owner: &Source) -> bool {
-        match self.scope() {
-            Scope::Listed => true,
-            Scope::Everything | Scope::UserMemberships => may_manage(owner, &self.desired.source),
+        match self.ownership(owner) {
+            Ownership::Own | Ownership::Adoptable => true,
+            Ownership::Manual => self.scope() == Scope::Listed,
+            Ownership::Foreign => false,
         }
     }
 
-    /// Whether this desired state may remove a membership owned by `owner`.
+    /// Whether this desired state may remove a membership owned by `owner`: only its
+    /// own IdP's (or those it may adopt); never a manual one.
     fn may_remove_membership(&self, owner: &Source) -> bool {
-        match self.scope() {
-            Scope::Listed => !owner.is_manual(),
-            Scope::Everything | Scope::UserMemberships => may_manage(owner, &self.desired.source),
-        }
+        matches!(self.ownership(owner), Ownership::Own | Ownership::Adoptable)
     }
 
     fn run(mut self) -> Result<Plan, PlanError> {
@@ -688,6 +768,13 @@ impl<'a> Planner<'a> {
         // Users named in the desired state.
         for p in &users {
             if deleted_users.contains(&p.id) {
+                continue;
+            }
+            if p.foreign {
+                // Named for the memberships that may refer to them; otherwise untouched.
+                if let Some(u) = p.existing {
+                    user_names.insert(p.id, u.user_name.as_str().to_owned());
+                }
                 continue;
             }
             user_names.insert(p.id, p.d.user_name.as_str().to_owned());
@@ -832,6 +919,14 @@ impl<'a> Planner<'a> {
             self.name_team(team_id, &teams, &mut team_names);
         }
 
+        let mut team_deletions = TeamDeletions::default();
+        for id in &deleted_teams {
+            team_deletions.teams += 1;
+            team_deletions.memberships += self.ix.roster(*id).len() as u64;
+            team_deletions.keys += self.actual.team_keys.get(id).copied().unwrap_or(0);
+        }
+        self.note_users();
+
         if self.unknown_members > 0 {
             let examples: Vec<String> = std::mem::take(&mut self.unknown_examples)
                 .into_iter()
@@ -876,7 +971,39 @@ impl<'a> Planner<'a> {
             user_names,
             team_names,
             warnings: self.warnings.into_iter().collect(),
+            team_deletions,
         })
+    }
+
+    /// Turns the users left to another IdP, and those adopted, into warnings: one line
+    /// each for the first few, one line for the rest.
+    fn note_users(&mut self) {
+        let foreign = std::mem::take(&mut self.foreign_users);
+        let idp = self.desired.source.idp().unwrap_or_default().to_owned();
+        for (name, owner) in foreign.iter().take(NAMED_USER_NOTES) {
+            self.warnings.insert(format!(
+                "user {name:?} is owned by {owner}; it is left as it is (IdP {idp:?} may still \
+                 add it to its own teams; to hand it over: [ownership] adopt)"
+            ));
+        }
+        if foreign.len() > NAMED_USER_NOTES {
+            self.warnings.insert(format!(
+                "{} more users listed by IdP {idp:?} are owned by other IdPs and left as they are",
+                foreign.len() - NAMED_USER_NOTES
+            ));
+        }
+        let adopted = std::mem::take(&mut self.adopted_users);
+        for (name, owner) in adopted.iter().take(NAMED_USER_NOTES) {
+            self.warnings.insert(format!(
+                "user {name:?} (owned by {owner}) is adopted: IdP {idp:?} owns it from now on"
+            ));
+        }
+        if adopted.len() > NAMED_USER_NOTES {
+            self.warnings.insert(format!(
+                "{} more users are adopted by IdP {idp:?}",
+                adopted.len() - NAMED_USER_NOTES
+            ));
+        }
     }
 
     fn name_user(
@@ -921,10 +1048,17 @@ impl<'a> Planner<'a> {
                     let id = d.id.ok_or_else(|| {
                         PlanError::Invalid(format!("user {} has no id to update", d.user_name))
                     })?;
-                    Some(*self.ix.users_by_id.get(&id).ok_or(PlanError::NotFound {
+                    let u = *self.ix.users_by_id.get(&id).ok_or(PlanError::NotFound {
                         kind: ResourceKind::User,
                         id,
-                    })?)
+                    })?;
+                    self.check_listed_target(
+                        ResourceKind::User,
+                        u.id,
+                        u.user_name.as_str(),
+                        &u.source,
+                    )?;
+                    Some(u)
                 }
                 Intent::Create => {
                     if let Some(id) = d.id {
@@ -944,8 +1078,13 @@ impl<'a> Planner<'a> {
                                 // Several accounts may carry one external id (two IdPs, a
                                 // re-created account); the one with this userName is it,
                                 // which is also who holds the id after the plan.
+                                // External ids are each IdP's own namespace: another
+                                // IdP's user with the same one is another person.
                                 list.iter()
-                                    .filter(|u| !claimed.contains_key(&u.id))
+                                    .filter(|u| {
+                                        !claimed.contains_key(&u.id)
+                                            && self.ownership(&u.source) != Ownership::Foreign
+                                    })
                                     .min_by_key(|u| u.user_name != d.user_name)
                             })
                             .copied()
@@ -959,11 +1098,7 @@ impl<'a> Planner<'a> {
                         desired.users[other].user_name, d.user_name, u.user_name
                     )));
                 }
-                out.push(Some(PlannedUser {
-                    d,
-                    id: u.id,
-                    existing: Some(u),
-                }));
+                out.push(Some(self.planned_existing(d, u)?));
             } else {
                 out.push(None);
             }
@@ -978,11 +1113,7 @@ impl<'a> Planner<'a> {
                 if let Some(u) = self.ix.users_by_name.get(d.user_name.folded()).copied() {
                     if let std::collections::hash_map::Entry::Vacant(slot) = claimed.entry(u.id) {
                         slot.insert(i);
-                        out[i] = Some(PlannedUser {
-                            d,
-                            id: u.id,
-                            existing: Some(u),
-                        });
+                        out[i] = Some(self.planned_existing(d, u)?);
                         continue;
                     }
                 }
@@ -1011,9 +1142,50 @@ impl<'a> Planner<'a> {
                 d,
                 id,
                 existing: None,
+                foreign: false,
             });
         }
         Ok(out.into_iter().flatten().collect())
+    }
+
+    /// A desired user matched to an existing one, as ownership allows: another IdP's
+    /// user is refused to a SCIM write and left alone by a pull or sign-in (one person,
+    /// one account: the match stands, so this IdP's teams may still refer to them);
+    /// a user nobody's sync owns is adopted by a pull.
+    fn planned_existing(
+        &mut self,
+        d: &'a DesiredUser,
+        u: &'a User,
+    ) -> Result<PlannedUser<'a>, PlanError> {
+        let ownership = self.ownership(&u.source);
+        let foreign = ownership == Ownership::Foreign;
+        if foreign {
+            self.check_listed_target(ResourceKind::User, u.id, u.user_name.as_str(), &u.source)?;
+            self.foreign_users
+                .insert((u.user_name.as_str().to_owned(), u.source.owner_label()));
+        } else if ownership != Ownership::Own && self.adopts(&u.source) {
+            self.adopted_users
+                .insert((u.user_name.as_str().to_owned(), u.source.owner_label()));
+        }
+        Ok(PlannedUser {
+            d,
+            id: u.id,
+            existing: Some(u),
+            foreign,
+        })
+    }
+
+    /// Whether planning takes over an object owned by `owner`: a pull adopts what it
+    /// lists of hand-made users and of its own IdP's other channels; anyone adopts
+    /// what `[ownership] adopt` hands them.
+    fn adopts(&self, owner: &Source) -> bool {
+        match self.ownership(owner) {
+            Ownership::Adoptable => true,
+            Ownership::Own | Ownership::Manual => {
+                self.scope() == Scope::Everything && owner != &self.desired.source
+            }
+            Ownership::Foreign => false,
+        }
     }
 
     /// Matches every desired team: id, then external id (the IdP group id), then display
@@ -1054,10 +1226,15 @@ impl<'a> Planner<'a> {
                 Intent::Upsert => {
                     d.id.and_then(|id| self.ix.teams_by_id.get(&id).copied())
                         .or_else(|| {
+                            // Another IdP's group with the same id is another group.
                             d.external_id
                                 .as_deref()
                                 .and_then(|e| self.ix.teams_by_ext.get(e))
-                                .and_then(|l| l.first().copied())
+                                .and_then(|l| {
+                                    l.iter()
+                                        .copied()
+                                        .find(|t| self.ownership(&t.source) != Ownership::Foreign)
+                                })
                         })
                         .map_or(Found::Pending, Found::Team)
                 }
@@ -1096,6 +1273,12 @@ impl<'a> Planner<'a> {
                 match found[i] {
                     Found::Pending => {}
                     Found::Team(t) => {
+                        self.check_listed_target(
+                            ResourceKind::Team,
+                            t.id,
+                            t.display_name.as_str(),
+                            &t.source,
+                        )?;
                         if !self.may_touch_team(&t.source) {
                             self.warnings.insert(format!(
                                 "group {:?} matches team {:?} ({}), which is owned by {}; it is left \
@@ -1193,6 +1376,7 @@ impl<'a> Planner<'a> {
                 kind: ResourceKind::User,
                 id: *id,
             })?;
+            self.check_listed_target(ResourceKind::User, u.id, u.user_name.as_str(), &u.source)?;
             if deleted.insert(*id) {
                 delete(u, ops, names);
             }
@@ -1274,6 +1458,7 @@ impl<'a> Planner<'a> {
                 kind: ResourceKind::Team,
                 id: *id,
             })?;
+            self.check_listed_target(ResourceKind::Team, t.id, t.display_name.as_str(), &t.source)?;
             if deleted.insert(*id) {
                 delete(t, ops, names);
             }
@@ -1313,7 +1498,10 @@ impl<'a> Planner<'a> {
                     .and_then(|l| {
                         l.iter()
                             .filter(|u| {
-                                !deleted_users.contains(&u.id)
+                                // A pull's member ids are its IdP's own; a SCIM client
+                                // naming an externalId may mean anyone's user.
+                                (!adopts || self.ownership(&u.source) != Ownership::Foreign)
+                                    && !deleted_users.contains(&u.id)
                                     && planned.get(&u.id).map_or(true, |p| {
                                         p.d.external_id.is_none()
                                             || p.d.external_id.as_deref() == Some(e)
@@ -1436,6 +1624,19 @@ impl<'a> Planner<'a> {
                         {
                             removed.insert(u);
                             if let Some(m) = self.ix.membership(t.id, u) {
+                                if self.ownership(&m.source) == Ownership::Foreign {
+                                    let user = self
+                                        .ix
+                                        .users_by_id
+                                        .get(&u)
+                                        .map_or_else(|| u.to_string(), |x| x.user_name.to_string());
+                                    return Err(self.not_owned(
+                                        ResourceKind::Membership,
+                                        u,
+                                        &format!("{user} in {}", t.d.display_name),
+                                        &m.source,
+                                    ));
+                                }
                                 if self.may_remove_membership(&m.source)
                                     && !deleted_users.contains(&u)
                                 {
@@ -1547,6 +1748,15 @@ impl<'a> Planner<'a> {
         let group_roles: HashSet<&Role> = rg.values().collect();
         for u in candidates {
             if deleted_users.contains(&u) || explicit.get(&u).copied().unwrap_or(false) {
+                continue;
+            }
+            // A role is the user's, and another IdP's user is left as it is.
+            let foreign = self
+                .ix
+                .users_by_id
+                .get(&u)
+                .is_some_and(|x| self.ownership(&x.source) == Ownership::Foreign);
+            if foreign {
                 continue;
             }
             let is_new = new_users.contains(&u);
@@ -1689,7 +1899,7 @@ impl<'a> Planner<'a> {
         }
         // A pull takes over the accounts it lists (adoption), so that it can later
         // deactivate them when the IdP drops them.
-        if self.scope() == Scope::Everything && u.source != self.desired.source {
+        if self.adopts(&u.source) {
             changes.push(Change {
                 attribute: "source".into(),
                 before: Value::String(u.source.to_string()),
@@ -1730,7 +1940,7 @@ impl<'a> Planner<'a> {
             }
         }
         // A pull takes over the teams the same IdP's sign-ins created.
-        if self.scope() == Scope::Everything && t.source != self.desired.source {
+        if self.adopts(&t.source) {
             changes.push(Change {
                 attribute: "source".into(),
                 before: Value::String(t.source.to_string()),

@@ -280,10 +280,12 @@ pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result
         })?;
     }
     writeln!(out, "  ],")?;
+    let gone = plan.team_deletions;
     writeln!(
         out,
-        "  \"summary\": {{\"add\": {}, \"change\": {}, \"destroy\": {}}},",
-        counts.add, counts.change, counts.destroy
+        "  \"summary\": {{\"add\": {}, \"change\": {}, \"destroy\": {}, \
+         \"team_deletions\": {{\"teams\": {}, \"memberships\": {}, \"keys\": {}}}}},",
+        counts.add, counts.change, counts.destroy, gone.teams, gone.memberships, gone.keys
     )?;
     writeln!(
         out,
@@ -514,7 +516,7 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         out.push('\n');
     }
     let c = plan.counts();
-    let _ = writeln!(
+    let _ = write!(
         out,
         "{} {} to add, {} to change, {} to destroy.",
         s.bold("Plan:"),
@@ -522,7 +524,26 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         c.change,
         c.destroy
     );
+    let gone = plan.team_deletions;
+    if gone.teams > 0 {
+        let _ = write!(
+            out,
+            " {}",
+            s.destroy(&format!(
+                "Deleting {} takes {} and {} with {}.",
+                counted(gone.teams, "team", "teams"),
+                counted(gone.memberships, "membership", "memberships"),
+                counted(gone.keys, "API key", "API keys"),
+                if gone.teams == 1 { "it" } else { "them" }
+            ))
+        );
+    }
+    out.push('\n');
     out
+}
+
+fn counted(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
 }
 
 fn write_user(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {

@@ -319,7 +319,7 @@ fn users_of_other_sources_missing_from_a_pull_are_left_alone() {
     let a = actual(
         vec![
             user(1, "manual@example.com", None, Source::Manual),
-            user(2, "scim@example.com", None, Source::Scim),
+            user(2, "scim@example.com", None, Source::Scim("default".into())),
             user(3, "okta@example.com", None, Source::Sync("okta".into())),
         ],
         vec![],
@@ -671,7 +671,7 @@ fn scim(users: Vec<DesiredUser>, teams: Vec<DesiredTeam>) -> Desired {
     Desired {
         users,
         teams,
-        ..Desired::new(Source::Scim, Scope::Listed)
+        ..Desired::new(Source::Scim("default".into()), Scope::Listed)
     }
 }
 
@@ -728,7 +728,12 @@ fn a_scim_update_or_delete_of_a_missing_resource_is_not_found() {
 #[test]
 fn a_scim_delete_purges_keys_first_and_is_not_subject_to_the_guard() {
     let a = Actual {
-        users: vec![user(1, "alice@example.com", None, Source::Scim)],
+        users: vec![user(
+            1,
+            "alice@example.com",
+            None,
+            Source::Scim("default".into()),
+        )],
         ..Actual::default()
     };
     let mut d = scim(vec![], vec![]);
@@ -754,8 +759,13 @@ fn patch_members(add: Vec<MemberRef>, remove: Vec<MemberRef>) -> Desired {
 #[test]
 fn a_scim_patch_naming_an_unknown_member_is_rejected_or_skipped_as_configured() {
     let a = Actual {
-        users: vec![user(1, "alice@example.com", None, Source::Scim)],
-        teams: vec![team(1, "Evals", None, Source::Scim)],
+        users: vec![user(
+            1,
+            "alice@example.com",
+            None,
+            Source::Scim("default".into()),
+        )],
+        teams: vec![team(1, "Evals", None, Source::Scim("default".into()))],
         ..Actual::default()
     };
     let d = patch_members(
@@ -776,8 +786,13 @@ fn a_scim_patch_naming_an_unknown_member_is_rejected_or_skipped_as_configured() 
 #[test]
 fn a_scim_patch_does_not_remove_a_manual_membership() {
     let a = Actual {
-        users: vec![user(1, "alice@example.com", None, Source::Scim)],
-        teams: vec![team(1, "Evals", None, Source::Scim)],
+        users: vec![user(
+            1,
+            "alice@example.com",
+            None,
+            Source::Scim("default".into()),
+        )],
+        teams: vec![team(1, "Evals", None, Source::Scim("default".into()))],
         memberships: vec![member(1, 1, Source::Manual)],
         ..Actual::default()
     };
@@ -878,7 +893,7 @@ fn arb_source() -> impl Strategy<Value = Source> {
         Just(Source::Sync("x".into())),
         Just(Source::Sync("y".into())),
         Just(Source::Sso("x".into())),
-        Just(Source::Scim),
+        Just(Source::Scim("default".into())),
         Just(Source::Manual),
     ]
 }

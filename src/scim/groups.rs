@@ -12,7 +12,7 @@ use super::routes::Written;
 use super::users::check_if_match;
 use crate::app::AppState;
 use crate::config::UnknownMembers;
-use crate::domain::{Source, Team};
+use crate::domain::Team;
 use crate::error::ApiError;
 use crate::reconcile::{
     reconcile_in, Actor, Desired, DesiredTeam, Intent, MemberRef, MemberSpec, Policy, Scope,
@@ -52,8 +52,8 @@ fn member_refs(ids: &[String], policy: &Policy, adding: bool) -> Result<Vec<Memb
     Ok(refs)
 }
 
-fn one_team(team: DesiredTeam) -> Desired {
-    let mut desired = Desired::new(Source::Scim, Scope::Listed);
+fn one_team(actor: &Actor, team: DesiredTeam) -> Desired {
+    let mut desired = Desired::new(actor.scim_source(), Scope::Listed);
     desired.teams.push(team);
     desired
 }
@@ -149,14 +149,17 @@ pub async fn create(
         Some(ids) => MemberSpec::Exactly(member_refs(ids, &policy, true)?),
         None => MemberSpec::Unchanged,
     };
-    let desired = one_team(DesiredTeam {
-        id: Some(id),
-        intent: Intent::Create,
-        external_id: input.external_id,
-        display_name: input.display_name,
-        metadata: None,
-        members,
-    });
+    let desired = one_team(
+        actor,
+        DesiredTeam {
+            id: Some(id),
+            intent: Intent::Create,
+            external_id: input.external_id,
+            display_name: input.display_name,
+            metadata: None,
+            members,
+        },
+    );
     let mut tx = state.store.begin_write().await?;
     reconcile_in(&mut tx, &desired, &policy, actor).await?;
     tx.commit().await?;
@@ -180,14 +183,17 @@ pub async fn replace(
     let mut tx = state.store.begin_write().await?;
     let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
     check_if_match(if_match, current.version)?;
-    let desired = one_team(DesiredTeam {
-        id: Some(uuid),
-        intent: Intent::Update,
-        external_id: input.external_id,
-        display_name: input.display_name,
-        metadata: None,
-        members: MemberSpec::Exactly(members),
-    });
+    let desired = one_team(
+        actor,
+        DesiredTeam {
+            id: Some(uuid),
+            intent: Intent::Update,
+            external_id: input.external_id,
+            display_name: input.display_name,
+            metadata: None,
+            members: MemberSpec::Exactly(members),
+        },
+    );
     reconcile_in(&mut tx, &desired, &policy, actor).await?;
     tx.commit().await?;
     read_back(state, base, uuid, StatusCode::OK, projection).await
@@ -291,14 +297,17 @@ pub async fn patch(
     let mut resource = render_group(&current, None, base);
     apply_operations(&mut resource, &rest, READ_ONLY)?;
     let input = parse_group(&resource)?;
-    let desired = one_team(DesiredTeam {
-        id: Some(uuid),
-        intent: Intent::Update,
-        external_id: input.external_id,
-        display_name: input.display_name,
-        metadata: None,
-        members,
-    });
+    let desired = one_team(
+        actor,
+        DesiredTeam {
+            id: Some(uuid),
+            intent: Intent::Update,
+            external_id: input.external_id,
+            display_name: input.display_name,
+            metadata: None,
+            members,
+        },
+    );
     reconcile_in(&mut tx, &desired, &policy, actor).await?;
     tx.commit().await?;
     // RFC 7644 §3.5.2 lets a PATCH answer 200 with the resource or 204. The resource
@@ -331,7 +340,7 @@ pub async fn delete(
     let mut tx = state.store.begin_write().await?;
     let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
     check_if_match(if_match, current.version)?;
-    let mut desired = Desired::new(Source::Scim, Scope::Listed);
+    let mut desired = Desired::new(actor.scim_source(), Scope::Listed);
     desired.delete_teams.push(uuid);
     super::apply_and_commit(tx, state, &desired, actor).await?;
     Ok(Written::no_content())

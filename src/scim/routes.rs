@@ -6,7 +6,6 @@ use super::list::{list_response, ListParams, Projection};
 use super::{bulk, discovery, groups, users};
 use crate::app::AppState;
 use crate::auth::{Authorized, ScimScope};
-use crate::domain::Trigger;
 use crate::error::{ApiError, SCIM_CONTENT_TYPE};
 use crate::reconcile::Actor;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
@@ -251,9 +250,10 @@ fn json_error_kind(e: &serde_json::Error) -> &'static str {
     }
 }
 
-/// The audit actor of a SCIM request: its token's name, trigger `scim`.
+/// The actor of a SCIM request: its token's name (for the audit log) and the IdP the
+/// token pushes for (whose objects its writes own and may change).
 pub fn actor(auth: &Authorized<ScimScope>) -> Actor {
-    Actor::new(Trigger::Scim, auth.token.name.clone())
+    Actor::scim_token(auth.token.name.clone(), auth.token.idp.clone())
 }
 
 /// The value of `If-Match`, if sent.

@@ -7,7 +7,7 @@ use super::patch::{apply_operations, parse_patch_request};
 use super::resources::{parse_user, render_user, UserInput};
 use super::routes::{etag_matches, Written};
 use crate::app::AppState;
-use crate::domain::{Source, User};
+use crate::domain::User;
 use crate::error::ApiError;
 use crate::reconcile::{user_from_new, Actor, Desired, DesiredUser, Intent, Op, Scope};
 use axum::http::StatusCode;
@@ -35,8 +35,14 @@ pub fn check_if_match(if_match: Option<&str>, version: i64) -> Result<(), ApiErr
 }
 
 /// The desired state "this one user, like so".
-fn one_user(input: UserInput, id: Uuid, intent: Intent, active_by_default: bool) -> Desired {
-    let mut desired = Desired::new(Source::Scim, Scope::Listed);
+fn one_user(
+    actor: &Actor,
+    input: UserInput,
+    id: Uuid,
+    intent: Intent,
+    active_by_default: bool,
+) -> Desired {
+    let mut desired = Desired::new(actor.scim_source(), Scope::Listed);
     desired.users.push(DesiredUser {
         id: Some(id),
         intent,
@@ -142,7 +148,7 @@ pub async fn create(
 ) -> Result<Written, ApiError> {
     let input = parse_user(body)?;
     let id = Uuid::new_v4();
-    let desired = one_user(input, id, Intent::Create, true);
+    let desired = one_user(actor, input, id, Intent::Create, true);
     let (plan, applied) = state.creates().create(desired, actor.clone()).await?;
     // The row just inserted is exactly the plan's new user stamped with the apply's
     // time, and a new user is in no group: answering from it saves two reads.
@@ -176,7 +182,7 @@ pub async fn replace(
     let mut tx = state.store.begin_write().await?;
     let current = tx.user(uuid).await?.ok_or_else(|| not_found(id))?;
     check_if_match(if_match, current.version)?;
-    let desired = one_user(input, uuid, Intent::Update, current.active);
+    let desired = one_user(actor, input, uuid, Intent::Update, current.active);
     super::apply_and_commit(tx, state, &desired, actor).await?;
     read_back(state, base, uuid, StatusCode::OK).await
 }
@@ -199,7 +205,7 @@ pub async fn patch(
     let mut resource = render_user(&current, None, base);
     apply_operations(&mut resource, &operations, READ_ONLY)?;
     let input = parse_user(&resource)?;
-    let desired = one_user(input, uuid, Intent::Update, current.active);
+    let desired = one_user(actor, input, uuid, Intent::Update, current.active);
     super::apply_and_commit(tx, state, &desired, actor).await?;
     read_back(state, base, uuid, StatusCode::OK).await
 }
@@ -215,7 +221,7 @@ pub async fn delete(
     let mut tx = state.store.begin_write().await?;
     let current = tx.user(uuid).await?.ok_or_else(|| not_found(id))?;
     check_if_match(if_match, current.version)?;
-    let mut desired = Desired::new(Source::Scim, Scope::Listed);
+    let mut desired = Desired::new(actor.scim_source(), Scope::Listed);
     desired.delete_users.push(uuid);
     super::apply_and_commit(tx, state, &desired, actor).await?;
     Ok(Written::no_content())

@@ -252,6 +252,26 @@ impl WriteTx {
         Ok((users, teams, memberships))
     }
 
+    /// How many API keys are scoped to each team that has any.
+    pub async fn key_counts_by_team(&mut self) -> StoreResult<Vec<(Uuid, u64)>> {
+        let rows = sqlx::query(
+            "SELECT team_id, COUNT(*) AS n FROM api_keys WHERE team_id IS NOT NULL GROUP BY team_id",
+        )
+        .fetch_all(self.conn())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let team: String = row.try_get("team_id")?;
+                let n: i64 = row.try_get("n")?;
+                let team = Uuid::parse_str(&team).map_err(|e| StoreError::Corrupt {
+                    table: "api_keys",
+                    detail: format!("team_id {team:?}: {e}"),
+                })?;
+                Ok((team, u64::try_from(n).unwrap_or(0)))
+            })
+            .collect()
+    }
+
     /// All users. On SQLite they are read as one JSON array: sqlx's SQLite driver hands
     /// rows over one at a time between threads, which for 100,000 users costs more than
     /// reading and parsing them as a single value.

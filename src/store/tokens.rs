@@ -8,6 +8,9 @@ use sqlx::Row;
 pub struct TokenPrincipal {
     pub name: String,
     pub scope: TokenScope,
+    /// The IdP a SCIM token pushes for: what it creates is owned by `scim:<idp>`, and
+    /// it may change only what that IdP owns.
+    pub idp: String,
 }
 
 fn corrupt(detail: impl std::fmt::Display) -> StoreError {
@@ -18,13 +21,20 @@ fn corrupt(detail: impl std::fmt::Display) -> StoreError {
 }
 
 impl Store {
-    pub async fn create_token(&self, name: &str, scope: TokenScope, hash: &str) -> StoreResult<()> {
+    pub async fn create_token(
+        &self,
+        name: &str,
+        scope: TokenScope,
+        idp: &str,
+        hash: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let result = sqlx::query(
-            "INSERT INTO scim_tokens (name, scope, hash, created) VALUES ($1, $2, $3, $4)",
+            "INSERT INTO scim_tokens (name, scope, idp, hash, created) VALUES ($1, $2, $3, $4, $5)",
         )
         .bind(name.to_owned())
         .bind(scope.as_str())
+        .bind(idp.to_owned())
         .bind(hash.to_owned())
         .bind(format_ts(now()))
         .execute(tx.conn())
@@ -47,7 +57,7 @@ impl Store {
 
     pub async fn list_tokens(&self) -> StoreResult<Vec<TokenInfo>> {
         let rows = sqlx::query(
-            "SELECT name, scope, created, last_used, revoked FROM scim_tokens ORDER BY name",
+            "SELECT name, scope, idp, created, last_used, revoked FROM scim_tokens ORDER BY name",
         )
         .fetch_all(self.pool())
         .await?;
@@ -61,6 +71,7 @@ impl Store {
                     name: row.try_get("name")?,
                     scope: TokenScope::parse(&scope)
                         .ok_or_else(|| corrupt(format_args!("scope {scope:?}")))?,
+                    idp: row.try_get("idp")?,
                     created: parse_ts("scim_tokens", &created)?,
                     last_used: last_used
                         .as_deref()
@@ -107,7 +118,7 @@ impl Store {
 
     async fn read_token(&self, hash: &str) -> StoreResult<Option<TokenPrincipal>> {
         let row = sqlx::query(
-            "SELECT name, scope, hash FROM scim_tokens WHERE hash = $1 AND revoked IS NULL",
+            "SELECT name, scope, idp, hash FROM scim_tokens WHERE hash = $1 AND revoked IS NULL",
         )
         .bind(hash.to_owned())
         .fetch_optional(self.pool())
@@ -122,6 +133,7 @@ impl Store {
             name: row.try_get("name")?,
             scope: TokenScope::parse(&scope)
                 .ok_or_else(|| corrupt(format_args!("scope {scope:?}")))?,
+            idp: row.try_get("idp")?,
         }))
     }
 }

@@ -235,7 +235,7 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
             display_name: scimsync::domain::TeamName::parse("Everyone").expect("name"),
             external_id: None,
             metadata: Default::default(),
-            source: Source::Scim,
+            source: Source::Scim("default".into()),
             created: now,
             modified: now,
             version: 1,
@@ -247,10 +247,13 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
     };
     let mut ids = Vec::new();
     for i in 0..USERS {
-        let user = common::new_user(&format!("victim{i}@example.com"), Source::Scim);
+        let user = common::new_user(
+            &format!("victim{i}@example.com"),
+            Source::Scim("default".into()),
+        );
         let mut tx = store.begin_write().await.expect("tx");
         tx.insert_user(&user).await.expect("user");
-        tx.add_member(team.id, user.id, &Source::Scim)
+        tx.add_member(team.id, user.id, &Source::Scim("default".into()))
             .await
             .expect("member");
         tx.commit().await.expect("commit");
@@ -262,7 +265,7 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
         }
         ids.push(user.id);
     }
-    let token = scimsync::keys::issue_token(&store, "idp", TokenScope::Scim)
+    let token = scimsync::keys::issue_token(&store, "idp", TokenScope::Scim, "default")
         .await
         .expect("token")
         .expose()

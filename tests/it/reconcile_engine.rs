@@ -274,7 +274,8 @@ async fn adding_one_member_to_a_large_team_reads_only_that_pair() {
     let team = app.store.resolve_team("Big").await.unwrap().unwrap();
     let newcomer = user_id(&app.store, "new@example.com").await;
 
-    let mut d = Desired::new(Source::Scim, Scope::Listed);
+    // The team's own IdP pushing over SCIM: its pull and its pushes share the team.
+    let mut d = Desired::new(Source::Scim("entra".into()), Scope::Listed);
     d.teams.push(DesiredTeam {
         id: Some(team.id),
         intent: Intent::Update,

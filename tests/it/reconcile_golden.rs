@@ -85,7 +85,19 @@ fn sample_plan() -> Plan {
                 user_id: Uuid::from_u128(0xa002),
                 source: Source::Sync("entra".into()),
             },
+            // Legacy's group is gone from the IdP: deleting the team takes these along.
+            Membership {
+                team_id: legacy.id,
+                user_id: Uuid::from_u128(0xa002),
+                source: Source::Sync("entra".into()),
+            },
+            Membership {
+                team_id: legacy.id,
+                user_id: Uuid::from_u128(0xa003),
+                source: Source::Sync("entra".into()),
+            },
         ],
+        team_keys: [(legacy.id, 3)].into_iter().collect(),
         users,
         teams: vec![evals, legacy],
         everything: true,

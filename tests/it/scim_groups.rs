@@ -315,9 +315,9 @@ async fn a_patch_on_a_group_too_large_to_echo_answers_204_instead_of_the_roster(
     let team_id = Uuid::parse_str(group["id"].as_str().unwrap()).unwrap();
     let mut tx = app.store.begin_write().await.unwrap();
     for i in 0..=scimsync::scim::groups::MAX_MEMBERS_IN_PATCH_RESPONSE {
-        let user = common::new_user(&format!("bulk-member-{i}"), Source::Scim);
+        let user = common::new_user(&format!("bulk-member-{i}"), Source::Scim("default".into()));
         tx.insert_user(&user).await.unwrap();
-        tx.add_member(team_id, user.id, &Source::Scim)
+        tx.add_member(team_id, user.id, &Source::Scim("default".into()))
             .await
             .unwrap();
     }

@@ -131,9 +131,16 @@ impl TestApp {
         (status, body)
     }
 
-    /// Creates a bearer token of the given scope directly in the store.
+    /// Creates a bearer token of the given scope directly in the store (a SCIM token
+    /// pushes for the IdP "default", as one made without `--idp` does).
     pub async fn new_token(&self, name: &str, scope: TokenScope) -> String {
-        scimsync::keys::issue_token(&self.store, name, scope)
+        self.new_idp_token(name, scope, scimsync::domain::DEFAULT_SCIM_IDP)
+            .await
+    }
+
+    /// Creates a SCIM token bound to `idp`: what it creates is owned by that IdP.
+    pub async fn new_idp_token(&self, name: &str, scope: TokenScope, idp: &str) -> String {
+        scimsync::keys::issue_token(&self.store, name, scope, idp)
             .await
             .expect("token created")
             .expose()
