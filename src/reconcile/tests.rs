@@ -1068,3 +1068,74 @@ fn the_apply_future_is_send(tx: &mut WriteTx, plan: &Plan, a: &Actor) {
     fn send<T: Send>(_: T) {}
     send(apply(tx, plan, a));
 }
+
+#[test]
+fn a_sign_in_through_another_idp_adds_memberships_but_leaves_the_user_as_it_is() {
+    let a = Actual {
+        users: vec![user(1, "alice@example.com", Some("e-1"), entra())],
+        full_user_memberships: [uid(1)].into_iter().collect(),
+        ..Actual::default()
+    };
+    let okta = Source::Sso("okta".into());
+    let d = Desired {
+        users: vec![DesiredUser {
+            external_id: Some("o-1".into()),
+            display_name: Some("Alice (Okta)".into()),
+            ..DesiredUser::new(UserName::parse("ALICE@example.com").unwrap())
+        }],
+        teams: vec![DesiredTeam {
+            external_id: Some("o-g".into()),
+            ..DesiredTeam::new(TeamName::parse("Okta Team").unwrap())
+        }],
+        ..Desired::new(okta, Scope::UserMemberships)
+    };
+    let plan = plan(&d, &a, &policy()).unwrap();
+    assert_eq!(kinds(&plan), ["create_team", "add_member"]);
+    assert!(plan.ops.iter().any(
+        |op| matches!(op, Op::AddMember { user_id, .. } if *user_id == uid(1))
+    ));
+    assert!(
+        plan.warnings.iter().any(|w| w.contains("IdP \"entra\"")),
+        "{:?}",
+        plan.warnings
+    );
+}
+
+#[test]
+fn a_scim_patch_may_not_remove_a_membership_another_idp_owns() {
+    let a = Actual {
+        users: vec![user(1, "alice@example.com", None, Source::Manual)],
+        teams: vec![team(1, "Evals", None, Source::Manual)],
+        memberships: vec![member(1, 1, entra())],
+        ..Actual::default()
+    };
+    let d = patch_members(vec![], vec![MemberRef::UserId(uid(1))]);
+    let refused = plan(&d, &a, &policy()).unwrap_err();
+    assert!(matches!(
+        refused,
+        PlanError::NotOwned {
+            kind: ResourceKind::Membership,
+            ..
+        }
+    ));
+    assert!(refused.to_string().contains("IdP \"entra\""), "{refused}");
+}
+
+#[test]
+fn role_groups_of_one_idp_do_not_change_another_idps_user() {
+    let a = Actual {
+        users: vec![user(1, "alice@example.com", Some("e-1"), entra())],
+        everything: true,
+        ..Actual::default()
+    };
+    let mut policy = policy();
+    policy
+        .role_groups
+        .insert("Okta Admins".into(), Role::parse("admin").unwrap());
+    let snapshot = r#"{"idp": "okta", "complete": true,
+      "users": [{"external_id": "o-1", "user_name": "alice@example.com"}],
+      "groups": [{"external_id": "o-g", "display_name": "Okta Admins", "members": ["o-1"]}]}"#;
+    let d = Snapshot::parse(snapshot).unwrap().into_desired();
+    let plan = plan(&d, &a, &policy).unwrap();
+    assert_eq!(kinds(&plan), ["create_team", "add_member"]);
+}
