@@ -6,7 +6,9 @@
 mod names;
 mod source;
 
-pub use names::{NameError, Role, TeamName, UserName};
+pub use names::{
+    first_format_character, fold_identifier, NameError, Role, TeamName, UserName, FOLD_VERSION,
+};
 pub use source::{Source, SourceParseError, Trigger};
 
 use chrono::{DateTime, Utc};
