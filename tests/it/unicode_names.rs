@@ -239,8 +239,7 @@ async fn two_rows_that_become_one_user_name_refuse_the_start_naming_both() {
 
     let refused = restart(&app.config)
         .await
-        .err()
-        .expect("the start is refused");
+        .expect_err("the start is refused");
 
     for needle in [
         first_id.clone(),
@@ -270,8 +269,7 @@ async fn a_stored_user_name_with_a_format_character_refuses_the_start_naming_it(
 
     let refused = restart(&app.config)
         .await
-        .err()
-        .expect("the start is refused");
+        .expect_err("the start is refused");
 
     assert!(refused.contains(&bob_id), "{refused}");
     assert!(
