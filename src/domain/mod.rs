@@ -6,7 +6,9 @@
 mod names;
 mod source;
 
-pub use names::{NameError, Role, TeamName, UserName};
+pub use names::{
+    first_format_character, fold_identifier, NameError, Role, TeamName, UserName, FOLD_VERSION,
+};
 pub use source::{check_idp_name, Source, SourceParseError, Trigger, DEFAULT_SCIM_IDP};
 
 use chrono::{DateTime, Utc};

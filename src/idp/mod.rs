@@ -649,7 +649,9 @@ fn snapshot_users(
     problems: &mut Vec<String>,
 ) -> (Vec<SnapshotUser>, HashSet<String>) {
     let mut out = Vec::new();
-    let mut names = HashSet::new();
+    // Folded userName -> the IdP id and spelling of the user that has it.
+    let mut names: std::collections::HashMap<String, (String, String)> =
+        std::collections::HashMap::new();
     let mut dropped = HashSet::new();
     for u in users {
         let user_name = match UserName::parse(&u.user_name) {
@@ -660,15 +662,20 @@ fn snapshot_users(
                 continue;
             }
         };
-        if !names.insert(user_name.folded().to_owned()) {
+        if let Some((other_id, other_name)) = names.get(user_name.folded()) {
             problems.push(format!(
-                "user {:?} skipped: userName {:?} is also used by another IdP user",
+                "user {:?} skipped: userName {:?} is the same name as user {other_id:?}'s \
+                 {other_name:?} (userNames ignore case, width and Unicode normalisation)",
                 u.id,
                 user_name.as_str()
             ));
             dropped.insert(u.id);
             continue;
         }
+        names.insert(
+            user_name.folded().to_owned(),
+            (u.id.clone(), user_name.as_str().to_owned()),
+        );
         out.push(SnapshotUser {
             external_id: u.id,
             user_name,

@@ -375,7 +375,7 @@ fn resolve_user_selector(
     if let Some((id, _)) = plan
         .user_names
         .iter()
-        .find(|(_, n)| n.to_lowercase() == name.folded())
+        .find(|(_, n)| crate::domain::fold_identifier(n.trim()) == name.folded())
     {
         return Some(*id);
     }
@@ -1953,13 +1953,14 @@ impl<'a> Planner<'a> {
 
 /// Contradictions within the desired state itself.
 fn validate(desired: &Desired) -> Result<(), PlanError> {
-    let mut names: HashSet<&str> = HashSet::default();
+    let mut names: HashMap<&str, &UserName> = HashMap::default();
     let mut exts: HashSet<&str> = HashSet::default();
     for u in &desired.users {
-        if !names.insert(u.user_name.folded()) {
+        if let Some(other) = names.insert(u.user_name.folded(), &u.user_name) {
             return Err(PlanError::Invalid(format!(
-                "two users are named {} (userName is case-insensitive)",
-                u.user_name
+                "two users are named {other:?} and {:?}, one name once folded \
+                 (userName ignores case, width and Unicode normalisation)",
+                u.user_name.as_str()
             )));
         }
         if let Some(e) = &u.external_id {

@@ -3,7 +3,7 @@
 
 use super::desired::{Desired, DesiredTeam, DesiredUser, MemberRef, MemberSpec, Scope};
 use crate::domain::{Role, Source, TeamName, UserName};
-use rustc_hash::FxHashSet as HashSet;
+use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -123,7 +123,7 @@ impl Snapshot {
             return Err(SnapshotError::Invalid("idp must not be empty".into()));
         }
         let mut ext = HashSet::default();
-        let mut names = HashSet::default();
+        let mut names: HashMap<&str, (usize, &SnapshotUser)> = HashMap::default();
         for (i, u) in self.users.iter().enumerate() {
             if !ext.insert(u.external_id.as_str()) {
                 return Err(SnapshotError::Invalid(format!(
@@ -131,10 +131,17 @@ impl Snapshot {
                     u.external_id
                 )));
             }
-            if !names.insert(u.user_name.folded()) {
+            // Both are named: twins such as a composed and a decomposed `é`, or fullwidth
+            // letters, look alike, and the operator has to find the one to fix at the IdP.
+            if let Some((j, earlier)) = names.insert(u.user_name.folded(), (i, u)) {
                 return Err(SnapshotError::Invalid(format!(
-                    "users[{i}]: user_name {:?} is used by an earlier user (user names are case-insensitive)",
-                    u.user_name.as_str()
+                    "users[{i}] (external_id {:?}, user_name {:?}) and users[{j}] (external_id {:?}, \
+                     user_name {:?}) are one user name: user names are compared after Unicode \
+                     normalisation, width mapping and case folding; rename one at the IdP",
+                    u.external_id,
+                    u.user_name.as_str(),
+                    earlier.external_id,
+                    earlier.user_name.as_str()
                 )));
             }
         }

@@ -963,7 +963,13 @@ fn is_present(value: &Value) -> bool {
 fn compare(actual: &Value, op: CompareOp, expected: &CompValue) -> bool {
     match (actual, expected) {
         (Value::String(a), CompValue::Str(e)) => {
-            let (a, e) = (a.to_lowercase(), e.to_lowercase());
+            // Emails (`emails[value eq "..."]`) are matched the way userNames are, so a
+            // decomposed or fullwidth spelling finds the element; other text attributes
+            // are caseExact=false too, and folding is what that means for them as well.
+            let (a, e) = (
+                crate::domain::fold_identifier(a),
+                crate::domain::fold_identifier(e),
+            );
             match op {
                 CompareOp::Eq => a == e,
                 CompareOp::Ne => a != e,

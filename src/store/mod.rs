@@ -14,6 +14,7 @@ mod audit;
 mod keys;
 pub mod locks;
 mod read_cache;
+mod refold;
 mod rows;
 mod tokens;
 pub use tokens::TokenPrincipal;
@@ -52,6 +53,10 @@ pub enum StoreError {
     Corrupt { table: &'static str, detail: String },
     #[error("unsupported database URL {0:?}: expected sqlite://PATH or postgres://...")]
     UnsupportedUrl(String),
+    /// The start-up re-fold of userNames found names it cannot fold; the text names
+    /// the users and says what the operator must do.
+    #[error("{0}")]
+    UserNamesNeedRenaming(String),
 }
 
 pub type StoreResult<T> = Result<T, StoreError>;
@@ -162,6 +167,8 @@ impl Store {
             cache: Arc::new(read_cache::ReadCache::off()),
         };
         store.migrate().await?;
+        // Before the read cache is on, so that nothing read before it is cached.
+        store.refold_user_names().await?;
         if backend == Backend::Sqlite {
             store.cache = Arc::new(sqlite_read_cache(&url).await);
         }

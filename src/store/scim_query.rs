@@ -149,9 +149,12 @@ impl Sql {
 enum Kind {
     /// caseExact text (ids).
     Exact,
-    /// A column that already holds the Rust-lowercased text (user_name_folded,
-    /// display_name_folded): the value is lowercased the same way, so the index is used.
+    /// A column that already holds the Rust-lowercased text (display_name_folded): the
+    /// value is lowercased the same way, so the index is used.
     Folded,
+    /// users.user_name_folded, which holds `fold_identifier` of the userName: the value
+    /// is folded the same way, so a decomposed or fullwidth spelling finds the user.
+    UserNameFolded,
     /// Case-insensitive text: `lower()` on both sides.
     Ci,
     /// A BOOLEAN column.
@@ -361,7 +364,7 @@ impl Compiler {
             }
             Resource::User => {
                 if is("userName") && no_sub {
-                    return column("users.user_name_folded", Kind::Folded);
+                    return column("users.user_name_folded", Kind::UserNameFolded);
                 }
                 if is("displayName") && no_sub {
                     return column("users.display_name", Kind::Ci);
@@ -762,7 +765,7 @@ impl Compiler {
                 self.sql.push(")");
                 Ok(())
             }
-            Kind::Exact | Kind::Folded | Kind::Ci => {
+            Kind::Exact | Kind::Folded | Kind::UserNameFolded | Kind::Ci => {
                 let raw = match value {
                     CompValue::Str(s) => s.clone(),
                     // An unquoted number compared with a string attribute (externalId eq 12345).
@@ -779,6 +782,7 @@ impl Compiler {
     fn compare_text(&mut self, expr: &Expr, op: CompareOp, raw: String) {
         let (lhs, value, lower_rhs) = match expr.kind {
             Kind::Folded => (expr.sql.clone(), fold(&raw, op), false),
+            Kind::UserNameFolded => (expr.sql.clone(), fold_user_name(&raw, op), false),
             Kind::Ci => (format!("lower({})", expr.sql), raw, true),
             _ => (expr.sql.clone(), raw, false),
         };
@@ -920,8 +924,19 @@ fn element_sub(path: &AttrPath) -> ScimResult<&str> {
     Ok(&path.attr)
 }
 
-/// The folded form used by the unique index (same as `UserName::folded`); eq trims
-/// like `UserName::parse` does, so " Alice " finds "alice".
+/// The form `UserName::folded` stores; eq trims like `UserName::parse` does, so
+/// " Alice " finds "alice". A value `UserName::parse` would refuse (a format character)
+/// folds anyway and simply matches nothing, since no stored name holds one.
+fn fold_user_name(raw: &str, op: CompareOp) -> String {
+    let folded = crate::domain::fold_identifier(raw);
+    match op {
+        CompareOp::Eq | CompareOp::Ne => folded.trim().to_owned(),
+        _ => folded,
+    }
+}
+
+/// The lowercased form team display names are stored in; eq trims like
+/// `TeamName::parse` does.
 fn fold(raw: &str, op: CompareOp) -> String {
     let lowered = raw.to_lowercase();
     match op {

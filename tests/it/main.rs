@@ -44,4 +44,5 @@ mod security;
 mod service;
 mod sso_cli;
 mod sso_sign_in;
+mod unicode_names;
 mod write_transactions;
