@@ -311,7 +311,7 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
             let team = match team {
                 None => None,
                 Some(team) => match store.resolve_team(&team).await? {
-                    Some(t) => Some(t),
+                    found @ Some(_) => found,
                     None => {
                         return fail(format!(
                             "no team {team:?} (give a team id or a display name that is unique)"
@@ -327,12 +327,12 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
                 match keys::issue_api_key(store, owner.id, team_id, name, expires).await {
                     Ok(issued) => issued,
                     Err(crate::store::StoreError::NotAMember) => {
-                        let team = team.as_ref().map(|t| t.display_name.as_str());
+                        let team = team.as_ref().map_or("", |t| t.display_name.as_str());
                         return fail(format!(
-                        "{} is not a member of team {:?}; add them to the team in the IdP first",
-                        owner.user_name,
-                        team.unwrap_or_default()
-                    ));
+                            "{} is not a member of team {team:?}; \
+                             add them to the team in the IdP first",
+                            owner.user_name
+                        ));
                     }
                     Err(e) => return Err(e.into()),
                 };
