@@ -9,7 +9,10 @@ use crate::store::{KeyPrincipal, TokenPrincipal};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
+use axum::http::StatusCode;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 /// Marks which scope a route needs.
 pub trait RequiredScope: Send + Sync + 'static {
@@ -42,12 +45,39 @@ pub struct Authorized<S> {
     _scope: PhantomData<S>,
 }
 
+/// Put in a request's extensions by a middleware that wants to know whether the
+/// request's bearer token was accepted; [`Authorized`] sets it once it has been (valid,
+/// of the route's scope, within its rate limit). Metrics use it so that clients
+/// without a valid token cannot inflate the count of operations.
+#[derive(Debug, Clone, Default)]
+pub struct AuthenticatedMark(Arc<AtomicBool>);
+
+impl AuthenticatedMark {
+    pub fn is_set(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
+
+    fn set(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+}
+
 /// Takes the credential out of `Authorization: Bearer <credential>`.
+///
+/// Two Authorization headers are refused (400, as RFC 6750 §3.1 asks of a repeated
+/// parameter) rather than one of them picked: a proxy that adds its own header in
+/// front of the client's must not decide whose credential is checked.
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let header = parts
-        .headers
-        .get(AUTHORIZATION)
+    let mut headers = parts.headers.get_all(AUTHORIZATION).iter();
+    let header = headers
+        .next()
         .ok_or_else(|| ApiError::unauthorized("an Authorization: Bearer header is required"))?;
+    if headers.next().is_some() {
+        return Err(ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "more than one Authorization header; send exactly one",
+        ));
+    }
     let value = header
         .to_str()
         .map_err(|_| ApiError::unauthorized("the Authorization header is not valid text"))?;
@@ -85,12 +115,15 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
         }
         if let Err(seconds) = state.take_rate_limit(&token.name) {
             return Err(ApiError::new(
-                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                StatusCode::TOO_MANY_REQUESTS,
                 format!("this token exceeded its rate limit; retry in {seconds} s"),
             )
             .with_retry_after(seconds));
         }
         state.note_token_use(&token.name);
+        if let Some(mark) = parts.extensions.get::<AuthenticatedMark>() {
+            mark.set();
+        }
         Ok(Self {
             token,
             _scope: PhantomData,
@@ -115,7 +148,8 @@ impl FromRequestParts<AppState> for ApiKeyAuth {
             .await?
             .ok_or_else(|| {
                 ApiError::unauthorized(
-                    "the API key is unknown, revoked, blocked or expired, or its user is inactive",
+                    "the API key is unknown, revoked, blocked or expired, its user is inactive, \
+                     or its user is not in the key's team",
                 )
             })?;
         Ok(Self(principal))

@@ -101,13 +101,15 @@ pub enum KeyCommand {
         /// The key's owner: a user id or userName.
         #[arg(long)]
         user: String,
-        /// Scope the key to a team: a team id or display name.
+        /// Scope the key to a team: a team id or display name. The user must be a
+        /// member of it; a key stops working when its user leaves its team.
         #[arg(long)]
         team: Option<String>,
         /// A label to recognise the key by.
         #[arg(long)]
         name: Option<String>,
-        /// Expiry, e.g. 90d or 12h; default never.
+        /// Expiry from now, e.g. 90d or 12h (s, m, h or d; more than 0s and at most
+        /// 10 years, 3650d); default never.
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
     },
@@ -331,10 +333,10 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
             let Some(owner) = store.resolve_user(&user).await? else {
                 return fail(format!("no user {user:?} (give a user id or userName)"));
             };
-            let team_id = match team {
+            let team = match team {
                 None => None,
                 Some(team) => match store.resolve_team(&team).await? {
-                    Some(t) => Some(t.id),
+                    found @ Some(_) => found,
                     None => {
                         return fail(format!(
                             "no team {team:?} (give a team id or a display name that is unique)"
@@ -342,18 +344,23 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
                     }
                 },
             };
-            let expires = match expires_in {
-                None => None,
-                Some(text) => {
-                    let d = crate::config::parse_duration(&text)
-                        .map_err(|e| UserError(format!("--expires-in {text:?}: {e}")))?;
-                    let d = chrono::Duration::from_std(d)
-                        .map_err(|_| UserError(format!("--expires-in {text:?} is too long")))?;
-                    Some(crate::store::now() + d)
-                }
-            };
+            let expires = expires_in
+                .map(|text| expiry_from(&text, crate::store::now()))
+                .transpose()?;
+            let team_id = team.as_ref().map(|t| t.id);
             let (key, secret) =
-                keys::issue_api_key(store, owner.id, team_id, name, expires).await?;
+                match keys::issue_api_key(store, owner.id, team_id, name, expires).await {
+                    Ok(issued) => issued,
+                    Err(crate::store::StoreError::NotAMember) => {
+                        let team = team.as_ref().map_or("", |t| t.display_name.as_str());
+                        return fail(format!(
+                            "{} is not a member of team {team:?}; \
+                             add them to the team in the IdP first",
+                            owner.user_name
+                        ));
+                    }
+                    Err(e) => return Err(e.into()),
+                };
             println!("{}", secret.expose());
             eprintln!("created key {} for {}", key.id, owner.user_name);
             Ok(0)
@@ -533,7 +540,7 @@ pub struct ApplyArgs {
 #[derive(Debug, Args)]
 pub struct AuditArgs {
     /// Only entries at or after TIME: RFC 3339 (2026-01-31T12:00:00Z), a date
-    /// (2026-01-31, UTC) or an age such as 24h or 7d.
+    /// (2026-01-31, UTC) or an age such as 24h or 7d (at most 100 years, 36500d).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
     /// How to show the entries.
@@ -813,7 +820,26 @@ async fn take_sync_lock(
     }
 }
 
-/// `--since`: RFC 3339, a date (UTC midnight) or an age such as 24h.
+/// `--expires-in`: when a new key stops working. It must be in the future, and at most
+/// [`keys::KEY_EXPIRY_LIMIT`] away: an expiry decades out is a typo, not a policy.
+fn expiry_from(
+    text: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
+    let d = crate::config::parse_duration(text, keys::KEY_EXPIRY_LIMIT)
+        .map_err(|e| UserError(format!("--expires-in {text:?} {e}")))?;
+    if d.is_zero() {
+        return fail(format!(
+            "--expires-in {text:?} is zero; a key's expiry must be in the future (e.g. 90d)"
+        ));
+    }
+    chrono::Duration::from_std(d)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .ok_or_else(|| UserError(format!("--expires-in {text:?} is too long")).into())
+}
+
+/// `--since`: RFC 3339, a date (UTC midnight) or an age such as 24h (at most 100 years).
 fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
     use chrono::{DateTime, NaiveDate, Utc};
     if let Ok(t) = DateTime::parse_from_rfc3339(text) {
@@ -824,10 +850,21 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
             return Ok(t.and_utc());
         }
     }
-    if let Ok(age) = crate::config::parse_duration(text) {
-        if let Ok(age) = chrono::Duration::from_std(age) {
-            return Ok(crate::store::now() - age);
+    match crate::config::parse_duration(text, crate::config::CONFIG_DURATION_LIMIT) {
+        Ok(age) => {
+            // The limit keeps this far inside chrono's range; checked all the same.
+            if let Some(t) = chrono::Duration::from_std(age)
+                .ok()
+                .and_then(|age| crate::store::now().checked_sub_signed(age))
+            {
+                return Ok(t);
+            }
+            return fail(format!("--since {text:?} is too long"));
         }
+        Err(e @ crate::config::DurationError::TooLong(_)) => {
+            return fail(format!("--since {text:?} {e}"))
+        }
+        Err(_) => {}
     }
     fail(format!(
         "--since {text:?}: expected a time such as 2026-01-31T12:00:00Z, a date such as \
@@ -877,6 +914,38 @@ mod reconcile_cli_tests {
         );
         assert!(parse_since("24h").unwrap() < chrono::Utc::now());
         assert!(parse_since("yesterday").is_err());
+        let err = parse_since("144115188075855872d").unwrap_err().to_string();
+        assert!(err.contains("is too long (at most 100 years"), "{err}");
+        let err = parse_since("36500000d").unwrap_err().to_string();
+        assert!(err.contains("is too long"), "{err}");
+    }
+
+    #[test]
+    fn expiry_must_be_in_the_future_and_within_ten_years() {
+        let now = crate::store::now();
+        assert_eq!(
+            expiry_from("90d", now).unwrap(),
+            now + chrono::Duration::days(90)
+        );
+        assert_eq!(
+            expiry_from("3650d", now).unwrap(),
+            now + chrono::Duration::days(3650)
+        );
+        for (text, expected) in [
+            ("0s", "is zero; a key's expiry must be in the future"),
+            ("0d", "is zero"),
+            ("3651d", "is too long (at most 10 years, 3650d)"),
+            ("144115188075855872d", "is too long"),
+            ("18446744073709551615s", "is too long"),
+            ("-1d", "is negative"),
+            ("1.5d", "has a fraction"),
+            ("d", "has no number"),
+            ("5y", "unknown unit"),
+        ] {
+            let err = expiry_from(text, now).unwrap_err().to_string();
+            assert!(err.starts_with(&format!("--expires-in {text:?} ")), "{err}");
+            assert!(err.contains(expected), "{text}: {err}");
+        }
     }
 }
 

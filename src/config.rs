@@ -126,8 +126,10 @@ pub struct ProvisioningConfig {
     /// Whether leaving a team purges the keys the user held for that team.
     pub purge_team_keys_on_removal: bool,
     /// How long a user missing from the IdP stays deactivated before deletion,
-    /// e.g. "30d"; absent means never delete, only deactivate.
-    pub delete_after: Option<String>,
+    /// e.g. "30d" (at most 100 years); absent means never delete, only deactivate.
+    /// Parsed while the file is read, so a bad value is reported with its line.
+    #[serde(deserialize_with = "delete_after")]
+    pub delete_after: Option<std::time::Duration>,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -576,11 +578,6 @@ impl Config {
         }
         crate::telemetry::validate_level(&self.log.level)
             .map_err(|m| ConfigError::Invalid(format!("[log] level: {m}")))?;
-        if let Some(after) = &self.provisioning.delete_after {
-            parse_duration(after).map_err(|m| {
-                ConfigError::Invalid(format!("[provisioning] delete_after {after:?}: {m}"))
-            })?;
-        }
         let mut names = std::collections::BTreeSet::new();
         for idp in &self.idp {
             if idp.name.trim().is_empty() {
@@ -611,24 +608,98 @@ impl Config {
     }
 }
 
-/// Parses durations such as `90s`, `15m`, `12h`, `30d`.
-pub fn parse_duration(text: &str) -> Result<std::time::Duration, String> {
+/// The most a duration may say: what an operator can mean, far below where the
+/// arithmetic on it (seconds in a u64, timestamps in chrono) would overflow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationLimit {
+    pub max_secs: u64,
+    /// The limit in words, for the error message.
+    pub described: &'static str,
+}
+
+const DAY_SECS: u64 = 86_400;
+
+/// Config durations (`[provisioning] delete_after`): at most 100 years.
+pub const CONFIG_DURATION_LIMIT: DurationLimit = DurationLimit {
+    max_secs: 36_500 * DAY_SECS,
+    described: "100 years, 36500d",
+};
+
+/// Why a duration such as `30d` was refused; the text follows the value it refuses,
+/// as in `delete_after = "1.5d" has a fraction; ...`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DurationError {
+    #[error("is empty; write a whole number and a unit (s, m, h or d), such as 30d")]
+    Empty,
+    #[error("has no number; write a whole number before the unit, such as 30d")]
+    NoNumber,
+    #[error("is negative; a duration is a whole number of s, m, h or d")]
+    Negative,
+    #[error("has a sign; write the number alone, such as 30d")]
+    Sign,
+    #[error("has a fraction; use whole numbers of a smaller unit (90m, not 1.5h)")]
+    Fraction,
+    #[error("has a space inside; write the number and unit together, such as 30d")]
+    Space,
+    #[error("has no unit; add s, m, h or d, such as 30d")]
+    NoUnit,
+    #[error("has an unknown unit {0:?}; use s, m, h or d")]
+    UnknownUnit(String),
+    #[error("is too long (at most {0})")]
+    TooLong(&'static str),
+}
+
+/// Parses durations such as `90s`, `15m`, `12h`, `30d`: one whole number and one unit,
+/// surrounding whitespace ignored, no longer than `limit`.
+pub fn parse_duration(
+    text: &str,
+    limit: DurationLimit,
+) -> Result<std::time::Duration, DurationError> {
     let text = text.trim();
+    let Some(first) = text.chars().next() else {
+        return Err(DurationError::Empty);
+    };
+    match first {
+        '-' => return Err(DurationError::Negative),
+        '+' => return Err(DurationError::Sign),
+        c if !c.is_ascii_digit() => return Err(DurationError::NoNumber),
+        _ => {}
+    }
     let split = text
         .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| "a unit is missing (use s, m, h or d)".to_owned())?;
+        .ok_or(DurationError::NoUnit)?;
     let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| "expected a number followed by s, m, h or d".to_owned())?;
-    let secs = match unit {
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
-        other => return Err(format!("unknown unit {other:?} (use s, m, h or d)")),
+    if unit.starts_with(['.', ',']) {
+        return Err(DurationError::Fraction);
+    }
+    if unit.starts_with(char::is_whitespace) {
+        return Err(DurationError::Space);
+    }
+    let unit_secs = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => DAY_SECS,
+        other => return Err(DurationError::UnknownUnit(other.to_owned())),
     };
+    let too_long = DurationError::TooLong(limit.described);
+    // Only digits are left, so the one way for the number not to parse is to exceed u64.
+    let n: u64 = number.parse().map_err(|_| too_long.clone())?;
+    let secs = n.checked_mul(unit_secs).ok_or_else(|| too_long.clone())?;
+    if secs > limit.max_secs {
+        return Err(too_long);
+    }
     Ok(std::time::Duration::from_secs(secs))
+}
+
+/// `[provisioning] delete_after`, parsed as the file is read so that toml names its line.
+fn delete_after<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text, CONFIG_DURATION_LIMIT)
+        .map(Some)
+        .map_err(|e| serde::de::Error::custom(format!("delete_after = {text:?} {e}")))
 }
 
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
@@ -700,10 +771,109 @@ mod tests {
         assert!(!format!("{config:?}").contains("hunter2"));
     }
 
+    const LIMIT: DurationLimit = CONFIG_DURATION_LIMIT;
+
     #[test]
     fn durations_need_a_unit() {
-        assert_eq!(parse_duration("30d").unwrap().as_secs(), 30 * 86_400);
-        assert!(parse_duration("30").is_err());
-        assert!(parse_duration("3w").is_err());
+        assert_eq!(parse_duration("30d", LIMIT).unwrap().as_secs(), 30 * 86_400);
+        assert_eq!(parse_duration("30", LIMIT), Err(DurationError::NoUnit));
+        assert_eq!(
+            parse_duration("3w", LIMIT),
+            Err(DurationError::UnknownUnit("w".into()))
+        );
+    }
+
+    #[test]
+    fn durations_accept_each_unit_zero_and_surrounding_whitespace() {
+        assert_eq!(parse_duration("90s", LIMIT).unwrap().as_secs(), 90);
+        assert_eq!(parse_duration("15m", LIMIT).unwrap().as_secs(), 900);
+        assert_eq!(parse_duration("12h", LIMIT).unwrap().as_secs(), 43_200);
+        assert_eq!(parse_duration("0s", LIMIT).unwrap().as_secs(), 0);
+        assert_eq!(parse_duration("0d", LIMIT).unwrap().as_secs(), 0);
+        assert_eq!(
+            parse_duration(" \t30d\n", LIMIT).unwrap().as_secs(),
+            30 * 86_400
+        );
+    }
+
+    #[test]
+    fn durations_that_overflow_are_too_long_at_every_unit() {
+        let too_long = Err(DurationError::TooLong(LIMIT.described));
+        // The value of issue #13: 2^57 days is 0 s once multiplied in a wrapping u64.
+        assert_eq!(parse_duration("144115188075855872d", LIMIT), too_long);
+        for unit in ["s", "m", "h", "d"] {
+            let max = format!("{}{unit}", u64::MAX);
+            assert_eq!(parse_duration(&max, LIMIT), too_long, "{max}");
+            let beyond = format!("{}0{unit}", u64::MAX);
+            assert_eq!(parse_duration(&beyond, LIMIT), too_long, "{beyond}");
+        }
+        // Just below a wrap of u64 for each multiplier.
+        for (n, unit) in [
+            (u64::MAX / 60 + 1, "m"),
+            (u64::MAX / 3600 + 1, "h"),
+            (u64::MAX / 86_400 + 1, "d"),
+        ] {
+            let text = format!("{n}{unit}");
+            assert_eq!(parse_duration(&text, LIMIT), too_long, "{text}");
+        }
+    }
+
+    #[test]
+    fn durations_stop_at_their_limit() {
+        assert_eq!(
+            parse_duration("36500d", LIMIT).unwrap().as_secs(),
+            36_500 * 86_400
+        );
+        assert_eq!(
+            parse_duration("36501d", LIMIT),
+            Err(DurationError::TooLong("100 years, 36500d"))
+        );
+        assert_eq!(
+            parse_duration(&format!("{}s", 36_500u64 * 86_400 + 1), LIMIT),
+            Err(DurationError::TooLong("100 years, 36500d"))
+        );
+    }
+
+    #[test]
+    fn malformed_durations_get_a_specific_error() {
+        for (text, expected) in [
+            ("", DurationError::Empty),
+            ("   ", DurationError::Empty),
+            ("d", DurationError::NoNumber),
+            ("-5d", DurationError::Negative),
+            ("+5d", DurationError::Sign),
+            ("1.5h", DurationError::Fraction),
+            ("1,5h", DurationError::Fraction),
+            ("30 d", DurationError::Space),
+            ("30", DurationError::NoUnit),
+            ("30w", DurationError::UnknownUnit("w".into())),
+            ("30dd", DurationError::UnknownUnit("dd".into())),
+            ("30D", DurationError::UnknownUnit("D".into())),
+        ] {
+            assert_eq!(parse_duration(text, LIMIT), Err(expected), "{text:?}");
+        }
+    }
+
+    #[test]
+    fn an_overflowing_delete_after_is_reported_with_file_line_and_key() {
+        let text =
+            "[provisioning]\ndefault_role = \"viewer\"\ndelete_after = \"144115188075855872d\"\n";
+        let err = Config::from_toml(text, Path::new("c.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("c.toml:3:"), "{err}");
+        assert!(
+            err.contains("delete_after = \"144115188075855872d\" is too long (at most 100 years"),
+            "{err}"
+        );
+        let ok = Config::from_toml(
+            "[provisioning]\ndelete_after = \"30d\"\n",
+            Path::new("c.toml"),
+        )
+        .unwrap();
+        assert_eq!(
+            ok.provisioning.delete_after,
+            Some(std::time::Duration::from_secs(30 * 86_400))
+        );
     }
 }

@@ -141,6 +141,10 @@ impl From<StoreError> for ApiError {
         match err {
             StoreError::Conflict(what) => ApiError::conflict(format!("{what} already exists")),
             StoreError::NotFound(what) => ApiError::not_found(format!("{what} not found")),
+            StoreError::NotAMember => ApiError::bad_request(
+                ScimType::InvalidValue,
+                "the key's user is not a member of its team",
+            ),
             other => {
                 tracing::error!(error = %other, "store error");
                 ApiError::internal()

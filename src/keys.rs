@@ -15,6 +15,11 @@ use subtle::ConstantTimeEq;
 pub const API_KEY_PREFIX: &str = "sk-";
 /// Bearer tokens for SCIM, the sign-in hook and operators.
 pub const TOKEN_PREFIX: &str = "scimsync_";
+/// The furthest a new key's expiry may be (`key create --expires-in`): ten years.
+pub const KEY_EXPIRY_LIMIT: crate::config::DurationLimit = crate::config::DurationLimit {
+    max_secs: 3650 * 86_400,
+    described: "10 years, 3650d",
+};
 /// How many leading characters of a key are kept visibly, to tell keys apart.
 const VISIBLE_PREFIX_LEN: usize = 10;
 

@@ -302,7 +302,10 @@ impl Runner {
             if let (Some(wait), Some(last)) =
                 (backoff_for(state.consecutive_failures), state.last_pull)
             {
-                let next = last + chrono::Duration::from_std(wait).unwrap_or_default();
+                let next = chrono::Duration::from_std(wait)
+                    .ok()
+                    .and_then(|wait| last.checked_add_signed(wait))
+                    .unwrap_or(last);
                 if Utc::now() < next {
                     tracing::debug!(idp = %self.idp.name, %next, "backing off; skipping this tick");
                     return;

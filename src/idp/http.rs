@@ -762,7 +762,10 @@ pub(crate) fn checked_next_link(base: &str, next: &str) -> Result<String, IdpErr
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
     if let Ok(seconds) = value.parse::<f64>() {
-        return (seconds.is_finite() && seconds >= 0.0).then(|| Duration::from_secs_f64(seconds));
+        // `from_secs_f64` panics past Duration::MAX (`Retry-After: 1e30`); so long a
+        // wait is as good as the longest, which every caller caps at MAX_WAIT.
+        return (seconds.is_finite() && seconds >= 0.0)
+            .then(|| Duration::try_from_secs_f64(seconds).unwrap_or(Duration::MAX));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = at.with_timezone(&chrono::Utc) - chrono::Utc::now();
@@ -941,6 +944,17 @@ mod tests {
         )]));
         assert_eq!(past, Some(Duration::ZERO));
         assert_eq!(retry_after(&headers(&[("retry-after", "soon")])), None);
+    }
+
+    #[test]
+    fn an_overflowing_retry_after_is_the_longest_wait_not_a_panic() {
+        for huge in ["1e30", "18446744073709551616", "1e308"] {
+            assert_eq!(
+                retry_after(&headers(&[("retry-after", huge)])),
+                Some(Duration::MAX),
+                "{huge}"
+            );
+        }
     }
 
     #[test]

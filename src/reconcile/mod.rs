@@ -79,12 +79,7 @@ impl Policy {
             role_groups: p.role_groups.clone(),
             unknown_members: p.unknown_members,
             purge_team_keys_on_removal: p.purge_team_keys_on_removal,
-            // Config::validate has already rejected malformed durations; should one slip
-            // through, "never delete" is the safe reading.
-            delete_after: p
-                .delete_after
-                .as_deref()
-                .and_then(|d| crate::config::parse_duration(d).ok()),
+            delete_after: p.delete_after,
             max_deletions: config.safety.max_deletions,
             max_deletion_ratio: config.safety.max_deletion_ratio,
             allow_deletions: false,

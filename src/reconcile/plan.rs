@@ -1416,7 +1416,10 @@ impl<'a> Planner<'a> {
                 // An inactive user's `modified` is when it was deactivated: nothing else
                 // changes a user the IdP no longer lists. Any later change restarts the
                 // clock, which errs on the side of keeping the account.
-                if u.modified + after <= self.policy.now {
+                if u.modified
+                    .checked_add_signed(after)
+                    .is_some_and(|due| due <= self.policy.now)
+                {
                     deleted.insert(u.id);
                     delete(u, ops, names);
                 }

@@ -69,11 +69,15 @@ pub fn router() -> Router<AppState> {
 }
 
 /// Counts SCIM operations by resource and kind (a bounded label set derived from the
-/// route template and method, never from ids).
+/// route template and method, never from ids). Only requests whose token was accepted
+/// count: refusals (401, 403, 429) are in `scimsync_http_requests_total` by status, and
+/// counting them here would let anyone without a token inflate the figure.
 async fn count_operation(
-    request: axum::extract::Request,
+    mut request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> axum::response::Response {
+    let authenticated = crate::auth::AuthenticatedMark::default();
+    request.extensions_mut().insert(authenticated.clone());
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()
@@ -81,6 +85,9 @@ async fn count_operation(
         .unwrap_or_default();
     let method = request.method().clone();
     let response = next.run(request).await;
+    if !authenticated.is_set() {
+        return response;
+    }
     let resource = if route.contains("/Users") {
         "User"
     } else if route.contains("/Groups") {

@@ -65,8 +65,23 @@ fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
 }
 
 impl Store {
+    /// Stores a new key. A team-scoped key needs its user to be a member of the team
+    /// ([`StoreError::NotAMember`] otherwise), checked in the same transaction as the
+    /// insert: writers are serialised, so no removal can slip in between.
     pub async fn create_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
+        if let Some(team_id) = key.team_id {
+            let member = sqlx::query(
+                "SELECT 1 AS member FROM memberships WHERE team_id = $1 AND user_id = $2",
+            )
+            .bind(team_id.to_string())
+            .bind(key.user_id.to_string())
+            .fetch_optional(tx.conn())
+            .await?;
+            if member.is_none() {
+                return Err(StoreError::NotAMember);
+            }
+        }
         sqlx::query(
             "INSERT INTO api_keys (id, user_id, team_id, name, prefix, hash, created, expires, blocked_by) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
@@ -123,7 +138,11 @@ impl Store {
     }
 
     /// The gateway's per-request question: whom does this key belong to, if anyone?
-    /// One indexed lookup by hash; blocked, expired and inactive-user keys answer nothing.
+    /// One indexed lookup by hash; blocked, expired and inactive-user keys answer nothing,
+    /// and so does a team key whose user is not (or no longer) in that team: leaving a
+    /// team with `purge_team_keys_on_removal = false`, or a hand-made row, must not
+    /// leave the key vouching for the team's budget and models. The membership test is
+    /// part of the query, so no answer can predate the membership's removal.
     pub async fn authenticate_key(
         &self,
         hash: &str,
@@ -131,7 +150,9 @@ impl Store {
     ) -> StoreResult<Option<KeyPrincipal>> {
         let row = sqlx::query(
             "SELECT k.id, k.user_id, k.team_id, k.expires, k.blocked_by, k.hash, u.user_name, u.role, u.active \
-             FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.hash = $1",
+             FROM api_keys k JOIN users u ON u.id = k.user_id \
+             WHERE k.hash = $1 AND (k.team_id IS NULL OR EXISTS ( \
+                 SELECT 1 FROM memberships m WHERE m.team_id = k.team_id AND m.user_id = k.user_id))",
         )
         .bind(hash.to_owned())
         .fetch_optional(self.pool())

@@ -48,6 +48,10 @@ pub enum StoreError {
     Conflict(String),
     #[error("{0} not found")]
     NotFound(String),
+    /// A team-scoped key for a user who is not in that team: the key would speak for
+    /// a team the IdP did not put them in.
+    #[error("the key's user is not a member of its team")]
+    NotAMember,
     /// A row that cannot be turned back into a domain value (hand-edited database?).
     #[error("corrupt row in {table}: {detail}")]
     Corrupt { table: &'static str, detail: String },

@@ -132,6 +132,7 @@ async fn whoami_answers_who_owns_a_valid_key() {
     let app = TestApp::spawn().await;
     let user = app.seed_user("Alice@Example.com").await;
     let team = app.seed_team("Research").await;
+    app.seed_member(team.id, user.id).await;
     let (key_id, key) = app.new_api_key(user.id, Some(team.id)).await;
     let (status, body) = app.whoami(&key).await;
     assert_eq!(status, StatusCode::OK);

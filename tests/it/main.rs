@@ -29,6 +29,7 @@ mod idp_okta;
 mod idp_onelogin;
 mod idp_plan_cli;
 mod idp_sync;
+mod key_scope_and_limits;
 mod ownership;
 mod read_cache;
 mod reconcile_cli;

@@ -176,7 +176,17 @@ impl TestApp {
         team
     }
 
-    /// Issues an API key for a user, optionally scoped to a team; returns (key id, secret).
+    /// Makes a user a member of a team directly in the store.
+    pub async fn seed_member(&self, team_id: Uuid, user_id: Uuid) {
+        let mut tx = self.store.begin_write().await.expect("transaction");
+        tx.add_member(team_id, user_id, &Source::Manual)
+            .await
+            .expect("member added");
+        tx.commit().await.expect("commit");
+    }
+
+    /// Issues an API key for a user, optionally scoped to a team (of which the user must
+    /// be a member); returns (key id, secret).
     pub async fn new_api_key(&self, user_id: Uuid, team_id: Option<Uuid>) -> (Uuid, String) {
         let (key, secret) =
             scimsync::keys::issue_api_key(&self.store, user_id, team_id, None, None)
