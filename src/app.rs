@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::normalize_path::NormalizePath;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
@@ -150,6 +151,19 @@ impl AppState {
             });
         }
     }
+}
+
+/// What the listener serves: the router behind a trailing-slash trim.
+///
+/// Microsoft's SCIM validator and reference test collection send `/scim/v2/Users/?filter=…`,
+/// `/Groups/` and `/ServiceProviderConfig/`; a trailing slash names the same resource.
+/// The trim must run before routing, and `Router::layer` wraps only what a route has
+/// already matched, so the router is wrapped as a service instead. Query strings are
+/// kept; repeated leading slashes collapse as well.
+pub type HttpService = NormalizePath<Router>;
+
+pub fn service(state: AppState) -> HttpService {
+    NormalizePath::trim_trailing_slash(router(state))
 }
 
 pub fn router(state: AppState) -> Router {
@@ -317,7 +331,7 @@ impl App {
             Duration::from_secs(self.state.current_config().server.header_read_timeout_secs);
         crate::listener::serve(
             self.listener,
-            router(self.state),
+            service(self.state),
             header_read_timeout,
             async move {
                 shutdown.await;

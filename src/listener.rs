@@ -7,7 +7,7 @@
 //! head within `[server] header_read_timeout_secs`, or it is closed. The request
 //! timeout (408) takes over once the head has arrived.
 
-use axum::Router;
+use crate::app::HttpService;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
@@ -19,11 +19,11 @@ use tokio::net::TcpListener;
 /// How long in-flight requests may take to finish once shutdown has begun.
 const DRAIN: Duration = Duration::from_secs(30);
 
-/// Serves `router` on `listener` until `shutdown` completes, then lets in-flight
+/// Serves `app` on `listener` until `shutdown` completes, then lets in-flight
 /// requests finish (idle keep-alive connections are closed at once).
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    app: HttpService,
     header_read_timeout: Duration,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -47,7 +47,7 @@ pub async fn serve(
         if let Err(e) = stream.set_nodelay(true) {
             tracing::debug!(error = %e, "TCP_NODELAY not set");
         }
-        let service = TowerToHyperService::new(router.clone());
+        let service = TowerToHyperService::new(app.clone());
         let connection = http1::Builder::new()
             .timer(TokioTimer::new())
             .header_read_timeout(header_read_timeout)

@@ -441,3 +441,50 @@ async fn keycloak_creates_and_updates_with_application_json_and_put() {
     assert_eq!(replaced["active"], false);
     assert_eq!(replaced["emails"][0]["value"], "kc2@example.com");
 }
+
+/// Microsoft's SCIM reference test collection (and Entra's validator) put a slash after
+/// the resource type: `/Users/?filter=…`, `/Groups/`, `/ServiceProviderConfig/`.
+#[tokio::test]
+async fn microsoft_test_collection_trailing_slashes_name_the_same_resources() {
+    let app = TestApp::spawn().await;
+    let user = created(&app, "/Users/", json!({"userName": "slash@contoso.com"})).await;
+    assert_eq!(user["userName"], "slash@contoso.com");
+    let (status, found) = app
+        .scim_json(
+            Method::GET,
+            "/Users/?filter=userName+eq+%22slash%40contoso.com%22",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(
+        found["totalResults"], 1,
+        "the query string is kept: {found}"
+    );
+    let (status, one) = app
+        .scim_json(Method::GET, &format!("/Users/{}/", id(&user)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["id"], user["id"]);
+    let group = created(&app, "/Groups/", json!({"displayName": "Slashers"})).await;
+    let (status, groups) = app
+        .scim_json(
+            Method::GET,
+            "/Groups/?filter=displayName+eq+%22Slashers%22&excludedAttributes=members",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{groups}");
+    assert_eq!(groups["Resources"][0]["id"], group["id"]);
+    for discovery in ["/ServiceProviderConfig/", "/ResourceTypes/", "/Schemas/"] {
+        let (status, body) = app.scim_json(Method::GET, discovery, None).await;
+        assert_eq!(status, StatusCode::OK, "{discovery}: {body}");
+    }
+    let (status, _) = app
+        .scim_json(Method::DELETE, &format!("/Users/{}/", id(&user)), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // Only slashes are forgiven: an unknown path is still unknown.
+    let (status, _) = app.scim_json(Method::GET, "/Userz/", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
