@@ -279,6 +279,7 @@ impl App {
             .map_err(|e| anyhow::anyhow!("cannot open database: {e}"))?;
         ensure_initial_token(&store, &config).await?;
         crate::metrics::init();
+        register_idp_metrics(&store, &config).await;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
@@ -351,6 +352,26 @@ impl App {
     }
 }
 
+/// Every configured IdP's sync series, with the last success the store knows of. An
+/// unreadable store leaves them at 0, which errs towards a "sync too old" alert.
+async fn register_idp_metrics(store: &Store, config: &Config) {
+    let recorded = match store.sync_states().await {
+        Ok(states) => states,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last syncs for /metrics");
+            Vec::new()
+        }
+    };
+    crate::metrics::register_idps(config.idp.iter().map(|idp| {
+        let last_success = recorded
+            .iter()
+            .find(|state| state.idp == idp.name)
+            .and_then(|state| state.last_success)
+            .map(|at| at.timestamp() as f64);
+        (idp.name.as_str(), last_success)
+    }));
+}
+
 type SharedScheduler = Arc<tokio::sync::Mutex<Option<crate::sync::Scheduler>>>;
 
 /// Listens for SIGHUP (installed before READY=1, so an early reload is not fatal).
@@ -374,6 +395,7 @@ fn spawn_reload_on_hangup(
                         );
                         continue;
                     }
+                    register_idp_metrics(&state.store, &config).await;
                     state.replace_config(config);
                 }
                 Err(e) => tracing::error!(

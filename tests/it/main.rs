@@ -29,6 +29,7 @@ mod idp_okta;
 mod idp_onelogin;
 mod idp_plan_cli;
 mod idp_sync;
+mod metrics_docs;
 mod read_cache;
 mod reconcile_cli;
 mod reconcile_engine;
