@@ -278,6 +278,7 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database: {e}"))?;
         ensure_initial_token(&store, &config).await?;
+        crate::listener::raise_open_file_limit();
         crate::metrics::init();
         register_idp_metrics(&store, &config).await;
         let listener = TcpListener::bind(config.server.listen)
@@ -330,10 +331,18 @@ impl App {
         let watchdog = systemd::spawn_watchdog(store.clone());
         let header_read_timeout =
             Duration::from_secs(self.state.current_config().server.header_read_timeout_secs);
+        let max_connections = {
+            let config = self.state.current_config();
+            crate::listener::connection_cap(
+                config.server.max_connections,
+                config.database.max_connections,
+            )
+        };
         crate::listener::serve(
             self.listener,
             service(self.state),
             header_read_timeout,
+            max_connections,
             async move {
                 shutdown.await;
                 systemd::notify_stopping();

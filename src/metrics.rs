@@ -131,7 +131,17 @@ fn describe() {
         "scimsync_idp_retries_total",
         "IdP API calls retried after a transient failure."
     );
+    describe_gauge!("scimsync_connections_open", "Client connections open now.");
+    describe_counter!(
+        "scimsync_connections_shed_total",
+        "Connections closed near [server] max_connections: idle without a request (no_request), idle between requests (idle_keepalive), or refused at the cap (refused)."
+    );
     process().describe();
+    // Present from start, so a rate() over them has a baseline.
+    for reason in SHED_REASONS {
+        metrics::counter!("scimsync_connections_shed_total", "reason" => reason).increment(0);
+    }
+    metrics::gauge!("scimsync_connections_open").set(0.0);
     metrics::gauge!(
         "scimsync_build_info",
         "version" => env!("CARGO_PKG_VERSION"),
@@ -225,4 +235,15 @@ pub fn idp_throttled(idp: &str) {
 
 pub fn idp_retry(idp: &str) {
     metrics::counter!("scimsync_idp_retries_total", "idp" => idp.to_owned()).increment(1);
+}
+
+const SHED_REASONS: [&str; 3] = ["no_request", "idle_keepalive", "refused"];
+
+pub fn connections_open(open: usize) {
+    metrics::gauge!("scimsync_connections_open").set(open as f64);
+}
+
+/// A connection closed to stay under `[server] max_connections` (see src/listener.rs).
+pub fn connection_shed(reason: &'static str) {
+    metrics::counter!("scimsync_connections_shed_total", "reason" => reason).increment(1);
 }

@@ -15,6 +15,7 @@ mod fuzz_entries;
 
 mod auth_and_keys;
 mod concurrency;
+mod connections;
 mod crash;
 mod daemon;
 mod fuzz_regressions;
