@@ -22,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+use tower_http::normalize_path::NormalizePath;
 use tower_http::timeout::TimeoutLayer;
 use tracing::Instrument;
 
@@ -152,6 +153,19 @@ impl AppState {
     }
 }
 
+/// What the listener serves: the router behind a trailing-slash trim.
+///
+/// Microsoft's SCIM validator and reference test collection send `/scim/v2/Users/?filter=…`,
+/// `/Groups/` and `/ServiceProviderConfig/`; a trailing slash names the same resource.
+/// The trim must run before routing, and `Router::layer` wraps only what a route has
+/// already matched, so the router is wrapped as a service instead. Query strings are
+/// kept; repeated leading slashes collapse as well.
+pub type HttpService = NormalizePath<Router>;
+
+pub fn service(state: AppState) -> HttpService {
+    NormalizePath::trim_trailing_slash(router(state))
+}
+
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs.max(1));
     let max_body = state.config.server.max_body_bytes;
@@ -264,7 +278,9 @@ impl App {
             .await
             .map_err(|e| anyhow::anyhow!("cannot open database: {e}"))?;
         ensure_initial_token(&store, &config).await?;
+        crate::listener::raise_open_file_limit();
         crate::metrics::init();
+        register_idp_metrics(&store, &config).await;
         let listener = TcpListener::bind(config.server.listen)
             .await
             .map_err(|e| anyhow::anyhow!("cannot listen on {}: {e}", config.server.listen))?;
@@ -315,10 +331,18 @@ impl App {
         let watchdog = systemd::spawn_watchdog(store.clone());
         let header_read_timeout =
             Duration::from_secs(self.state.current_config().server.header_read_timeout_secs);
+        let max_connections = {
+            let config = self.state.current_config();
+            crate::listener::connection_cap(
+                config.server.max_connections,
+                config.database.max_connections,
+            )
+        };
         crate::listener::serve(
             self.listener,
-            router(self.state),
+            service(self.state),
             header_read_timeout,
+            max_connections,
             async move {
                 shutdown.await;
                 systemd::notify_stopping();
@@ -335,6 +359,26 @@ impl App {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// Every configured IdP's sync series, with the last success the store knows of. An
+/// unreadable store leaves them at 0, which errs towards a "sync too old" alert.
+async fn register_idp_metrics(store: &Store, config: &Config) {
+    let recorded = match store.sync_states().await {
+        Ok(states) => states,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the last syncs for /metrics");
+            Vec::new()
+        }
+    };
+    crate::metrics::register_idps(config.idp.iter().map(|idp| {
+        let last_success = recorded
+            .iter()
+            .find(|state| state.idp == idp.name)
+            .and_then(|state| state.last_success)
+            .map(|at| at.timestamp() as f64);
+        (idp.name.as_str(), last_success)
+    }));
 }
 
 type SharedScheduler = Arc<tokio::sync::Mutex<Option<crate::sync::Scheduler>>>;
@@ -360,6 +404,7 @@ fn spawn_reload_on_hangup(
                         );
                         continue;
                     }
+                    register_idp_metrics(&state.store, &config).await;
                     state.replace_config(config);
                 }
                 Err(e) => tracing::error!(

@@ -97,6 +97,9 @@ pub struct ServerConfig {
     /// Requests per second each bearer token may make (a burst of one second's worth
     /// is allowed); beyond it, 429 with Retry-After. 0 turns the limit off.
     pub rate_limit: u32,
+    /// Most client connections open at once (further capped by the open-file limit).
+    /// Near it, idle connections are closed oldest first (see src/listener.rs).
+    pub max_connections: usize,
 }
 
 #[derive(Clone, PartialEq, Deserialize)]
@@ -394,6 +397,7 @@ impl Default for ServerConfig {
             public_url: None,
             state_directory: None,
             rate_limit: 0,
+            max_connections: 4096,
         }
     }
 }
@@ -572,6 +576,9 @@ impl Config {
         }
         if self.server.max_body_bytes < 1024 {
             return invalid("[server] max_body_bytes must be at least 1024".into());
+        }
+        if self.server.max_connections < 64 {
+            return invalid("[server] max_connections must be at least 64".into());
         }
         if self.server.header_read_timeout_secs == 0 {
             return invalid("[server] header_read_timeout_secs must be at least 1".into());

@@ -28,7 +28,10 @@ fn handle() -> Option<&'static PrometheusHandle> {
                     )
                 });
             match builder.and_then(|b| b.install_recorder()) {
-                Ok(handle) => Some(handle),
+                Ok(handle) => {
+                    describe();
+                    Some(handle)
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, "metrics are unavailable");
                     None
@@ -45,7 +48,133 @@ pub fn init() {
 
 /// The exposition in the Prometheus text format.
 pub fn render() -> String {
-    handle().map(PrometheusHandle::render).unwrap_or_default()
+    let Some(handle) = handle() else {
+        return String::new();
+    };
+    // Process figures are read when scraped, not on a timer of our own.
+    process().collect();
+    handle.render()
+}
+
+/// `process_*` series (CPU, memory, open and maximum file descriptors, start time)
+/// under their conventional names, so stock dashboards and alerts apply.
+fn process() -> &'static metrics_process::Collector {
+    static COLLECTOR: OnceLock<metrics_process::Collector> = OnceLock::new();
+    COLLECTOR.get_or_init(metrics_process::Collector::default)
+}
+
+/// The commit the binary was built from (build.rs), or "unknown" outside a git checkout.
+pub const COMMIT: &str = match option_env!("SCIMSYNC_GIT_COMMIT") {
+    Some(commit) => commit,
+    None => "unknown",
+};
+
+/// Every metric's HELP (and unit) once, when the recorder is installed: the exporter
+/// prints HELP lines only for described metrics. Also sets `scimsync_build_info`, so
+/// /metrics on a fresh daemon is never empty.
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_gauge!(
+        "scimsync_build_info",
+        "Always 1; the version and git commit of the running binary are its labels."
+    );
+    describe_counter!(
+        "scimsync_http_requests_total",
+        "HTTP requests answered, by method, route template and status."
+    );
+    describe_histogram!(
+        "scimsync_http_request_duration_seconds",
+        Unit::Seconds,
+        "HTTP request latency, by method and route template."
+    );
+    describe_counter!(
+        "scimsync_scim_operations_total",
+        "SCIM operations, by resource (User, Group, Bulk, Any, Discovery) and kind."
+    );
+    describe_histogram!(
+        "scimsync_scim_create_batch_size",
+        Unit::Count,
+        "SCIM creates committed by one transaction (group commit)."
+    );
+    describe_counter!(
+        "scimsync_plan_operations_applied_total",
+        "Plan operations applied to the store, by kind and trigger."
+    );
+    describe_counter!(
+        "scimsync_sync_runs_total",
+        "IdP sync runs, by IdP and outcome (success, partial, failed, refused by the deletion guard)."
+    );
+    describe_histogram!(
+        "scimsync_sync_duration_seconds",
+        Unit::Seconds,
+        "How long each IdP sync run took."
+    );
+    describe_gauge!(
+        "scimsync_last_successful_sync_timestamp_seconds",
+        Unit::Seconds,
+        "Unix time of the last successful sync of each IdP (any replica); 0 if it never synced."
+    );
+    describe_gauge!(
+        "scimsync_sync_backoff_seconds",
+        Unit::Seconds,
+        "How long scheduled syncs of each IdP are held back after repeated failures; 0 when not backing off."
+    );
+    describe_counter!(
+        "scimsync_idp_api_calls_total",
+        "Calls to IdP APIs, by IdP and outcome (ok, throttled, error, malformed)."
+    );
+    describe_counter!(
+        "scimsync_idp_throttles_total",
+        "Times an IdP asked us to slow down (429, 503 with Retry-After, quota errors)."
+    );
+    describe_counter!(
+        "scimsync_idp_retries_total",
+        "IdP API calls retried after a transient failure."
+    );
+    describe_gauge!("scimsync_connections_open", "Client connections open now.");
+    describe_counter!(
+        "scimsync_connections_shed_total",
+        "Connections closed near [server] max_connections: idle without a request (no_request), idle between requests (idle_keepalive), or refused at the cap (refused)."
+    );
+    process().describe();
+    // Present from start, so a rate() over them has a baseline.
+    for reason in SHED_REASONS {
+        metrics::counter!("scimsync_connections_shed_total", "reason" => reason).increment(0);
+    }
+    metrics::gauge!("scimsync_connections_open").set(0.0);
+    metrics::gauge!(
+        "scimsync_build_info",
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => COMMIT
+    )
+    .set(1.0);
+}
+
+/// The sync outcomes `sync_run` counts, each present from start for every IdP.
+const SYNC_OUTCOMES: [&str; 4] = ["success", "partial", "failed", "refused"];
+
+/// Registers every configured IdP's series, at start and after a reload, so that an
+/// IdP that never synced shows `scimsync_last_successful_sync_timestamp_seconds 0`
+/// (and "last sync too old" alerts fire for it) instead of no series at all.
+/// `last_success` is what the store recorded (any replica's run); series already
+/// present keep their values, since adding zero changes nothing.
+pub fn register_idps<'a>(idps: impl IntoIterator<Item = (&'a str, Option<f64>)>) {
+    for (idp, last_success) in idps {
+        for outcome in SYNC_OUTCOMES {
+            metrics::counter!("scimsync_sync_runs_total", "idp" => idp.to_owned(), "outcome" => outcome)
+                .increment(0);
+        }
+        let last = metrics::gauge!(
+            "scimsync_last_successful_sync_timestamp_seconds",
+            "idp" => idp.to_owned()
+        );
+        match last_success {
+            Some(at) => last.set(at),
+            None => last.increment(0.0),
+        }
+        metrics::counter!("scimsync_idp_throttles_total", "idp" => idp.to_owned()).increment(0);
+        metrics::counter!("scimsync_idp_retries_total", "idp" => idp.to_owned()).increment(0);
+    }
 }
 
 pub fn http_request(method: &str, route: &str, status: u16, latency: Duration) {
@@ -106,4 +235,15 @@ pub fn idp_throttled(idp: &str) {
 
 pub fn idp_retry(idp: &str) {
     metrics::counter!("scimsync_idp_retries_total", "idp" => idp.to_owned()).increment(1);
+}
+
+const SHED_REASONS: [&str; 3] = ["no_request", "idle_keepalive", "refused"];
+
+pub fn connections_open(open: usize) {
+    metrics::gauge!("scimsync_connections_open").set(open as f64);
+}
+
+/// A connection closed to stay under `[server] max_connections` (see src/listener.rs).
+pub fn connection_shed(reason: &'static str) {
+    metrics::counter!("scimsync_connections_shed_total", "reason" => reason).increment(1);
 }

@@ -21,6 +21,7 @@ pub const PATCH_OP_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:PatchOp
 
 const ENTERPRISE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:extension:enterprise:2.0:User";
 const CORE_SCHEMA_PREFIX: &str = "urn:ietf:params:scim:schemas:core:";
+const CORE_USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
 
 /// Multi-valued attributes of the core User and Group schemas (RFC 7643 §4),
 /// used when the resource does not hold the attribute yet and a single object
@@ -344,6 +345,14 @@ fn apply_path(
     value: Option<&Value>,
     read_only: &[&str],
 ) -> Result<(), PatchError> {
+    let qualified;
+    let path = match manager_in_extension(resource, path) {
+        Some(rerouted) => {
+            qualified = rerouted;
+            &qualified
+        }
+        None => path,
+    };
     let attr = &path.attr;
     if path.filter.is_some() && attr.sub_attr.is_some() {
         return Err(PatchError::InvalidPath(format!(
@@ -405,6 +414,42 @@ fn apply_path(
         (None, Some(sub)) => apply_sub_attr(container, kind, &name, sub, value, scope),
         (None, None) => set_attr(container, kind, &name, value, scope),
     }
+}
+
+/// A User's `manager` without a schema URN, qualified with the enterprise extension.
+///
+/// Microsoft documents Entra sending `{"op": "Add", "path": "manager", "value":
+/// [{"$ref": …, "value": id}]}` (and path-less `{"manager": …}` keys): the core User
+/// schema has no `manager`, so the only one it can mean is the enterprise extension's.
+/// Left unqualified it would land in a top-level attribute nothing reads, and the
+/// PATCH would answer 200 while changing nothing.
+fn manager_in_extension(resource: &Map<String, Value>, path: &PatchPath) -> Option<PatchPath> {
+    let attr = &path.attr;
+    if attr.urn.is_some() || !attr.attr.eq_ignore_ascii_case("manager") || !is_user(resource) {
+        return None;
+    }
+    let mut qualified = path.clone();
+    qualified.attr.urn = Some(ENTERPRISE_USER_SCHEMA.to_string());
+    qualified.attr.attr = "manager".to_string();
+    Some(qualified)
+}
+
+/// Whether the resource is a User, by its schemas or `meta.resourceType`.
+fn is_user(resource: &Map<String, Value>) -> bool {
+    let by_schema = match get_ci(resource, "schemas") {
+        Some(Value::Array(schemas)) => schemas.iter().any(|s| {
+            s.as_str()
+                .is_some_and(|s| s.eq_ignore_ascii_case(CORE_USER_SCHEMA))
+        }),
+        _ => false,
+    };
+    let by_meta = match get_ci(resource, "meta") {
+        Some(Value::Object(meta)) => get_ci(meta, "resourceType")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.eq_ignore_ascii_case("User")),
+        _ => false,
+    };
+    by_schema || by_meta
 }
 
 #[derive(Debug, PartialEq, Eq)]
@@ -1581,6 +1626,71 @@ mod tests {
         )
         .expect_err("two managers");
         assert_eq!(err.scim_type(), "invalidValue");
+    }
+
+    /// Every shape Microsoft documents for Entra's `manager` (and the ones other IdPs
+    /// send) sets or clears the same enterprise attribute.
+    #[test]
+    fn every_documented_manager_shape_sets_or_clears_the_enterprise_manager() {
+        let urn_manager = format!("{ENTERPRISE}:manager");
+        let reference = json!([{"$ref": null, "value": "new-id"}]);
+        let with_url =
+            json!([{"$ref": "https://example.com/scim/v2/Users/new-id", "value": "new-id"}]);
+        let sets = [
+            json!({"op": "Add", "path": "manager", "value": reference}),
+            json!({"op": "Add", "path": "manager", "value": with_url}),
+            json!({"op": "Add", "path": urn_manager, "value": reference}),
+            json!({"op": "Add", "path": "manager", "value": "new-id"}),
+            json!({"op": "Add", "path": urn_manager, "value": "new-id"}),
+            json!({"op": "replace", "path": "manager", "value": {"value": "new-id"}}),
+            json!({"op": "Replace", "path": urn_manager, "value": {"value": "new-id"}}),
+            json!({"op": "Replace", "path": "Manager", "value": "new-id"}),
+            json!({"op": "replace", "path": "manager.value", "value": "new-id"}),
+            json!({"op": "replace", "value": {urn_manager.clone(): "new-id"}}),
+            json!({"op": "replace", "value": {urn_manager.clone(): {"value": "new-id"}}}),
+            json!({"op": "replace", "value": {"manager": "new-id"}}),
+            json!({"op": "add", "value": {ENTERPRISE: {"manager": {"value": "new-id"}}}}),
+        ];
+        for op in sets {
+            let mut resource = user();
+            resource[ENTERPRISE] = json!({"manager": {"value": "old"}, "department": "Sales"});
+            let result = patched(resource, body(json!([op.clone()])));
+            assert_eq!(result[ENTERPRISE]["manager"]["value"], "new-id", "{op}");
+            assert_eq!(result[ENTERPRISE]["department"], "Sales", "{op}");
+            assert!(result.get("manager").is_none(), "{op}: {result}");
+            // From a user with no extension yet, too.
+            let fresh = patched(user(), body(json!([op.clone()])));
+            assert_eq!(fresh[ENTERPRISE]["manager"]["value"], "new-id", "{op}");
+            assert!(fresh["schemas"]
+                .as_array()
+                .is_some_and(|s| s.contains(&json!(ENTERPRISE))));
+        }
+        // An empty value unassigns: Entra sends it when the source manager was cleared.
+        let clears = [
+            json!({"op": "remove", "path": "manager"}),
+            json!({"op": "Remove", "path": urn_manager}),
+            json!({"op": "Replace", "path": "manager", "value": null}),
+            json!({"op": "Replace", "path": urn_manager, "value": ""}),
+            json!({"op": "Replace", "path": "manager", "value": {"value": ""}}),
+            json!({"op": "Replace", "path": "manager", "value": []}),
+            json!({"op": "replace", "value": {urn_manager.clone(): null}}),
+        ];
+        for op in clears {
+            let mut resource = user();
+            resource[ENTERPRISE] = json!({"manager": {"value": "old"}, "department": "Sales"});
+            let result = patched(resource, body(json!([op.clone()])));
+            assert_eq!(result[ENTERPRISE], json!({"department": "Sales"}), "{op}");
+            assert!(result.get("manager").is_none(), "{op}: {result}");
+        }
+    }
+
+    #[test]
+    fn an_unqualified_manager_on_a_group_is_not_moved_into_the_user_extension() {
+        let result = patched(
+            group(),
+            body(json!([{"op": "add", "path": "manager", "value": "x"}])),
+        );
+        assert!(result.get(ENTERPRISE).is_none(), "{result}");
     }
 
     #[test]

@@ -15,6 +15,7 @@ mod fuzz_entries;
 
 mod auth_and_keys;
 mod concurrency;
+mod connections;
 mod crash;
 mod daemon;
 mod fuzz_regressions;
@@ -30,6 +31,7 @@ mod idp_onelogin;
 mod idp_plan_cli;
 mod idp_sync;
 mod key_scope_and_limits;
+mod metrics_docs;
 mod ownership;
 mod read_cache;
 mod reconcile_cli;

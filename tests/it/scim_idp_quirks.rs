@@ -160,6 +160,95 @@ async fn entra_path_less_replace_with_dotted_and_urn_keys_and_a_listed_manager()
     assert_eq!(patched["active"], true);
 }
 
+/// The user's enterprise manager as GET renders it.
+async fn manager_of(app: &TestApp, user: &Value) -> Value {
+    let (status, got) = app
+        .scim_json(Method::GET, &format!("/Users/{}", id(user)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{got}");
+    got[ENTERPRISE]["manager"].clone()
+}
+
+async fn patch_ok(app: &TestApp, user: &Value, operations: Value) -> Value {
+    let (status, patched) = app
+        .scim_json(
+            Method::PATCH,
+            &format!("/Users/{}", id(user)),
+            Some(json!({"schemas": [PATCH_OP], "Operations": operations})),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{operations}: {patched}");
+    patched
+}
+
+/// The request Microsoft's "Develop a SCIM endpoint" documentation shows Entra sending:
+/// the path without the enterprise URN and the value a list of one reference.
+#[tokio::test]
+async fn entra_adds_the_manager_with_an_unqualified_path_and_a_list_of_references() {
+    let app = TestApp::spawn().await;
+    let boss = created(&app, "/Users", entra_user("boss@contoso.com")).await;
+    let user = created(&app, "/Users", entra_user("report@contoso.com")).await;
+    let patched = patch_ok(
+        &app,
+        &user,
+        json!([{"op": "Add", "path": "manager", "value": [{"$ref": null, "value": id(&boss)}]}]),
+    )
+    .await;
+    assert_eq!(patched[ENTERPRISE]["manager"], json!({"value": id(&boss)}));
+    assert!(patched.get("manager").is_none(), "{patched}");
+    assert!(patched["schemas"]
+        .as_array()
+        .is_some_and(|s| s.contains(&json!(ENTERPRISE))));
+    assert_eq!(manager_of(&app, &user).await, json!({"value": id(&boss)}));
+}
+
+/// Replace and remove with an unqualified `manager` path reach the same attribute as
+/// the URN-qualified ones, in every value form Entra uses.
+#[tokio::test]
+async fn entra_replaces_and_removes_the_manager_with_or_without_the_urn() {
+    let app = TestApp::spawn().await;
+    let first = created(&app, "/Users", entra_user("first@contoso.com")).await;
+    let second = created(&app, "/Users", entra_user("second@contoso.com")).await;
+    let user = created(&app, "/Users", entra_user("moved@contoso.com")).await;
+    let urn_manager = format!("{ENTERPRISE}:manager");
+    let set =
+        |op: &str, path: &str, value: Value| json!([{"op": op, "path": path, "value": value}]);
+
+    patch_ok(
+        &app,
+        &user,
+        set("Replace", "manager", json!({"value": id(&first)})),
+    )
+    .await;
+    assert_eq!(manager_of(&app, &user).await, json!({"value": id(&first)}));
+    patch_ok(&app, &user, json!([{"op": "Remove", "path": "manager"}])).await;
+    assert_eq!(manager_of(&app, &user).await, Value::Null);
+
+    patch_ok(&app, &user, set("Add", "manager", json!(id(&second)))).await;
+    assert_eq!(manager_of(&app, &user).await, json!({"value": id(&second)}));
+    patch_ok(&app, &user, json!([{"op": "remove", "path": urn_manager}])).await;
+    assert_eq!(manager_of(&app, &user).await, Value::Null);
+
+    // Path-less, the way Entra batches attribute changes, with both value forms.
+    patch_ok(
+        &app,
+        &user,
+        json!([{"op": "replace", "value": {urn_manager.clone(): id(&first)}}]),
+    )
+    .await;
+    assert_eq!(manager_of(&app, &user).await, json!({"value": id(&first)}));
+    patch_ok(
+        &app,
+        &user,
+        json!([{"op": "replace", "value": {urn_manager.clone(): {"value": id(&second)}}}]),
+    )
+    .await;
+    assert_eq!(manager_of(&app, &user).await, json!({"value": id(&second)}));
+    // An empty value clears the manager, as a remove does.
+    patch_ok(&app, &user, set("Replace", "manager", json!({"value": ""}))).await;
+    assert_eq!(manager_of(&app, &user).await, Value::Null);
+}
+
 #[tokio::test]
 async fn entra_sends_an_empty_operations_list_which_changes_nothing() {
     let app = TestApp::spawn().await;
@@ -440,4 +529,51 @@ async fn keycloak_creates_and_updates_with_application_json_and_put() {
     assert_eq!(status, StatusCode::OK, "{replaced}");
     assert_eq!(replaced["active"], false);
     assert_eq!(replaced["emails"][0]["value"], "kc2@example.com");
+}
+
+/// Microsoft's SCIM reference test collection (and Entra's validator) put a slash after
+/// the resource type: `/Users/?filter=…`, `/Groups/`, `/ServiceProviderConfig/`.
+#[tokio::test]
+async fn microsoft_test_collection_trailing_slashes_name_the_same_resources() {
+    let app = TestApp::spawn().await;
+    let user = created(&app, "/Users/", json!({"userName": "slash@contoso.com"})).await;
+    assert_eq!(user["userName"], "slash@contoso.com");
+    let (status, found) = app
+        .scim_json(
+            Method::GET,
+            "/Users/?filter=userName+eq+%22slash%40contoso.com%22",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{found}");
+    assert_eq!(
+        found["totalResults"], 1,
+        "the query string is kept: {found}"
+    );
+    let (status, one) = app
+        .scim_json(Method::GET, &format!("/Users/{}/", id(&user)), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "{one}");
+    assert_eq!(one["id"], user["id"]);
+    let group = created(&app, "/Groups/", json!({"displayName": "Slashers"})).await;
+    let (status, groups) = app
+        .scim_json(
+            Method::GET,
+            "/Groups/?filter=displayName+eq+%22Slashers%22&excludedAttributes=members",
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{groups}");
+    assert_eq!(groups["Resources"][0]["id"], group["id"]);
+    for discovery in ["/ServiceProviderConfig/", "/ResourceTypes/", "/Schemas/"] {
+        let (status, body) = app.scim_json(Method::GET, discovery, None).await;
+        assert_eq!(status, StatusCode::OK, "{discovery}: {body}");
+    }
+    let (status, _) = app
+        .scim_json(Method::DELETE, &format!("/Users/{}/", id(&user)), None)
+        .await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    // Only slashes are forgiven: an unknown path is still unknown.
+    let (status, _) = app.scim_json(Method::GET, "/Userz/", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
