@@ -142,6 +142,25 @@ pub struct SafetyConfig {
     pub max_deletions: u64,
     /// ... or with more than this share of the managed users.
     pub max_deletion_ratio: f64,
+    /// A plan removing more team memberships than this is refused (default:
+    /// `max_deletions`).
+    pub max_membership_removals: Option<u64>,
+    /// ... or more than this share of the memberships the IdP manages (default:
+    /// `max_deletion_ratio`).
+    pub max_membership_removal_ratio: Option<f64>,
+}
+
+impl SafetyConfig {
+    /// The membership guard's count limit: its own key, else the deletion guard's.
+    pub fn membership_removals(&self) -> u64 {
+        self.max_membership_removals.unwrap_or(self.max_deletions)
+    }
+
+    /// The membership guard's ratio: its own key, else the deletion guard's.
+    pub fn membership_removal_ratio(&self) -> f64 {
+        self.max_membership_removal_ratio
+            .unwrap_or(self.max_deletion_ratio)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -452,6 +471,8 @@ impl Default for SafetyConfig {
         Self {
             max_deletions: 500,
             max_deletion_ratio: 0.2,
+            max_membership_removals: None,
+            max_membership_removal_ratio: None,
         }
     }
 }
@@ -573,6 +594,13 @@ impl Config {
                 "[safety] max_deletion_ratio is {}; it must be between 0 and 1",
                 self.safety.max_deletion_ratio
             ));
+        }
+        if let Some(ratio) = self.safety.max_membership_removal_ratio {
+            if !(0.0..=1.0).contains(&ratio) {
+                return invalid(format!(
+                    "[safety] max_membership_removal_ratio is {ratio}; it must be between 0 and 1"
+                ));
+            }
         }
         if self.server.max_body_bytes < 1024 {
             return invalid("[server] max_body_bytes must be at least 1024".into());

@@ -47,6 +47,10 @@ pub struct Policy {
     pub delete_after: Option<Duration>,
     pub max_deletions: u64,
     pub max_deletion_ratio: f64,
+    /// `[safety] max_membership_removals` and `max_membership_removal_ratio`, resolved
+    /// (they default to the deletion guard's limits).
+    pub max_membership_removals: u64,
+    pub max_membership_removal_ratio: f64,
     /// `--allow-deletions`: lifts the deletion guard.
     pub allow_deletions: bool,
     /// `[teams] defaults`: the metadata an auto-created team starts with.
@@ -82,6 +86,8 @@ impl Policy {
             delete_after: p.delete_after,
             max_deletions: config.safety.max_deletions,
             max_deletion_ratio: config.safety.max_deletion_ratio,
+            max_membership_removals: config.safety.membership_removals(),
+            max_membership_removal_ratio: config.safety.membership_removal_ratio(),
             allow_deletions: false,
             team_defaults: config.teams.defaults.clone(),
             now: crate::store::now(),
@@ -217,9 +223,9 @@ pub enum PlanError {
     },
     #[error(
         "refusing to remove {removals} of {managed} managed team memberships{} (and the \
-         keys scoped to those teams): the limit is {limit} ([safety] max_deletions = \
-         {max_deletions}, max_deletion_ratio = {max_ratio}); check the IdP, then re-run \
-         with --allow-deletions if this is intended",
+         keys scoped to those teams): the limit is {limit} ([safety] \
+         max_membership_removals = {max_removals}, max_membership_removal_ratio = \
+         {max_ratio}); check the IdP, then re-run with --allow-deletions if this is intended",
         match with_deleted_teams {
             0 => String::new(),
             n => format!(", {n} of them by deleting the teams they are in"),
@@ -231,7 +237,7 @@ pub enum PlanError {
         with_deleted_teams: u64,
         limit: u64,
         managed: u64,
-        max_deletions: u64,
+        max_removals: u64,
         max_ratio: f64,
     },
     /// The desired state contradicts itself (e.g. two users with one userName).

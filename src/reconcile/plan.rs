@@ -482,9 +482,9 @@ fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Resu
         .iter()
         .filter(|m| m.source == plan.source || owned_teams.contains(&m.team_id))
         .count() as u64;
-    let ratio_limit = (policy.max_deletion_ratio * managed as f64).floor() as u64;
+    let ratio_limit = (policy.max_membership_removal_ratio * managed as f64).floor() as u64;
     let limit = policy
-        .max_deletions
+        .max_membership_removals
         .min(ratio_limit.max(ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS));
     if removals > limit {
         return Err(PlanError::MembershipGuard {
@@ -492,8 +492,8 @@ fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Resu
             with_deleted_teams,
             limit,
             managed,
-            max_deletions: policy.max_deletions,
-            max_ratio: policy.max_deletion_ratio,
+            max_removals: policy.max_membership_removals,
+            max_ratio: policy.max_membership_removal_ratio,
         });
     }
     Ok(())

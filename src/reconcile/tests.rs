@@ -519,6 +519,49 @@ fn a_few_people_leaving_a_team_pass_the_guard() {
     ));
 }
 
+#[test]
+fn the_membership_guard_has_limits_of_its_own() {
+    let (a, emptied) = one_big_team(&[]);
+    // A tight deletion guard does not hold memberships once they have their own limits...
+    let mut config = crate::config::Config::default();
+    config.safety.max_deletions = 1;
+    config.safety.max_membership_removals = Some(1_000);
+    config.safety.max_membership_removal_ratio = Some(1.0);
+    let p = Policy {
+        now: now(),
+        ..Policy::from_config(&config)
+    };
+    assert_eq!(
+        plan(&snapshot(&emptied), &a, &p).unwrap().counts().destroy,
+        30
+    );
+    // ... and a generous one does not loosen them.
+    let mut config = crate::config::Config::default();
+    config.safety.max_deletions = 10_000;
+    config.safety.max_deletion_ratio = 1.0;
+    config.safety.max_membership_removals = Some(5);
+    let p = Policy {
+        now: now(),
+        ..Policy::from_config(&config)
+    };
+    let refused = plan(&snapshot(&emptied), &a, &p).unwrap_err();
+    assert!(
+        matches!(refused, PlanError::MembershipGuard { limit: 5, .. }),
+        "{refused:?}"
+    );
+    assert!(
+        refused.to_string().contains("max_membership_removals = 5"),
+        "{refused}"
+    );
+    // Unset, they are the deletion guard's, as before they existed.
+    let defaults = crate::config::SafetyConfig::default();
+    assert_eq!(defaults.membership_removals(), defaults.max_deletions);
+    assert_eq!(
+        defaults.membership_removal_ratio(),
+        defaults.max_deletion_ratio
+    );
+}
+
 fn plan_err(desired: &Desired, a: &Actual) -> PlanError {
     plan(desired, a, &policy()).unwrap_err()
 }
@@ -1091,9 +1134,10 @@ fn a_sign_in_through_another_idp_adds_memberships_but_leaves_the_user_as_it_is()
     };
     let plan = plan(&d, &a, &policy()).unwrap();
     assert_eq!(kinds(&plan), ["create_team", "add_member"]);
-    assert!(plan.ops.iter().any(
-        |op| matches!(op, Op::AddMember { user_id, .. } if *user_id == uid(1))
-    ));
+    assert!(plan
+        .ops
+        .iter()
+        .any(|op| matches!(op, Op::AddMember { user_id, .. } if *user_id == uid(1))));
     assert!(
         plan.warnings.iter().any(|w| w.contains("IdP \"entra\"")),
         "{:?}",
