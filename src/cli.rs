@@ -644,7 +644,7 @@ fn stdout_is_terminal() -> bool {
 async fn plan_command(config: &Config, args: PlanArgs) -> anyhow::Result<i32> {
     use crate::reconcile::{render, Policy};
     let store = open_store(config).await?;
-    let mut policy = Policy::from_config(config);
+    let mut policy = Policy::from_config(config, crate::store::now());
     policy.allow_deletions = args.allow_deletions;
     // A write transaction only for a consistent view of the store: nothing is written,
     // and dropping it rolls back.
@@ -719,7 +719,7 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
     use crate::domain::Trigger;
     use crate::reconcile::{self, render, Actor, Desired, Policy, Scope};
     let store = open_store(config).await?;
-    let mut policy = Policy::from_config(config);
+    let mut policy = Policy::from_config(config, crate::store::now());
     policy.allow_deletions = args.allow_deletions;
     let actor = Actor::new(Trigger::Cli, "cli");
     // A sync of this IdP, so it runs alone: never beside a scheduled run of the same

@@ -314,7 +314,7 @@ impl SignInJob {
             }
         };
         let desired = desired_for(&self.idp, &user, &groups)?;
-        let policy = Policy::from_config(&self.config);
+        let policy = Policy::from_config(&self.config, crate::store::now());
         let mut tx = self.store.begin_write().await?;
         let plan = if self.dry_run {
             let actual = reconcile::load_actual(&mut tx, &desired, &policy).await?;

@@ -182,7 +182,7 @@ async fn sync_once_inner(
             report.groups = pull.snapshot.groups.len();
             report.problems = pull.problems;
             let desired = pull.snapshot.into_desired();
-            let policy = Policy::from_config(config);
+            let policy = Policy::from_config(config, crate::store::now());
             match apply(store, &desired, &policy, actor).await {
                 Ok(plan) => {
                     let counts = plan.counts();

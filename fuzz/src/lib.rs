@@ -230,6 +230,6 @@ pub fn snapshot(data: &[u8]) {
         everything: true,
         ..Actual::default()
     };
-    let policy = Policy::from_config(&Config::default());
+    let policy = Policy::from_config(&Config::default(), scimsync::store::now());
     let _ = plan(&desired, &actual, &policy);
 }

@@ -57,6 +57,29 @@ pub struct Membership {
     pub source: Source,
 }
 
+/// Why keys left the api_keys table: recorded with the audit copy in deleted_api_keys,
+/// and named in a plan's key purges.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PurgeReason {
+    /// An operator revoked the key.
+    Revoked,
+    UserDeleted,
+    RemovedFromTeam,
+    TeamDeleted,
+}
+
+impl PurgeReason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PurgeReason::Revoked => "revoked",
+            PurgeReason::UserDeleted => "user_deleted",
+            PurgeReason::RemovedFromTeam => "removed_from_team",
+            PurgeReason::TeamDeleted => "team_deleted",
+        }
+    }
+}
+
 /// Why a key is blocked; reactivation unblocks only what provisioning blocked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

@@ -6,12 +6,12 @@
 //! multi-row statements, so a first pull of a million memberships is a few thousand
 //! statements. Each operation that changed something is written to the audit log.
 
-use super::plan::{Change, NewTeam, NewUser, Op, Plan, PurgeCause};
-use super::render::op_record;
+use super::ops::{Change, NewTeam, NewUser, Op, Plan};
+use super::record::op_record;
 use super::Actor;
 use crate::domain::{Role, Source, Team, TeamName, User, UserName};
 use crate::store::actual::AuditRecord;
-use crate::store::{PurgeReason, StoreError, WriteTx};
+use crate::store::{StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
 use std::collections::{BTreeSet, HashSet};
@@ -546,12 +546,9 @@ impl Applier<'_> {
                         self.tx.purge_member_keys(*t, *u, trigger, &actor).await?
                     }
                     (Some(u), None) => {
-                        let why = match reason {
-                            PurgeCause::UserDeleted => PurgeReason::UserDeleted,
-                            PurgeCause::RemovedFromTeam => PurgeReason::RemovedFromTeam,
-                            PurgeCause::TeamDeleted => PurgeReason::TeamDeleted,
-                        };
-                        self.tx.purge_user_keys(*u, why, trigger, &actor).await?
+                        self.tx
+                            .purge_user_keys(*u, *reason, trigger, &actor)
+                            .await?
                     }
                     (None, Some(t)) => self.tx.purge_team_keys(*t, trigger, &actor).await?,
                     (None, None) => {

@@ -98,7 +98,7 @@ async fn run(
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
-        let policy = Policy::from_config(&config.borrow());
+        let policy = Policy::from_config(&config.borrow(), crate::store::now());
         if let Some(creates) = apply_batch(&store, &policy, std::mem::take(&mut batch)).await {
             committed.transactions.fetch_add(1, Ordering::Relaxed);
             committed

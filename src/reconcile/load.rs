@@ -4,7 +4,7 @@
 //! table, so that a POST costs the same in a store of ten users as in one of 100,000.
 
 use super::desired::{Desired, Intent, MemberRef, MemberSpec, Scope};
-use super::plan::Actual;
+use super::ops::Actual;
 use super::Policy;
 use crate::domain::{Membership, Team, User};
 use crate::store::actual::{TeamKey, UserKey};

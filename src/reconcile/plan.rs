@@ -7,18 +7,15 @@
 //! O(n log n) in users + teams + memberships.
 
 use super::desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
-use super::{Ownership, PlanError, Policy, ResourceKind};
+use super::ops::{Actual, Change, NewTeam, NewUser, Op, Plan, TeamDeletions, FORMAT_VERSION};
+use super::policy::{check_deletion_guard, Ownership, PlanError, Policy, ResourceKind};
 use crate::config::UnknownMembers;
-use crate::domain::{Membership, Role, Source, Team, TeamName, User, UserName};
-use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
+use crate::domain::{Membership, PurgeReason, Role, Source, Team, User, UserName};
+use serde_json::Value;
 // Fx hashing: ids and names are not attacker-chosen keys here, and a pull hashes millions.
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use std::collections::{BTreeMap, BTreeSet};
 use uuid::Uuid;
-
-/// Version of the plan file and of the JSON rendering; bumped on incompatible change.
-pub const FORMAT_VERSION: &str = "1";
 
 /// Sorts and deduplicates (team, user) pairs.
 fn sorted_pairs(mut pairs: Vec<(Uuid, Uuid)>) -> Vec<(Uuid, Uuid)> {
@@ -30,308 +27,6 @@ fn sorted_pairs(mut pairs: Vec<(Uuid, Uuid)>) -> Vec<(Uuid, Uuid)> {
 /// Namespace of the UUID v5 ids given to users and teams an IdP pull creates, so that
 /// planning the same snapshot twice proposes the same ids.
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x8f0c_2a4e_7b1d_4c3a_9e57_1d2b_6a90_c3f1);
-
-/// The part of the store a desired state touches, as [`super::load_actual`] read it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct Actual {
-    pub users: Vec<User>,
-    pub teams: Vec<Team>,
-    pub memberships: Vec<Membership>,
-    /// Every row of the store is here: absence from these lists means absence from the store.
-    pub everything: bool,
-    /// Teams whose whole roster is in `memberships`.
-    pub full_rosters: BTreeSet<Uuid>,
-    /// Users all of whose memberships are in `memberships` (and the role-mapped teams
-    /// among them in `teams`).
-    pub full_user_memberships: BTreeSet<Uuid>,
-    /// How many API keys are scoped to each team (read for whole-state plans, so that a
-    /// plan can say what deleting a team takes with it).
-    #[serde(default)]
-    pub team_keys: BTreeMap<Uuid, u64>,
-}
-
-/// A user a plan creates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewUser {
-    pub id: Uuid,
-    pub user_name: UserName,
-    pub external_id: Option<String>,
-    pub email: Option<String>,
-    pub display_name: Option<String>,
-    pub given_name: Option<String>,
-    pub family_name: Option<String>,
-    pub role: Role,
-    pub active: bool,
-    pub attributes: Map<String, Value>,
-    pub source: Source,
-}
-
-/// A team a plan creates.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct NewTeam {
-    pub id: Uuid,
-    pub display_name: TeamName,
-    pub external_id: Option<String>,
-    pub metadata: Map<String, Value>,
-    pub source: Source,
-}
-
-/// One attribute's change, as the JSON columns and SCIM see the value.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Change {
-    pub attribute: String,
-    pub before: Value,
-    pub after: Value,
-}
-
-/// Why keys are purged; recorded with the audit copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum PurgeCause {
-    UserDeleted,
-    RemovedFromTeam,
-    TeamDeleted,
-}
-
-/// One idempotent operation. Applying it when its effect is already there changes nothing.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum Op {
-    CreateUser(Box<NewUser>),
-    UpdateUser {
-        id: Uuid,
-        changes: Vec<Change>,
-    },
-    DeactivateUser {
-        id: Uuid,
-    },
-    DeleteUser {
-        id: Uuid,
-    },
-    CreateTeam(Box<NewTeam>),
-    UpdateTeam {
-        id: Uuid,
-        changes: Vec<Change>,
-    },
-    DeleteTeam {
-        id: Uuid,
-    },
-    /// The membership is owned by the plan's source.
-    AddMember {
-        team_id: Uuid,
-        user_id: Uuid,
-    },
-    RemoveMember {
-        team_id: Uuid,
-        user_id: Uuid,
-    },
-    /// Blocks the user's unblocked keys, marking them blocked by provisioning.
-    BlockKeys {
-        user_id: Uuid,
-    },
-    /// Unblocks only the keys provisioning blocked.
-    UnblockKeys {
-        user_id: Uuid,
-    },
-    /// Moves keys to deleted_api_keys: all of a user's, all of a team's, or a user's
-    /// keys for one team.
-    PurgeKeys {
-        user_id: Option<Uuid>,
-        team_id: Option<Uuid>,
-        reason: PurgeCause,
-    },
-}
-
-/// The kind of an [`Op`], for rendering, counting and the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum OpKind {
-    CreateUser,
-    UpdateUser,
-    DeactivateUser,
-    DeleteUser,
-    CreateTeam,
-    UpdateTeam,
-    DeleteTeam,
-    AddMember,
-    RemoveMember,
-    BlockKeys,
-    UnblockKeys,
-    PurgeKeys,
-}
-
-impl OpKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OpKind::CreateUser => "create_user",
-            OpKind::UpdateUser => "update_user",
-            OpKind::DeactivateUser => "deactivate_user",
-            OpKind::DeleteUser => "delete_user",
-            OpKind::CreateTeam => "create_team",
-            OpKind::UpdateTeam => "update_team",
-            OpKind::DeleteTeam => "delete_team",
-            OpKind::AddMember => "add_member",
-            OpKind::RemoveMember => "remove_member",
-            OpKind::BlockKeys => "block_keys",
-            OpKind::UnblockKeys => "unblock_keys",
-            OpKind::PurgeKeys => "purge_keys",
-        }
-    }
-}
-
-impl Op {
-    pub fn kind(&self) -> OpKind {
-        match self {
-            Op::CreateUser(_) => OpKind::CreateUser,
-            Op::UpdateUser { .. } => OpKind::UpdateUser,
-            Op::DeactivateUser { .. } => OpKind::DeactivateUser,
-            Op::DeleteUser { .. } => OpKind::DeleteUser,
-            Op::CreateTeam(_) => OpKind::CreateTeam,
-            Op::UpdateTeam { .. } => OpKind::UpdateTeam,
-            Op::DeleteTeam { .. } => OpKind::DeleteTeam,
-            Op::AddMember { .. } => OpKind::AddMember,
-            Op::RemoveMember { .. } => OpKind::RemoveMember,
-            Op::BlockKeys { .. } => OpKind::BlockKeys,
-            Op::UnblockKeys { .. } => OpKind::UnblockKeys,
-            Op::PurgeKeys { .. } => OpKind::PurgeKeys,
-        }
-    }
-
-    /// The user this operation is about, if any.
-    pub fn user_id(&self) -> Option<Uuid> {
-        match self {
-            Op::CreateUser(u) => Some(u.id),
-            Op::UpdateUser { id, .. } | Op::DeactivateUser { id } | Op::DeleteUser { id } => {
-                Some(*id)
-            }
-            Op::AddMember { user_id, .. }
-            | Op::RemoveMember { user_id, .. }
-            | Op::BlockKeys { user_id }
-            | Op::UnblockKeys { user_id } => Some(*user_id),
-            Op::PurgeKeys { user_id, .. } => *user_id,
-            Op::CreateTeam(_) | Op::UpdateTeam { .. } | Op::DeleteTeam { .. } => None,
-        }
-    }
-
-    /// The team this operation is about, if any.
-    pub fn team_id(&self) -> Option<Uuid> {
-        match self {
-            Op::CreateTeam(t) => Some(t.id),
-            Op::UpdateTeam { id, .. } | Op::DeleteTeam { id } => Some(*id),
-            Op::AddMember { team_id, .. } | Op::RemoveMember { team_id, .. } => Some(*team_id),
-            Op::PurgeKeys { team_id, .. } => *team_id,
-            _ => None,
-        }
-    }
-
-    /// Whether this is a deletion or deactivation, which the deletion guard counts.
-    pub fn is_removal(&self) -> bool {
-        match self {
-            Op::DeactivateUser { .. } | Op::DeleteUser { .. } | Op::DeleteTeam { .. } => true,
-            Op::UpdateUser { changes, .. } => changes
-                .iter()
-                .any(|c| c.attribute == "active" && c.after == Value::Bool(false)),
-            _ => false,
-        }
-    }
-}
-
-/// An ordered list of operations and what is needed to show and check it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Plan {
-    pub format_version: String,
-    pub source: Source,
-    pub scope: Scope,
-    /// A digest of the actual state the plan was computed against (set by the CLI for
-    /// saved plans; `apply --plan` refuses the plan when the store no longer matches).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-    pub ops: Vec<Op>,
-    /// userName of every user an operation names, for rendering and the audit log.
-    pub user_names: BTreeMap<Uuid, String>,
-    /// Display name of every team an operation names.
-    pub team_names: BTreeMap<Uuid, String>,
-    /// Things the operator should know that did not stop the plan (sorted).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub warnings: Vec<String>,
-    /// What the plan's team deletions take with them.
-    #[serde(default)]
-    pub team_deletions: TeamDeletions,
-}
-
-/// What deleting teams takes with it: every membership of those teams, and every API
-/// key scoped to them (purged, which cannot be undone).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-pub struct TeamDeletions {
-    pub teams: u64,
-    pub memberships: u64,
-    pub keys: u64,
-}
-
-/// How many things a plan adds, changes and destroys (terraform's summary line).
-/// Key operations are consequences of these and are not counted separately.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct Counts {
-    pub add: usize,
-    pub change: usize,
-    pub destroy: usize,
-}
-
-impl Plan {
-    pub fn is_empty(&self) -> bool {
-        self.ops.is_empty()
-    }
-
-    pub fn counts(&self) -> Counts {
-        let mut c = Counts::default();
-        for op in &self.ops {
-            match op.kind() {
-                OpKind::CreateUser | OpKind::CreateTeam | OpKind::AddMember => c.add += 1,
-                OpKind::UpdateUser | OpKind::UpdateTeam | OpKind::DeactivateUser => c.change += 1,
-                OpKind::DeleteUser | OpKind::DeleteTeam | OpKind::RemoveMember => c.destroy += 1,
-                OpKind::BlockKeys | OpKind::UnblockKeys | OpKind::PurgeKeys => {}
-            }
-        }
-        c
-    }
-
-    /// userName of a user named by an operation (its id when unknown).
-    pub fn user_label(&self, id: Uuid) -> std::borrow::Cow<'_, str> {
-        match self.user_names.get(&id) {
-            Some(name) => std::borrow::Cow::Borrowed(name),
-            None => std::borrow::Cow::Owned(id.to_string()),
-        }
-    }
-
-    /// Display name of a team named by an operation (its id when unknown).
-    pub fn team_label(&self, id: Uuid) -> std::borrow::Cow<'_, str> {
-        match self.team_names.get(&id) {
-            Some(name) => std::borrow::Cow::Borrowed(name),
-            None => std::borrow::Cow::Owned(id.to_string()),
-        }
-    }
-
-    /// Keeps only the operations about one user, plus the creation of teams they are
-    /// added to (`plan --user`).
-    pub fn restrict_to_user(&mut self, user: Uuid) {
-        let needed_teams: HashSet<Uuid> = self
-            .ops
-            .iter()
-            .filter_map(|op| match op {
-                Op::AddMember { team_id, user_id } if *user_id == user => Some(*team_id),
-                _ => None,
-            })
-            .collect();
-        self.ops.retain(|op| match op {
-            Op::CreateTeam(t) => needed_teams.contains(&t.id),
-            Op::PurgeKeys { user_id, .. } => *user_id == Some(user),
-            op => op.user_id() == Some(user),
-        });
-        let users: HashSet<Uuid> = self.ops.iter().filter_map(Op::user_id).collect();
-        let teams: HashSet<Uuid> = self.ops.iter().filter_map(Op::team_id).collect();
-        self.user_names.retain(|id, _| users.contains(id));
-        self.team_names.retain(|id, _| teams.contains(id));
-    }
-}
 
 /// Plans the change from `actual` to `desired` under `policy`. Pure.
 pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Result<Plan, PlanError> {
@@ -388,115 +83,6 @@ fn resolve_user_selector(
         .iter()
         .any(|u| u.user_name == name)
         .then(Uuid::nil)
-}
-
-/// The deletion guard: a whole-state plan whose deletions plus deactivations exceed
-/// `[safety] max_deletions`, or `max_deletion_ratio` of the users and teams the source
-/// manages, is refused unless `policy.allow_deletions`. `apply --plan` runs it again
-/// against the state it applies to.
-pub fn check_deletion_guard(
-    plan: &Plan,
-    actual: &Actual,
-    policy: &Policy,
-) -> Result<(), PlanError> {
-    // SCIM writes are explicit, one resource at a time; sign-ins never delete. Only
-    // whole-state syncs can delete by omission, which is what the guard is for.
-    if plan.scope != Scope::Everything || policy.allow_deletions {
-        return Ok(());
-    }
-    check_membership_guard(plan, actual, policy)?;
-    let deletions = plan.ops.iter().filter(|op| op.is_removal()).count() as u64;
-    if deletions == 0 {
-        return Ok(());
-    }
-    let managed = (actual
-        .users
-        .iter()
-        .filter(|u| u.source == plan.source)
-        .count()
-        + actual
-            .teams
-            .iter()
-            .filter(|t| t.source == plan.source)
-            .count()) as u64;
-    // For a whole count, "more than ratio × managed" is "more than floor(ratio × managed)".
-    let ratio_limit = (policy.max_deletion_ratio * managed as f64).floor() as u64;
-    let limit = policy.max_deletions.min(ratio_limit);
-    if deletions > limit {
-        return Err(PlanError::DeletionGuard {
-            deletions,
-            limit,
-            managed,
-            max_deletions: policy.max_deletions,
-            max_ratio: policy.max_deletion_ratio,
-        });
-    }
-    Ok(())
-}
-
-/// Membership removals up to this many always pass the guard: in a small
-/// organisation one person leaving a team of two is a 50% change, not an outage.
-pub const ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS: u64 = 10;
-
-/// The same limits for memberships: an IdP that answers one group's members with an
-/// empty list (a glitch, a permission lost) would otherwise take everyone out of that
-/// team, and removal from a team purges the keys scoped to it, which cannot be undone.
-fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Result<(), PlanError> {
-    let removed = plan
-        .ops
-        .iter()
-        .filter(|op| matches!(op, Op::RemoveMember { .. }))
-        .count() as u64;
-    // A team that vanished from a complete pull (a renamed or deleted group, a changed
-    // `groups` filter) takes all its memberships and keys with it: exactly what an
-    // emptied group would do, so it counts the same.
-    let deleted_teams: HashSet<Uuid> = plan
-        .ops
-        .iter()
-        .filter_map(|op| match op {
-            Op::DeleteTeam { id } => Some(*id),
-            _ => None,
-        })
-        .collect();
-    let with_deleted_teams = if deleted_teams.is_empty() {
-        0
-    } else {
-        actual
-            .memberships
-            .iter()
-            .filter(|m| deleted_teams.contains(&m.team_id))
-            .count() as u64
-    };
-    let removals = removed + with_deleted_teams;
-    if removals == 0 {
-        return Ok(());
-    }
-    let owned_teams: HashSet<Uuid> = actual
-        .teams
-        .iter()
-        .filter(|t| t.source == plan.source)
-        .map(|t| t.id)
-        .collect();
-    let managed = actual
-        .memberships
-        .iter()
-        .filter(|m| m.source == plan.source || owned_teams.contains(&m.team_id))
-        .count() as u64;
-    let ratio_limit = (policy.max_membership_removal_ratio * managed as f64).floor() as u64;
-    let limit = policy
-        .max_membership_removals
-        .min(ratio_limit.max(ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS));
-    if removals > limit {
-        return Err(PlanError::MembershipGuard {
-            removals,
-            with_deleted_teams,
-            limit,
-            managed,
-            max_removals: policy.max_membership_removals,
-            max_ratio: policy.max_membership_removal_ratio,
-        });
-    }
-    Ok(())
 }
 
 /// Whether `actor` owns what `owner` owns: the pull, the sign-ins and the SCIM pushes
@@ -643,19 +229,50 @@ struct Planner<'a> {
     adopted_users: BTreeSet<(String, String)>,
 }
 
-/// Operations tagged with where they sort: (phase, primary id, secondary id, step).
-type Sortable = (u8, Uuid, Uuid, u8, Op);
+/// Where an operation goes in a plan: creates before updates, both before memberships,
+/// and removals (which may take keys and memberships with them) last.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Phase {
+    CreateUser,
+    UpdateUser,
+    CreateTeam,
+    UpdateTeam,
+    /// Added and removed memberships, placed here from their own sorted lists (a pull
+    /// can plan a million; they never pass through the general sort).
+    Memberships,
+    Deactivate,
+    DeleteTeam,
+    DeleteUser,
+}
 
-// Phases: creates, then updates, then memberships, then key operations and removals.
-const PH_CREATE_USER: u8 = 0;
-const PH_UPDATE_USER: u8 = 1;
-const PH_CREATE_TEAM: u8 = 2;
-const PH_UPDATE_TEAM: u8 = 3;
-const PH_ADD_MEMBER: u8 = 4;
-// (Removed memberships, phase 5, are placed after the added ones without sorting.)
-const PH_DEACTIVATE: u8 = 6;
-const PH_DELETE_TEAM: u8 = 7;
-const PH_DELETE_USER: u8 = 8;
+/// The position of one operation in a plan: its phase, the user or team it is about,
+/// and its step among that one's operations. Unique per operation, so an unstable
+/// sort is deterministic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+struct SortKey {
+    phase: Phase,
+    subject: Uuid,
+    step: u8,
+}
+
+/// An operation and where it sorts.
+struct Placed {
+    key: SortKey,
+    op: Op,
+}
+
+impl Placed {
+    fn new(phase: Phase, subject: Uuid, step: u8, op: Op) -> Self {
+        Placed {
+            key: SortKey {
+                phase,
+                subject,
+                step,
+            },
+            op,
+        }
+    }
+}
 
 impl<'a> Planner<'a> {
     fn new(desired: &'a Desired, actual: &'a Actual, policy: &'a Policy) -> Self {
@@ -731,7 +348,7 @@ impl<'a> Planner<'a> {
         let users = self.resolve_users()?;
         let teams = self.resolve_teams()?;
 
-        let mut ops: Vec<Sortable> = Vec::new();
+        let mut ops: Vec<Placed> = Vec::new();
         let mut user_names: BTreeMap<Uuid, String> = BTreeMap::new();
         let mut team_names: BTreeMap<Uuid, String> = BTreeMap::new();
 
@@ -799,10 +416,9 @@ impl<'a> Planner<'a> {
                         attributes: d.attributes.clone().unwrap_or_default(),
                         source: self.desired.source.clone(),
                     };
-                    ops.push((
-                        PH_CREATE_USER,
+                    ops.push(Placed::new(
+                        Phase::CreateUser,
                         p.id,
-                        Uuid::nil(),
                         0,
                         Op::CreateUser(Box::new(new)),
                     ));
@@ -816,25 +432,22 @@ impl<'a> Planner<'a> {
                         .iter()
                         .find(|c| c.attribute == "active")
                         .map(|c| c.after.clone());
-                    ops.push((
-                        PH_UPDATE_USER,
+                    ops.push(Placed::new(
+                        Phase::UpdateUser,
                         p.id,
-                        Uuid::nil(),
                         0,
                         Op::UpdateUser { id: p.id, changes },
                     ));
                     match active_change {
-                        Some(Value::Bool(false)) => ops.push((
-                            PH_UPDATE_USER,
+                        Some(Value::Bool(false)) => ops.push(Placed::new(
+                            Phase::UpdateUser,
                             p.id,
-                            Uuid::nil(),
                             1,
                             Op::BlockKeys { user_id: p.id },
                         )),
-                        Some(Value::Bool(true)) => ops.push((
-                            PH_UPDATE_USER,
+                        Some(Value::Bool(true)) => ops.push(Placed::new(
+                            Phase::UpdateUser,
                             p.id,
-                            Uuid::nil(),
                             1,
                             Op::UnblockKeys { user_id: p.id },
                         )),
@@ -856,10 +469,9 @@ impl<'a> Planner<'a> {
                         before: Value::String(u.role.as_str().to_owned()),
                         after: Value::String(role.as_str().to_owned()),
                     }];
-                    ops.push((
-                        PH_UPDATE_USER,
+                    ops.push(Placed::new(
+                        Phase::UpdateUser,
                         u.id,
-                        Uuid::nil(),
                         0,
                         Op::UpdateUser { id: u.id, changes },
                     ));
@@ -885,10 +497,9 @@ impl<'a> Planner<'a> {
                         metadata,
                         source: self.desired.source.clone(),
                     };
-                    ops.push((
-                        PH_CREATE_TEAM,
+                    ops.push(Placed::new(
+                        Phase::CreateTeam,
                         p.id,
-                        Uuid::nil(),
                         0,
                         Op::CreateTeam(Box::new(new)),
                     ));
@@ -896,10 +507,9 @@ impl<'a> Planner<'a> {
                 Some(existing) => {
                     let changes = self.team_changes(p, existing);
                     if !changes.is_empty() {
-                        ops.push((
-                            PH_UPDATE_TEAM,
+                        ops.push(Placed::new(
+                            Phase::UpdateTeam,
                             p.id,
-                            Uuid::nil(),
                             0,
                             Op::UpdateTeam { id: p.id, changes },
                         ));
@@ -937,15 +547,14 @@ impl<'a> Planner<'a> {
                 examples.join(", ")
             ));
         }
-        // (phase, ids, step) is unique per operation, so an unstable sort is deterministic.
-        ops.sort_unstable_by_key(|o| (o.0, o.1, o.2, o.3));
+        ops.sort_unstable_by_key(|o| o.key);
         // Memberships, already sorted by (team, user), go between the updates and the
         // removals without passing through the sort (they can be a million).
         let purge = self.policy.purge_team_keys_on_removal;
         let mut sorted = Vec::with_capacity(ops.len() + adds.len() + removes.len() * 2);
         let mut rest = ops.into_iter().peekable();
-        while let Some(op) = rest.next_if(|o| o.0 < PH_ADD_MEMBER) {
-            sorted.push(op.4);
+        while let Some(placed) = rest.next_if(|o| o.key.phase < Phase::Memberships) {
+            sorted.push(placed.op);
         }
         sorted.extend(
             adds.iter()
@@ -957,11 +566,11 @@ impl<'a> Planner<'a> {
                 sorted.push(Op::PurgeKeys {
                     user_id: Some(user_id),
                     team_id: Some(team_id),
-                    reason: PurgeCause::RemovedFromTeam,
+                    reason: PurgeReason::RemovedFromTeam,
                 });
             }
         }
-        sorted.extend(rest.map(|o| o.4));
+        sorted.extend(rest.map(|o| o.op));
         Ok(Plan {
             format_version: FORMAT_VERSION.to_owned(),
             source: self.desired.source.clone(),
@@ -1346,27 +955,25 @@ impl<'a> Planner<'a> {
     fn plan_user_removals(
         &self,
         users: &[PlannedUser],
-        ops: &mut Vec<Sortable>,
+        ops: &mut Vec<Placed>,
         names: &mut BTreeMap<Uuid, String>,
     ) -> Result<HashSet<Uuid>, PlanError> {
         let mut deleted = HashSet::default();
-        let delete = |u: &User, ops: &mut Vec<Sortable>, names: &mut BTreeMap<Uuid, String>| {
+        let delete = |u: &User, ops: &mut Vec<Placed>, names: &mut BTreeMap<Uuid, String>| {
             names.insert(u.id, u.user_name.as_str().to_owned());
-            ops.push((
-                PH_DELETE_USER,
+            ops.push(Placed::new(
+                Phase::DeleteUser,
                 u.id,
-                Uuid::nil(),
                 0,
                 Op::PurgeKeys {
                     user_id: Some(u.id),
                     team_id: None,
-                    reason: PurgeCause::UserDeleted,
+                    reason: PurgeReason::UserDeleted,
                 },
             ));
-            ops.push((
-                PH_DELETE_USER,
+            ops.push(Placed::new(
+                Phase::DeleteUser,
                 u.id,
-                Uuid::nil(),
                 1,
                 Op::DeleteUser { id: u.id },
             ));
@@ -1398,17 +1005,15 @@ impl<'a> Planner<'a> {
             // only postpone the deletion to the next run.
             if u.active && delete_after != Some(chrono::Duration::zero()) {
                 names.insert(u.id, u.user_name.as_str().to_owned());
-                ops.push((
-                    PH_DEACTIVATE,
+                ops.push(Placed::new(
+                    Phase::Deactivate,
                     u.id,
-                    Uuid::nil(),
                     0,
                     Op::DeactivateUser { id: u.id },
                 ));
-                ops.push((
-                    PH_DEACTIVATE,
+                ops.push(Placed::new(
+                    Phase::Deactivate,
                     u.id,
-                    Uuid::nil(),
                     1,
                     Op::BlockKeys { user_id: u.id },
                 ));
@@ -1431,27 +1036,25 @@ impl<'a> Planner<'a> {
     fn plan_team_removals(
         &self,
         teams: &[PlannedTeam],
-        ops: &mut Vec<Sortable>,
+        ops: &mut Vec<Placed>,
         names: &mut BTreeMap<Uuid, String>,
     ) -> Result<HashSet<Uuid>, PlanError> {
         let mut deleted = HashSet::default();
-        let delete = |t: &Team, ops: &mut Vec<Sortable>, names: &mut BTreeMap<Uuid, String>| {
+        let delete = |t: &Team, ops: &mut Vec<Placed>, names: &mut BTreeMap<Uuid, String>| {
             names.insert(t.id, t.display_name.as_str().to_owned());
-            ops.push((
-                PH_DELETE_TEAM,
+            ops.push(Placed::new(
+                Phase::DeleteTeam,
                 t.id,
-                Uuid::nil(),
                 0,
                 Op::PurgeKeys {
                     user_id: None,
                     team_id: Some(t.id),
-                    reason: PurgeCause::TeamDeleted,
+                    reason: PurgeReason::TeamDeleted,
                 },
             ));
-            ops.push((
-                PH_DELETE_TEAM,
+            ops.push(Placed::new(
+                Phase::DeleteTeam,
                 t.id,
-                Uuid::nil(),
                 1,
                 Op::DeleteTeam { id: t.id },
             ));

@@ -4,9 +4,11 @@
 use super::apply::{set_team_attr, set_user_attr, team_from_new, user_from_new};
 use super::snapshot::{Snapshot, SnapshotError};
 use super::*;
-use crate::domain::{Membership, Role, Source, Team, TeamName, User, UserName};
+use crate::domain::{Membership, PurgeReason, Role, Source, Team, TeamName, User, UserName};
 use chrono::TimeZone;
+use chrono::{DateTime, Utc};
 use proptest::prelude::*;
+use serde_json::Map;
 use std::collections::{BTreeMap, BTreeSet};
 
 fn now() -> DateTime<Utc> {
@@ -404,7 +406,7 @@ fn a_deactivated_user_is_deleted_with_their_keys_only_once_delete_after_has_pass
             &Op::PurgeKeys {
                 user_id: Some(uid(9)),
                 team_id: None,
-                reason: PurgeCause::UserDeleted
+                reason: PurgeReason::UserDeleted
             },
             &Op::DeleteUser { id: uid(9) }
         ]
@@ -527,10 +529,7 @@ fn the_membership_guard_has_limits_of_its_own() {
     config.safety.max_deletions = 1;
     config.safety.max_membership_removals = Some(1_000);
     config.safety.max_membership_removal_ratio = Some(1.0);
-    let p = Policy {
-        now: now(),
-        ..Policy::from_config(&config)
-    };
+    let p = Policy::from_config(&config, now());
     assert_eq!(
         plan(&snapshot(&emptied), &a, &p).unwrap().counts().destroy,
         30
@@ -540,10 +539,7 @@ fn the_membership_guard_has_limits_of_its_own() {
     config.safety.max_deletions = 10_000;
     config.safety.max_deletion_ratio = 1.0;
     config.safety.max_membership_removals = Some(5);
-    let p = Policy {
-        now: now(),
-        ..Policy::from_config(&config)
-    };
+    let p = Policy::from_config(&config, now());
     let refused = plan(&snapshot(&emptied), &a, &p).unwrap_err();
     assert!(
         matches!(refused, PlanError::MembershipGuard { limit: 5, .. }),
@@ -628,7 +624,7 @@ fn leaving_a_team_purges_the_keys_for_that_team_unless_configured_otherwise() {
             Op::PurgeKeys {
                 user_id: Some(uid(2)),
                 team_id: Some(tid(1)),
-                reason: PurgeCause::RemovedFromTeam
+                reason: PurgeReason::RemovedFromTeam
             }
         ]
     );

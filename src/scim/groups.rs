@@ -143,7 +143,7 @@ pub async fn create(
     projection: &Projection,
 ) -> Result<Written, ApiError> {
     let input = parse_group(body)?;
-    let policy = Policy::from_config(&state.current_config());
+    let policy = Policy::from_config(&state.current_config(), crate::store::now());
     let id = Uuid::new_v4();
     let members = match &input.members {
         Some(ids) => MemberSpec::Exactly(member_refs(ids, &policy, true)?),
@@ -178,7 +178,7 @@ pub async fn replace(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let input = parse_group(body)?;
-    let policy = Policy::from_config(&state.current_config());
+    let policy = Policy::from_config(&state.current_config(), crate::store::now());
     let members = member_refs(input.members.as_deref().unwrap_or_default(), &policy, true)?;
     let mut tx = state.store.begin_write().await?;
     let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
@@ -273,7 +273,7 @@ pub async fn patch(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let operations = parse_patch_request(body)?;
-    let policy = Policy::from_config(&state.current_config());
+    let policy = Policy::from_config(&state.current_config(), crate::store::now());
     let mut members = Members::Delta {
         add: Vec::new(),
         remove: Vec::new(),

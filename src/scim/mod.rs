@@ -28,7 +28,7 @@ pub(crate) async fn apply_and_commit(
     desired: &Desired,
     actor: &Actor,
 ) -> Result<(Plan, ApplySummary), ApiError> {
-    let policy = Policy::from_config(&state.current_config());
+    let policy = Policy::from_config(&state.current_config(), crate::store::now());
     let applied = reconcile_and_summarise(&mut tx, desired, &policy, actor).await?;
     tx.commit().await?;
     Ok(applied)

@@ -1,6 +1,6 @@
 use super::rows::uuid;
 use super::{format_ts, now, parse_ts, Store, StoreError, StoreResult, WriteTx};
-use crate::domain::{ApiKey, BlockedBy, Role, Trigger, UserName};
+use crate::domain::{ApiKey, BlockedBy, PurgeReason, Role, Trigger, UserName};
 use chrono::{DateTime, Utc};
 use sqlx::any::AnyRow;
 use sqlx::Row;
@@ -14,26 +14,6 @@ pub struct KeyPrincipal {
     pub user_name: UserName,
     pub role: Role,
     pub team_id: Option<Uuid>,
-}
-
-/// Why keys left the api_keys table; recorded in deleted_api_keys.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PurgeReason {
-    Revoked,
-    UserDeleted,
-    RemovedFromTeam,
-    TeamDeleted,
-}
-
-impl PurgeReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            PurgeReason::Revoked => "revoked",
-            PurgeReason::UserDeleted => "user_deleted",
-            PurgeReason::RemovedFromTeam => "removed_from_team",
-            PurgeReason::TeamDeleted => "team_deleted",
-        }
-    }
 }
 
 const KEY_COLUMNS: &str = "id, user_id, team_id, name, prefix, created, expires, blocked_by";

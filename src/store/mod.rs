@@ -25,7 +25,7 @@ mod users;
 mod watermark;
 
 pub use audit::AuditEntry;
-pub use keys::{DeletedKey, KeyPrincipal, PurgeReason};
+pub use keys::{DeletedKey, KeyPrincipal};
 pub use locks::SyncLock;
 
 use chrono::{DateTime, SecondsFormat, Utc};

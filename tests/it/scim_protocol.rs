@@ -830,7 +830,7 @@ async fn the_unfiltered_total_stays_exact_through_creates_conflicts_bulk_applies
     let desired = scimsync::reconcile::snapshot::Snapshot::parse(snapshot)
         .expect("snapshot")
         .into_desired();
-    let policy = scimsync::reconcile::Policy::from_config(&app.config);
+    let policy = scimsync::reconcile::Policy::from_config(&app.config, scimsync::store::now());
     let actor = scimsync::reconcile::Actor::new(scimsync::domain::Trigger::Cli, "test");
     let mut tx = app.store.begin_write().await.expect("transaction");
     scimsync::reconcile::reconcile_in(&mut tx, &desired, &policy, &actor)
