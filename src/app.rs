@@ -6,6 +6,7 @@ use crate::domain::TokenScope;
 use crate::error::ApiError;
 use crate::keys;
 use crate::reconcile::batch::CreateBatcher;
+use crate::reconcile::{Engine, Policy};
 use crate::store::{self, Store};
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
@@ -32,6 +33,8 @@ const TOKEN_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
+    /// The front door for every write to users, teams, memberships and keys.
+    pub engine: Engine,
     /// The configuration the process started with. Prefer [`AppState::current_config`],
     /// which follows reloads (SIGHUP).
     pub config: Arc<Config>,
@@ -52,6 +55,7 @@ impl AppState {
     pub fn new(store: Store, config: Arc<Config>) -> Self {
         let (live, _) = watch::channel(config.clone());
         Self {
+            engine: Engine::new(store.clone()),
             store,
             config,
             live: Arc::new(live),
@@ -62,6 +66,11 @@ impl AppState {
     }
 
     /// Where SCIM creates are applied, several to a transaction when they queue up.
+    /// The policy the configuration in force now sets, on the store's clock.
+    pub fn policy(&self) -> Policy {
+        Policy::from_config(&self.current_config(), crate::store::now())
+    }
+
     pub fn creates(&self) -> &CreateBatcher {
         self.creates
             .get_or_init(|| CreateBatcher::start(self.store.clone(), self.subscribe_config()))

@@ -270,7 +270,7 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<i
                 }
                 None => crate::domain::DEFAULT_SCIM_IDP.to_owned(),
             };
-            let secret = match keys::issue_token(store, &name, scope, &idp).await {
+            let secret = match store.issue_token(&name, scope, &idp).await {
                 Ok(secret) => secret,
                 Err(crate::store::StoreError::Conflict(_)) => {
                     return fail(format!(
@@ -322,6 +322,11 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<i
     }
 }
 
+/// Who the audit log names for what an operator does from the shell.
+fn cli_actor() -> crate::reconcile::Actor {
+    crate::reconcile::Actor::new(crate::domain::Trigger::Cli, "cli")
+}
+
 async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> {
     match command {
         KeyCommand::Create {
@@ -348,19 +353,20 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
                 .map(|text| expiry_from(&text, crate::store::now()))
                 .transpose()?;
             let team_id = team.as_ref().map(|t| t.id);
-            let (key, secret) =
-                match keys::issue_api_key(store, owner.id, team_id, name, expires).await {
-                    Ok(issued) => issued,
-                    Err(crate::store::StoreError::NotAMember) => {
-                        let team = team.as_ref().map_or("", |t| t.display_name.as_str());
-                        return fail(format!(
-                            "{} is not a member of team {team:?}; \
-                             add them to the team in the IdP first",
-                            owner.user_name
-                        ));
-                    }
-                    Err(e) => return Err(e.into()),
-                };
+            let engine = crate::reconcile::Engine::new(store.clone());
+            let new = crate::reconcile::NewKey {
+                user_id: owner.id,
+                team_id,
+                name,
+                expires,
+            };
+            let (key, secret) = match engine.issue_key(new, &cli_actor()).await {
+                Ok(issued) => issued,
+                Err(e @ crate::reconcile::EngineError::NotAMember { .. }) => {
+                    return fail(e.to_string())
+                }
+                Err(e) => return Err(e.into()),
+            };
             println!("{}", secret.expose());
             eprintln!("created key {} for {}", key.id, owner.user_name);
             Ok(0)
@@ -402,7 +408,8 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
             let Ok(key_id) = Uuid::parse_str(&id) else {
                 return fail(format!("{id:?} is not a key id (see `scimsync key list`)"));
             };
-            if store.revoke_key(key_id, "cli").await? {
+            let engine = crate::reconcile::Engine::new(store.clone());
+            if engine.revoke_key(key_id, &cli_actor()).await? {
                 eprintln!("revoked key {key_id}");
                 Ok(0)
             } else {
@@ -568,13 +575,14 @@ fn read_snapshot(path: &std::path::Path) -> anyhow::Result<crate::reconcile::sna
 }
 
 /// Engine refusals are the operator's to act on: their text is the message.
-fn plan_error(e: crate::reconcile::PlanError) -> anyhow::Error {
-    UserError(e.to_string()).into()
-}
-
-fn apply_error(e: crate::reconcile::ApplyError) -> anyhow::Error {
+/// An engine error as the operator reads it: what they can act on as a plain message
+/// (exit 1), database trouble with its cause.
+fn engine_error(e: crate::reconcile::EngineError) -> anyhow::Error {
+    use crate::reconcile::{ApplyError, EngineError};
     match e {
-        crate::reconcile::ApplyError::Store(e) => anyhow::anyhow!("database error: {e}"),
+        EngineError::Store(e) | EngineError::Apply(ApplyError::Store(e)) => {
+            anyhow::anyhow!("database error: {e}")
+        }
         other => UserError(other.to_string()).into(),
     }
 }
@@ -595,63 +603,30 @@ async fn desired_snapshot(
     }
 }
 
-/// Plans `snapshot` against the store inside `tx` (which it only reads).
-async fn plan_snapshot(
-    tx: &mut crate::store::WriteTx,
-    snapshot: crate::reconcile::snapshot::Snapshot,
-    user: Option<&str>,
-    policy: &crate::reconcile::Policy,
-) -> anyhow::Result<crate::reconcile::Plan> {
-    use crate::reconcile;
-    let started = std::time::Instant::now();
-    let desired = snapshot.into_desired();
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        users = desired.users.len(),
-        groups = desired.teams.len(),
-        "read the snapshot"
-    );
-    let actual = reconcile::load_actual(tx, &desired, policy).await?;
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        users = actual.users.len(),
-        memberships = actual.memberships.len(),
-        "loaded the store"
-    );
-    let mut plan = match user {
-        Some(user) => reconcile::plan_for_user(&desired, &actual, policy, user),
-        None => reconcile::plan(&desired, &actual, policy),
-    }
-    .map_err(plan_error)?;
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        operations = plan.ops.len(),
-        "planned"
-    );
-    plan.fingerprint = Some(reconcile::fingerprint(&actual));
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "fingerprinted"
-    );
-    Ok(plan)
-}
-
 fn stdout_is_terminal() -> bool {
     use std::io::IsTerminal;
     std::io::stdout().is_terminal()
 }
 
 async fn plan_command(config: &Config, args: PlanArgs) -> anyhow::Result<i32> {
-    use crate::reconcile::{render, Policy};
+    use crate::reconcile::{self, render, Policy};
     let store = open_store(config).await?;
     let mut policy = Policy::from_config(config, crate::store::now());
     policy.allow_deletions = args.allow_deletions;
     // A write transaction only for a consistent view of the store: nothing is written,
     // and dropping it rolls back.
     let snapshot = desired_snapshot(config, args.snapshot.as_deref(), args.idp.as_deref()).await?;
-    let mut tx = store.begin_write().await?;
-    let plan = plan_snapshot(&mut tx, snapshot, args.user.as_deref(), &policy).await?;
-    drop(tx);
+    let desired = snapshot.into_desired();
+    let actor = cli_actor();
+    let request = reconcile::Request {
+        for_user: args.user.as_deref(),
+        fingerprint: true,
+        ..reconcile::Request::new(&desired, &policy, &actor)
+    };
+    let plan = reconcile::Engine::new(store)
+        .plan(request)
+        .await
+        .map_err(engine_error)?;
     match args.format {
         OutputFormat::Text => print!("{}", render::render_text(&plan, stdout_is_terminal())),
         OutputFormat::Json => {
@@ -716,12 +691,11 @@ fn read_plan_file(path: &std::path::Path) -> anyhow::Result<crate::reconcile::Pl
 }
 
 async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> {
-    use crate::domain::Trigger;
-    use crate::reconcile::{self, render, Actor, Desired, Policy, Scope};
+    use crate::reconcile::{self, render, Policy, Scope};
     let store = open_store(config).await?;
     let mut policy = Policy::from_config(config, crate::store::now());
     policy.allow_deletions = args.allow_deletions;
-    let actor = Actor::new(Trigger::Cli, "cli");
+    let actor = cli_actor();
     // A sync of this IdP, so it runs alone: never beside a scheduled run of the same
     // IdP, in the daemon or on another replica, nor another `apply --idp`.
     let sync_lock = match &args.idp {
@@ -734,8 +708,11 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
             Some(desired_snapshot(config, args.snapshot.as_deref(), args.idp.as_deref()).await?)
         }
     };
-    let mut tx = store.begin_write().await?;
-    let plan = match (&args.plan, snapshot) {
+    let engine = reconcile::Engine::new(store.clone());
+    let show = |plan: &reconcile::Plan| {
+        print!("{}", render::render_text(plan, stdout_is_terminal()));
+    };
+    let applied = match (&args.plan, snapshot) {
         (Some(path), _) => {
             let plan = read_plan_file(path)?;
             if plan.scope != Scope::Everything {
@@ -744,50 +721,37 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
                     path.display()
                 ));
             }
-            // Re-read the state the plan was made against and refuse it if it moved.
-            let scope = Desired::new(plan.source.clone(), Scope::Everything);
-            let actual = reconcile::load_actual(&mut tx, &scope, &policy).await?;
-            let now = reconcile::fingerprint(&actual);
-            match &plan.fingerprint {
-                Some(saved) if *saved == now => {}
-                Some(_) => {
-                    return fail(format!(
-                        "{}: the plan is stale: the store has changed since it was made. \
-                         Nothing was applied; run `scimsync plan` again and review the new plan.",
-                        path.display()
-                    ))
-                }
-                None => {
-                    return fail(format!(
-                        "{}: the plan has no fingerprint of the state it was made against; \
-                         save it with `scimsync plan --out`",
-                        path.display()
-                    ))
-                }
-            }
-            reconcile::check_deletion_guard(&plan, &actual, &policy).map_err(plan_error)?;
-            plan
+            engine
+                .apply_saved(plan, &policy, &actor, show)
+                .await
+                .map_err(|e| match e {
+                    e @ (reconcile::EngineError::StalePlan
+                    | reconcile::EngineError::UnfingerprintedPlan) => {
+                        UserError(format!("{}: {e}", path.display())).into()
+                    }
+                    e => engine_error(e),
+                })?
         }
         (None, Some(snapshot)) => {
-            plan_snapshot(&mut tx, snapshot, args.user.as_deref(), &policy).await?
+            let desired = snapshot.into_desired();
+            let request = reconcile::Request {
+                for_user: args.user.as_deref(),
+                ..reconcile::Request::new(&desired, &policy, &actor)
+            };
+            engine
+                .apply_shown(request, show)
+                .await
+                .map_err(engine_error)?
         }
         (None, None) => return fail("give --snapshot FILE, --idp NAME or --plan PLAN"),
     };
-    print!("{}", render::render_text(&plan, stdout_is_terminal()));
-    tracing::debug!("rendered the plan");
-    if plan.is_empty() {
+    let summary = applied.summary;
+    if applied.plan.is_empty() {
+        if let Some(lock) = sync_lock {
+            lock.release().await;
+        }
         return Ok(0);
     }
-    let started = std::time::Instant::now();
-    let summary = reconcile::apply(&mut tx, &plan, &actor)
-        .await
-        .map_err(apply_error)?;
-    tracing::debug!(elapsed_ms = started.elapsed().as_millis() as u64, "applied");
-    tx.commit().await?;
-    tracing::debug!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "committed"
-    );
     println!(
         "\nApply complete! {} operations applied, {} already in place.",
         summary.applied, summary.unchanged

@@ -152,3 +152,26 @@ impl From<StoreError> for ApiError {
         }
     }
 }
+
+impl From<crate::reconcile::EngineError> for ApiError {
+    fn from(e: crate::reconcile::EngineError) -> Self {
+        use crate::reconcile::{ApplyError, EngineError as E, PlanError as P};
+        match e {
+            E::Plan(P::UserNameTaken { .. }) | E::Apply(ApplyError::UserNameTaken { .. }) => {
+                ApiError::conflict(e.to_string())
+            }
+            E::Plan(P::UnknownMember { .. } | P::Invalid(_))
+            | E::Apply(ApplyError::InvalidPlan(_))
+            | E::NotAMember { .. } => ApiError::bad_request(ScimType::InvalidValue, e.to_string()),
+            E::Plan(P::NotFound { .. }) => ApiError::not_found(e.to_string()),
+            E::Plan(P::NotOwned { .. }) => ApiError::forbidden(e.to_string()),
+            E::PreconditionFailed => ApiError::new(StatusCode::PRECONDITION_FAILED, e.to_string()),
+            // SCIM writes delete only what they name, so the guards cannot trip there;
+            // should one, the client sees a refusal, not a 500. Saved plans are the CLI's.
+            E::Plan(P::DeletionGuard { .. } | P::MembershipGuard { .. })
+            | E::StalePlan
+            | E::UnfingerprintedPlan => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            E::Store(e) | E::Apply(ApplyError::Store(e)) => e.into(),
+        }
+    }
+}

@@ -77,46 +77,6 @@ pub fn is_well_formed(secret: &str, prefix: &str) -> bool {
         && secret.len() > prefix.len()
 }
 
-/// Issues a new API key for a user (optionally scoped to a team) and stores its hash.
-/// The returned secret is the only copy.
-pub async fn issue_api_key(
-    store: &crate::store::Store,
-    user_id: uuid::Uuid,
-    team_id: Option<uuid::Uuid>,
-    name: Option<String>,
-    expires: Option<chrono::DateTime<chrono::Utc>>,
-) -> crate::store::StoreResult<(crate::domain::ApiKey, Secret)> {
-    let secret = mint_api_key();
-    let key = crate::domain::ApiKey {
-        id: uuid::Uuid::new_v4(),
-        user_id,
-        team_id,
-        name,
-        prefix: visible_prefix(secret.expose()),
-        created: crate::store::now(),
-        expires,
-        blocked_by: None,
-    };
-    store
-        .create_key(&key, &hash_secret(secret.expose()))
-        .await?;
-    Ok((key, secret))
-}
-
-/// Issues a new bearer token and stores its hash. The returned secret is the only copy.
-pub async fn issue_token(
-    store: &crate::store::Store,
-    name: &str,
-    scope: crate::domain::TokenScope,
-    idp: &str,
-) -> crate::store::StoreResult<Secret> {
-    let secret = mint_token();
-    store
-        .create_token(name, scope, idp, &hash_secret(secret.expose()))
-        .await?;
-    Ok(secret)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -21,7 +21,8 @@ use crate::domain::{Source, TeamName, Trigger, UserName};
 use crate::error::{ApiError, ScimType};
 use crate::idp::{self, Idp, IdpError, IdpUser};
 use crate::reconcile::{
-    self, Actor, Desired, DesiredTeam, DesiredUser, Plan, Policy, ReconcileError, Scope,
+    self, Actor, Desired, DesiredTeam, DesiredUser, Engine, EngineError, Plan, Policy, Request,
+    Scope,
 };
 use crate::store::{Store, StoreError};
 use axum::extract::State;
@@ -87,7 +88,7 @@ pub enum SsoError {
     #[error(transparent)]
     Idp(#[from] IdpError),
     #[error(transparent)]
-    Reconcile(#[from] ReconcileError),
+    Reconcile(#[from] EngineError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -315,14 +316,12 @@ impl SignInJob {
         };
         let desired = desired_for(&self.idp, &user, &groups)?;
         let policy = Policy::from_config(&self.config, crate::store::now());
-        let mut tx = self.store.begin_write().await?;
+        let engine = Engine::new(self.store.clone());
+        let request = Request::new(&desired, &policy, &self.actor);
         let plan = if self.dry_run {
-            let actual = reconcile::load_actual(&mut tx, &desired, &policy).await?;
-            reconcile::plan(&desired, &actual, &policy).map_err(ReconcileError::from)?
+            engine.plan(request).await?
         } else {
-            let plan = reconcile::reconcile_in(&mut tx, &desired, &policy, &self.actor).await?;
-            tx.commit().await?;
-            plan
+            engine.apply(request).await?.plan
         };
         Ok(SignInOutcome {
             idp: self.idp.clone(),

@@ -24,7 +24,7 @@ use crate::app::AppState;
 use crate::config::Config;
 use crate::domain::Trigger;
 use crate::idp::{self, Idp, PullKind, ScheduledPull};
-use crate::reconcile::{self, Actor, Policy, ReconcileError};
+use crate::reconcile::{self, Actor, Engine, EngineError, Policy, Request};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -195,7 +195,7 @@ async fn sync_once_inner(
                         "partial"
                     };
                 }
-                Err(e @ ReconcileError::DeletionGuard(_)) => {
+                Err(e) if e.is_guard_refusal() => {
                     report.outcome = "refused";
                     report.error = Some(e.to_string());
                 }
@@ -257,11 +257,11 @@ async fn apply(
     desired: &reconcile::Desired,
     policy: &Policy,
     actor: &Actor,
-) -> Result<reconcile::Plan, ReconcileError> {
-    let mut tx = store.begin_write().await?;
-    let plan = reconcile::reconcile_in(&mut tx, desired, policy, actor).await?;
-    tx.commit().await?;
-    Ok(plan)
+) -> Result<reconcile::Plan, EngineError> {
+    let applied = Engine::new(store.clone())
+        .apply(Request::new(desired, policy, actor))
+        .await?;
+    Ok(applied.plan)
 }
 
 /// One scheduled IdP: its connector (kept across runs, with its token) and the lock

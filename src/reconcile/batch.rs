@@ -13,7 +13,9 @@
 //! which nothing is known, fails the whole batch. Each caller is answered only once
 //! the batch has committed.
 
-use super::{reconcile_and_summarise, Actor, ApplySummary, Desired, Plan, Policy, ReconcileError};
+use super::apply::ApplyError;
+use super::engine::{apply_in, Applied as Done, EngineError, Request};
+use super::{Actor, Desired, Policy};
 use crate::config::Config;
 use crate::store::{Store, StoreError};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -24,7 +26,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 /// small enough that one batch never holds the lock for long.
 const MAX_BATCH: usize = 64;
 
-type Applied = Result<(Plan, ApplySummary), ReconcileError>;
+type Applied = Result<Done, EngineError>;
 
 struct Job {
     desired: Desired,
@@ -69,9 +71,9 @@ impl CreateBatcher {
     /// caller stops waiting.
     pub async fn create(&self, desired: Desired, actor: Actor) -> Applied {
         if !super::load::only_creates_new_users(&desired) {
-            return Err(ReconcileError::Invalid(
+            return Err(EngineError::Plan(super::PlanError::Invalid(
                 "only the creation of new users is applied in batches".into(),
-            ));
+            )));
         }
         let (reply, answer) = oneshot::channel();
         let job = Job {
@@ -86,8 +88,8 @@ impl CreateBatcher {
     }
 }
 
-fn stopped() -> ReconcileError {
-    ReconcileError::Store(StoreError::Database(sqlx::Error::WorkerCrashed))
+fn stopped() -> EngineError {
+    EngineError::Store(StoreError::Database(sqlx::Error::WorkerCrashed))
 }
 
 async fn run(
@@ -123,13 +125,13 @@ async fn apply_batch(store: &Store, policy: &Policy, jobs: Vec<Job>) -> Option<u
     let mut applied = Vec::with_capacity(size);
     let mut jobs = jobs.into_iter();
     while let Some(job) = jobs.next() {
-        match reconcile_and_summarise(&mut tx, &job.desired, policy, &job.actor).await {
+        match apply_in(&mut tx, Request::new(&job.desired, policy, &job.actor)).await {
             Ok(result) => applied.push((job.reply, result)),
             // Nothing is known of the transaction now: it is rolled back (dropped).
-            Err(ReconcileError::Store(e)) => {
+            Err(EngineError::Store(e) | EngineError::Apply(ApplyError::Store(e))) => {
                 let waiting = applied.into_iter().map(|(reply, _)| reply);
                 fail_all(waiting.chain(jobs.map(|j| j.reply)), &e);
-                let _ = job.reply.send(Err(ReconcileError::Store(e)));
+                let _ = job.reply.send(Err(EngineError::Store(e)));
                 return None;
             }
             // Refused before it wrote anything; the others go on.
@@ -162,7 +164,7 @@ fn fail_all(replies: impl Iterator<Item = oneshot::Sender<Applied>>, cause: &Sto
         let error = StoreError::Database(sqlx::Error::Protocol(format!(
             "the batch this create was in failed: {cause}"
         )));
-        let _ = reply.send(Err(ReconcileError::Store(error)));
+        let _ = reply.send(Err(EngineError::Store(error)));
     }
 }
 
@@ -288,10 +290,7 @@ mod tests {
         assert_eq!(apply_batch(&store, &Policy::default(), batch).await, None);
         for answer in answers {
             let outcome = answer.await.expect("answered");
-            assert!(
-                matches!(outcome, Err(ReconcileError::Store(_))),
-                "{outcome:?}"
-            );
+            assert!(matches!(outcome, Err(EngineError::Store(_))), "{outcome:?}");
         }
         assert!(!exists(&store, "first@example.com").await);
         assert!(!exists(&store, "last@example.com").await);

@@ -5,11 +5,13 @@ use super::apply::{set_team_attr, set_user_attr, team_from_new, user_from_new};
 use super::snapshot::{Snapshot, SnapshotError};
 use super::*;
 use crate::domain::{Membership, PurgeReason, Role, Source, Team, TeamName, User, UserName};
+use crate::store::WriteTx;
 use chrono::TimeZone;
 use chrono::{DateTime, Utc};
 use proptest::prelude::*;
 use serde_json::Map;
 use std::collections::{BTreeMap, BTreeSet};
+use uuid::Uuid;
 
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2026, 6, 1, 12, 0, 0)
@@ -1098,9 +1100,10 @@ proptest! {
 
 /// SCIM handlers and the scheduler run the engine inside spawned tasks.
 #[allow(dead_code)]
-fn the_engine_futures_are_send(tx: &mut WriteTx, d: &Desired, p: &Policy, a: &Actor) {
+fn the_engine_futures_are_send(engine: &Engine, d: &Desired, p: &Policy, a: &Actor) {
     fn send<T: Send>(_: T) {}
-    send(reconcile_in(tx, d, p, a));
+    send(engine.apply(Request::new(d, p, a)));
+    send(engine.plan(Request::new(d, p, a)));
 }
 #[allow(dead_code)]
 fn the_apply_future_is_send(tx: &mut WriteTx, plan: &Plan, a: &Actor) {

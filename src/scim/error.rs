@@ -60,19 +60,3 @@ pub fn precondition_failed() -> ApiError {
 pub fn too_large(detail: impl Into<String>) -> ApiError {
     ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
 }
-
-impl From<crate::reconcile::ReconcileError> for ApiError {
-    fn from(e: crate::reconcile::ReconcileError) -> Self {
-        use crate::reconcile::ReconcileError as R;
-        match e {
-            R::UserNameTaken { .. } => ApiError::conflict(e.to_string()),
-            R::UnknownMember { .. } | R::Invalid(_) => invalid_value(e.to_string()),
-            R::NotFound { .. } => ApiError::not_found(e.to_string()),
-            R::NotOwned(_) => ApiError::forbidden(e.to_string()),
-            // SCIM writes are Scope::Listed and delete only what they name, so the guard
-            // cannot trip here; should it, the client sees a refusal, not a 500.
-            R::DeletionGuard(_) => ApiError::new(StatusCode::CONFLICT, e.to_string()),
-            R::Store(e) => e.into(),
-        }
-    }
-}

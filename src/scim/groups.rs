@@ -8,14 +8,13 @@ use super::error::invalid_value;
 use super::list::{ListParams, Projection};
 use super::patch::{apply_operations, member_changes, parse_patch_request, MemberChange};
 use super::resources::{parse_group, render_group};
-use super::routes::Written;
-use super::users::check_if_match;
+use super::routes::{expect_version, with_not_found, Written};
 use crate::app::AppState;
 use crate::config::UnknownMembers;
 use crate::domain::Team;
 use crate::error::ApiError;
 use crate::reconcile::{
-    reconcile_in, Actor, Desired, DesiredTeam, Intent, MemberRef, MemberSpec, Policy, Scope,
+    Actor, Desired, DesiredTeam, Intent, MemberRef, MemberSpec, Policy, Request, Scope,
 };
 use axum::http::StatusCode;
 use serde_json::Value;
@@ -143,7 +142,7 @@ pub async fn create(
     projection: &Projection,
 ) -> Result<Written, ApiError> {
     let input = parse_group(body)?;
-    let policy = Policy::from_config(&state.current_config(), crate::store::now());
+    let policy = state.policy();
     let id = Uuid::new_v4();
     let members = match &input.members {
         Some(ids) => MemberSpec::Exactly(member_refs(ids, &policy, true)?),
@@ -160,9 +159,10 @@ pub async fn create(
             members,
         },
     );
-    let mut tx = state.store.begin_write().await?;
-    reconcile_in(&mut tx, &desired, &policy, actor).await?;
-    tx.commit().await?;
+    state
+        .engine
+        .apply(Request::new(&desired, &policy, actor))
+        .await?;
     read_back(state, base, id, StatusCode::CREATED, projection).await
 }
 
@@ -178,11 +178,8 @@ pub async fn replace(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let input = parse_group(body)?;
-    let policy = Policy::from_config(&state.current_config(), crate::store::now());
+    let policy = state.policy();
     let members = member_refs(input.members.as_deref().unwrap_or_default(), &policy, true)?;
-    let mut tx = state.store.begin_write().await?;
-    let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
-    check_if_match(if_match, current.version)?;
     let desired = one_team(
         actor,
         DesiredTeam {
@@ -194,8 +191,13 @@ pub async fn replace(
             members: MemberSpec::Exactly(members),
         },
     );
-    reconcile_in(&mut tx, &desired, &policy, actor).await?;
-    tx.commit().await?;
+    state
+        .engine
+        .change_team(uuid, &expect_version(if_match), &policy, actor, |_| {
+            Ok::<_, ApiError>(desired)
+        })
+        .await
+        .map_err(|e| with_not_found(e, || not_found(id)))?;
     read_back(state, base, uuid, StatusCode::OK, projection).await
 }
 
@@ -273,7 +275,7 @@ pub async fn patch(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let operations = parse_patch_request(body)?;
-    let policy = Policy::from_config(&state.current_config(), crate::store::now());
+    let policy = state.policy();
     let mut members = Members::Delta {
         add: Vec::new(),
         remove: Vec::new(),
@@ -291,25 +293,26 @@ pub async fn patch(
         rest.extend(split.rest);
     }
     let members = members.spec(&policy)?;
-    let mut tx = state.store.begin_write().await?;
-    let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
-    check_if_match(if_match, current.version)?;
-    let mut resource = render_group(&current, None, base);
-    apply_operations(&mut resource, &rest, READ_ONLY)?;
-    let input = parse_group(&resource)?;
-    let desired = one_team(
-        actor,
-        DesiredTeam {
-            id: Some(uuid),
-            intent: Intent::Update,
-            external_id: input.external_id,
-            display_name: input.display_name,
-            metadata: None,
-            members,
-        },
-    );
-    reconcile_in(&mut tx, &desired, &policy, actor).await?;
-    tx.commit().await?;
+    state
+        .engine
+        .change_team(uuid, &expect_version(if_match), &policy, actor, |current| {
+            let mut resource = render_group(current, None, base);
+            apply_operations(&mut resource, &rest, READ_ONLY)?;
+            let input = parse_group(&resource)?;
+            Ok::<_, ApiError>(one_team(
+                actor,
+                DesiredTeam {
+                    id: Some(uuid),
+                    intent: Intent::Update,
+                    external_id: input.external_id,
+                    display_name: input.display_name,
+                    metadata: None,
+                    members,
+                },
+            ))
+        })
+        .await
+        .map_err(|e| with_not_found(e, || not_found(id)))?;
     // RFC 7644 §3.5.2 lets a PATCH answer 200 with the resource or 204. The resource
     // is the better answer (scim-sanity's strict mode insists on it) until echoing the
     // roster would cost far more than the change itself (reading 100,000 members takes
@@ -337,11 +340,20 @@ pub async fn delete(
     if_match: Option<&str>,
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
-    let mut tx = state.store.begin_write().await?;
-    let current = tx.team(uuid).await?.ok_or_else(|| not_found(id))?;
-    check_if_match(if_match, current.version)?;
-    let mut desired = Desired::new(actor.scim_source(), Scope::Listed);
-    desired.delete_teams.push(uuid);
-    super::apply_and_commit(tx, state, &desired, actor).await?;
+    state
+        .engine
+        .change_team(
+            uuid,
+            &expect_version(if_match),
+            &state.policy(),
+            actor,
+            |_| {
+                let mut desired = Desired::new(actor.scim_source(), Scope::Listed);
+                desired.delete_teams.push(uuid);
+                Ok::<_, ApiError>(desired)
+            },
+        )
+        .await
+        .map_err(|e| with_not_found(e, || not_found(id)))?;
     Ok(Written::no_content())
 }

@@ -14,22 +14,3 @@ pub mod routes;
 pub mod users;
 
 pub use routes::router;
-
-use crate::app::AppState;
-use crate::error::ApiError;
-use crate::reconcile::{reconcile_and_summarise, Actor, ApplySummary, Desired, Plan, Policy};
-use crate::store::WriteTx;
-
-/// Plans and applies one SCIM write inside `tx`, under the configuration in force
-/// now, and commits it: the tail every write handler shares.
-pub(crate) async fn apply_and_commit(
-    mut tx: WriteTx,
-    state: &AppState,
-    desired: &Desired,
-    actor: &Actor,
-) -> Result<(Plan, ApplySummary), ApiError> {
-    let policy = Policy::from_config(&state.current_config(), crate::store::now());
-    let applied = reconcile_and_summarise(&mut tx, desired, &policy, actor).await?;
-    tx.commit().await?;
-    Ok(applied)
-}

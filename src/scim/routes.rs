@@ -7,7 +7,7 @@ use super::{bulk, discovery, groups, users};
 use crate::app::AppState;
 use crate::auth::{Authorized, ScimScope};
 use crate::error::{ApiError, SCIM_CONTENT_TYPE};
-use crate::reconcile::Actor;
+use crate::reconcile::{Actor, Expect};
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -269,6 +269,37 @@ pub fn if_match(headers: &HeaderMap) -> Option<String> {
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
+}
+
+/// The versions an If-Match header value accepts, for the engine to check inside its
+/// transaction: `*` (or no header) accepts any; otherwise the versions the tags name
+/// (weak and strong forms alike). Tags naming no version of ours accept none.
+pub fn expect_version(if_match: Option<&str>) -> Expect {
+    let Some(header_value) = if_match else {
+        return Expect::AnyVersion;
+    };
+    let tags: Vec<&str> = header_value.split(',').map(str::trim).collect();
+    if tags.contains(&"*") {
+        return Expect::AnyVersion;
+    }
+    Expect::OneOf(
+        tags.iter()
+            .filter_map(|tag| {
+                let text = tag.trim_start_matches("W/").trim_matches('"');
+                // Only the exact text a version renders as, as a string comparison would.
+                text.parse::<i64>().ok().filter(|v| v.to_string() == text)
+            })
+            .collect(),
+    )
+}
+
+/// A 404 from the engine, reworded to name what the client asked for.
+pub fn with_not_found(e: ApiError, not_found: impl FnOnce() -> ApiError) -> ApiError {
+    if e.status == StatusCode::NOT_FOUND {
+        not_found()
+    } else {
+        e
+    }
 }
 
 /// Whether an If-Match / If-None-Match header value names `version`

@@ -1,11 +1,10 @@
 //! /Users: each operation is parse → desired state → reconcile → render. Used by
 //! the HTTP handlers and by /Bulk alike.
 
-use super::error::precondition_failed;
 use super::list::{ListParams, Projection};
 use super::patch::{apply_operations, parse_patch_request};
 use super::resources::{parse_user, render_user, UserInput};
-use super::routes::{etag_matches, Written};
+use super::routes::{expect_version, with_not_found, Written};
 use crate::app::AppState;
 use crate::domain::User;
 use crate::error::ApiError;
@@ -25,13 +24,6 @@ fn not_found(id: &str) -> ApiError {
 /// Ids are UUIDs; anything else names no user.
 pub fn parse_id(id: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(id.trim()).map_err(|_| not_found(id))
-}
-
-pub fn check_if_match(if_match: Option<&str>, version: i64) -> Result<(), ApiError> {
-    match if_match {
-        Some(tag) if !etag_matches(tag, version) => Err(precondition_failed()),
-        _ => Ok(()),
-    }
 }
 
 /// The desired state "this one user, like so".
@@ -149,7 +141,8 @@ pub async fn create(
     let input = parse_user(body)?;
     let id = Uuid::new_v4();
     let desired = one_user(actor, input, id, Intent::Create, true);
-    let (plan, applied) = state.creates().create(desired, actor.clone()).await?;
+    let created = state.creates().create(desired, actor.clone()).await?;
+    let (plan, applied) = (created.plan, created.summary);
     // The row just inserted is exactly the plan's new user stamped with the apply's
     // time, and a new user is in no group: answering from it saves two reads.
     let inserted = plan.ops.iter().find_map(|op| match op {
@@ -179,11 +172,19 @@ pub async fn replace(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let input = parse_user(body)?;
-    let mut tx = state.store.begin_write().await?;
-    let current = tx.user(uuid).await?.ok_or_else(|| not_found(id))?;
-    check_if_match(if_match, current.version)?;
-    let desired = one_user(actor, input, uuid, Intent::Update, current.active);
-    super::apply_and_commit(tx, state, &desired, actor).await?;
+    state
+        .engine
+        .change_user(
+            uuid,
+            &expect_version(if_match),
+            &state.policy(),
+            actor,
+            |current| {
+                Ok::<_, ApiError>(one_user(actor, input, uuid, Intent::Update, current.active))
+            },
+        )
+        .await
+        .map_err(|e| with_not_found(e, || not_found(id)))?;
     read_back(state, base, uuid, StatusCode::OK).await
 }
 
@@ -199,14 +200,22 @@ pub async fn patch(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let operations = parse_patch_request(body)?;
-    let mut tx = state.store.begin_write().await?;
-    let current = tx.user(uuid).await?.ok_or_else(|| not_found(id))?;
-    check_if_match(if_match, current.version)?;
-    let mut resource = render_user(&current, None, base);
-    apply_operations(&mut resource, &operations, READ_ONLY)?;
-    let input = parse_user(&resource)?;
-    let desired = one_user(actor, input, uuid, Intent::Update, current.active);
-    super::apply_and_commit(tx, state, &desired, actor).await?;
+    state
+        .engine
+        .change_user(
+            uuid,
+            &expect_version(if_match),
+            &state.policy(),
+            actor,
+            |current| {
+                let mut resource = render_user(current, None, base);
+                apply_operations(&mut resource, &operations, READ_ONLY)?;
+                let input = parse_user(&resource)?;
+                Ok::<_, ApiError>(one_user(actor, input, uuid, Intent::Update, current.active))
+            },
+        )
+        .await
+        .map_err(|e| with_not_found(e, || not_found(id)))?;
     read_back(state, base, uuid, StatusCode::OK).await
 }
 
@@ -218,11 +227,20 @@ pub async fn delete(
     if_match: Option<&str>,
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
-    let mut tx = state.store.begin_write().await?;
-    let current = tx.user(uuid).await?.ok_or_else(|| not_found(id))?;
-    check_if_match(if_match, current.version)?;
-    let mut desired = Desired::new(actor.scim_source(), Scope::Listed);
-    desired.delete_users.push(uuid);
-    super::apply_and_commit(tx, state, &desired, actor).await?;
+    state
+        .engine
+        .change_user(
+            uuid,
+            &expect_version(if_match),
+            &state.policy(),
+            actor,
+            |_| {
+                let mut desired = Desired::new(actor.scim_source(), Scope::Listed);
+                desired.delete_users.push(uuid);
+                Ok::<_, ApiError>(desired)
+            },
+        )
+        .await
+        .map_err(|e| with_not_found(e, || not_found(id)))?;
     Ok(Written::no_content())
 }

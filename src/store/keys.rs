@@ -48,38 +48,6 @@ impl Store {
     /// Stores a new key. A team-scoped key needs its user to be a member of the team
     /// ([`StoreError::NotAMember`] otherwise), checked in the same transaction as the
     /// insert: writers are serialised, so no removal can slip in between.
-    pub async fn create_key(&self, key: &ApiKey, hash: &str) -> StoreResult<()> {
-        let mut tx = self.begin_write().await?;
-        if let Some(team_id) = key.team_id {
-            let member = sqlx::query(
-                "SELECT 1 AS member FROM memberships WHERE team_id = $1 AND user_id = $2",
-            )
-            .bind(team_id.to_string())
-            .bind(key.user_id.to_string())
-            .fetch_optional(tx.conn())
-            .await?;
-            if member.is_none() {
-                return Err(StoreError::NotAMember);
-            }
-        }
-        sqlx::query(
-            "INSERT INTO api_keys (id, user_id, team_id, name, prefix, hash, created, expires, blocked_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(key.id.to_string())
-        .bind(key.user_id.to_string())
-        .bind(key.team_id.map(|t| t.to_string()))
-        .bind(key.name.clone())
-        .bind(key.prefix.clone())
-        .bind(hash.to_owned())
-        .bind(format_ts(key.created))
-        .bind(key.expires.map(format_ts))
-        .bind(key.blocked_by.map(|b| b.as_str()))
-        .execute(tx.conn())
-        .await?;
-        tx.commit().await
-    }
-
     pub async fn list_keys(&self, user_id: Option<Uuid>) -> StoreResult<Vec<ApiKey>> {
         let rows = match user_id {
             Some(user) => {
@@ -102,21 +70,6 @@ impl Store {
     }
 
     /// Revokes one key: it leaves api_keys for deleted_api_keys. False when no such key.
-    pub async fn revoke_key(&self, id: Uuid, actor: &str) -> StoreResult<bool> {
-        let mut tx = self.begin_write().await?;
-        let moved = tx
-            .purge_keys_where(
-                "id = $5",
-                &[id.to_string()],
-                PurgeReason::Revoked,
-                Trigger::Cli,
-                actor,
-            )
-            .await?;
-        tx.commit().await?;
-        Ok(moved > 0)
-    }
-
     /// The gateway's per-request question: whom does this key belong to, if anyone?
     /// One indexed lookup by hash; blocked, expired and inactive-user keys answer nothing,
     /// and so does a team key whose user is not (or no longer) in that team: leaving a
@@ -172,6 +125,51 @@ impl Store {
 }
 
 impl WriteTx {
+    /// Stores a new key (its hash, never the secret). A team key's user must be in the
+    /// team: checked in this transaction, so nothing can change it in between.
+    pub async fn insert_key(&mut self, key: &ApiKey, hash: &str) -> StoreResult<()> {
+        if let Some(team_id) = key.team_id {
+            let member = sqlx::query(
+                "SELECT 1 AS member FROM memberships WHERE team_id = $1 AND user_id = $2",
+            )
+            .bind(team_id.to_string())
+            .bind(key.user_id.to_string())
+            .fetch_optional(self.conn())
+            .await?;
+            if member.is_none() {
+                return Err(StoreError::NotAMember);
+            }
+        }
+        sqlx::query(
+            "INSERT INTO api_keys (id, user_id, team_id, name, prefix, hash, created, expires, blocked_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(key.id.to_string())
+        .bind(key.user_id.to_string())
+        .bind(key.team_id.map(|t| t.to_string()))
+        .bind(key.name.clone())
+        .bind(key.prefix.clone())
+        .bind(hash.to_owned())
+        .bind(format_ts(key.created))
+        .bind(key.expires.map(format_ts))
+        .bind(key.blocked_by.map(|b| b.as_str()))
+        .execute(self.conn())
+        .await?;
+        Ok(())
+    }
+
+    /// Moves one key to the audit copies; how many moved (0: already gone).
+    pub async fn purge_key(
+        &mut self,
+        id: Uuid,
+        reason: PurgeReason,
+        trigger: Trigger,
+        actor: &str,
+    ) -> StoreResult<u64> {
+        self.purge_keys_where("id = $5", &[id.to_string()], reason, trigger, actor)
+            .await
+    }
+
     /// Moves matching keys to deleted_api_keys (without their hash) and deletes them.
     /// `condition` is a fixed SQL fragment over api_keys using `$5`, `$6`, ... for `args`.
     async fn purge_keys_where(

@@ -48,6 +48,19 @@ impl Store {
         }
     }
 
+    /// Mints a new bearer token and stores its hash. The returned secret is the only copy.
+    pub async fn issue_token(
+        &self,
+        name: &str,
+        scope: TokenScope,
+        idp: &str,
+    ) -> StoreResult<crate::keys::Secret> {
+        let secret = crate::keys::mint_token();
+        self.create_token(name, scope, idp, &crate::keys::hash_secret(secret.expose()))
+            .await?;
+        Ok(secret)
+    }
+
     pub async fn token_count(&self) -> StoreResult<i64> {
         let row = sqlx::query("SELECT COUNT(*) AS n FROM scim_tokens")
             .fetch_one(self.pool())

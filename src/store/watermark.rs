@@ -108,7 +108,8 @@ mod tests {
 
         // Another process's store, as `scimsync token revoke` would open it.
         let theirs = Store::open(&url, 1).await.expect("second store");
-        crate::keys::issue_token(&theirs, "first", crate::domain::TokenScope::Scim, "default")
+        theirs
+            .issue_token("first", crate::domain::TokenScope::Scim, "default")
             .await
             .expect("token");
         let after = index.read().expect("a consistent header");

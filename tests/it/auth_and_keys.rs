@@ -159,10 +159,11 @@ async fn whoami_refuses_a_revoked_key() {
     let app = TestApp::spawn().await;
     let user = app.seed_user("bob").await;
     let (key_id, key) = app.new_api_key(user.id, None).await;
-    assert!(app.store.revoke_key(key_id, "test").await.unwrap());
+    let operator = crate::common::operator();
+    assert!(app.engine().revoke_key(key_id, &operator).await.unwrap());
     assert_eq!(app.whoami(&key).await.0, StatusCode::UNAUTHORIZED);
     assert!(
-        !app.store.revoke_key(key_id, "test").await.unwrap(),
+        !app.engine().revoke_key(key_id, &operator).await.unwrap(),
         "already gone"
     );
 }
@@ -187,7 +188,14 @@ async fn whoami_refuses_an_expired_key() {
     let app = TestApp::spawn().await;
     let user = app.seed_user("dave").await;
     let past = scimsync::store::now() - chrono::Duration::seconds(1);
-    let (_, secret) = scimsync::keys::issue_api_key(&app.store, user.id, None, None, Some(past))
+    let new = scimsync::reconcile::NewKey {
+        user_id: user.id,
+        expires: Some(past),
+        ..Default::default()
+    };
+    let (_, secret) = app
+        .engine()
+        .issue_key(new, &crate::common::operator())
         .await
         .unwrap();
     assert_eq!(
@@ -214,7 +222,10 @@ async fn revoking_a_key_keeps_an_audit_copy_without_the_secret() {
     let app = TestApp::spawn().await;
     let user = app.seed_user("frank").await;
     let (key_id, key) = app.new_api_key(user.id, None).await;
-    app.store.revoke_key(key_id, "test").await.unwrap();
+    app.engine()
+        .revoke_key(key_id, &crate::common::operator())
+        .await
+        .unwrap();
     assert!(app.store.list_keys(Some(user.id)).await.unwrap().is_empty());
     let deleted = app.store.deleted_keys(user.id).await.unwrap();
     assert_eq!(deleted.len(), 1);
@@ -283,4 +294,59 @@ async fn a_token_over_its_rate_limit_gets_429_with_retry_after_in_the_scim_envel
     let other = app.new_token("other", TokenScope::Scim).await;
     let response = get_users_with(&app, Some(&format!("Bearer {other}"))).await;
     assert_eq!(response.status(), StatusCode::OK);
+}
+
+#[tokio::test]
+async fn issuing_and_revoking_a_key_are_audited_with_their_actor() {
+    let app = TestApp::spawn().await;
+    let user = app.seed_user("grace@example.com").await;
+    let cli = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_scimsync"))
+            .arg("--database-url")
+            .arg(&app.config.database.url)
+            .args(args)
+            .env_remove("SCIMSYNC_CONFIG")
+            .env_remove("SCIMSYNC_DATABASE_URL")
+            .env("SCIMSYNC_LOG_LEVEL", "warn")
+            .output()
+            .expect("scimsync runs")
+    };
+    let created = cli(&[
+        "key",
+        "create",
+        "--user",
+        "grace@example.com",
+        "--name",
+        "laptop",
+    ]);
+    assert_eq!(created.status.code(), Some(0), "{created:?}");
+    let key_id = app.store.list_keys(Some(user.id)).await.unwrap()[0].id;
+    let revoked = cli(&["key", "revoke", &key_id.to_string()]);
+    assert_eq!(revoked.status.code(), Some(0), "{revoked:?}");
+
+    let audit = app.store.audit_since(None).await.unwrap();
+    let key_target = format!("key:{key_id}");
+    let issued = audit
+        .iter()
+        .find(|e| e.operation == "issue_key")
+        .unwrap_or_else(|| panic!("issue_key audited: {audit:?}"));
+    assert_eq!(
+        (issued.trigger.as_str(), issued.actor.as_str()),
+        ("cli", "cli")
+    );
+    assert_eq!(issued.target, key_target);
+    assert_eq!(issued.detail["after"]["name"], "laptop");
+    let gone = audit
+        .iter()
+        .find(|e| e.operation == "revoke_key")
+        .unwrap_or_else(|| panic!("revoke_key audited: {audit:?}"));
+    assert_eq!((gone.trigger.as_str(), gone.actor.as_str()), ("cli", "cli"));
+    assert_eq!(gone.target, key_target);
+    let text = String::from_utf8_lossy(&cli(&["audit"]).stdout).into_owned();
+    assert!(
+        text.contains("issue_key") && text.contains("revoke_key"),
+        "{text}"
+    );
+    let secret = String::from_utf8_lossy(&created.stdout).trim().to_owned();
+    assert!(!text.contains(&secret), "no secret in the audit log");
 }

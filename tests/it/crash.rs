@@ -259,13 +259,20 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
         tx.commit().await.expect("commit");
         for k in 0..KEYS_PER_USER {
             let team_id = (k == 0).then_some(team.id);
-            scimsync::keys::issue_api_key(&store, user.id, team_id, None, None)
+            let new = scimsync::reconcile::NewKey {
+                user_id: user.id,
+                team_id,
+                ..Default::default()
+            };
+            scimsync::reconcile::Engine::new(store.clone())
+                .issue_key(new, &crate::common::operator())
                 .await
                 .expect("key");
         }
         ids.push(user.id);
     }
-    let token = scimsync::keys::issue_token(&store, "idp", TokenScope::Scim, "default")
+    let token = store
+        .issue_token("idp", TokenScope::Scim, "default")
         .await
         .expect("token")
         .expose()

@@ -65,10 +65,18 @@ async fn a_key_cannot_be_scoped_to_a_team_its_user_is_not_in() {
     assert!(app.store.list_keys(Some(bob.id)).await.unwrap().is_empty());
 
     // The library refuses too, so no other caller can mint such a key.
-    let refused = scimsync::keys::issue_api_key(&app.store, bob.id, Some(ops.id), None, None).await;
+    let new = scimsync::reconcile::NewKey {
+        user_id: bob.id,
+        team_id: Some(ops.id),
+        ..Default::default()
+    };
+    let refused = app
+        .engine()
+        .issue_key(new, &crate::common::operator())
+        .await;
     assert!(matches!(
         refused,
-        Err(scimsync::store::StoreError::NotAMember)
+        Err(scimsync::reconcile::EngineError::NotAMember { .. })
     ));
     assert!(app.store.list_keys(Some(bob.id)).await.unwrap().is_empty());
 

@@ -11,27 +11,22 @@ use crate::common::{TestApp, SCIM_JSON};
 use reqwest::{Method, StatusCode};
 use scimsync::domain::{Source, TokenScope, User, UserName};
 use scimsync::reconcile::snapshot::Snapshot;
-use scimsync::reconcile::{self, Actor, Plan, Policy, ReconcileError};
+use scimsync::reconcile::{self, Actor, Engine, EngineError, Plan, Policy, Request};
 use scimsync::store::Store;
 use serde_json::{json, Value};
 use std::process::Output;
 
 /// Plans a snapshot against the store and applies it in one transaction, as
 /// `scimsync apply --snapshot` does.
-async fn pull(store: &Store, snapshot: &str, policy: &Policy) -> Result<Plan, ReconcileError> {
+async fn pull(store: &Store, snapshot: &str, policy: &Policy) -> Result<Plan, EngineError> {
     let desired = Snapshot::parse(snapshot)
         .expect("valid snapshot")
         .into_desired();
-    let mut tx = store.begin_write().await.expect("transaction");
-    let plan = reconcile::reconcile_in(
-        &mut tx,
-        &desired,
-        policy,
-        &Actor::new(scimsync::domain::Trigger::Cli, "test"),
-    )
-    .await?;
-    tx.commit().await.expect("commit");
-    Ok(plan)
+    let actor = Actor::new(scimsync::domain::Trigger::Cli, "test");
+    let applied = Engine::new(store.clone())
+        .apply(Request::new(&desired, policy, &actor))
+        .await?;
+    Ok(applied.plan)
 }
 
 async fn pulled(store: &Store, snapshot: &str) -> Plan {
@@ -269,10 +264,7 @@ async fn a_group_missing_from_a_complete_pull_is_held_by_the_membership_guard() 
     .await
     .expect_err("the guard refuses");
     let message = refused.to_string();
-    assert!(
-        matches!(refused, ReconcileError::DeletionGuard(_)),
-        "{message}"
-    );
+    assert!(refused.is_guard_refusal(), "{message}");
     assert!(
         message.contains("refusing to remove 30 of")
             && message.contains("30 of them by deleting the teams they are in"),

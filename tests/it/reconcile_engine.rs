@@ -43,12 +43,11 @@ fn cli() -> Actor {
 
 /// Plans `desired` against the store and applies it in one transaction.
 async fn sync(store: &Store, desired: &Desired, policy: &Policy) -> Plan {
-    let mut tx = store.begin_write().await.expect("transaction");
-    let plan = reconcile::reconcile_in(&mut tx, desired, policy, &cli())
+    reconcile::Engine::new(store.clone())
+        .apply(reconcile::Request::new(desired, policy, &cli()))
         .await
-        .expect("reconciled");
-    tx.commit().await.expect("commit");
-    plan
+        .expect("reconciled")
+        .plan
 }
 
 async fn replan(store: &Store, desired: &Desired, policy: &Policy) -> Plan {

@@ -832,11 +832,10 @@ async fn the_unfiltered_total_stays_exact_through_creates_conflicts_bulk_applies
         .into_desired();
     let policy = scimsync::reconcile::Policy::from_config(&app.config, scimsync::store::now());
     let actor = scimsync::reconcile::Actor::new(scimsync::domain::Trigger::Cli, "test");
-    let mut tx = app.store.begin_write().await.expect("transaction");
-    scimsync::reconcile::reconcile_in(&mut tx, &desired, &policy, &actor)
+    app.engine()
+        .apply(scimsync::reconcile::Request::new(&desired, &policy, &actor))
         .await
         .expect("applied");
-    tx.commit().await.expect("committed");
     assert_eq!(totals_agree(&app, "Users").await, 6);
     assert_eq!(totals_agree(&app, "Groups").await, 1);
 

@@ -401,12 +401,14 @@ fn keycloak_token(key: &jwt::TestKey) -> String {
 async fn after_a_key_rotation_and_a_reload_the_new_signing_key_is_fetched() {
     let jwks = jwt::serve_rotating_jwks(vec![jwt::jwk(jwt::idp_key())]).await;
     let app = reloadable_app(keycloak_with_jwks(&jwks.url)).await;
-    let token =
-        scimsync::keys::issue_token(&app.state.store, "gateway", TokenScope::Sso, "default")
-            .await
-            .unwrap()
-            .expose()
-            .to_owned();
+    let token = app
+        .state
+        .store
+        .issue_token("gateway", TokenScope::Sso, "default")
+        .await
+        .unwrap()
+        .expose()
+        .to_owned();
     let sign_in = |id_token: String| {
         sign_in_at(
             &app.base_url,
@@ -449,12 +451,14 @@ async fn a_reload_that_moves_an_idps_jwks_stops_trusting_the_old_keys() {
     let old = jwt::serve_rotating_jwks(vec![jwt::jwk(jwt::idp_key())]).await;
     let new = jwt::serve_rotating_jwks(vec![jwt::jwk(jwt::rotated_idp_key())]).await;
     let app = reloadable_app(keycloak_with_jwks(&old.url)).await;
-    let token =
-        scimsync::keys::issue_token(&app.state.store, "gateway", TokenScope::Sso, "default")
-            .await
-            .unwrap()
-            .expose()
-            .to_owned();
+    let token = app
+        .state
+        .store
+        .issue_token("gateway", TokenScope::Sso, "default")
+        .await
+        .unwrap()
+        .expose()
+        .to_owned();
     let body = |key| json!({"idp": "keycloak", "id_token": keycloak_token(key)});
     let (status, answer) = sign_in_at(&app.base_url, &token, body(jwt::idp_key())).await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -479,12 +483,14 @@ async fn after_a_reload_sign_ins_reach_the_idp_as_the_new_configuration_says() {
     let after = GraphMock::start().await;
     after.remove_member("g-users", "u-alice");
     let app = reloadable_app(before.config("entra", &["LLM *"])).await;
-    let token =
-        scimsync::keys::issue_token(&app.state.store, "gateway", TokenScope::Sso, "default")
-            .await
-            .unwrap()
-            .expose()
-            .to_owned();
+    let token = app
+        .state
+        .store
+        .issue_token("gateway", TokenScope::Sso, "default")
+        .await
+        .unwrap()
+        .expose()
+        .to_owned();
     let alice = json!({"idp": "entra", "user": "alice@contoso.com"});
     let (status, body) = sign_in_at(&app.base_url, &token, alice.clone()).await;
     assert_eq!(status, StatusCode::OK, "{body}");

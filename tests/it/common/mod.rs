@@ -38,6 +38,11 @@ pub fn new_user(user_name: &str, source: Source) -> User {
     }
 }
 
+/// An operator at the shell, as the audit log names them.
+pub fn operator() -> scimsync::reconcile::Actor {
+    scimsync::reconcile::Actor::new(scimsync::domain::Trigger::Cli, "test")
+}
+
 pub struct TestApp {
     pub addr: SocketAddr,
     pub base_url: String,
@@ -140,7 +145,8 @@ impl TestApp {
 
     /// Creates a SCIM token bound to `idp`: what it creates is owned by that IdP.
     pub async fn new_idp_token(&self, name: &str, scope: TokenScope, idp: &str) -> String {
-        scimsync::keys::issue_token(&self.store, name, scope, idp)
+        self.store
+            .issue_token(name, scope, idp)
             .await
             .expect("token created")
             .expose()
@@ -188,11 +194,22 @@ impl TestApp {
     /// Issues an API key for a user, optionally scoped to a team (of which the user must
     /// be a member); returns (key id, secret).
     pub async fn new_api_key(&self, user_id: Uuid, team_id: Option<Uuid>) -> (Uuid, String) {
-        let (key, secret) =
-            scimsync::keys::issue_api_key(&self.store, user_id, team_id, None, None)
-                .await
-                .expect("key issued");
+        let new = scimsync::reconcile::NewKey {
+            user_id,
+            team_id,
+            ..Default::default()
+        };
+        let (key, secret) = self
+            .engine()
+            .issue_key(new, &operator())
+            .await
+            .expect("key issued");
         (key.id, secret.expose().to_owned())
+    }
+
+    /// The engine's front door on this app's store.
+    pub fn engine(&self) -> scimsync::reconcile::Engine {
+        scimsync::reconcile::Engine::new(self.store.clone())
     }
 
     /// Asks /v1/whoami about a key, as the gateway does on every request.
