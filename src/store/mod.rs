@@ -26,7 +26,7 @@ mod teams;
 mod users;
 mod watermark;
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, ExportedEntry};
 pub use backup::{backup_sqlite, BackupError};
 pub use keys::{DeletedKey, KeyPrincipal, PurgeReason};
 pub use locks::SyncLock;
