@@ -972,7 +972,10 @@ async fn audit_export(config: &Config, args: AuditExportArgs) -> anyhow::Result<
 async fn backup_command(config: &Config, args: BackupArgs) -> anyhow::Result<i32> {
     match crate::store::backup_sqlite(&config.database.url, &args.out, args.force).await {
         Ok(bytes) => {
-            eprintln!("backed up the database to {} ({bytes} bytes)", args.out.display());
+            eprintln!(
+                "backed up the database to {} ({bytes} bytes)",
+                args.out.display()
+            );
             Ok(0)
         }
         Err(e) => fail(e.to_string()),

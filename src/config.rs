@@ -70,7 +70,8 @@ pub struct Config {
 
 /// Default `[audit] retain`: a yearly review still finds the whole of last year, with a
 /// month to spare for a late one.
-pub const DEFAULT_AUDIT_RETAIN: std::time::Duration = std::time::Duration::from_secs(400 * DAY_SECS);
+pub const DEFAULT_AUDIT_RETAIN: std::time::Duration =
+    std::time::Duration::from_secs(400 * DAY_SECS);
 
 /// The shortest `[audit] retain`: a slip such as `retain = "0d"` must not empty the log.
 const MIN_AUDIT_RETAIN_SECS: u64 = DAY_SECS;
@@ -979,7 +980,9 @@ mod tests {
             ("retain = \"1y\"", "unknown unit"),
             ("prune_every = \"1.5h\"", "has a fraction"),
         ] {
-            let err = parse(&format!("[audit]\n{text}\n")).unwrap_err().to_string();
+            let err = parse(&format!("[audit]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
             assert!(err.starts_with("c.toml:2:"), "{err}");
             assert!(err.contains(expected), "{text}: {err}");
         }

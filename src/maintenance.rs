@@ -100,7 +100,11 @@ pub fn start(state: &AppState) -> Maintenance {
     tasks.push(tokio::spawn(async move {
         // Soon after start as well: a daemon restarted more often than prune_every
         // must still prune.
-        let first = pruner.current_config().audit.prune_every.min(FIRST_PRUNE_AFTER);
+        let first = pruner
+            .current_config()
+            .audit
+            .prune_every
+            .min(FIRST_PRUNE_AFTER);
         tokio::time::sleep(first).await;
         loop {
             let config: Arc<Config> = pruner.current_config();

@@ -1,8 +1,8 @@
 use super::{format_ts, parse_ts, Store, StoreResult, WriteTx};
 use crate::domain::Trigger;
 use chrono::{DateTime, Utc};
-use serde::Serialize;
 use futures::stream::{BoxStream, StreamExt};
+use serde::Serialize;
 use sqlx::Row;
 
 /// One applied operation, as the audit log keeps it.

@@ -76,10 +76,12 @@ async fn age_audit_entries(pool: &AnyPool, n: usize) -> Vec<i64> {
     let old = ids(pool, "SELECT id FROM audit_log ORDER BY id").await;
     let old = old[..n].to_vec();
     for id in &old {
-        sqlx::query(&format!("UPDATE audit_log SET at = '{OLD}' WHERE id = {id}"))
-            .execute(pool)
-            .await
-            .expect("aged");
+        sqlx::query(&format!(
+            "UPDATE audit_log SET at = '{OLD}' WHERE id = {id}"
+        ))
+        .execute(pool)
+        .await
+        .expect("aged");
     }
     old
 }
@@ -118,7 +120,10 @@ async fn a_prune_keeps_what_is_inside_retain_and_drops_what_is_older_in_batches(
 
     let left = ids(&pool, "SELECT id FROM audit_log ORDER BY id").await;
     assert_eq!(left.len() as i64, entries - 3);
-    assert!(aged.iter().all(|id| !left.contains(id)), "{aged:?} {left:?}");
+    assert!(
+        aged.iter().all(|id| !left.contains(id)),
+        "{aged:?} {left:?}"
+    );
     let keys: Vec<String> = sqlx::query("SELECT id FROM deleted_api_keys")
         .fetch_all(&pool)
         .await
@@ -149,7 +154,13 @@ async fn the_daemon_prunes_to_retain_on_its_own() {
     let entries = count(&pool, "SELECT COUNT(*) FROM audit_log").await;
     age_audit_entries(&pool, 2).await;
     let deadline = Instant::now() + Duration::from_secs(20);
-    while count(&pool, &format!("SELECT COUNT(*) FROM audit_log WHERE at = '{OLD}'")).await > 0 {
+    while count(
+        &pool,
+        &format!("SELECT COUNT(*) FROM audit_log WHERE at = '{OLD}'"),
+    )
+    .await
+        > 0
+    {
         assert!(Instant::now() < deadline, "the daemon did not prune");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -205,7 +216,14 @@ async fn audit_export_prints_exactly_the_entries_since_time_as_json_lines() {
     let url = &app.config.database.url;
     let out = cli(
         url,
-        &["audit", "export", "--since", "2021-01-01", "--format", "jsonl"],
+        &[
+            "audit",
+            "export",
+            "--since",
+            "2021-01-01",
+            "--format",
+            "jsonl",
+        ],
     );
     assert_eq!(out.status.code(), Some(0), "{out:?}");
     let stdout = String::from_utf8(out.stdout).expect("UTF-8");
@@ -388,7 +406,9 @@ async fn sqlite_checkpoints_empty_the_wal_and_leave_no_stale_read() {
     }
     let id = post_user(&app, "cached@example.com").await;
     let get_name = || async {
-        let (status, body) = app.scim_json(Method::GET, &format!("/Users/{id}"), None).await;
+        let (status, body) = app
+            .scim_json(Method::GET, &format!("/Users/{id}"), None)
+            .await;
         assert_eq!(status, StatusCode::OK);
         body["displayName"].clone()
     };
@@ -407,10 +427,7 @@ async fn sqlite_checkpoints_empty_the_wal_and_leave_no_stale_read() {
 
     // Another process's write (as the CLI's), after the checkpoint: seen at once.
     let other = Store::open(&app.config.database.url, 1).await.unwrap();
-    other
-        .sqlite_maintenance(Checkpoint::Passive)
-        .await
-        .unwrap();
+    other.sqlite_maintenance(Checkpoint::Passive).await.unwrap();
     drop(other);
     let (status, _) = app
         .scim_json(
