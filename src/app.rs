@@ -338,6 +338,8 @@ impl App {
         // Migrations are applied and the port is bound: only now is the service ready.
         systemd::notify_ready(&format!("serving SCIM on {addr}"));
         let watchdog = systemd::spawn_watchdog(store.clone());
+        // Pruning to [audit] retain; SQLite's optimize and checkpoints.
+        let maintenance = crate::maintenance::start(&self.state);
         let header_read_timeout =
             Duration::from_secs(self.state.current_config().server.header_read_timeout_secs);
         let max_connections = {
@@ -364,6 +366,7 @@ impl App {
         if let Some(scheduler) = scheduler.lock().await.take() {
             scheduler.shutdown().await;
         }
+        maintenance.shutdown().await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -52,7 +52,11 @@ pub enum Command {
     /// Make the store match a snapshot, or apply a plan saved with `plan --out`.
     Apply(ApplyArgs),
     /// Show the audit log: every applied operation with its time, trigger and actor.
+    /// `audit export` streams it as JSON lines for shipping elsewhere.
     Audit(AuditArgs),
+    /// Copy the SQLite database, consistently, while the daemon runs. PostgreSQL: use
+    /// pg_dump (this command refuses and says so).
+    Backup(BackupArgs),
     /// Read an IdP's managed groups and their members into a snapshot (JSON).
     Pull(PullArgs),
     /// Sync one user's team memberships from the IdP, as a sign-in would.
@@ -182,6 +186,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<i32> {
         Command::Plan(args) => plan_command(&config, args).await,
         Command::Apply(args) => apply_command(&config, args).await,
         Command::Audit(args) => audit_command(&config, args).await,
+        Command::Backup(args) => backup_command(&config, args).await,
         Command::Pull(args) => pull_command(&config, args).await,
         Command::SsoSignIn(args) => sso_sign_in_command(config, args).await,
     }
@@ -545,7 +550,10 @@ pub struct ApplyArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
 pub struct AuditArgs {
+    #[command(subcommand)]
+    pub command: Option<AuditCommand>,
     /// Only entries at or after TIME: RFC 3339 (2026-01-31T12:00:00Z), a date
     /// (2026-01-31, UTC) or an age such as 24h or 7d (at most 100 years, 36500d).
     #[arg(long, value_name = "TIME")]
@@ -553,6 +561,42 @@ pub struct AuditArgs {
     /// How to show the entries.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Write the audit log to stdout, one JSON object per line, oldest first, streamed
+    /// as it is read: ship it elsewhere before [audit] retain prunes it. Each line has
+    /// the entry's `id` (increasing), so overlapping exports can be deduplicated.
+    Export(AuditExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct AuditExportArgs {
+    /// Only entries at or after TIME: RFC 3339 (2026-01-31T12:00:00Z), a date
+    /// (2026-01-31, UTC) or an age such as 24h or 7d. Default: the whole log.
+    #[arg(long, value_name = "TIME")]
+    pub since: Option<String>,
+    /// The output format.
+    #[arg(long, value_enum, default_value_t = ExportFormat::Jsonl)]
+    pub format: ExportFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    /// One JSON object per line: id, at, trigger, actor, operation, target, detail.
+    Jsonl,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Where to write the copy (a SQLite database file, mode 0600). It is written to a
+    /// temporary file beside FILE and renamed into place once complete and on disk.
+    #[arg(long, value_name = "FILE")]
+    pub out: PathBuf,
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 fn read_input(path: &std::path::Path) -> anyhow::Result<String> {
@@ -837,6 +881,9 @@ fn parse_since(text: &str) -> anyhow::Result<chrono::DateTime<chrono::Utc>> {
 }
 
 async fn audit_command(config: &Config, args: AuditArgs) -> anyhow::Result<i32> {
+    if let Some(AuditCommand::Export(export)) = args.command {
+        return audit_export(config, export).await;
+    }
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let store = open_store(config).await?;
     let entries = store.audit_since(since).await?;
@@ -860,6 +907,43 @@ async fn audit_command(config: &Config, args: AuditArgs) -> anyhow::Result<i32> 
         }
     }
     Ok(0)
+}
+
+/// `scimsync audit export`: one entry in memory at a time, however long the log.
+async fn audit_export(config: &Config, args: AuditExportArgs) -> anyhow::Result<i32> {
+    use futures::StreamExt;
+    use std::io::Write;
+    let since = args.since.as_deref().map(parse_since).transpose()?;
+    let ExportFormat::Jsonl = args.format;
+    let store = open_store(config).await?;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut entries = store.audit_stream(since);
+    let mut written = 0u64;
+    let closed = |e: std::io::Error| UserError(format!("cannot write to standard output: {e}"));
+    while let Some(entry) = entries.next().await {
+        serde_json::to_writer(&mut out, &entry?)?;
+        out.write_all(b"\n").map_err(closed)?;
+        written += 1;
+    }
+    out.flush().map_err(closed)?;
+    drop(entries);
+    store.close().await;
+    eprintln!("exported {written} audit entries");
+    Ok(0)
+}
+
+/// `scimsync backup`: see [`crate::store::backup_sqlite`].
+async fn backup_command(config: &Config, args: BackupArgs) -> anyhow::Result<i32> {
+    match crate::store::backup_sqlite(&config.database.url, &args.out, args.force).await {
+        Ok(bytes) => {
+            eprintln!(
+                "backed up the database to {} ({bytes} bytes)",
+                args.out.display()
+            );
+            Ok(0)
+        }
+        Err(e) => fail(e.to_string()),
+    }
 }
 
 #[cfg(test)]

@@ -64,7 +64,32 @@ pub struct Config {
     pub teams: TeamsConfig,
     pub sso: SsoConfig,
     pub ownership: OwnershipConfig,
+    pub audit: AuditConfig,
     pub idp: Vec<IdpConfig>,
+}
+
+/// Default `[audit] retain`: a yearly review still finds the whole of last year, with a
+/// month to spare for a late one.
+pub const DEFAULT_AUDIT_RETAIN: std::time::Duration =
+    std::time::Duration::from_secs(400 * DAY_SECS);
+
+/// The shortest `[audit] retain`: a slip such as `retain = "0d"` must not empty the log.
+const MIN_AUDIT_RETAIN_SECS: u64 = DAY_SECS;
+
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// How long audit entries, and the audit copies of purged API keys, are kept before
+    /// the daemon deletes them: a duration of at least 1d (default 400d), or "never".
+    /// `None` is "never".
+    #[serde(deserialize_with = "audit_retain")]
+    pub retain: Option<std::time::Duration>,
+    /// How often the daemon looks for entries older than `retain` (default 1h).
+    #[serde(deserialize_with = "prune_every")]
+    pub prune_every: std::time::Duration,
+    /// Rows deleted per write transaction (default 1000): each batch holds the single
+    /// writer only briefly, and other writes go between batches.
+    pub prune_batch: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Deserialize, Default)]
@@ -466,6 +491,16 @@ impl Default for ProvisioningConfig {
     }
 }
 
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retain: Some(DEFAULT_AUDIT_RETAIN),
+            prune_every: std::time::Duration::from_secs(3600),
+            prune_batch: 1000,
+        }
+    }
+}
+
 impl Default for SafetyConfig {
     fn default() -> Self {
         Self {
@@ -611,6 +646,15 @@ impl Config {
         if self.server.header_read_timeout_secs == 0 {
             return invalid("[server] header_read_timeout_secs must be at least 1".into());
         }
+        if self.audit.prune_batch == 0 || self.audit.prune_batch > 100_000 {
+            return invalid(format!(
+                "[audit] prune_batch is {}; it must be between 1 and 100000",
+                self.audit.prune_batch
+            ));
+        }
+        if self.audit.prune_every.is_zero() {
+            return invalid("[audit] prune_every must be at least 1s".into());
+        }
         crate::telemetry::validate_level(&self.log.level)
             .map_err(|m| ConfigError::Invalid(format!("[log] level: {m}")))?;
         let mut names = std::collections::BTreeSet::new();
@@ -654,7 +698,7 @@ pub struct DurationLimit {
 
 const DAY_SECS: u64 = 86_400;
 
-/// Config durations (`[provisioning] delete_after`): at most 100 years.
+/// Config durations (`[provisioning] delete_after`, `[audit] retain`): at most 100 years.
 pub const CONFIG_DURATION_LIMIT: DurationLimit = DurationLimit {
     max_secs: 36_500 * DAY_SECS,
     described: "100 years, 36500d",
@@ -735,6 +779,33 @@ fn delete_after<'de, D: serde::Deserializer<'de>>(
     parse_duration(&text, CONFIG_DURATION_LIMIT)
         .map(Some)
         .map_err(|e| serde::de::Error::custom(format!("delete_after = {text:?} {e}")))
+}
+
+/// `[audit] retain`: "never", or a duration of at least a day.
+fn audit_retain<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<std::time::Duration>, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    if text.trim() == "never" {
+        return Ok(None);
+    }
+    let retain = parse_duration(&text, CONFIG_DURATION_LIMIT)
+        .map_err(|e| serde::de::Error::custom(format!("retain = {text:?} {e}")))?;
+    if retain.as_secs() < MIN_AUDIT_RETAIN_SECS {
+        return Err(serde::de::Error::custom(format!(
+            "retain = {text:?} is shorter than a day; write at least 1d, or \"never\""
+        )));
+    }
+    Ok(Some(retain))
+}
+
+/// `[audit] prune_every`.
+fn prune_every<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(deserializer)?;
+    parse_duration(&text, CONFIG_DURATION_LIMIT)
+        .map_err(|e| serde::de::Error::custom(format!("prune_every = {text:?} {e}")))
 }
 
 fn line_and_column(text: &str, offset: usize) -> (usize, usize) {
@@ -910,5 +981,41 @@ mod tests {
             ok.provisioning.delete_after,
             Some(std::time::Duration::from_secs(30 * 86_400))
         );
+    }
+
+    #[test]
+    fn audit_retention_defaults_to_400_days_and_accepts_never() {
+        let parse = |text: &str| Config::from_toml(text, Path::new("c.toml"));
+        let defaults = parse("").unwrap();
+        assert_eq!(
+            defaults.audit.retain,
+            Some(std::time::Duration::from_secs(400 * 86_400))
+        );
+        assert_eq!(defaults.audit.prune_every.as_secs(), 3600);
+        assert_eq!(defaults.audit.prune_batch, 1000);
+        assert_eq!(
+            parse("[audit]\nretain = \"90d\"\n").unwrap().audit.retain,
+            Some(std::time::Duration::from_secs(90 * 86_400))
+        );
+        assert_eq!(
+            parse("[audit]\nretain = \"never\"\n").unwrap().audit.retain,
+            None
+        );
+        for (text, expected) in [
+            ("retain = \"0d\"", "shorter than a day"),
+            ("retain = \"23h\"", "shorter than a day"),
+            ("retain = \"36501d\"", "is too long (at most 100 years"),
+            ("retain = \"1y\"", "unknown unit"),
+            ("prune_every = \"1.5h\"", "has a fraction"),
+        ] {
+            let err = parse(&format!("[audit]\n{text}\n"))
+                .unwrap_err()
+                .to_string();
+            assert!(err.starts_with("c.toml:2:"), "{err}");
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        let mut config = Config::default();
+        config.audit.prune_batch = 0;
+        assert!(config.validate().is_err());
     }
 }

@@ -10,6 +10,7 @@ pub mod error;
 pub mod idp;
 pub mod keys;
 mod listener;
+pub mod maintenance;
 pub mod metrics;
 pub mod reconcile;
 pub mod scim;

@@ -136,12 +136,19 @@ fn describe() {
         "scimsync_connections_shed_total",
         "Connections closed near [server] max_connections: idle without a request (no_request), idle between requests (idle_keepalive), or refused at the cap (refused)."
     );
+    describe_counter!(
+        "scimsync_audit_rows_pruned_total",
+        "Rows deleted for being older than [audit] retain, by table (audit_log, deleted_api_keys)."
+    );
     process().describe();
     // Present from start, so a rate() over them has a baseline.
     for reason in SHED_REASONS {
         metrics::counter!("scimsync_connections_shed_total", "reason" => reason).increment(0);
     }
     metrics::gauge!("scimsync_connections_open").set(0.0);
+    for table in PRUNED_TABLES {
+        metrics::counter!("scimsync_audit_rows_pruned_total", "table" => table).increment(0);
+    }
     metrics::gauge!(
         "scimsync_build_info",
         "version" => env!("CARGO_PKG_VERSION"),
@@ -246,4 +253,11 @@ pub fn connections_open(open: usize) {
 /// A connection closed to stay under `[server] max_connections` (see src/listener.rs).
 pub fn connection_shed(reason: &'static str) {
     metrics::counter!("scimsync_connections_shed_total", "reason" => reason).increment(1);
+}
+
+const PRUNED_TABLES: [&str; 2] = ["audit_log", "deleted_api_keys"];
+
+/// Rows of `table` deleted by the `[audit] retain` prune.
+pub fn audit_rows_pruned(table: &'static str, rows: u64) {
+    metrics::counter!("scimsync_audit_rows_pruned_total", "table" => table).increment(rows);
 }

@@ -714,11 +714,16 @@ impl WriteTx {
         Ok(())
     }
 
-    /// Returns the connection to SQLite's default page cache.
+    /// Returns the connection to SQLite's default page cache. On PostgreSQL, has the
+    /// commit refresh the planner's statistics: a first pull takes a table from a few
+    /// rows to many, and until autovacuum's next ANALYZE the planner would still plan
+    /// for a few (sequential scans of what is now large).
     pub async fn end_bulk(&mut self) -> StoreResult<()> {
         if params_of(self.conn()) == Params::Anonymous {
             sqlx::query(DEFAULT_CACHE_SIZE).execute(self.conn()).await?;
             self.bulk = false;
+        } else {
+            self.analyze = true;
         }
         Ok(())
     }

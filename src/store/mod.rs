@@ -11,10 +11,12 @@
 
 pub mod actual;
 mod audit;
+mod backup;
 mod keys;
 pub mod locks;
 mod read_cache;
 mod refold;
+pub mod retention;
 mod rows;
 mod tokens;
 pub use tokens::TokenPrincipal;
@@ -24,7 +26,8 @@ mod teams;
 mod users;
 mod watermark;
 
-pub use audit::AuditEntry;
+pub use audit::{AuditEntry, ExportedEntry};
+pub use backup::{backup_sqlite, BackupError};
 pub use keys::{DeletedKey, KeyPrincipal};
 pub use locks::SyncLock;
 
@@ -226,8 +229,8 @@ impl Store {
     /// else writes concurrently, these transactions cannot hit serialization failures
     /// or deadlocks among themselves, so no retry loop is needed.
     pub async fn begin_write(&self) -> StoreResult<WriteTx> {
-        let mut writer = self.writer.clone().lock_owned().await;
         if self.backend == Backend::Postgres {
+            let writer = self.writer.clone().lock_owned().await;
             let mut tx = self.pool.begin().await?;
             // Dropping `tx` on error rolls back, which also frees the lock if it was granted.
             locks::lock_writers(&mut tx).await?;
@@ -237,13 +240,11 @@ impl Store {
                 open: true,
                 at_commit: Vec::new(),
                 bulk: false,
+                pool: Some(self.pool.clone()),
+                analyze: false,
             });
         }
-        if writer.is_none() {
-            let mut conn = sqlx::AnyConnection::connect_with(&self.options).await?;
-            prepare_session(&mut conn, self.backend).await?;
-            *writer = Some(conn);
-        }
+        let writer = self.sqlite_writer().await?;
         // `open` before the BEGIN is sent: a request cancelled while it is under way
         // still rolls back (in `Drop`) rather than leave the writer mid-transaction.
         let mut tx = WriteTx {
@@ -252,11 +253,24 @@ impl Store {
             open: true,
             at_commit: Vec::new(),
             bulk: false,
+            pool: None,
+            analyze: false,
         };
         // IMMEDIATE takes SQLite's write lock now, waiting out another process (the
         // CLI) under busy_timeout, instead of failing at the first write.
         sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
         Ok(tx)
+    }
+
+    /// SQLite: the writer lock with the writer's connection, opened if need be.
+    async fn sqlite_writer(&self) -> StoreResult<OwnedMutexGuard<Option<sqlx::AnyConnection>>> {
+        let mut writer = self.writer.clone().lock_owned().await;
+        if writer.is_none() {
+            let mut conn = sqlx::AnyConnection::connect_with(&self.options).await?;
+            prepare_session(&mut conn, self.backend).await?;
+            *writer = Some(conn);
+        }
+        Ok(writer)
     }
 }
 
@@ -281,6 +295,11 @@ pub struct WriteTx {
     /// SQLite: the connection has the big page cache of `begin_bulk`, which a rollback
     /// must give back, since the writer's connection lives on.
     pub(crate) bulk: bool,
+    /// PostgreSQL: the pool the transaction came from, and whether to refresh the
+    /// planner's statistics on it once the transaction has committed (see
+    /// [`WriteTx::end_bulk`]).
+    pool: Option<AnyPool>,
+    pub(crate) analyze: bool,
 }
 
 /// SQLite's default page cache (2 MB), which `end_bulk` and a rollback restore.
@@ -315,6 +334,11 @@ impl WriteTx {
             }
             tx.commit().await?;
             self.open = false;
+            if let (true, Some(pool)) = (self.analyze, self.pool.take()) {
+                // Other writers need not wait for the statistics.
+                drop(self.writer.take());
+                retention::analyze_after_bulk(&pool).await;
+            }
             return Ok(());
         }
         // One multi-statement round trip; sqlx hands each statement its share of the

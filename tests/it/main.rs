@@ -39,6 +39,7 @@ mod reconcile_engine;
 mod reconcile_golden;
 mod reconcile_scale;
 mod replicas;
+mod retention_backup;
 mod scim_groups;
 mod scim_idp_quirks;
 mod scim_protocol;
