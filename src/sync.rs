@@ -221,26 +221,28 @@ async fn sync_once_inner(
             tracing::warn!(idp = %idp.name, error = %e, "cannot clear the delta cursor");
         }
     }
-    if let Some(next) = next {
-        idp.adopt(next);
-    }
     match store
         .record_sync(&idp.name, started, report.succeeded(), &result, None)
         .await
     {
-        Ok(state) => match backoff_for(state.consecutive_failures) {
-            Some(wait) => {
-                tracing::warn!(idp = %idp.name, failures = state.consecutive_failures,
+        Ok(state) => {
+            if let Some(next) = next {
+                idp.adopt(next);
+            }
+            match backoff_for(state.consecutive_failures) {
+                Some(wait) => {
+                    tracing::warn!(idp = %idp.name, failures = state.consecutive_failures,
                     backoff_secs = wait.as_secs(), error = report.error.as_deref().unwrap_or("partial pull"),
                     "IdP sync keeps failing; backing off before the next attempt");
-                metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
-                    .set(wait.as_secs_f64());
+                    metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
+                        .set(wait.as_secs_f64());
+                }
+                None => {
+                    metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
+                        .set(0.0);
+                }
             }
-            None => {
-                metrics::gauge!("scimsync_sync_backoff_seconds", "idp" => idp.name.clone())
-                    .set(0.0);
-            }
-        },
+        }
         Err(e) => tracing::error!(idp = %idp.name, error = %e, "cannot record the sync run"),
     }
     if report.succeeded() {
