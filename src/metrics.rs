@@ -104,6 +104,10 @@ fn describe() {
         "scimsync_sync_runs_total",
         "IdP sync runs, by IdP and outcome (success, partial, failed, refused by the deletion guard)."
     );
+    describe_counter!(
+        "scimsync_sync_pulls_total",
+        "IdP pulls of sync runs, by IdP and kind: full, delta (only the changes since the stored base), or resync (full, after the IdP refused the stored delta cursor)."
+    );
     describe_histogram!(
         "scimsync_sync_duration_seconds",
         Unit::Seconds,
@@ -160,6 +164,9 @@ fn describe() {
 /// The sync outcomes `sync_run` counts, each present from start for every IdP.
 const SYNC_OUTCOMES: [&str; 4] = ["success", "partial", "failed", "refused"];
 
+/// The pull kinds `sync_pull` counts, each present from start for every IdP.
+const PULL_KINDS: [&str; 3] = ["full", "delta", "resync"];
+
 /// Registers every configured IdP's series, at start and after a reload, so that an
 /// IdP that never synced shows `scimsync_last_successful_sync_timestamp_seconds 0`
 /// (and "last sync too old" alerts fire for it) instead of no series at all.
@@ -169,6 +176,10 @@ pub fn register_idps<'a>(idps: impl IntoIterator<Item = (&'a str, Option<f64>)>)
     for (idp, last_success) in idps {
         for outcome in SYNC_OUTCOMES {
             metrics::counter!("scimsync_sync_runs_total", "idp" => idp.to_owned(), "outcome" => outcome)
+                .increment(0);
+        }
+        for kind in PULL_KINDS {
+            metrics::counter!("scimsync_sync_pulls_total", "idp" => idp.to_owned(), "kind" => kind)
                 .increment(0);
         }
         let last = metrics::gauge!(
@@ -227,6 +238,12 @@ pub fn sync_run(idp: &str, outcome: &'static str, duration: Duration) {
         metrics::gauge!("scimsync_last_successful_sync_timestamp_seconds", "idp" => idp.to_owned())
             .set(now);
     }
+}
+
+/// A sync run's pull that read the IdP, by kind (full, delta, resync).
+pub fn sync_pull(idp: &str, kind: &'static str) {
+    metrics::counter!("scimsync_sync_pulls_total", "idp" => idp.to_owned(), "kind" => kind)
+        .increment(1);
 }
 
 /// A call to an IdP API, with its class of outcome (ok, throttled, error, retry).

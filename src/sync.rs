@@ -8,14 +8,17 @@
 //! - A pull that failed is not applied; one that was cut short is applied as a partial
 //!   snapshot (`complete: false`), which adds and updates but never deletes.
 //! - Every run is recorded in `sync_state`: when, how long, the outcome, the counts,
-//!   the error, and the delta cursor the next run resumes from.
+//!   the error, and the delta cursor and base the next run resumes from.
 //! - Scheduled runs of an IdP with incremental pulls (Entra) read only what changed
-//!   since the last successful run and apply it to that run's state, held by the
-//!   runner ([`Idp::scheduled_pull`]); the plan is still made from the complete desired
-//!   state, so a delta run deletes exactly what a full pull would. The first run, a
-//!   run after a restart, a cursor the IdP no longer knows (410: the cursor is cleared
-//!   and the run resyncs in full), and managed groups with nested groups mean a full
-//!   pull. A delta run that fails applies nothing and keeps the cursor.
+//!   since the last successful run and apply it to that run's state, the delta base
+//!   ([`Idp::scheduled_pull`]); the plan is still made from the complete desired
+//!   state, so a delta run deletes exactly what a full pull would. The base is stored
+//!   in the transaction that applies the plan, so a restarted daemon or another
+//!   replica continues from exactly what was applied. The first run, a base written
+//!   for another configuration or format, a cursor the IdP no longer knows (410: the
+//!   cursor is cleared and the run resyncs in full), and managed groups with nested
+//!   groups mean a full pull. A delta run that fails, or whose plan is refused,
+//!   applies nothing and keeps the base and cursor.
 //! - After [`BACKOFF_AFTER`] failures in a row the IdP is skipped for an exponentially
 //!   growing while (a warning and the `scimsync_sync_backoff_seconds` gauge say so);
 //!   the first success puts it back on its schedule.
@@ -23,8 +26,8 @@
 use crate::app::AppState;
 use crate::config::Config;
 use crate::domain::Trigger;
-use crate::idp::{self, Idp, PullKind, ScheduledPull};
-use crate::reconcile::{self, Actor, Engine, EngineError, Policy, Request};
+use crate::idp::{self, Idp, NextBase, PullKind, ScheduledPull};
+use crate::reconcile::{self, Actor, Engine, EngineError, Policy, PullState, Request};
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -122,16 +125,16 @@ async fn pull(
         });
         return (pull, false);
     }
-    let stored = match store.sync_state(&idp.name).await {
-        Ok(state) => state.and_then(|s| s.delta_cursor),
+    let (cursor, base) = match store.delta_base(&idp.name).await {
+        Ok(stored) => stored,
         Err(e) => {
-            tracing::warn!(idp = %idp.name, error = %e, "cannot read the delta cursor; pulling in full");
-            None
+            tracing::warn!(idp = %idp.name, error = %e, "cannot read the delta base; pulling in full");
+            (None, None)
         }
     };
     (
-        idp.scheduled_pull(stored.as_deref()).await,
-        stored.is_some(),
+        idp.scheduled_pull(cursor.as_deref(), base.as_deref()).await,
+        cursor.is_some(),
     )
 }
 
@@ -169,6 +172,7 @@ async fn sync_once_inner(
             next: next_base,
         }) => {
             report.pull = kind;
+            crate::metrics::sync_pull(&idp.name, kind.as_str());
             next = next_base;
             if kind == PullKind::Resync {
                 // The stored link is dead whatever happens next; a run that fails from
@@ -183,7 +187,8 @@ async fn sync_once_inner(
             report.problems = pull.problems;
             let desired = pull.snapshot.into_desired();
             let policy = Policy::from_config(config, crate::store::now());
-            match apply(store, &desired, &policy, actor).await {
+            let base = next.as_ref().map(|next| (idp.name.as_str(), next));
+            match apply(store, &desired, &policy, actor, base).await {
                 Ok(plan) => {
                     let counts = plan.counts();
                     report.add = counts.add;
@@ -206,8 +211,8 @@ async fn sync_once_inner(
     report.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     crate::metrics::sync_run(&idp.name, report.outcome, clock.elapsed());
     let result = serde_json::to_value(&report).unwrap_or_default();
-    // Only a run that was applied in full moves the cursor on: after a failed, partial
-    // or refused one the next run reads the same changes again.
+    // Only a run that was applied in full moved the cursor and base on (in `apply`):
+    // after a failed, partial or refused one the next run reads the same changes again.
     let next = next.filter(|_| report.succeeded());
     if had_cursor && report.succeeded() && next.is_none() {
         // No state to apply a delta to (nested groups, no change tracking): a cursor
@@ -216,9 +221,8 @@ async fn sync_once_inner(
             tracing::warn!(idp = %idp.name, error = %e, "cannot clear the delta cursor");
         }
     }
-    let cursor = next.as_ref().map(|n| n.cursor());
     match store
-        .record_sync(&idp.name, started, report.succeeded(), &result, cursor)
+        .record_sync(&idp.name, started, report.succeeded(), &result, None)
         .await
     {
         Ok(state) => {
@@ -252,15 +256,24 @@ async fn sync_once_inner(
     report
 }
 
+/// Applies `desired`; with `base` (the IdP's name and the run's delta base), stores
+/// the base in the same transaction, so it is kept exactly when the plan is.
 async fn apply(
     store: &Store,
     desired: &reconcile::Desired,
     policy: &Policy,
     actor: &Actor,
+    base: Option<(&str, &NextBase)>,
 ) -> Result<reconcile::Plan, EngineError> {
-    let applied = Engine::new(store.clone())
-        .apply(Request::new(desired, policy, actor))
-        .await?;
+    let request = Request {
+        pull_state: base.map(|(idp, base)| PullState {
+            idp,
+            cursor: base.cursor(),
+            delta_base: base.encoded(),
+        }),
+        ..Request::new(desired, policy, actor)
+    };
+    let applied = Engine::new(store.clone()).apply(request).await?;
     Ok(applied.plan)
 }
 

@@ -6,6 +6,7 @@
 //! "add and update, never delete".
 
 pub mod auth0;
+mod delta_base;
 pub mod glob;
 pub mod google;
 pub mod graph;
@@ -164,10 +165,17 @@ pub struct Idp {
     pub selector: GroupSelector,
     pub concurrency: usize,
     pub connector: Box<dyn Connector>,
-    /// The managed groups as of the last scheduled run that succeeded, and the delta
-    /// cursor they belong to: what the next scheduled run applies changes to. Only in
-    /// memory, so a restart or another replica starts with a full pull.
-    base: Mutex<Option<Arc<DeltaBase>>>,
+    /// The last delta base this process decoded or produced, with the digest of its
+    /// stored form: the store holds the base (`sync_state.delta_base`), and this spares
+    /// decoding it again while no other replica has moved it on.
+    base: Mutex<Option<CachedBase>>,
+    /// What a stored base must have been written for ([`delta_base::scope_of`]).
+    delta_scope: String,
+}
+
+struct CachedBase {
+    digest: [u8; 32],
+    base: Arc<DeltaBase>,
 }
 
 impl std::fmt::Debug for Idp {
@@ -230,6 +238,27 @@ impl DeltaBase {
     }
 }
 
+/// A delta base a scheduled run produced, with the form the store keeps it in. Stored
+/// in the transaction that applies the run's plan, so the stored base is always the
+/// state the store was last brought to.
+#[derive(Debug)]
+pub struct NextBase {
+    base: DeltaBase,
+    encoded: Vec<u8>,
+}
+
+impl NextBase {
+    /// The cursor to store: where the next delta starts.
+    pub fn cursor(&self) -> &str {
+        &self.base.cursor
+    }
+
+    /// The base as `sync_state.delta_base` keeps it.
+    pub fn encoded(&self) -> &[u8] {
+        &self.encoded
+    }
+}
+
 /// How a scheduled run read the IdP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -242,13 +271,24 @@ pub enum PullKind {
     Resync,
 }
 
+impl PullKind {
+    /// The label of `scimsync_sync_pulls_total` and the `pull` of `last_result`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PullKind::Full => "full",
+            PullKind::Delta => "delta",
+            PullKind::Resync => "resync",
+        }
+    }
+}
+
 /// The result of a scheduled pull: the snapshot, how it was read and, when the run
-/// succeeds, the state the next run's delta applies to ([`Idp::adopt`]).
+/// succeeds, the state the next run's delta applies to (to store, and [`Idp::adopt`]).
 #[derive(Debug)]
 pub struct ScheduledPull {
     pub pull: Pull,
     pub kind: PullKind,
-    pub next: Option<DeltaBase>,
+    pub next: Option<NextBase>,
 }
 
 /// Members read in a full pull, before they become a snapshot.
@@ -267,7 +307,7 @@ enum DeltaOutcome {
     NeedsFullPull(String),
 }
 
-fn lock_base(idp: &Idp) -> std::sync::MutexGuard<'_, Option<Arc<DeltaBase>>> {
+fn lock_base(idp: &Idp) -> std::sync::MutexGuard<'_, Option<CachedBase>> {
     // A panic elsewhere cannot leave the Option half-written.
     idp.base.lock().unwrap_or_else(|e| e.into_inner())
 }
@@ -289,6 +329,7 @@ impl Idp {
             concurrency: config.concurrency.unwrap_or(DEFAULT_CONCURRENCY).max(1),
             connector,
             base: Mutex::new(None),
+            delta_scope: delta_base::scope_of(config),
         })
     }
 
@@ -427,16 +468,18 @@ impl Idp {
         }
     }
 
-    /// What a scheduled run pulls. With a state from an earlier run that belongs to
-    /// `stored_cursor` (the cursor sync_state holds), only the changes since then are
-    /// read and applied to it; otherwise, or when the delta cannot be applied safely,
-    /// every managed group is read. A delta that fails leaves the state and cursor as
-    /// they were, so the next run reads the same changes again.
+    /// What a scheduled run pulls. With a stored base from an earlier run (by this
+    /// replica or another) that belongs to `stored_cursor` (the cursor sync_state
+    /// holds), only the changes since then are read and applied to it; otherwise, or
+    /// when the delta cannot be applied safely, every managed group is read. A delta
+    /// that fails leaves the base and cursor as they were, so the next run reads the
+    /// same changes again.
     pub async fn scheduled_pull(
         &self,
         stored_cursor: Option<&str>,
+        stored_base: Option<&[u8]>,
     ) -> Result<ScheduledPull, IdpError> {
-        let base = lock_base(self).clone();
+        let base = self.stored_base(stored_base);
         let mut kind = PullKind::Full;
         match base {
             Some(base) if stored_cursor == Some(base.cursor.as_str()) => {
@@ -445,7 +488,7 @@ impl Idp {
                         return Ok(ScheduledPull {
                             pull,
                             kind: PullKind::Delta,
-                            next: Some(next),
+                            next: self.encode_base(next),
                         })
                     }
                     Ok(DeltaOutcome::NeedsFullPull(reason)) => {
@@ -461,21 +504,66 @@ impl Idp {
                 }
             }
             Some(_) => {
-                // Cleared by an operator or a resync, or moved on by another replica:
-                // this state is not the one the store was last brought to.
-                tracing::info!(idp = %self.name, "stored delta cursor differs; pulling in full");
+                // The cursor was cleared (by an operator or a resync) or written without
+                // this base (by an older version): the base is not the state the store
+                // was last brought to.
+                tracing::info!(idp = %self.name, "stored delta cursor differs from the base's; pulling in full");
                 *lock_base(self) = None;
             }
             None => {}
         }
         let (pull, next) = self.full_pull_with_base().await?;
+        let next = next.and_then(|next| self.encode_base(next));
         Ok(ScheduledPull { pull, kind, next })
     }
 
-    /// Keeps `next` as the state the next scheduled run applies its delta to; called
-    /// once the run that produced it has been applied.
-    pub fn adopt(&self, next: DeltaBase) {
-        *lock_base(self) = Some(Arc::new(next));
+    /// The base the store holds, decoded (or the one in memory, when it is the same).
+    /// `None` when nothing usable is stored: the run pulls in full.
+    fn stored_base(&self, encoded: Option<&[u8]>) -> Option<Arc<DeltaBase>> {
+        let Some(encoded) = encoded else {
+            *lock_base(self) = None;
+            return None;
+        };
+        let digest = delta_base::digest(encoded);
+        if let Some(cached) = lock_base(self).as_ref().filter(|c| c.digest == digest) {
+            return Some(cached.base.clone());
+        }
+        match delta_base::decode(encoded, &self.delta_scope) {
+            Ok(base) => {
+                let base = Arc::new(base);
+                *lock_base(self) = Some(CachedBase {
+                    digest,
+                    base: base.clone(),
+                });
+                Some(base)
+            }
+            Err(reason) => {
+                tracing::info!(idp = %self.name, %reason, "the stored delta base is not usable; pulling in full");
+                *lock_base(self) = None;
+                None
+            }
+        }
+    }
+
+    /// The base in its stored form; `None` (and a full pull next time) if it cannot be
+    /// encoded, which only a broken invariant would cause.
+    fn encode_base(&self, base: DeltaBase) -> Option<NextBase> {
+        match delta_base::encode(&base, &self.delta_scope) {
+            Ok(encoded) => Some(NextBase { base, encoded }),
+            Err(e) => {
+                tracing::warn!(idp = %self.name, error = %e, "cannot encode the delta base; the next run pulls in full");
+                None
+            }
+        }
+    }
+
+    /// Keeps `next` in memory as the base the next scheduled run applies its delta to,
+    /// once the run that produced it has been applied and `next` stored with it.
+    pub fn adopt(&self, next: NextBase) {
+        *lock_base(self) = Some(CachedBase {
+            digest: delta_base::digest(&next.encoded),
+            base: Arc::new(next.base),
+        });
     }
 
     /// A full pull that also yields a [`DeltaBase`] when the connector has incremental

@@ -95,6 +95,18 @@ pub struct Request<'a> {
     pub for_user: Option<&'a str>,
     /// Record the store's fingerprint in the plan (for `plan --out`).
     pub fingerprint: bool,
+    /// A scheduled pull's state to keep with the plan it produced: written in the same
+    /// transaction, so it is kept exactly when the plan is applied.
+    pub pull_state: Option<PullState<'a>>,
+}
+
+/// Where an IdP's next incremental pull starts: its delta cursor and the state of the
+/// run that reached it.
+#[derive(Debug, Clone, Copy)]
+pub struct PullState<'a> {
+    pub idp: &'a str,
+    pub cursor: &'a str,
+    pub delta_base: &'a [u8],
 }
 
 impl<'a> Request<'a> {
@@ -105,6 +117,7 @@ impl<'a> Request<'a> {
             actor,
             for_user: None,
             fingerprint: false,
+            pull_state: None,
         }
     }
 }
@@ -350,5 +363,9 @@ pub(super) async fn apply_in(
 ) -> Result<Applied, EngineError> {
     let plan = plan_in(tx, change).await?;
     let summary = apply(tx, &plan, change.actor).await?;
+    if let Some(pull) = change.pull_state {
+        tx.save_delta_base(pull.idp, pull.cursor, pull.delta_base)
+            .await?;
+    }
     Ok(Applied { plan, summary })
 }

@@ -23,7 +23,7 @@ mod tests;
 
 pub use apply::{apply, user_from_new, ApplyError, ApplySummary};
 pub use desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
-pub use engine::{Applied, Engine, EngineError, Expect, NewKey, Request};
+pub use engine::{Applied, Engine, EngineError, Expect, NewKey, PullState, Request};
 pub use load::{fingerprint, load_actual};
 pub use ops::{
     Actual, Change, Counts, NewTeam, NewUser, Op, OpKind, Plan, TeamDeletions, FORMAT_VERSION,

@@ -1,7 +1,10 @@
-//! `sync_state`: per IdP, when it was last pulled, the last success, the delta cursor,
-//! what the last run did, and how many runs in a row have failed (for backoff).
+//! `sync_state`: per IdP, when it was last pulled, the last success, the delta cursor
+//! and base, what the last run did, and how many runs in a row have failed (for backoff).
+//!
+//! The delta base (megabytes for a large tenant) is read and written only by the
+//! functions that need it, never with the rest of the row.
 
-use super::{format_ts, parse_ts, Store, StoreResult};
+use super::{format_ts, parse_ts, Store, StoreResult, WriteTx};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::Row;
@@ -89,13 +92,49 @@ impl Store {
             .ok_or_else(|| super::StoreError::NotFound(format!("sync_state of {idp}")))
     }
 
-    /// Forgets the delta cursor (after a 410 Gone, the next pull is a full one).
+    /// The delta cursor and the base it belongs to, read together so that they come
+    /// from the same run.
+    pub async fn delta_base(&self, idp: &str) -> StoreResult<(Option<String>, Option<Vec<u8>>)> {
+        let row = sqlx::query("SELECT delta_cursor, delta_base FROM sync_state WHERE idp = $1")
+            .bind(idp.to_owned())
+            .fetch_optional(self.pool())
+            .await?;
+        match row {
+            Some(row) => Ok((row.try_get("delta_cursor")?, row.try_get("delta_base")?)),
+            None => Ok((None, None)),
+        }
+    }
+
+    /// Forgets the delta cursor and base (after a 410 Gone, the next pull is a full one).
     pub async fn clear_delta_cursor(&self, idp: &str) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
-        sqlx::query("UPDATE sync_state SET delta_cursor = NULL WHERE idp = $1")
+        sqlx::query("UPDATE sync_state SET delta_cursor = NULL, delta_base = NULL WHERE idp = $1")
             .bind(idp.to_owned())
             .execute(tx.conn())
             .await?;
         tx.commit().await
+    }
+}
+
+impl WriteTx {
+    /// Stores the delta base of a run, and its cursor, in the transaction that applies
+    /// the run's plan: if the apply fails or is refused, the previous base stays.
+    pub async fn save_delta_base(
+        &mut self,
+        idp: &str,
+        cursor: &str,
+        encoded: &[u8],
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO sync_state (idp, delta_cursor, delta_base, consecutive_failures) \
+             VALUES ($1, $2, $3, 0) ON CONFLICT (idp) DO UPDATE SET \
+             delta_cursor = excluded.delta_cursor, delta_base = excluded.delta_base",
+        )
+        .bind(idp.to_owned())
+        .bind(cursor.to_owned())
+        .bind(encoded.to_vec())
+        .execute(self.conn())
+        .await?;
+        Ok(())
     }
 }

@@ -2,7 +2,10 @@
 //! full and stores where to resume; later runs read only what changed (groups/delta
 //! with members@delta, users/delta) and apply it to the last run's state; a link Graph
 //! no longer knows means a full resync; a delta that fails changes nothing; nested
-//! groups, and groups entering the managed set, are read in full.
+//! groups, and groups entering the managed set, are read in full. The base a delta
+//! applies to is kept in the store, so a restart or another replica continues with a
+//! delta run; a base for another groups filter, or one whose apply was refused, is not
+//! used.
 
 use crate::common;
 use crate::idp_mocks;
@@ -23,14 +26,70 @@ struct Scheduled {
     idp: Idp,
 }
 
+/// A database that outlives the apps started on it: what a restarted daemon, or a
+/// second replica, finds.
+struct SharedDatabase {
+    url: String,
+    /// Holds the SQLite file, and the first app's initial SCIM token for the later
+    /// ones (the harness reads it from each app's state directory).
+    dir: tempfile::TempDir,
+}
+
+impl SharedDatabase {
+    async fn new() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let url = match common::postgres_server() {
+            Some(server) => common::fresh_postgres_database(&server).await,
+            None => format!("sqlite://{}", dir.path().join("shared.db").display()),
+        };
+        Self { url, dir }
+    }
+
+    fn token(&self) -> std::path::PathBuf {
+        self.dir.path().join(scimsync::app::INITIAL_TOKEN_FILE)
+    }
+}
+
 impl Scheduled {
     async fn new(
         mock: &GraphMock,
         configure: impl FnOnce(&mut scimsync::config::IdpConfig),
     ) -> Self {
+        Self::start(mock, None, configure).await
+    }
+
+    /// An app on `database`, as a restarted daemon or another replica.
+    async fn on(
+        mock: &GraphMock,
+        database: &SharedDatabase,
+        configure: impl FnOnce(&mut scimsync::config::IdpConfig),
+    ) -> Self {
+        let s = Self::start(mock, Some(database), configure).await;
+        let token = s.app.dir.path().join(scimsync::app::INITIAL_TOKEN_FILE);
+        if !database.token().exists() {
+            std::fs::copy(token, database.token()).unwrap();
+        }
+        s
+    }
+
+    async fn start(
+        mock: &GraphMock,
+        database: Option<&SharedDatabase>,
+        configure: impl FnOnce(&mut scimsync::config::IdpConfig),
+    ) -> Self {
         let mut idp_config = mock.config("entra", &["LLM *"]);
         configure(&mut idp_config);
-        let app = TestApp::spawn_with(|_| {}).await;
+        let shared = database.map(|d| (d.url.clone(), d.token()));
+        let app = TestApp::spawn_with(move |c| {
+            if let Some((url, token)) = shared {
+                c.database.url = url;
+                if token.exists() {
+                    let state = c.server.state_directory.clone().unwrap();
+                    std::fs::copy(token, state.join(scimsync::app::INITIAL_TOKEN_FILE)).unwrap();
+                }
+            }
+        })
+        .await;
         let mut config = app.config.clone();
         // Five users: a guard sized for real tenants would refuse any deactivation.
         config.safety.max_deletion_ratio = 1.0;
@@ -42,6 +101,26 @@ impl Scheduled {
     async fn run(&self) -> SyncReport {
         let actor = Actor::new(Trigger::Sync, "scheduler");
         sync_once(&self.app.store, &self.config, &self.idp, &actor).await
+    }
+
+    /// Stops this app as a restart would: its connections closed, its memory gone.
+    async fn stop(self) {
+        self.app.store.close().await;
+    }
+
+    async fn last_pull(&self) -> serde_json::Value {
+        let state = self.app.store.sync_state("entra").await.unwrap().unwrap();
+        state.last_result.unwrap()["pull"].clone()
+    }
+
+    /// What a full pull would change now: nothing, when the delta runs got it right.
+    async fn full_pull_changes(&self) -> (usize, usize, usize) {
+        let actor = Actor::new(Trigger::Sync, "test");
+        let full = scimsync::sync::sync_now(&self.app.store, &self.config, "entra", &actor)
+            .await
+            .unwrap();
+        assert_eq!(full.outcome, "success", "{full:?}");
+        (full.add, full.change, full.destroy)
     }
 
     async fn cursor(&self) -> Option<String> {
@@ -334,4 +413,211 @@ async fn a_group_renamed_into_the_managed_groups_is_read_in_full() {
         s.teams("alice@contoso.com").await,
         ["LLM Administrators", "LLM Users"]
     );
+}
+
+/// Delta rounds asked for with a stored link (not "latest"): what a delta run does.
+fn delta_reads(mock: &GraphMock) -> usize {
+    mock.faults.calls_to("/groups/delta?$deltatoken=0-")
+}
+
+#[tokio::test]
+async fn a_restarted_daemon_continues_with_a_delta_pull() {
+    let mock = GraphMock::start().await;
+    let database = SharedDatabase::new().await;
+    let before = Scheduled::on(&mock, &database, |_| {}).await;
+    let report = before.run().await;
+    assert_eq!((report.outcome, report.pull), ("success", PullKind::Full));
+    before.stop().await;
+
+    mock.add_member("g-admins", "u-eve");
+    mock.remove_member("g-users", "u-bob");
+    mock.set_user_field("u-carol", "surname", serde_json::json!("Diaz-Ng"));
+    let (reads, deltas) = (full_reads(&mock), delta_reads(&mock));
+    let restarted = Scheduled::on(&mock, &database, |_| {}).await;
+    let report = restarted.run().await;
+    assert_eq!(report.outcome, "success", "{report:?}");
+    assert_eq!(report.pull, PullKind::Delta);
+    assert_eq!(restarted.last_pull().await, "delta");
+    assert_eq!(full_reads(&mock), reads, "no group was read in full");
+    assert!(delta_reads(&mock) > deltas, "the stored link was followed");
+    // Eve joined (a user and a membership added), Bob left his only managed group
+    // (deactivated, membership removed), Carol's surname changed.
+    assert!(report.add >= 2 && report.change >= 1, "{report:?}");
+    assert_eq!(restarted.teams("eve@contoso.com").await, ["LLM Admins"]);
+    assert!(restarted.teams("bob@contoso.com").await.is_empty());
+    assert!(!restarted.user("bob@contoso.com").await.active);
+    assert_eq!(
+        restarted
+            .user("carol@contoso.com")
+            .await
+            .family_name
+            .as_deref(),
+        Some("Diaz-Ng")
+    );
+    // Members nobody changed keep their details: they came from the stored base.
+    let dave = restarted.user("dave@contoso.com").await;
+    assert_eq!(dave.given_name.as_deref(), Some("Dave"));
+    assert_eq!(dave.email.as_deref(), Some("dave@contoso.com"));
+    assert_eq!(restarted.full_pull_changes().await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_restarted_daemon_whose_stored_link_expired_resyncs_in_full() {
+    let mock = GraphMock::start().await;
+    let database = SharedDatabase::new().await;
+    let before = Scheduled::on(&mock, &database, |_| {}).await;
+    assert_eq!(before.run().await.outcome, "success");
+    before.stop().await;
+
+    mock.remove_member("g-admins", "u-alice");
+    mock.expire_delta_tokens();
+    let restarted = Scheduled::on(&mock, &database, |_| {}).await;
+    let report = restarted.run().await;
+    assert_eq!(report.outcome, "success", "{report:?}");
+    assert_eq!(report.pull, PullKind::Resync);
+    assert_eq!(restarted.teams("alice@contoso.com").await, ["LLM Users"]);
+    mock.add_member("g-admins", "u-alice");
+    assert_eq!(restarted.run().await.pull, PullKind::Delta);
+    assert_eq!(
+        restarted.teams("alice@contoso.com").await,
+        ["LLM Admins", "LLM Users"]
+    );
+}
+
+#[tokio::test]
+async fn another_replica_continues_from_the_base_the_first_wrote() {
+    let mock = GraphMock::start().await;
+    let database = SharedDatabase::new().await;
+    let first = Scheduled::on(&mock, &database, |_| {}).await;
+    let second = Scheduled::on(&mock, &database, |_| {}).await;
+    assert_eq!(first.run().await.pull, PullKind::Full);
+
+    mock.add_member("g-admins", "u-eve");
+    let report = second.run().await;
+    assert_eq!(
+        (report.outcome, report.pull),
+        ("success", PullKind::Delta),
+        "{report:?}"
+    );
+    assert_eq!(second.teams("eve@contoso.com").await, ["LLM Admins"]);
+
+    // The first replica's own base (without Eve) is out of date: it must continue from
+    // the one the second wrote, or it would take Eve out again.
+    mock.set_user_field("u-dave", "surname", serde_json::json!("Kim-Lee"));
+    let reads = full_reads(&mock);
+    let report = first.run().await;
+    assert_eq!(
+        (report.outcome, report.pull),
+        ("success", PullKind::Delta),
+        "{report:?}"
+    );
+    assert_eq!(full_reads(&mock), reads, "no group was read in full");
+    assert_eq!(report.destroy, 0, "{report:?}");
+    assert_eq!(first.teams("eve@contoso.com").await, ["LLM Admins"]);
+    assert_eq!(
+        first.user("dave@contoso.com").await.family_name.as_deref(),
+        Some("Kim-Lee")
+    );
+
+    mock.remove_member("g-users", "u-bob");
+    let report = second.run().await;
+    assert_eq!(report.pull, PullKind::Delta, "{report:?}");
+    assert!(second.teams("bob@contoso.com").await.is_empty());
+    assert_eq!(
+        second.user("dave@contoso.com").await.family_name.as_deref(),
+        Some("Kim-Lee"),
+        "the first replica's change is in the base the second read"
+    );
+    assert_eq!(second.full_pull_changes().await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_base_from_another_groups_filter_is_not_used() {
+    let mock = GraphMock::start().await;
+    let database = SharedDatabase::new().await;
+    let before = Scheduled::on(&mock, &database, |_| {}).await;
+    assert_eq!(before.run().await.outcome, "success");
+    before.stop().await;
+
+    // Sales now managed too: the stored base knows nothing of its members.
+    let widened = |c: &mut scimsync::config::IdpConfig| {
+        c.groups = vec!["LLM *".into(), "Sales".into()];
+    };
+    let reads = full_reads(&mock);
+    let restarted = Scheduled::on(&mock, &database, widened).await;
+    let report = restarted.run().await;
+    assert_eq!(report.outcome, "success", "{report:?}");
+    assert_eq!(report.pull, PullKind::Full);
+    assert_eq!(restarted.last_pull().await, "full");
+    assert!(full_reads(&mock) > reads, "read in full");
+    assert_eq!(restarted.teams("eve@contoso.com").await, ["Sales"]);
+    restarted.stop().await;
+
+    // The base that run stored is for the new filter, and is used.
+    mock.remove_member("g-sales", "u-eve");
+    let again = Scheduled::on(&mock, &database, widened).await;
+    let report = again.run().await;
+    assert_eq!(report.pull, PullKind::Delta, "{report:?}");
+    assert!(again.teams("eve@contoso.com").await.is_empty());
+    assert_eq!(again.full_pull_changes().await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn a_refused_apply_keeps_the_previous_base() {
+    let mock = GraphMock::start().await;
+    let database = SharedDatabase::new().await;
+    let mut s = Scheduled::on(&mock, &database, |_| {}).await;
+    assert_eq!(s.run().await.outcome, "success");
+    let stored = s.app.store.delta_base("entra").await.unwrap();
+    assert!(stored.0.is_some() && stored.1.is_some());
+
+    // Bob leaves his only managed group (a deactivation) and Eve joins LLM Admins; a
+    // guard that allows no deletion refuses the whole plan.
+    mock.remove_member("g-users", "u-bob");
+    mock.add_member("g-admins", "u-eve");
+    s.config.safety.max_deletion_ratio = 0.0;
+    let report = s.run().await;
+    assert_eq!(report.outcome, "refused", "{report:?}");
+    assert_eq!(report.pull, PullKind::Delta);
+    assert_eq!(
+        s.app.store.delta_base("entra").await.unwrap(),
+        stored,
+        "the base and cursor of the last applied run stay"
+    );
+    assert_eq!(s.teams("bob@contoso.com").await, ["LLM Users"]);
+    s.stop().await;
+
+    // After a restart with the guard relaxed, the next delta still has both changes.
+    let restarted = Scheduled::on(&mock, &database, |_| {}).await;
+    let report = restarted.run().await;
+    assert_eq!(
+        (report.outcome, report.pull),
+        ("success", PullKind::Delta),
+        "{report:?}"
+    );
+    assert!(restarted.teams("bob@contoso.com").await.is_empty());
+    assert!(!restarted.user("bob@contoso.com").await.active);
+    assert_eq!(restarted.teams("eve@contoso.com").await, ["LLM Admins"]);
+    assert_eq!(restarted.full_pull_changes().await, (0, 0, 0));
+}
+
+#[tokio::test]
+async fn pulls_are_counted_by_kind_in_the_metrics() {
+    let mock = GraphMock::start().await;
+    let s = Scheduled::new(&mock, |c| c.name = "entra-pulls-counted".into()).await;
+    scimsync::metrics::init();
+    let count = |kind: &str| {
+        let needle =
+            format!("scimsync_sync_pulls_total{{idp=\"entra-pulls-counted\",kind=\"{kind}\"}} ");
+        scimsync::metrics::render()
+            .lines()
+            .find_map(|l| l.strip_prefix(needle.as_str()).map(str::to_owned))
+            .and_then(|n| n.trim().parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    assert_eq!(s.run().await.pull, PullKind::Full);
+    mock.add_member("g-admins", "u-eve");
+    assert_eq!(s.run().await.pull, PullKind::Delta);
+    assert_eq!((count("full"), count("delta"), count("resync")), (1, 1, 0));
+    assert!(scimsync::metrics::render().contains("# HELP scimsync_sync_pulls_total "));
 }
