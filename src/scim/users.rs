@@ -3,6 +3,7 @@
 
 use super::error::precondition_failed;
 use super::list::{ListParams, Projection};
+use super::lower::Resource;
 use super::patch::{apply_operations, parse_patch_request};
 use super::resources::{parse_user, render_user, UserInput};
 use super::routes::{etag_matches, Written};
@@ -89,7 +90,8 @@ pub async fn list(
     base: &str,
     params: &ListParams,
 ) -> Result<(u64, Vec<Value>), ApiError> {
-    let page = state.store.scim_users(&params.query()).await?;
+    let query = params.query(Resource::User)?;
+    let page = state.store.list_users(&query).await?;
     let mut resources = render_all(state, base, &page.items, &params.projection).await?;
     resources
         .iter_mut()
