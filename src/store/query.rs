@@ -421,22 +421,11 @@ impl Compiler {
                 "(SELECT t.display_name FROM teams t WHERE t.id = m.team_id)",
                 Kind::Ci,
             ),
-            (Collection::Emails, ElementSource::EmailColumn, Element::Text(key) | Element::Bool(key)) => {
-                match key {
-                    "value" => Expr::new("users.email", Kind::Ci),
-                    "type" => Expr::new("'work'", Kind::Ci),
-                    "primary" => match self.backend() {
-                        Backend::Sqlite => Expr::new("1", Kind::JsonBool),
-                        Backend::Postgres => Expr::new("'true'", Kind::JsonBool),
-                    },
-                    "display" => Expr::new("NULL", Kind::Ci),
-                    _ => {
-                        return invalid(format!(
-                            "the email column has no {key:?} to compare, only value, type, primary and display"
-                        ))
-                    }
-                }
-            }
+            (
+                Collection::Emails,
+                ElementSource::EmailColumn,
+                Element::Text(key) | Element::Bool(key),
+            ) => self.email_column_part(key)?,
             (
                 Collection::Emails | Collection::AttributeList(_),
                 ElementSource::Json,
@@ -461,6 +450,26 @@ impl Compiler {
             }
             (collection, _, element) => {
                 return invalid(format!("{collection:?} has no {element:?}"));
+            }
+        };
+        Ok(expr)
+    }
+
+    /// The `email` column seen as the one element `{"value": email, "type": "work",
+    /// "primary": true}` of a user who has no `emails` list.
+    fn email_column_part(&self, key: &str) -> QueryResult<Expr> {
+        let expr = match key {
+            "value" => Expr::new("users.email", Kind::Ci),
+            "type" => Expr::new("'work'", Kind::Ci),
+            "primary" => match self.backend() {
+                Backend::Sqlite => Expr::new("1", Kind::JsonBool),
+                Backend::Postgres => Expr::new("'true'", Kind::JsonBool),
+            },
+            "display" => Expr::new("NULL", Kind::Ci),
+            _ => {
+                return invalid(format!(
+                    "the email column has no {key:?}, only value, type, primary and display"
+                ))
             }
         };
         Ok(expr)
@@ -690,7 +699,13 @@ impl Compiler {
             | Comparison::GreaterOrEqual
             | Comparison::Less
             | Comparison::LessOrEqual => {
-                let sql_op = order_operator(op).unwrap_or("=");
+                let sql_op = match op {
+                    Comparison::Equal => "=",
+                    Comparison::Greater => ">",
+                    Comparison::GreaterOrEqual => ">=",
+                    Comparison::Less => "<",
+                    _ => "<=",
+                };
                 self.sql.push(&format!("({lhs} {sql_op} "));
                 bind_rhs(self, value);
                 self.sql.push(")");
