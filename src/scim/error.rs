@@ -3,9 +3,10 @@
 //! writes an HTTP error; these are the conversions into it.
 
 use super::filter::FilterError;
+use super::lower::Unsupported;
 use super::patch::PatchError;
 use crate::error::{ApiError, ScimType};
-use crate::store::scim_query::ScimQueryError;
+use crate::store::query::QueryError;
 use axum::http::StatusCode;
 
 impl From<FilterError> for ApiError {
@@ -14,13 +15,19 @@ impl From<FilterError> for ApiError {
     }
 }
 
-impl From<ScimQueryError> for ApiError {
-    fn from(e: ScimQueryError) -> Self {
+impl From<Unsupported> for ApiError {
+    fn from(Unsupported(message): Unsupported) -> Self {
+        ApiError::bad_request(ScimType::InvalidFilter, message)
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(e: QueryError) -> Self {
         match e {
-            ScimQueryError::Unsupported(message) => {
-                ApiError::bad_request(ScimType::InvalidFilter, message)
-            }
-            ScimQueryError::Store(e) => e.into(),
+            // The lowering refuses what the store cannot answer; should a predicate slip
+            // through, the client still gets the invalidFilter it got before the split.
+            QueryError::Invalid(message) => ApiError::bad_request(ScimType::InvalidFilter, message),
+            QueryError::Store(e) => e.into(),
         }
     }
 }

@@ -6,6 +6,7 @@
 
 use super::error::invalid_value;
 use super::list::{ListParams, Projection};
+use super::lower::Resource;
 use super::patch::{apply_operations, member_changes, parse_patch_request, MemberChange};
 use super::resources::{parse_group, render_group};
 use super::routes::{expect_version, with_not_found, Written};
@@ -87,7 +88,8 @@ pub async fn list(
     base: &str,
     params: &ListParams,
 ) -> Result<(u64, Vec<Value>), ApiError> {
-    let page = state.store.scim_teams(&params.query()).await?;
+    let query = params.query(Resource::Group)?;
+    let page = state.store.list_teams(&query).await?;
     let mut resources = render_all(state, base, &page.items, &params.projection).await?;
     resources
         .iter_mut()

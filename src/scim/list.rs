@@ -4,9 +4,10 @@
 
 use super::error::invalid_value;
 use super::filter::{parse_filter, AttrPath, Filter};
+use super::lower::{lower_filter, lower_sort, Resource, Unsupported};
 use super::resources::{LIST_RESPONSE_SCHEMA, SEARCH_REQUEST_SCHEMA};
 use crate::error::ApiError;
-use crate::store::scim_query::ListQuery;
+use crate::store::query::ListQuery;
 use serde_json::{json, Map, Value};
 
 /// Page size when the client does not ask for one (Keycloak's plugin sends none).
@@ -155,14 +156,25 @@ impl ListParams {
         })
     }
 
-    pub fn query(&self) -> ListQuery<'_> {
-        ListQuery {
-            filter: self.filter.as_ref(),
-            sort_by: self.sort_by.as_ref(),
-            descending: self.descending,
+    /// The store query for one page of `resource`s: the filter first, then sortBy,
+    /// so that a request wrong in both is told about its filter.
+    pub fn query(&self, resource: Resource) -> Result<ListQuery, Unsupported> {
+        let filter = self
+            .filter
+            .as_ref()
+            .map(|filter| lower_filter(filter, resource))
+            .transpose()?;
+        let sort = self
+            .sort_by
+            .as_ref()
+            .map(|path| lower_sort(path, resource, self.descending))
+            .transpose()?;
+        Ok(ListQuery {
+            filter,
+            sort,
             offset: self.start_index - 1,
             limit: self.count,
-        }
+        })
     }
 }
 

@@ -2,12 +2,14 @@
 //! PATCH, and the handlers that turn each request into a desired-state change for
 //! the reconcile engine. Nothing here speaks SQL.
 
+pub mod attributes;
 pub mod bulk;
 pub mod discovery;
 pub mod error;
 pub mod filter;
 pub mod groups;
 pub mod list;
+pub mod lower;
 pub mod patch;
 pub mod resources;
 pub mod routes;

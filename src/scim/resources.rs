@@ -6,11 +6,14 @@
 //! echoed back (Okta), a password (accepted, never kept), non-RFC schema URIs and
 //! unknown keys (OneLogin) ignored.
 
+use super::attributes::{
+    canonical, ENTERPRISE_JSON_SIMPLE, NAME_JSON_PARTS, USER_JSON_MULTI, USER_JSON_SIMPLE,
+};
 use super::error::invalid_value;
 use crate::domain::{Team, TeamName, User, UserName};
 use crate::error::ApiError;
 use crate::store::format_ts;
-use crate::store::scim_query::{GroupRef, MemberRef};
+use crate::store::lists::{GroupRef, MemberRef};
 use serde_json::{json, Map, Value};
 
 pub const USER_SCHEMA: &str = "urn:ietf:params:scim:schemas:core:2.0:User";
@@ -20,42 +23,6 @@ pub const ENTERPRISE_USER_SCHEMA: &str =
 pub const LIST_RESPONSE_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:ListResponse";
 pub const SEARCH_REQUEST_SCHEMA: &str = "urn:ietf:params:scim:api:messages:2.0:SearchRequest";
 
-/// Simple core User attributes kept in the JSON attributes column, canonical spelling.
-const USER_JSON_SIMPLE: &[&str] = &[
-    "nickName",
-    "profileUrl",
-    "title",
-    "userType",
-    "preferredLanguage",
-    "locale",
-    "timezone",
-];
-/// Multi-valued core User attributes kept in the JSON attributes column.
-const USER_JSON_MULTI: &[&str] = &[
-    "emails",
-    "phoneNumbers",
-    "ims",
-    "photos",
-    "addresses",
-    "entitlements",
-    "roles",
-    "x509Certificates",
-];
-const NAME_SUB_ATTRS: &[&str] = &[
-    "formatted",
-    "familyName",
-    "givenName",
-    "middleName",
-    "honorificPrefix",
-    "honorificSuffix",
-];
-const ENTERPRISE_SIMPLE: &[&str] = &[
-    "employeeNumber",
-    "costCenter",
-    "organization",
-    "division",
-    "department",
-];
 /// Attributes a client may send but the server owns or never keeps.
 const USER_IGNORED: &[&str] = &["id", "meta", "schemas", "groups", "password"];
 
@@ -247,10 +214,6 @@ pub struct GroupInput {
     pub members: Option<Vec<String>>,
 }
 
-fn canonical<'a>(list: &[&'a str], name: &str) -> Option<&'a str> {
-    list.iter().copied().find(|c| c.eq_ignore_ascii_case(name))
-}
-
 /// Drops `null` members of objects, at every depth: IdPs send `null` for "no value".
 pub fn strip_nulls(value: Value) -> Value {
     match value {
@@ -366,20 +329,15 @@ pub fn parse_user(body: &Value) -> Result<UserInput, ApiError> {
             };
             let mut extra = Map::new();
             for (sub, v) in name {
-                match canonical(NAME_SUB_ATTRS, sub) {
-                    Some("givenName") => {
-                        input.given_name = non_empty(string_attr("name.givenName", v)?)
-                    }
-                    Some("familyName") => {
-                        input.family_name = non_empty(string_attr("name.familyName", v)?)
-                    }
-                    Some(canonical) => {
-                        extra.insert(
-                            canonical.to_owned(),
-                            json!(string_attr(&format!("name.{canonical}"), v)?),
-                        );
-                    }
-                    None => {}
+                if sub.eq_ignore_ascii_case("givenName") {
+                    input.given_name = non_empty(string_attr("name.givenName", v)?)
+                } else if sub.eq_ignore_ascii_case("familyName") {
+                    input.family_name = non_empty(string_attr("name.familyName", v)?)
+                } else if let Some(canonical) = canonical(NAME_JSON_PARTS, sub) {
+                    extra.insert(
+                        canonical.to_owned(),
+                        json!(string_attr(&format!("name.{canonical}"), v)?),
+                    );
                 }
             }
             if !extra.is_empty() {
@@ -485,7 +443,7 @@ fn parse_enterprise(value: &Value) -> Result<Map<String, Value>, ApiError> {
     };
     let mut out = Map::new();
     for (key, value) in fields {
-        if let Some(canonical) = canonical(ENTERPRISE_SIMPLE, key) {
+        if let Some(canonical) = canonical(ENTERPRISE_JSON_SIMPLE, key) {
             out.insert(canonical.to_owned(), json!(id_attr(canonical, value)?));
         } else if key.eq_ignore_ascii_case("manager") {
             if let Some(manager) = normalise_manager(value)? {

@@ -2,6 +2,7 @@
 //! the HTTP handlers and by /Bulk alike.
 
 use super::list::{ListParams, Projection};
+use super::lower::Resource;
 use super::patch::{apply_operations, parse_patch_request};
 use super::resources::{parse_user, render_user, UserInput};
 use super::routes::{expect_version, with_not_found, Written};
@@ -81,7 +82,8 @@ pub async fn list(
     base: &str,
     params: &ListParams,
 ) -> Result<(u64, Vec<Value>), ApiError> {
-    let page = state.store.scim_users(&params.query()).await?;
+    let query = params.query(Resource::User)?;
+    let page = state.store.list_users(&query).await?;
     let mut resources = render_all(state, base, &page.items, &params.projection).await?;
     resources
         .iter_mut()

@@ -13,7 +13,7 @@
 //! The sizes are bounded; a full map takes no more entries until the next change, which
 //! keeps the memory of a store of any size to a few tens of megabytes.
 
-use super::scim_query::{GroupRef, Listed};
+use super::lists::{GroupRef, Listed};
 use super::tokens::TokenPrincipal;
 use super::watermark::{Sentinel, WalIndex, Watermark};
 use crate::domain::User;

@@ -13,6 +13,7 @@ mod idp_mocks;
 #[path = "../../fuzz/src/lib.rs"]
 mod fuzz_entries;
 
+mod architecture;
 mod auth_and_keys;
 mod concurrency;
 mod connections;
