@@ -14,10 +14,10 @@ use crate::common;
 use crate::idp_mocks;
 
 use chrono::{DateTime, Utc};
+use common::teams_of;
 use common::TestApp;
 use idp_mocks::faults::{Fault, FaultyUpstream};
 use idp_mocks::graph::GraphMock;
-use idp_mocks::teams_of;
 use scimsync::config::{Config, IdpConfig};
 use scimsync::domain::Trigger;
 use scimsync::idp::{Idp, PullStats};
