@@ -18,6 +18,7 @@ use common::teams_of;
 use common::TestApp;
 use idp_mocks::faults::{Fault, FaultyUpstream};
 use idp_mocks::graph::GraphMock;
+use idp_mocks::kit::paging;
 use scimsync::config::{Config, IdpConfig};
 use scimsync::domain::Trigger;
 use scimsync::idp::{Idp, PullStats};
@@ -648,14 +649,12 @@ fn graph_cases() -> Vec<Case> {
         },
         Case {
             name: "an @odata.nextLink that is not a URL",
-            fault: Fault::rewrite(|page, _| page["@odata.nextLink"] = json!("%%garbage%%")),
+            fault: paging::odata_next_link_to("%%garbage%%"),
             says: "next-page link",
         },
         Case {
             name: "an @odata.nextLink to another host",
-            fault: Fault::rewrite(|page, _| {
-                page["@odata.nextLink"] = json!("https://graph.attacker.example/v1.0/groups")
-            }),
+            fault: paging::odata_next_link_to("https://graph.attacker.example/v1.0/groups"),
             says: "another host",
         },
     ]);
@@ -818,10 +817,7 @@ async fn truncated_and_malformed_graph_pages_fail_the_sync_clearly_and_delete_no
 #[tokio::test]
 async fn a_graph_next_link_that_points_back_at_its_own_page_does_not_loop_forever() {
     let (_mock, proxy, idp_config) = entra("entra-loop").await;
-    proxy.inject(
-        "/groups/g-users/",
-        Fault::rewrite(|page, url| page["@odata.nextLink"] = json!(url)),
-    );
+    proxy.inject("/groups/g-users/", paging::odata_next_link_to_this_page());
     let idp = Idp::from_config(&idp_config).unwrap();
     let pull = tokio::time::timeout(DID_NOT_HANG, idp.pull())
         .await
@@ -1052,79 +1048,6 @@ struct PagingCase {
     says: &'static str,
 }
 
-/// The value of query parameter `name` in `url`.
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let url = url::Url::parse(url).ok()?;
-    let value = url
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned());
-    value
-}
-
-/// `url` without query parameter `name`.
-fn without_param(url: &str, name: &str) -> String {
-    let mut url = url::Url::parse(url).unwrap();
-    let kept: Vec<(String, String)> = url
-        .query_pairs()
-        .filter(|(k, _)| k != name)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    url.query_pairs_mut().clear().extend_pairs(kept);
-    url.into()
-}
-
-/// Okta's `Link: <...>; rel="next"` replaced by `<next>`, the other relations kept.
-fn set_next_link(headers: &mut axum::http::HeaderMap, next: &str) {
-    let others: Vec<_> = headers
-        .get_all("link")
-        .iter()
-        .filter(|v| !v.to_str().unwrap_or_default().contains("rel=\"next\""))
-        .cloned()
-        .collect();
-    headers.remove("link");
-    for value in others {
-        headers.append("link", value);
-    }
-    let next = format!("<{next}>; rel=\"next\"");
-    headers.append("link", axum::http::HeaderValue::from_str(&next).unwrap());
-}
-
-/// From the second page on, the next-page link leads back to the first page.
-fn okta_next_link_back_to_the_first_page() -> Fault {
-    Fault::rewrite_headers(|headers, url| {
-        if query_param(url, "after").is_some() {
-            set_next_link(headers, &without_param(url, "after"));
-        }
-    })
-}
-
-/// A page read with `cursor_param` answers with that same cursor as the next one.
-fn body_cursor_back_to_this_page(cursor_param: &'static str, field: &'static str) -> Fault {
-    Fault::rewrite(move |page, url| {
-        if let Some(cursor) = query_param(url, cursor_param) {
-            page[field] = json!(cursor);
-        }
-    })
-}
-
-/// Every page answers what the first page (offset `param` = 0, or none) answered: a
-/// server or proxy that drops the paging offset.
-fn ignores_offset(param: &'static str) -> Fault {
-    let first_page = std::sync::Arc::new(Mutex::new(None::<Value>));
-    Fault::rewrite(move |page, url| {
-        let mut first = first_page.lock().unwrap();
-        match query_param(url, param).as_deref() {
-            None | Some("0") => *first = Some(page.clone()),
-            Some(_) => {
-                if let Some(answer) = first.as_ref() {
-                    *page = answer.clone();
-                }
-            }
-        }
-    })
-}
-
 /// The shared specification: after a good sync, Alice leaves LLM Admins in the IdP;
 /// then each paging fault makes the sync fail (listing) or partial (members) within
 /// the hang bound, with an error that names the URL and says why, never treating the
@@ -1219,7 +1142,7 @@ async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_pag
             fragment: upstream.groups_list.clone(),
             outcome: "failed",
             group: "",
-            fault: okta_next_link_back_to_the_first_page(),
+            fault: paging::link_next_back_to_the_first_page(),
             says: ALREADY_READ,
         },
         PagingCase {
@@ -1227,7 +1150,7 @@ async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_pag
             fragment: upstream.users_members.clone(),
             outcome: "partial",
             group: "LLM Users",
-            fault: okta_next_link_back_to_the_first_page(),
+            fault: paging::link_next_back_to_the_first_page(),
             says: ALREADY_READ,
         },
         PagingCase {
@@ -1235,7 +1158,7 @@ async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_pag
             fragment: upstream.users_members.clone(),
             outcome: "partial",
             group: "LLM Users",
-            fault: Fault::rewrite_headers(|headers, _| set_next_link(headers, "%%garbage%%")),
+            fault: paging::link_next_to("%%garbage%%"),
             says: "the next-page link is not an absolute URL",
         },
     ];
@@ -1246,7 +1169,7 @@ async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_pag
 async fn a_google_page_token_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever()
 {
     let upstream = google_upstream().await;
-    let back = || body_cursor_back_to_this_page("pageToken", "nextPageToken");
+    let back = || paging::body_cursor_back_to_this_page("pageToken", "nextPageToken");
     let cases = vec![
         PagingCase {
             name: "nextPageToken back to its own page",
@@ -1272,16 +1195,7 @@ async fn a_google_page_token_back_to_a_page_already_read_fails_the_sync_instead_
 async fn a_onelogin_after_cursor_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever(
 ) {
     let upstream = onelogin_upstream().await;
-    let back = || {
-        Fault::rewrite_headers(|headers, url| {
-            if let Some(cursor) = query_param(url, "cursor") {
-                headers.insert(
-                    "after-cursor",
-                    axum::http::HeaderValue::from_str(&cursor).unwrap(),
-                );
-            }
-        })
-    };
+    let back = paging::after_cursor_back_to_this_page;
     let cases = vec![
         PagingCase {
             name: "After-Cursor back to its own page",
@@ -1315,7 +1229,7 @@ async fn an_auth0_checkpoint_back_to_a_page_already_read_fails_the_sync_instead_
             fragment: upstream.groups_list.clone(),
             outcome: "failed",
             group: "",
-            fault: ignores_offset("page"),
+            fault: paging::ignoring_offset("page"),
             says: "holds the same items as a page already read",
         },
         PagingCase {
@@ -1323,7 +1237,7 @@ async fn an_auth0_checkpoint_back_to_a_page_already_read_fails_the_sync_instead_
             fragment: upstream.users_members.clone(),
             outcome: "partial",
             group: "LLM Users",
-            fault: body_cursor_back_to_this_page("from", "next"),
+            fault: paging::body_cursor_back_to_this_page("from", "next"),
             says: ALREADY_READ,
         },
     ];
@@ -1340,7 +1254,7 @@ async fn a_keycloak_server_that_ignores_first_fails_the_sync_instead_of_paging_f
         fragment: load_members,
         outcome: "partial",
         group: "Load Test",
-        fault: ignores_offset("first"),
+        fault: paging::ignoring_offset("first"),
         says: "holds the same items as a page already read",
     }];
     endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
