@@ -135,58 +135,6 @@ pub fn temp_file(name: &str, text: &str) -> (tempfile::TempDir, std::path::PathB
     (dir, path)
 }
 
-/// The shared specification of a pull that fails part-way: a first sync applies the
-/// IdP's groups; then `user` leaves `team` in the IdP (`remove`) while the members of
-/// another group cannot be read (every request whose path contains `failing` fails).
-/// The second sync must be partial (`complete: false`) and delete nothing, and a third,
-/// complete one must catch up.
-pub async fn a_partial_pull_deletes_nothing(
-    store: &scimsync::store::Store,
-    config: &scimsync::config::Config,
-    idp: &str,
-    faults: &Faults,
-    failing: &str,
-    remove: impl FnOnce(),
-    (user, team): (&str, &str),
-) {
-    use scimsync::domain::Trigger;
-    use scimsync::reconcile::Actor;
-    let actor = Actor::new(Trigger::Sync, "test");
-    let report = scimsync::sync::sync_now(store, config, idp, &actor)
-        .await
-        .expect("the IdP is configured");
-    assert_eq!(report.outcome, "success", "{report:?}");
-    assert!(teams_of(store, user).await.contains(&team.to_owned()));
-    let memberships = store.all_memberships().await.expect("memberships").len();
-
-    remove();
-    *faults.failing_path.lock().unwrap() = Some(failing.to_owned());
-    let report = scimsync::sync::sync_now(store, config, idp, &actor)
-        .await
-        .expect("the IdP is configured");
-    assert_eq!(report.outcome, "partial", "{report:?}");
-    assert!(!report.complete);
-    assert_eq!(report.destroy, 0, "{report:?}");
-    assert!(
-        teams_of(store, user).await.contains(&team.to_owned()),
-        "a partial pull removes no membership"
-    );
-    assert_eq!(
-        store.all_memberships().await.expect("memberships").len(),
-        memberships
-    );
-
-    *faults.failing_path.lock().unwrap() = None;
-    let report = scimsync::sync::sync_now(store, config, idp, &actor)
-        .await
-        .expect("the IdP is configured");
-    assert_eq!(report.outcome, "success", "{report:?}");
-    assert!(
-        !teams_of(store, user).await.contains(&team.to_owned()),
-        "a complete pull removes what the IdP removed"
-    );
-}
-
 /// The snapshot as the JSON `scimsync pull` writes.
 pub fn snapshot_json(snapshot: &scimsync::reconcile::snapshot::Snapshot) -> Value {
     serde_json::to_value(snapshot).expect("a snapshot serialises")
