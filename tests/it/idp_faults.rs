@@ -1220,12 +1220,55 @@ struct Connector {
     _keep: Box<dyn std::any::Any + Send>,
 }
 
+/// Takes the user `user` out of the group `group` (keys of the standard directory)
+/// in a mock whose ids `group_id` and `user_id` make.
 fn alice_leaves(
-    dir: Arc<Mutex<idp_mocks::Dir>>,
-    group: String,
-    user: String,
+    dir: &Arc<Mutex<idp_mocks::Dir>>,
+    group: &str,
+    user: &str,
+    group_id: fn(&str) -> String,
+    user_id: fn(&str) -> String,
 ) -> Box<dyn Fn() + Send> {
+    let (dir, group, user) = (dir.clone(), group_id(group), user_id(user));
     Box::new(move || dir.lock().unwrap().remove_member(&group, &user))
+}
+
+impl Connector {
+    /// A connector that signs in with a client secret (the wrong credential: another
+    /// secret), its userNames emails, no budget headers, no quota refusals; the
+    /// arms below change what differs.
+    fn with_client_secret(
+        base_url: &str,
+        faults: &Arc<Faults>,
+        config: IdpConfig,
+        wrong_secret: &'static str,
+        refused: &'static [&'static str],
+    ) -> Self {
+        let mut wrong_credentials = config.clone();
+        wrong_credentials.client_secret = Some(wrong_secret.into());
+        Connector {
+            base_url: base_url.to_owned(),
+            faults: faults.clone(),
+            proxied: config.clone(),
+            config,
+            wrong_credentials,
+            refused,
+            wrong_secret,
+            groups_list: String::new(),
+            users_members: String::new(),
+            alice: "alice@example.com",
+            alice_leaves_admins: Box::new(|| {}),
+            announces_budget: false,
+            refuses_over_quota: false,
+            _keep: Box::new(()),
+        }
+    }
+
+    /// Keeps `mock` (and whatever else it needs) running as long as the connector.
+    fn keeping(mut self, mock: impl std::any::Any + Send) -> Self {
+        self._keep = Box::new(mock);
+        self
+    }
 }
 
 /// A connector of `kind` and its mock, managing "LLM *".
@@ -1235,25 +1278,20 @@ async fn connector(kind: Kind) -> Connector {
         Kind::Entra => {
             use idp_mocks::graph::GraphMock;
             let mock = Arc::new(GraphMock::start().await);
-            let config = mock.config("entra", MANAGED);
-            let mut wrong_credentials = config.clone();
-            wrong_credentials.client_secret = Some("not-the-right-secret".into());
             let leaving = mock.clone();
             Connector {
-                base_url: mock.base_url.clone(),
-                faults: mock.faults.clone(),
-                proxied: config.clone(),
-                config,
-                wrong_credentials,
-                refused: &["invalid_client", "Invalid client secret"],
-                wrong_secret: "not-the-right-secret",
                 groups_list: "/v1.0/groups?".into(),
                 users_members: "/groups/g-users/".into(),
                 alice: "alice@contoso.com",
                 alice_leaves_admins: Box::new(move || leaving.remove_member("g-admins", "u-alice")),
-                announces_budget: false,
-                refuses_over_quota: false,
-                _keep: Box::new(mock),
+                _keep: Box::new(mock.clone()),
+                ..Connector::with_client_secret(
+                    &mock.base_url,
+                    &mock.faults,
+                    mock.config("entra", MANAGED),
+                    "not-the-right-secret",
+                    &["invalid_client", "Invalid client secret"],
+                )
             }
         }
         Kind::Okta => {
@@ -1274,11 +1312,7 @@ async fn connector(kind: Kind) -> Connector {
                 groups_list: "/api/v1/groups?".into(),
                 users_members: format!("/groups/{}/users", group_id("users")),
                 alice: "alice@example.com",
-                alice_leaves_admins: alice_leaves(
-                    mock.dir.clone(),
-                    group_id("admins"),
-                    user_id("alice"),
-                ),
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
                 announces_budget: true,
                 refuses_over_quota: false,
                 _keep: Box::new((mock, key_dir, rogue_dir)),
@@ -1305,11 +1339,7 @@ async fn connector(kind: Kind) -> Connector {
                 groups_list: "/directory/v1/groups?".into(),
                 users_members: format!("/groups/{}/members", group_id("users")),
                 alice: "alice@example.com",
-                alice_leaves_admins: alice_leaves(
-                    mock.dir.clone(),
-                    group_id("admins"),
-                    user_id("alice"),
-                ),
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
                 announces_budget: false,
                 refuses_over_quota: true,
                 _keep: Box::new((mock, key_dir, rogue_dir)),
@@ -1318,83 +1348,56 @@ async fn connector(kind: Kind) -> Connector {
         Kind::Keycloak => {
             use idp_mocks::keycloak::{group_id, user_id, KeycloakMock, Version};
             let mock = KeycloakMock::start(Version::Modern).await;
-            let config = mock.config("keycloak", MANAGED);
-            let mut wrong_credentials = config.clone();
-            wrong_credentials.client_secret = Some("not-the-keycloak-secret".into());
             Connector {
-                base_url: mock.base_url.clone(),
-                faults: mock.faults.clone(),
-                proxied: config.clone(),
-                config,
-                wrong_credentials,
-                refused: &["Invalid client"],
-                wrong_secret: "not-the-keycloak-secret",
                 groups_list: "/groups?".into(),
                 users_members: format!("/groups/{}/members", group_id("users")),
                 alice: "alice",
-                alice_leaves_admins: alice_leaves(
-                    mock.dir.clone(),
-                    group_id("admins"),
-                    user_id("alice"),
-                ),
-                announces_budget: false,
-                refuses_over_quota: false,
-                _keep: Box::new(mock),
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
+                ..Connector::with_client_secret(
+                    &mock.base_url,
+                    &mock.faults,
+                    mock.config("keycloak", MANAGED),
+                    "not-the-keycloak-secret",
+                    &["Invalid client"],
+                )
             }
+            .keeping(mock)
         }
         Kind::OneLogin => {
             use idp_mocks::onelogin::{group_id, user_id, OneLoginMock};
             let mock = OneLoginMock::start().await;
-            let config = mock.config("onelogin", MANAGED);
-            let mut wrong_credentials = config.clone();
-            wrong_credentials.client_secret = Some("not-the-onelogin-secret".into());
             Connector {
-                base_url: mock.base_url.clone(),
-                faults: mock.faults.clone(),
-                proxied: config.clone(),
-                config,
-                wrong_credentials,
-                refused: &["Authentication Failure"],
-                wrong_secret: "not-the-onelogin-secret",
                 groups_list: "/roles?".into(),
                 users_members: format!("/roles/{}/users", group_id("users")),
-                alice: "alice@example.com",
-                alice_leaves_admins: alice_leaves(
-                    mock.dir.clone(),
-                    group_id("admins"),
-                    user_id("alice"),
-                ),
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
                 announces_budget: true,
-                refuses_over_quota: false,
-                _keep: Box::new(mock),
+                ..Connector::with_client_secret(
+                    &mock.base_url,
+                    &mock.faults,
+                    mock.config("onelogin", MANAGED),
+                    "not-the-onelogin-secret",
+                    &["Authentication Failure"],
+                )
             }
+            .keeping(mock)
         }
         Kind::Auth0 => {
             use idp_mocks::auth0::{group_id, user_id, Auth0Mock};
             let mock = Auth0Mock::start().await;
-            let config = mock.config("auth0", MANAGED);
-            let mut wrong_credentials = config.clone();
-            wrong_credentials.client_secret = Some("not-the-auth0-secret".into());
             Connector {
-                base_url: mock.base_url.clone(),
-                faults: mock.faults.clone(),
-                proxied: config.clone(),
-                config,
-                wrong_credentials,
-                refused: &["Unauthorized"],
-                wrong_secret: "not-the-auth0-secret",
                 groups_list: "/roles?".into(),
                 users_members: format!("/roles/{}/users", group_id("users")),
-                alice: "alice@example.com",
-                alice_leaves_admins: alice_leaves(
-                    mock.dir.clone(),
-                    group_id("admins"),
-                    user_id("alice"),
-                ),
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
                 announces_budget: true,
-                refuses_over_quota: false,
-                _keep: Box::new(mock),
+                ..Connector::with_client_secret(
+                    &mock.base_url,
+                    &mock.faults,
+                    mock.config("auth0", MANAGED),
+                    "not-the-auth0-secret",
+                    &["Unauthorized"],
+                )
             }
+            .keeping(mock)
         }
     }
 }
