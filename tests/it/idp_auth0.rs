@@ -1,16 +1,17 @@
-//! The Auth0 connector against a mock Management API: the client-credentials grant
-//! with the tenant's Management API audience, roles paged with totals, a role's users
-//! with checkpoint paging and their records (`blocked`, names) from a batched user
-//! search, `X-RateLimit-*` throttling, token expiry, server errors, and partial pulls.
+//! The Auth0 connector's wire format, against a mock Management API: the
+//! client-credentials grant with the tenant's Management API audience, roles paged with
+//! totals, a role's users with checkpoint paging and their records (`blocked`, names)
+//! from a batched user search.
+//! Faults (throttling, token expiry, server errors, timeouts, wrong credentials,
+//! partial pulls, broken pages and paging loops) are specified once for every
+//! connector in `idp_faults.rs`.
 
-use crate::common;
 use crate::idp_mocks;
 
 use idp_mocks::auth0::Auth0Mock;
-use idp_mocks::{snapshot_json, Faults};
-use scimsync::idp::{Idp, PullStats};
+use idp_mocks::snapshot_json;
+use scimsync::idp::Idp;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 fn user(key: &str, given: &str, family: &str, active: bool) -> Value {
     json!({"external_id": format!("auth0|{key}"), "user_name": format!("{key}@example.com"),
@@ -107,66 +108,6 @@ async fn an_auth0_role_member_who_no_longer_exists_makes_the_pull_partial() {
 }
 
 #[tokio::test]
-async fn an_auth0_429_is_waited_out_until_the_rate_limit_resets() {
-    let (mock, idp) = auth0().await;
-    *mock.faults.throttle_at.lock().unwrap() = Some(3);
-    let started = Instant::now();
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(Faults::count(&mock.faults.throttled), 1);
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "X-RateLimit-Reset"
-    );
-    assert_eq!(PullStats::get(&idp.connector.stats().retries), 1);
-}
-
-#[tokio::test]
-async fn a_spent_auth0_rate_limit_budget_pauses_until_the_reset() {
-    let (mock, idp) = auth0().await;
-    *mock.faults.budget_spent_at.lock().unwrap() = Some(1);
-    let started = Instant::now();
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert!(started.elapsed() >= Duration::from_secs(1));
-    assert_eq!(PullStats::get(&idp.connector.stats().throttled), 1);
-}
-
-#[tokio::test]
-async fn an_auth0_access_token_that_expires_mid_pull_is_refreshed_once() {
-    let (mock, idp) = auth0().await;
-    *mock.faults.expire_token_at.lock().unwrap() = Some(3);
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(mock.faults.tokens(), 2);
-    assert_eq!(PullStats::get(&idp.connector.stats().token_rejections), 1);
-}
-
-#[tokio::test]
-async fn an_auth0_server_error_is_retried() {
-    let (mock, idp) = auth0().await;
-    *mock.faults.fail_at.lock().unwrap() = Some(2);
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(Faults::count(&mock.faults.server_errors), 1);
-}
-
-#[tokio::test]
-async fn a_wrong_auth0_client_secret_fails_the_pull_without_showing_it() {
-    let mock = Auth0Mock::start().await;
-    let mut config = mock.config("auth0", &["LLM *"]);
-    config.client_secret = Some("not-the-auth0-secret".into());
-    let err = Idp::from_config(&config)
-        .unwrap()
-        .pull()
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("Unauthorized"), "{err}");
-    assert!(!err.contains("not-the-auth0-secret"), "{err}");
-}
-
-#[tokio::test]
 async fn an_auth0_users_roles_are_found_by_email_and_by_user_id() {
     let (_mock, idp) = auth0().await;
     let (user, groups) = idp.user_with_groups("alice@example.com").await.unwrap();
@@ -177,29 +118,4 @@ async fn an_auth0_users_roles_are_found_by_email_and_by_user_id() {
     assert_eq!(names, ["LLM Admins", "LLM Users"]);
     let (dave, _) = idp.user_with_groups("auth0|dave").await.unwrap();
     assert!(!dave.active, "a blocked user is inactive");
-}
-
-#[tokio::test]
-async fn an_auth0_pull_that_cannot_read_a_role_deletes_nothing() {
-    let mock = Auth0Mock::start().await;
-    let app = common::TestApp::spawn().await;
-    let mut config = app.config.clone();
-    let mut idp = mock.config("auth0", &["LLM *"]);
-    idp.max_retries = Some(0);
-    config.idp.push(idp);
-    let dir = mock.dir.clone();
-    idp_mocks::a_partial_pull_deletes_nothing(
-        &app.store,
-        &config,
-        "auth0",
-        &mock.faults,
-        "/roles/rol_users/users",
-        move || {
-            dir.lock()
-                .unwrap()
-                .remove_member("rol_admins", "auth0|alice")
-        },
-        ("alice@example.com", "LLM Admins"),
-    )
-    .await;
 }

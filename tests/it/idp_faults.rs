@@ -14,10 +14,12 @@ use crate::common;
 use crate::idp_mocks;
 
 use chrono::{DateTime, Utc};
+use common::teams_of;
 use common::TestApp;
 use idp_mocks::faults::{Fault, FaultyUpstream};
 use idp_mocks::graph::GraphMock;
-use idp_mocks::teams_of;
+use idp_mocks::kit::paging;
+use idp_mocks::{snapshot_json, Faults};
 use scimsync::config::{Config, IdpConfig};
 use scimsync::domain::Trigger;
 use scimsync::idp::{Idp, PullStats};
@@ -26,7 +28,7 @@ use scimsync::store::sync_state::SyncState;
 use scimsync::store::Store;
 use scimsync::sync::SyncReport;
 use serde_json::{json, Value};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 /// A generous bound for "it did not hang": a faulty run with a one-second timeout and
@@ -651,14 +653,12 @@ fn graph_cases() -> Vec<Case> {
         },
         Case {
             name: "an @odata.nextLink that is not a URL",
-            fault: Fault::rewrite(|page, _| page["@odata.nextLink"] = json!("%%garbage%%")),
+            fault: paging::odata_next_link_to("%%garbage%%"),
             says: "next-page link",
         },
         Case {
             name: "an @odata.nextLink to another host",
-            fault: Fault::rewrite(|page, _| {
-                page["@odata.nextLink"] = json!("https://graph.attacker.example/v1.0/groups")
-            }),
+            fault: paging::odata_next_link_to("https://graph.attacker.example/v1.0/groups"),
             says: "another host",
         },
     ]);
@@ -821,10 +821,7 @@ async fn truncated_and_malformed_graph_pages_fail_the_sync_clearly_and_delete_no
 #[tokio::test]
 async fn a_graph_next_link_that_points_back_at_its_own_page_does_not_loop_forever() {
     let (_mock, proxy, idp_config) = entra("entra-loop").await;
-    proxy.inject(
-        "/groups/g-users/",
-        Fault::rewrite(|page, url| page["@odata.nextLink"] = json!(url)),
-    );
+    proxy.inject("/groups/g-users/", paging::odata_next_link_to_this_page());
     let idp = Idp::from_config(&idp_config).unwrap();
     let pull = tokio::time::timeout(DID_NOT_HANG, idp.pull())
         .await
@@ -872,123 +869,24 @@ async fn a_graph_page_without_a_value_array_is_an_error_not_an_empty_group() {
 
 // The same table for every connector, through the same proxy.
 
-fn alice_leaves(
-    dir: std::sync::Arc<Mutex<idp_mocks::Dir>>,
-    group: String,
-    user: String,
-) -> Box<dyn Fn() + Send> {
-    Box::new(move || dir.lock().unwrap().remove_member(&group, &user))
-}
-
-/// Okta behind a faulty proxy.
-async fn okta_upstream() -> Upstream {
-    use idp_mocks::okta::{group_id, user_id, OktaMock};
-    let mock = OktaMock::start().await;
-    let proxy = FaultyUpstream::start(&mock.base_url).await;
-    let mut config = impatient(mock.ssws_config("okta", &["LLM *"]));
-    proxy.reroute(&mut config);
-    Upstream {
-        config,
-        proxy,
-        groups_list: "/api/v1/groups?".into(),
-        users_members: format!("/groups/{}/users", group_id("users")),
-        alice: "alice@example.com",
-        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
-        _keep: Box::new(mock),
-    }
-}
-
-/// Google Workspace behind a faulty proxy.
-async fn google_upstream() -> Upstream {
-    use idp_mocks::google::{group_id, user_id, GoogleMock};
-    let mock = GoogleMock::start().await;
-    let (dir, key_file) = idp_mocks::temp_file("service-account.json", &mock.key_file_json());
-    let proxy = FaultyUpstream::start(&mock.base_url).await;
-    let mut config = impatient(mock.config("google", &["LLM *"], &key_file));
-    proxy.reroute(&mut config);
-    Upstream {
-        config,
-        proxy,
-        groups_list: "/directory/v1/groups?".into(),
-        users_members: format!("/groups/{}/members", group_id("users")),
-        alice: "alice@example.com",
-        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
-        _keep: Box::new((mock, dir)),
-    }
-}
-
-/// Keycloak behind a faulty proxy, managing `groups`.
-async fn keycloak_upstream(groups: &[&str]) -> Upstream {
-    use idp_mocks::keycloak::{group_id, user_id, KeycloakMock, Version};
-    let mock = KeycloakMock::start(Version::Modern).await;
-    let proxy = FaultyUpstream::start(&mock.base_url).await;
-    let mut config = impatient(mock.config("keycloak", groups));
-    proxy.reroute(&mut config);
-    Upstream {
-        config,
-        proxy,
-        groups_list: "/groups?".into(),
-        users_members: format!("/groups/{}/members", group_id("users")),
-        alice: "alice",
-        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
-        _keep: Box::new(mock),
-    }
-}
-
-/// OneLogin behind a faulty proxy.
-async fn onelogin_upstream() -> Upstream {
-    use idp_mocks::onelogin::{group_id, user_id, OneLoginMock};
-    let mock = OneLoginMock::start().await;
-    let proxy = FaultyUpstream::start(&mock.base_url).await;
-    let mut config = impatient(mock.config("onelogin", &["LLM *"]));
-    proxy.reroute(&mut config);
-    Upstream {
-        config,
-        proxy,
-        groups_list: "/roles?".into(),
-        users_members: format!("/roles/{}/users", group_id("users")),
-        alice: "alice@example.com",
-        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
-        _keep: Box::new(mock),
-    }
-}
-
-/// Auth0 behind a faulty proxy.
-async fn auth0_upstream() -> Upstream {
-    use idp_mocks::auth0::{group_id, user_id, Auth0Mock};
-    let mock = Auth0Mock::start().await;
-    let proxy = FaultyUpstream::start(&mock.base_url).await;
-    let mut config = impatient(mock.config("auth0", &["LLM *"]));
-    proxy.reroute(&mut config);
-    Upstream {
-        config,
-        proxy,
-        groups_list: "/roles?".into(),
-        users_members: format!("/roles/{}/users", group_id("users")),
-        alice: "alice@example.com",
-        alice_leaves_admins: alice_leaves(mock.dir.clone(), group_id("admins"), user_id("alice")),
-        _keep: Box::new(mock),
-    }
-}
-
 #[tokio::test]
 async fn truncated_and_malformed_okta_pages_fail_the_sync_clearly_and_delete_nothing() {
-    faulty_pages_delete_nothing(okta_upstream().await, generic_cases()).await;
+    faulty_pages_delete_nothing(upstream(Kind::Okta).await, generic_cases()).await;
 }
 
 #[tokio::test]
 async fn truncated_and_malformed_google_pages_fail_the_sync_clearly_and_delete_nothing() {
-    faulty_pages_delete_nothing(google_upstream().await, generic_cases()).await;
+    faulty_pages_delete_nothing(upstream(Kind::Google).await, generic_cases()).await;
 }
 
 #[tokio::test]
 async fn a_google_member_without_an_id_makes_the_pull_partial_instead_of_removing_them() {
-    use idp_mocks::google::GoogleMock;
-    let mock = GoogleMock::start().await;
-    let (_dir, key_file) = idp_mocks::temp_file("service-account.json", &mock.key_file_json());
-    let proxy = FaultyUpstream::start(&mock.base_url).await;
-    let mut idp_config = impatient(mock.config("google", &["LLM *"], &key_file));
-    proxy.reroute(&mut idp_config);
+    let Upstream {
+        config: idp_config,
+        proxy,
+        _keep,
+        ..
+    } = upstream(Kind::Google).await;
     let app = TestApp::spawn().await;
     let mut config = app.config.clone();
     config.idp.push(idp_config);
@@ -1024,17 +922,17 @@ async fn a_google_member_without_an_id_makes_the_pull_partial_instead_of_removin
 
 #[tokio::test]
 async fn truncated_and_malformed_keycloak_pages_fail_the_sync_clearly_and_delete_nothing() {
-    faulty_pages_delete_nothing(keycloak_upstream(&["LLM *"]).await, generic_cases()).await;
+    faulty_pages_delete_nothing(upstream(Kind::Keycloak).await, generic_cases()).await;
 }
 
 #[tokio::test]
 async fn truncated_and_malformed_onelogin_pages_fail_the_sync_clearly_and_delete_nothing() {
-    faulty_pages_delete_nothing(onelogin_upstream().await, generic_cases()).await;
+    faulty_pages_delete_nothing(upstream(Kind::OneLogin).await, generic_cases()).await;
 }
 
 #[tokio::test]
 async fn truncated_and_malformed_auth0_pages_fail_the_sync_clearly_and_delete_nothing() {
-    faulty_pages_delete_nothing(auth0_upstream().await, generic_cases()).await;
+    faulty_pages_delete_nothing(upstream(Kind::Auth0).await, generic_cases()).await;
 }
 
 // ---------------------------------------------------------------------------------
@@ -1053,79 +951,6 @@ struct PagingCase {
     group: &'static str,
     fault: Fault,
     says: &'static str,
-}
-
-/// The value of query parameter `name` in `url`.
-fn query_param(url: &str, name: &str) -> Option<String> {
-    let url = url::Url::parse(url).ok()?;
-    let value = url
-        .query_pairs()
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned());
-    value
-}
-
-/// `url` without query parameter `name`.
-fn without_param(url: &str, name: &str) -> String {
-    let mut url = url::Url::parse(url).unwrap();
-    let kept: Vec<(String, String)> = url
-        .query_pairs()
-        .filter(|(k, _)| k != name)
-        .map(|(k, v)| (k.into_owned(), v.into_owned()))
-        .collect();
-    url.query_pairs_mut().clear().extend_pairs(kept);
-    url.into()
-}
-
-/// Okta's `Link: <...>; rel="next"` replaced by `<next>`, the other relations kept.
-fn set_next_link(headers: &mut axum::http::HeaderMap, next: &str) {
-    let others: Vec<_> = headers
-        .get_all("link")
-        .iter()
-        .filter(|v| !v.to_str().unwrap_or_default().contains("rel=\"next\""))
-        .cloned()
-        .collect();
-    headers.remove("link");
-    for value in others {
-        headers.append("link", value);
-    }
-    let next = format!("<{next}>; rel=\"next\"");
-    headers.append("link", axum::http::HeaderValue::from_str(&next).unwrap());
-}
-
-/// From the second page on, the next-page link leads back to the first page.
-fn okta_next_link_back_to_the_first_page() -> Fault {
-    Fault::rewrite_headers(|headers, url| {
-        if query_param(url, "after").is_some() {
-            set_next_link(headers, &without_param(url, "after"));
-        }
-    })
-}
-
-/// A page read with `cursor_param` answers with that same cursor as the next one.
-fn body_cursor_back_to_this_page(cursor_param: &'static str, field: &'static str) -> Fault {
-    Fault::rewrite(move |page, url| {
-        if let Some(cursor) = query_param(url, cursor_param) {
-            page[field] = json!(cursor);
-        }
-    })
-}
-
-/// Every page answers what the first page (offset `param` = 0, or none) answered: a
-/// server or proxy that drops the paging offset.
-fn ignores_offset(param: &'static str) -> Fault {
-    let first_page = std::sync::Arc::new(Mutex::new(None::<Value>));
-    Fault::rewrite(move |page, url| {
-        let mut first = first_page.lock().unwrap();
-        match query_param(url, param).as_deref() {
-            None | Some("0") => *first = Some(page.clone()),
-            Some(_) => {
-                if let Some(answer) = first.as_ref() {
-                    *page = answer.clone();
-                }
-            }
-        }
-    })
 }
 
 /// The shared specification: after a good sync, Alice leaves LLM Admins in the IdP;
@@ -1215,14 +1040,14 @@ const ALREADY_READ: &str = "points back at a page already read";
 
 #[tokio::test]
 async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_paging_forever() {
-    let upstream = okta_upstream().await;
+    let upstream = upstream(Kind::Okta).await;
     let cases = vec![
         PagingCase {
             name: "rel=\"next\" back to the first page",
             fragment: upstream.groups_list.clone(),
             outcome: "failed",
             group: "",
-            fault: okta_next_link_back_to_the_first_page(),
+            fault: paging::link_next_back_to_the_first_page(),
             says: ALREADY_READ,
         },
         PagingCase {
@@ -1230,7 +1055,7 @@ async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_pag
             fragment: upstream.users_members.clone(),
             outcome: "partial",
             group: "LLM Users",
-            fault: okta_next_link_back_to_the_first_page(),
+            fault: paging::link_next_back_to_the_first_page(),
             says: ALREADY_READ,
         },
         PagingCase {
@@ -1238,7 +1063,7 @@ async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_pag
             fragment: upstream.users_members.clone(),
             outcome: "partial",
             group: "LLM Users",
-            fault: Fault::rewrite_headers(|headers, _| set_next_link(headers, "%%garbage%%")),
+            fault: paging::link_next_to("%%garbage%%"),
             says: "the next-page link is not an absolute URL",
         },
     ];
@@ -1248,8 +1073,8 @@ async fn an_okta_next_link_back_to_an_earlier_page_fails_the_sync_instead_of_pag
 #[tokio::test]
 async fn a_google_page_token_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever()
 {
-    let upstream = google_upstream().await;
-    let back = || body_cursor_back_to_this_page("pageToken", "nextPageToken");
+    let upstream = upstream(Kind::Google).await;
+    let back = || paging::body_cursor_back_to_this_page("pageToken", "nextPageToken");
     let cases = vec![
         PagingCase {
             name: "nextPageToken back to its own page",
@@ -1274,17 +1099,8 @@ async fn a_google_page_token_back_to_a_page_already_read_fails_the_sync_instead_
 #[tokio::test]
 async fn a_onelogin_after_cursor_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever(
 ) {
-    let upstream = onelogin_upstream().await;
-    let back = || {
-        Fault::rewrite_headers(|headers, url| {
-            if let Some(cursor) = query_param(url, "cursor") {
-                headers.insert(
-                    "after-cursor",
-                    axum::http::HeaderValue::from_str(&cursor).unwrap(),
-                );
-            }
-        })
-    };
+    let upstream = upstream(Kind::OneLogin).await;
+    let back = paging::after_cursor_back_to_this_page;
     let cases = vec![
         PagingCase {
             name: "After-Cursor back to its own page",
@@ -1309,7 +1125,7 @@ async fn a_onelogin_after_cursor_back_to_a_page_already_read_fails_the_sync_inst
 #[tokio::test]
 async fn an_auth0_checkpoint_back_to_a_page_already_read_fails_the_sync_instead_of_paging_forever()
 {
-    let upstream = auth0_upstream().await;
+    let upstream = upstream(Kind::Auth0).await;
     let cases = vec![
         // The role list is page-numbered; one that ignores `page` answers the first
         // 100 roles again, and its total (114) would end the list without the rest.
@@ -1318,7 +1134,7 @@ async fn an_auth0_checkpoint_back_to_a_page_already_read_fails_the_sync_instead_
             fragment: upstream.groups_list.clone(),
             outcome: "failed",
             group: "",
-            fault: ignores_offset("page"),
+            fault: paging::ignoring_offset("page"),
             says: "holds the same items as a page already read",
         },
         PagingCase {
@@ -1326,7 +1142,7 @@ async fn an_auth0_checkpoint_back_to_a_page_already_read_fails_the_sync_instead_
             fragment: upstream.users_members.clone(),
             outcome: "partial",
             group: "LLM Users",
-            fault: body_cursor_back_to_this_page("from", "next"),
+            fault: paging::body_cursor_back_to_this_page("from", "next"),
             says: ALREADY_READ,
         },
     ];
@@ -1336,15 +1152,549 @@ async fn an_auth0_checkpoint_back_to_a_page_already_read_fails_the_sync_instead_
 #[tokio::test]
 async fn a_keycloak_server_that_ignores_first_fails_the_sync_instead_of_paging_forever() {
     // "Load Test" has 205 members: pages of 100, 100 and 5 when `first` is honoured.
-    let upstream = keycloak_upstream(&["LLM *", "Load Test"]).await;
+    let mut upstream = upstream(Kind::Keycloak).await;
+    upstream.config.groups.push("Load Test".into());
     let load_members = format!("/groups/{}/members", idp_mocks::keycloak::group_id("load"));
     let cases = vec![PagingCase {
         name: "every page the first one",
         fragment: load_members,
         outcome: "partial",
         group: "Load Test",
-        fault: ignores_offset("first"),
+        fault: paging::ignoring_offset("first"),
         says: "holds the same items as a page already read",
     }];
     endless_paging_fails_the_sync_and_deletes_nothing(upstream, cases).await;
+}
+
+// ---------------------------------------------------------------------------------
+// Every connector, described once: the shared suites below run over this table.
+// ---------------------------------------------------------------------------------
+
+/// The IdPs scimsync pulls from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Entra,
+    Okta,
+    Google,
+    Keycloak,
+    OneLogin,
+    Auth0,
+}
+
+const EVERY_CONNECTOR: [Kind; 6] = [
+    Kind::Entra,
+    Kind::Okta,
+    Kind::Google,
+    Kind::Keycloak,
+    Kind::OneLogin,
+    Kind::Auth0,
+];
+
+/// One connector against its mock IdP, with what the shared scenarios need to know
+/// about its API.
+struct Connector {
+    base_url: String,
+    faults: Arc<Faults>,
+    /// An `[[idp]]` straight to the mock, with the credentials a deployment would use
+    /// (Okta: private_key_jwt).
+    config: IdpConfig,
+    /// The `[[idp]]` the proxy suites reroute (Okta: its SSWS token, since a
+    /// private_key_jwt assertion names the mock's own token URL).
+    proxied: IdpConfig,
+    /// `config` with a secret or key the IdP does not know ...
+    wrong_credentials: IdpConfig,
+    /// ... what its refusal says (any one of these) ...
+    refused: &'static [&'static str],
+    /// ... and the credential text no error may show.
+    wrong_secret: &'static str,
+    /// Requests that list the groups (every page).
+    groups_list: String,
+    /// Requests for LLM Users' members (every page).
+    users_members: String,
+    /// Alice's userName as this connector spells it.
+    alice: &'static str,
+    /// Takes Alice out of LLM Admins in the IdP.
+    alice_leaves_admins: Box<dyn Fn() + Send>,
+    /// Whether the IdP announces its rate-limit budget on every answer (Okta, Auth0,
+    /// OneLogin).
+    announces_budget: bool,
+    /// Whether the IdP also throttles with a 403 quota error (Google).
+    refuses_over_quota: bool,
+    _keep: Box<dyn std::any::Any + Send>,
+}
+
+/// Takes the user `user` out of the group `group` (keys of the standard directory)
+/// in a mock whose ids `group_id` and `user_id` make.
+fn alice_leaves(
+    dir: &Arc<Mutex<idp_mocks::Dir>>,
+    group: &str,
+    user: &str,
+    group_id: fn(&str) -> String,
+    user_id: fn(&str) -> String,
+) -> Box<dyn Fn() + Send> {
+    let (dir, group, user) = (dir.clone(), group_id(group), user_id(user));
+    Box::new(move || dir.lock().unwrap().remove_member(&group, &user))
+}
+
+impl Connector {
+    /// A connector that signs in with a client secret (the wrong credential: another
+    /// secret), its userNames emails, no budget headers, no quota refusals; the
+    /// arms below change what differs.
+    fn with_client_secret(
+        base_url: &str,
+        faults: &Arc<Faults>,
+        config: IdpConfig,
+        wrong_secret: &'static str,
+        refused: &'static [&'static str],
+    ) -> Self {
+        let mut wrong_credentials = config.clone();
+        wrong_credentials.client_secret = Some(wrong_secret.into());
+        Connector {
+            base_url: base_url.to_owned(),
+            faults: faults.clone(),
+            proxied: config.clone(),
+            config,
+            wrong_credentials,
+            refused,
+            wrong_secret,
+            groups_list: String::new(),
+            users_members: String::new(),
+            alice: "alice@example.com",
+            alice_leaves_admins: Box::new(|| {}),
+            announces_budget: false,
+            refuses_over_quota: false,
+            _keep: Box::new(()),
+        }
+    }
+
+    /// Keeps `mock` (and whatever else it needs) running as long as the connector.
+    fn keeping(mut self, mock: impl std::any::Any + Send) -> Self {
+        self._keep = Box::new(mock);
+        self
+    }
+}
+
+/// A connector of `kind` and its mock, managing "LLM *".
+async fn connector(kind: Kind) -> Connector {
+    const MANAGED: &[&str] = &["LLM *"];
+    match kind {
+        Kind::Entra => {
+            use idp_mocks::graph::GraphMock;
+            let mock = Arc::new(GraphMock::start().await);
+            let leaving = mock.clone();
+            Connector {
+                groups_list: "/v1.0/groups?".into(),
+                users_members: "/groups/g-users/".into(),
+                alice: "alice@contoso.com",
+                alice_leaves_admins: Box::new(move || leaving.remove_member("g-admins", "u-alice")),
+                _keep: Box::new(mock.clone()),
+                ..Connector::with_client_secret(
+                    &mock.base_url,
+                    &mock.faults,
+                    mock.config("entra", MANAGED),
+                    "not-the-right-secret",
+                    &["invalid_client", "Invalid client secret"],
+                )
+            }
+        }
+        Kind::Okta => {
+            use idp_mocks::okta::{client_key, group_id, user_id, OktaMock};
+            let mock = OktaMock::start().await;
+            let (key_dir, key_file) = idp_mocks::temp_file("okta.pem", &client_key().pem);
+            let (rogue_dir, rogue_file) =
+                idp_mocks::temp_file("rogue.pem", &idp_mocks::jwt::rogue_key().pem);
+            let proxied = mock.ssws_config("okta", MANAGED);
+            Connector {
+                base_url: mock.base_url.clone(),
+                faults: mock.faults.clone(),
+                config: mock.oauth_config("okta", MANAGED, &key_file),
+                proxied,
+                wrong_credentials: mock.oauth_config("okta", MANAGED, &rogue_file),
+                refused: &["invalid_client", "signature"],
+                wrong_secret: "PRIVATE KEY",
+                groups_list: "/api/v1/groups?".into(),
+                users_members: format!("/groups/{}/users", group_id("users")),
+                alice: "alice@example.com",
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
+                announces_budget: true,
+                refuses_over_quota: false,
+                _keep: Box::new((mock, key_dir, rogue_dir)),
+            }
+        }
+        Kind::Google => {
+            use idp_mocks::google::{group_id, user_id, GoogleMock};
+            let mock = GoogleMock::start().await;
+            let key = mock.key_file_json();
+            let (key_dir, key_file) = idp_mocks::temp_file("service-account.json", &key);
+            let mut rogue: Value = serde_json::from_str(&key).unwrap();
+            rogue["private_key"] = json!(idp_mocks::jwt::rogue_key().pem);
+            let (rogue_dir, rogue_file) =
+                idp_mocks::temp_file("service-account.json", &rogue.to_string());
+            let config = mock.config("google", MANAGED, &key_file);
+            Connector {
+                base_url: mock.base_url.clone(),
+                faults: mock.faults.clone(),
+                proxied: config.clone(),
+                config,
+                wrong_credentials: mock.config("google", MANAGED, &rogue_file),
+                refused: &["invalid_grant", "Invalid JWT"],
+                wrong_secret: "PRIVATE KEY",
+                groups_list: "/directory/v1/groups?".into(),
+                users_members: format!("/groups/{}/members", group_id("users")),
+                alice: "alice@example.com",
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
+                announces_budget: false,
+                refuses_over_quota: true,
+                _keep: Box::new((mock, key_dir, rogue_dir)),
+            }
+        }
+        Kind::Keycloak => {
+            use idp_mocks::keycloak::{group_id, user_id, KeycloakMock, Version};
+            let mock = KeycloakMock::start(Version::Modern).await;
+            Connector {
+                groups_list: "/groups?".into(),
+                users_members: format!("/groups/{}/members", group_id("users")),
+                alice: "alice",
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
+                ..Connector::with_client_secret(
+                    &mock.base_url,
+                    &mock.faults,
+                    mock.config("keycloak", MANAGED),
+                    "not-the-keycloak-secret",
+                    &["Invalid client"],
+                )
+            }
+            .keeping(mock)
+        }
+        Kind::OneLogin => {
+            use idp_mocks::onelogin::{group_id, user_id, OneLoginMock};
+            let mock = OneLoginMock::start().await;
+            Connector {
+                groups_list: "/roles?".into(),
+                users_members: format!("/roles/{}/users", group_id("users")),
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
+                announces_budget: true,
+                ..Connector::with_client_secret(
+                    &mock.base_url,
+                    &mock.faults,
+                    mock.config("onelogin", MANAGED),
+                    "not-the-onelogin-secret",
+                    &["Authentication Failure"],
+                )
+            }
+            .keeping(mock)
+        }
+        Kind::Auth0 => {
+            use idp_mocks::auth0::{group_id, user_id, Auth0Mock};
+            let mock = Auth0Mock::start().await;
+            Connector {
+                groups_list: "/roles?".into(),
+                users_members: format!("/roles/{}/users", group_id("users")),
+                alice_leaves_admins: alice_leaves(&mock.dir, "admins", "alice", group_id, user_id),
+                announces_budget: true,
+                ..Connector::with_client_secret(
+                    &mock.base_url,
+                    &mock.faults,
+                    mock.config("auth0", MANAGED),
+                    "not-the-auth0-secret",
+                    &["Unauthorized"],
+                )
+            }
+            .keeping(mock)
+        }
+    }
+}
+
+/// A connector of `kind` behind a faulty proxy, with impatient retry settings.
+async fn upstream(kind: Kind) -> Upstream {
+    let c = connector(kind).await;
+    let proxy = FaultyUpstream::start(&c.base_url).await;
+    let mut config = impatient(c.proxied.clone());
+    proxy.reroute(&mut config);
+    Upstream {
+        config,
+        proxy,
+        groups_list: c.groups_list,
+        users_members: c.users_members,
+        alice: c.alice,
+        alice_leaves_admins: c.alice_leaves_admins,
+        _keep: Box::new((c._keep, c.faults)),
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// The mock kit's fault switches, on every connector: throttling, spent budgets,
+// expiring tokens, server errors, slow IdPs, wrong credentials, unreadable groups.
+// Each faulty pull must yield what an undisturbed pull of the same IdP yields (what
+// that is, each connector's own file specifies).
+// ---------------------------------------------------------------------------------
+
+/// What an undisturbed pull of `c` yields.
+async fn undisturbed(c: &Connector) -> Value {
+    let pull = Idp::from_config(&c.config).unwrap().pull().await.unwrap();
+    assert!(pull.snapshot.complete, "{:?}", pull.problems);
+    snapshot_json(&pull.snapshot)
+}
+
+/// A pull of `c` by a fresh connector (its own token, its own counters), timed.
+async fn timed_pull(c: &Connector) -> (Value, Idp, Duration) {
+    let idp = Idp::from_config(&c.config).unwrap();
+    let started = Instant::now();
+    let pull = idp.pull().await.unwrap();
+    let took = started.elapsed();
+    (snapshot_json(&pull.snapshot), idp, took)
+}
+
+#[tokio::test]
+async fn a_429_is_waited_out_as_the_idp_says_and_the_pull_completes_on_every_connector() {
+    for kind in EVERY_CONNECTOR {
+        let c = connector(kind).await;
+        let expected = undisturbed(&c).await;
+        let throttled = Faults::count(&c.faults.throttled);
+        *c.faults.throttle_at.lock().unwrap() = Some(c.faults.call_from_now(2));
+        let (snapshot, idp, took) = timed_pull(&c).await;
+        assert_eq!(snapshot, expected, "{kind:?}");
+        assert_eq!(
+            Faults::count(&c.faults.throttled) - throttled,
+            1,
+            "{kind:?}"
+        );
+        assert!(
+            took >= Duration::from_secs(1),
+            "{kind:?}: Retry-After or the rate-limit reset was honoured"
+        );
+        let stats = idp.connector.stats();
+        assert_eq!(PullStats::get(&stats.throttled), 1, "{kind:?}");
+        assert_eq!(PullStats::get(&stats.retries), 1, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn an_over_quota_403_is_retried_with_backoff_where_the_idp_throttles_that_way() {
+    for kind in EVERY_CONNECTOR {
+        let c = connector(kind).await;
+        if !c.refuses_over_quota {
+            continue;
+        }
+        let expected = undisturbed(&c).await;
+        let throttled = Faults::count(&c.faults.throttled);
+        *c.faults.quota_at.lock().unwrap() = Some(c.faults.call_from_now(2));
+        let (snapshot, idp, _) = timed_pull(&c).await;
+        assert_eq!(snapshot, expected, "{kind:?}");
+        assert_eq!(
+            Faults::count(&c.faults.throttled) - throttled,
+            1,
+            "{kind:?}"
+        );
+        let stats = idp.connector.stats();
+        assert_eq!(PullStats::get(&stats.throttled), 1, "{kind:?}");
+        assert_eq!(PullStats::get(&stats.retries), 1, "{kind:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_spent_rate_limit_budget_pauses_the_next_request_until_the_reset_where_the_idp_announces_it(
+) {
+    for kind in EVERY_CONNECTOR {
+        let c = connector(kind).await;
+        if !c.announces_budget {
+            continue;
+        }
+        let expected = undisturbed(&c).await;
+        let throttled = Faults::count(&c.faults.throttled);
+        *c.faults.budget_spent_at.lock().unwrap() = Some(c.faults.call_from_now(1));
+        let (snapshot, idp, took) = timed_pull(&c).await;
+        assert_eq!(snapshot, expected, "{kind:?}");
+        assert!(took >= Duration::from_secs(1), "{kind:?}");
+        assert_eq!(
+            Faults::count(&c.faults.throttled),
+            throttled,
+            "{kind:?}: no 429 was needed"
+        );
+        assert_eq!(
+            PullStats::get(&idp.connector.stats().throttled),
+            1,
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_access_token_that_expires_mid_listing_is_refreshed_once_on_every_connector() {
+    for kind in EVERY_CONNECTOR {
+        let c = connector(kind).await;
+        let expected = undisturbed(&c).await;
+        let tokens = c.faults.tokens();
+        *c.faults.expire_token_at.lock().unwrap() = Some(c.faults.call_from_now(3));
+        let (snapshot, idp, _) = timed_pull(&c).await;
+        assert_eq!(snapshot, expected, "{kind:?}");
+        assert_eq!(
+            c.faults.tokens() - tokens,
+            2,
+            "{kind:?}: the first token and one renewal"
+        );
+        assert_eq!(
+            PullStats::get(&idp.connector.stats().token_rejections),
+            1,
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_token_near_the_end_of_its_lifetime_is_renewed_before_use_on_every_connector() {
+    for kind in EVERY_CONNECTOR {
+        let c = connector(kind).await;
+        *c.faults.token_lifetime.lock().unwrap() = Some(2);
+        let idp = Idp::from_config(&c.config).unwrap();
+        assert!(idp.pull().await.unwrap().snapshot.complete, "{kind:?}");
+        assert_eq!(c.faults.tokens(), 1, "{kind:?}");
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert!(idp.pull().await.unwrap().snapshot.complete, "{kind:?}");
+        assert_eq!(
+            c.faults.tokens(),
+            2,
+            "{kind:?}: renewed for the second pull"
+        );
+        assert_eq!(
+            Faults::count(&c.faults.unauthorized),
+            0,
+            "{kind:?}: renewed before it ran out, not after a 401"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_server_error_is_retried_and_the_pull_completes_on_every_connector() {
+    for kind in EVERY_CONNECTOR {
+        let c = connector(kind).await;
+        let expected = undisturbed(&c).await;
+        let errors = Faults::count(&c.faults.server_errors);
+        *c.faults.fail_at.lock().unwrap() = Some(c.faults.call_from_now(2));
+        let (snapshot, idp, _) = timed_pull(&c).await;
+        assert_eq!(snapshot, expected, "{kind:?}");
+        assert_eq!(
+            Faults::count(&c.faults.server_errors) - errors,
+            1,
+            "{kind:?}"
+        );
+        assert_eq!(
+            PullStats::get(&idp.connector.stats().retries),
+            1,
+            "{kind:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_idp_slower_than_the_request_timeout_fails_the_pull_within_the_limit_on_every_connector()
+{
+    for kind in EVERY_CONNECTOR {
+        let c = connector(kind).await;
+        let mut config = impatient(c.config.clone());
+        config.max_retries = Some(0);
+        *c.faults.delay.lock().unwrap() = Duration::from_secs(3);
+        let started = Instant::now();
+        let err = Idp::from_config(&config)
+            .unwrap()
+            .pull()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            started.elapsed() < Duration::from_millis(2900),
+            "{kind:?}: gave up at the timeout"
+        );
+        assert!(
+            err.contains("timed out") && err.contains("1 s (request_timeout_secs)"),
+            "{kind:?}: {err}"
+        );
+        assert_no_secret(&err);
+    }
+}
+
+#[tokio::test]
+async fn a_credential_the_idp_does_not_know_fails_the_pull_without_showing_it_on_every_connector() {
+    for kind in EVERY_CONNECTOR {
+        let c = connector(kind).await;
+        let err = Idp::from_config(&c.wrong_credentials)
+            .unwrap()
+            .pull()
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            c.refused.iter().any(|r| err.contains(r)),
+            "{kind:?}: the IdP's refusal is passed on: {err}"
+        );
+        assert!(!err.contains(c.wrong_secret), "{kind:?}: {err}");
+        assert!(!format!("{:?}", c.wrong_credentials).contains(c.wrong_secret));
+        assert_eq!(c.faults.calls(), 0, "{kind:?}: no API call without a token");
+    }
+}
+
+/// The shared specification of a pull that fails part-way: a first sync applies the
+/// IdP's groups; then Alice leaves LLM Admins in the IdP while LLM Users' members
+/// cannot be read. The pull names the group and still holds what it could read; the
+/// sync is partial and deletes nothing; a third, complete sync catches up.
+#[tokio::test]
+async fn a_group_whose_members_cannot_be_read_makes_the_sync_partial_and_deletes_nothing_on_every_connector(
+) {
+    for kind in EVERY_CONNECTOR {
+        let c = connector(kind).await;
+        let mut idp_config = c.config.clone();
+        idp_config.max_retries = Some(0);
+        let name = idp_config.name.clone();
+
+        *c.faults.failing_path.lock().unwrap() = Some(c.users_members.clone());
+        let pull = Idp::from_config(&idp_config).unwrap().pull().await.unwrap();
+        assert!(!pull.snapshot.complete, "{kind:?}");
+        assert_eq!(pull.problems.len(), 1, "{kind:?}: {:?}", pull.problems);
+        assert!(
+            pull.problems[0].contains("LLM Users"),
+            "{kind:?}: {:?}",
+            pull.problems
+        );
+        assert!(
+            pull.snapshot
+                .groups
+                .iter()
+                .any(|g| g.display_name.as_str() == "LLM Admins"),
+            "{kind:?}: what could be read is still there"
+        );
+        *c.faults.failing_path.lock().unwrap() = None;
+
+        let app = TestApp::spawn().await;
+        let mut config = app.config.clone();
+        config.idp.push(idp_config);
+        let actor = Actor::new(Trigger::Sync, "test");
+        let sync = || scimsync::sync::sync_now(&app.store, &config, &name, &actor);
+        let report = sync().await.unwrap();
+        assert_eq!(report.outcome, "success", "{kind:?}: {report:?}");
+        assert!(teams_of(&app.store, c.alice)
+            .await
+            .contains(&"LLM Admins".to_owned()));
+        let before = fingerprint(&app.store).await;
+
+        (c.alice_leaves_admins)();
+        *c.faults.failing_path.lock().unwrap() = Some(c.users_members.clone());
+        let report = sync().await.unwrap();
+        assert_eq!(report.outcome, "partial", "{kind:?}: {report:?}");
+        assert!(!report.complete, "{kind:?}");
+        assert_eq!(report.destroy, 0, "{kind:?}: {report:?}");
+        assert_eq!(
+            fingerprint(&app.store).await,
+            before,
+            "{kind:?}: a partial pull removes no membership"
+        );
+
+        *c.faults.failing_path.lock().unwrap() = None;
+        let report = sync().await.unwrap();
+        assert_eq!(report.outcome, "success", "{kind:?}: {report:?}");
+        assert_eq!(
+            teams_of(&app.store, c.alice).await,
+            ["LLM Users"],
+            "{kind:?}: a complete pull removes what the IdP removed"
+        );
+    }
 }

@@ -1,16 +1,17 @@
-//! The Google Workspace connector against a mock Directory API: the service account's
-//! JWT-bearer grant, `nextPageToken` paging, derived (nested) membership, members'
-//! names and suspension from one read of the account's users per pull, 429 and 403
-//! quota errors, token expiry, server errors, and partial pulls.
+//! The Google Workspace connector's wire format, against a mock Directory API: the
+//! service account's JWT-bearer grant, `nextPageToken` paging, derived (nested)
+//! membership, members' names and suspension from one read of the account's users per
+//! pull.
+//! Faults (throttling, token expiry, server errors, timeouts, wrong credentials,
+//! partial pulls, broken pages and paging loops) are specified once for every
+//! connector in `idp_faults.rs`.
 
-use crate::common;
 use crate::idp_mocks;
 
 use idp_mocks::google::GoogleMock;
-use idp_mocks::{snapshot_json, temp_file, Faults};
-use scimsync::idp::{Idp, PullStats};
+use idp_mocks::{snapshot_json, temp_file};
+use scimsync::idp::Idp;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 fn user(key: &str, given: &str, family: &str, active: bool) -> Value {
     json!({"external_id": format!("1000{key}"), "user_name": format!("{key}@example.com"),
@@ -142,67 +143,6 @@ async fn a_google_member_from_another_account_keeps_what_the_member_entry_says()
 }
 
 #[tokio::test]
-async fn a_google_429_is_waited_out() {
-    let (mock, idp, _dir) = google().await;
-    *mock.faults.throttle_at.lock().unwrap() = Some(3);
-    let started = Instant::now();
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(Faults::count(&mock.faults.throttled), 1);
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "Retry-After: 1"
-    );
-    assert_eq!(PullStats::get(&idp.connector.stats().retries), 1);
-}
-
-#[tokio::test]
-async fn a_google_403_user_rate_limit_exceeded_is_retried_with_backoff() {
-    let (mock, idp, _dir) = google().await;
-    *mock.faults.quota_at.lock().unwrap() = Some(2);
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(Faults::count(&mock.faults.throttled), 1);
-    let stats = idp.connector.stats();
-    assert_eq!(PullStats::get(&stats.throttled), 1);
-    assert_eq!(PullStats::get(&stats.retries), 1);
-}
-
-#[tokio::test]
-async fn a_google_access_token_that_expires_mid_pull_is_refreshed_once() {
-    let (mock, idp, _dir) = google().await;
-    *mock.faults.expire_token_at.lock().unwrap() = Some(4);
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(mock.faults.tokens(), 2);
-    assert_eq!(PullStats::get(&idp.connector.stats().token_rejections), 1);
-}
-
-#[tokio::test]
-async fn a_google_server_error_is_retried() {
-    let (mock, idp, _dir) = google().await;
-    *mock.faults.fail_at.lock().unwrap() = Some(1);
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(Faults::count(&mock.faults.server_errors), 1);
-}
-
-#[tokio::test]
-async fn a_service_account_key_google_does_not_know_is_refused_without_showing_it() {
-    let mock = GoogleMock::start().await;
-    let mut wrong: Value = serde_json::from_str(&mock.key_file_json()).unwrap();
-    wrong["private_key"] = json!(idp_mocks::jwt::rogue_key().pem);
-    let (_dir, key_file) = temp_file("service-account.json", &wrong.to_string());
-    let idp = Idp::from_config(&mock.config("google", &["LLM *"], &key_file)).unwrap();
-    let err = idp.pull().await.unwrap_err().to_string();
-    assert!(
-        err.contains("invalid_grant") || err.contains("Invalid JWT"),
-        "{err}"
-    );
-    assert!(!err.contains("PRIVATE KEY"), "{err}");
-}
-
-#[tokio::test]
 async fn a_google_users_groups_are_found_by_primary_email() {
     let (_mock, idp, _dir) = google().await;
     let (user, groups) = idp.user_with_groups("alice@example.com").await.unwrap();
@@ -211,26 +151,4 @@ async fn a_google_users_groups_are_found_by_primary_email() {
     let mut names: Vec<&str> = groups.iter().map(|g| g.name.as_str()).collect();
     names.sort();
     assert_eq!(names, ["LLM Admins", "LLM Users"]);
-}
-
-#[tokio::test]
-async fn a_google_pull_that_cannot_read_a_group_deletes_nothing() {
-    let (mock, _, _dir) = google().await;
-    let (_key_dir, key_file) = temp_file("service-account.json", &mock.key_file_json());
-    let app = common::TestApp::spawn().await;
-    let mut config = app.config.clone();
-    let mut idp = mock.config("google", &["LLM *"], &key_file);
-    idp.max_retries = Some(0);
-    config.idp.push(idp);
-    let dir = mock.dir.clone();
-    idp_mocks::a_partial_pull_deletes_nothing(
-        &app.store,
-        &config,
-        "google",
-        &mock.faults,
-        "/groups/03users/members",
-        move || dir.lock().unwrap().remove_member("03admins", "1000alice"),
-        ("alice@example.com", "LLM Admins"),
-    )
-    .await;
 }

@@ -1,16 +1,17 @@
-//! The OneLogin connector against a mock API v2: the JSON client-credentials grant with
-//! HTTP Basic, roles as groups, `After-Cursor` paging, members' records (names, email,
-//! `status` and `state`) read in batches from the users API, `X-RateLimit-*`
-//! throttling, token expiry, server errors, and partial pulls.
+//! The OneLogin connector's wire format, against a mock API v2: the JSON
+//! client-credentials grant with HTTP Basic, roles as groups, `After-Cursor` paging,
+//! members' records (names, email, `status` and `state`) read in batches from the
+//! users API.
+//! Faults (throttling, token expiry, server errors, timeouts, wrong credentials,
+//! partial pulls, broken pages and paging loops) are specified once for every
+//! connector in `idp_faults.rs`.
 
-use crate::common;
 use crate::idp_mocks;
 
 use idp_mocks::onelogin::{group_id, user_id, user_with, OneLoginMock};
-use idp_mocks::{snapshot_json, Dir, Faults, Group};
-use scimsync::idp::{Idp, PullStats};
+use idp_mocks::{snapshot_json, Dir, Group};
+use scimsync::idp::Idp;
 use serde_json::{json, Value};
-use std::time::{Duration, Instant};
 
 fn user(id: &str, key: &str, given: &str, family: &str, active: bool) -> Value {
     json!({"external_id": id, "user_name": format!("{key}@example.com"),
@@ -183,66 +184,6 @@ async fn a_onelogin_role_member_the_users_api_no_longer_knows_makes_the_pull_par
 }
 
 #[tokio::test]
-async fn a_onelogin_429_is_waited_out_until_the_rate_limit_resets() {
-    let (mock, idp) = onelogin().await;
-    *mock.faults.throttle_at.lock().unwrap() = Some(2);
-    let started = Instant::now();
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(Faults::count(&mock.faults.throttled), 1);
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "X-RateLimit-Reset: 1"
-    );
-    assert_eq!(PullStats::get(&idp.connector.stats().retries), 1);
-}
-
-#[tokio::test]
-async fn a_spent_onelogin_rate_limit_budget_pauses_until_the_reset() {
-    let (mock, idp) = onelogin().await;
-    *mock.faults.budget_spent_at.lock().unwrap() = Some(1);
-    let started = Instant::now();
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert!(started.elapsed() >= Duration::from_secs(1));
-    assert_eq!(PullStats::get(&idp.connector.stats().throttled), 1);
-}
-
-#[tokio::test]
-async fn a_onelogin_access_token_that_expires_mid_pull_is_refreshed_once() {
-    let (mock, idp) = onelogin().await;
-    *mock.faults.expire_token_at.lock().unwrap() = Some(3);
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(mock.faults.tokens(), 2);
-    assert_eq!(PullStats::get(&idp.connector.stats().token_rejections), 1);
-}
-
-#[tokio::test]
-async fn a_onelogin_server_error_is_retried() {
-    let (mock, idp) = onelogin().await;
-    *mock.faults.fail_at.lock().unwrap() = Some(2);
-    let pull = idp.pull().await.unwrap();
-    assert_eq!(snapshot_json(&pull.snapshot), expected());
-    assert_eq!(Faults::count(&mock.faults.server_errors), 1);
-}
-
-#[tokio::test]
-async fn a_wrong_onelogin_client_secret_fails_the_pull_without_showing_it() {
-    let mock = OneLoginMock::start().await;
-    let mut config = mock.config("onelogin", &["LLM *"]);
-    config.client_secret = Some("not-the-onelogin-secret".into());
-    let err = Idp::from_config(&config)
-        .unwrap()
-        .pull()
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("Authentication Failure"), "{err}");
-    assert!(!err.contains("not-the-onelogin-secret"), "{err}");
-}
-
-#[tokio::test]
 async fn a_onelogin_users_roles_are_found_by_email() {
     let (mock, idp) = onelogin().await;
     let (user, groups) = idp.user_with_groups("alice@example.com").await.unwrap();
@@ -263,25 +204,4 @@ fn mock_lock(mock: &OneLoginMock, id: &str) {
     if let Some(u) = mock.dir.lock().unwrap().users.get_mut(id) {
         u["status"] = json!(3);
     }
-}
-
-#[tokio::test]
-async fn a_onelogin_pull_that_cannot_read_a_role_deletes_nothing() {
-    let mock = OneLoginMock::start().await;
-    let app = common::TestApp::spawn().await;
-    let mut config = app.config.clone();
-    let mut idp = mock.config("onelogin", &["LLM *"]);
-    idp.max_retries = Some(0);
-    config.idp.push(idp);
-    let dir = mock.dir.clone();
-    idp_mocks::a_partial_pull_deletes_nothing(
-        &app.store,
-        &config,
-        "onelogin",
-        &mock.faults,
-        "/roles/501/users",
-        move || dir.lock().unwrap().remove_member("502", "1001"),
-        ("alice@example.com", "LLM Admins"),
-    )
-    .await;
 }

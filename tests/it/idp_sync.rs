@@ -4,35 +4,11 @@
 use crate::common;
 use crate::idp_mocks;
 
-use common::TestApp;
+use common::{teams_of, TestApp};
 use idp_mocks::graph::GraphMock;
-use scimsync::domain::{Trigger, UserName};
+use scimsync::domain::Trigger;
 use scimsync::reconcile::Actor;
 use std::time::{Duration, Instant};
-
-async fn teams_of(app: &TestApp, user: &str) -> Vec<String> {
-    let Some(u) = app
-        .store
-        .user_by_name(&UserName::parse(user).unwrap())
-        .await
-        .unwrap()
-    else {
-        return Vec::new();
-    };
-    let teams = app.store.all_teams().await.unwrap();
-    let mut names: Vec<String> = app
-        .store
-        .all_memberships()
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|m| m.user_id == u.id)
-        .filter_map(|m| teams.iter().find(|t| t.id == m.team_id))
-        .map(|t| t.display_name.as_str().to_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 #[tokio::test]
 async fn a_scheduled_sync_applies_the_idps_groups_and_records_the_run() {
@@ -55,10 +31,10 @@ async fn a_scheduled_sync_applies_the_idps_groups_and_records_the_run() {
     assert_eq!(result["outcome"], "success");
     assert_eq!(result["groups"], 2);
     assert_eq!(
-        teams_of(&app, "alice@contoso.com").await,
+        teams_of(&app.store, "alice@contoso.com").await,
         ["LLM Admins", "LLM Users"]
     );
-    assert_eq!(teams_of(&app, "bob@contoso.com").await, ["LLM Users"]);
+    assert_eq!(teams_of(&app.store, "bob@contoso.com").await, ["LLM Users"]);
     let teams = app.store.all_teams().await.unwrap();
     assert!(teams.iter().all(|t| t.source.to_string() == "sync:entra"));
 }
@@ -77,7 +53,7 @@ async fn a_failed_or_partial_pull_produces_no_deletions_and_a_complete_one_catch
     let report = sync().await.unwrap();
     assert_eq!(report.outcome, "success", "{report:?}");
     assert_eq!(
-        teams_of(&app, "alice@contoso.com").await,
+        teams_of(&app.store, "alice@contoso.com").await,
         ["LLM Admins", "LLM Users"]
     );
 
@@ -88,10 +64,10 @@ async fn a_failed_or_partial_pull_produces_no_deletions_and_a_complete_one_catch
     assert_eq!(report.outcome, "partial", "{report:?}");
     assert_eq!(report.destroy, 0);
     assert_eq!(
-        teams_of(&app, "alice@contoso.com").await,
+        teams_of(&app.store, "alice@contoso.com").await,
         ["LLM Admins", "LLM Users"]
     );
-    assert_eq!(teams_of(&app, "bob@contoso.com").await, ["LLM Users"]);
+    assert_eq!(teams_of(&app.store, "bob@contoso.com").await, ["LLM Users"]);
 
     // The IdP is down altogether: nothing is applied.
     mock.faults
@@ -101,7 +77,7 @@ async fn a_failed_or_partial_pull_produces_no_deletions_and_a_complete_one_catch
     assert_eq!(report.outcome, "failed", "{report:?}");
     assert!(report.error.is_some());
     assert_eq!(
-        teams_of(&app, "alice@contoso.com").await,
+        teams_of(&app.store, "alice@contoso.com").await,
         ["LLM Admins", "LLM Users"]
     );
     let state = app.store.sync_state("entra").await.unwrap().unwrap();
@@ -118,7 +94,10 @@ async fn a_failed_or_partial_pull_produces_no_deletions_and_a_complete_one_catch
     *mock.faults.failing_path.lock().unwrap() = None;
     let report = sync().await.unwrap();
     assert_eq!(report.outcome, "success", "{report:?}");
-    assert_eq!(teams_of(&app, "alice@contoso.com").await, ["LLM Users"]);
+    assert_eq!(
+        teams_of(&app.store, "alice@contoso.com").await,
+        ["LLM Users"]
+    );
     let state = app.store.sync_state("entra").await.unwrap().unwrap();
     assert_eq!(state.consecutive_failures, 0);
 }

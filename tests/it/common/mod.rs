@@ -260,3 +260,23 @@ impl Drop for TestApp {
         }
     }
 }
+
+/// The display names of the teams `user` is in, sorted.
+pub async fn teams_of(store: &scimsync::store::Store, user: &str) -> Vec<String> {
+    let name = scimsync::domain::UserName::parse(user).expect("a userName");
+    let Some(u) = store.user_by_name(&name).await.expect("store answers") else {
+        return Vec::new();
+    };
+    let teams = store.all_teams().await.expect("teams");
+    let mut names: Vec<String> = store
+        .all_memberships()
+        .await
+        .expect("memberships")
+        .into_iter()
+        .filter(|m| m.user_id == u.id)
+        .filter_map(|m| teams.iter().find(|t| t.id == m.team_id))
+        .map(|t| t.display_name.as_str().to_owned())
+        .collect();
+    names.sort();
+    names
+}

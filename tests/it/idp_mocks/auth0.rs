@@ -7,8 +7,9 @@
 //! `/api/v2/users-by-email`, `/api/v2/users/{id}/roles`, carrying `X-RateLimit-*`
 //! headers (the reset a Unix time).
 
-use super::{serve, slice, with_rate_limit_headers, Dir, Faults, Flavor, Group};
-use axum::extract::{OriginalUri, Path, Query, State};
+use super::kit::{self, answer, paging, serve_idp};
+use super::{Dir, Faults, Flavor, Group};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -84,8 +85,10 @@ impl Auth0Mock {
             unindexed: unindexed.clone(),
             deleted_users: deleted_users.clone(),
         };
-        let router = Router::new()
+        let token_route = Router::new()
             .route("/oauth/token", post(token))
+            .with_state(state.clone());
+        let api = Router::new()
             .route("/api/v2/roles", get(roles))
             .route("/api/v2/roles/{id}/users", get(role_users))
             .route("/api/v2/users", get(search_users))
@@ -93,7 +96,7 @@ impl Auth0Mock {
             .route("/api/v2/users/{id}/roles", get(user_roles))
             .route("/api/v2/users-by-email", get(users_by_email))
             .with_state(state);
-        let (_, base_url) = serve(with_rate_limit_headers(router, faults.clone())).await;
+        let base_url = serve_idp(token_route, api, &faults).await;
         Self {
             base_url,
             dir,
@@ -128,32 +131,28 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, body: axum::body::
     } else {
         serde_urlencoded_pairs(&body)
     };
-    let f = |k: &str| super::form_value(&form, k);
+    let f = |k: &str| kit::form_value(&form, k);
     if f("grant_type") != "client_credentials" {
-        return (
+        return answer(
             StatusCode::BAD_REQUEST,
-            Json(json!({"error": "unsupported_grant_type",
-                "error_description": "Unsupported grant type"})),
-        )
-            .into_response();
+            json!({"error": "unsupported_grant_type",
+                "error_description": "Unsupported grant type"}),
+        );
     }
     if f("audience") != AUDIENCE {
-        return (
+        return answer(
             StatusCode::FORBIDDEN,
-            Json(json!({"error": "access_denied", "error_description":
-                format!("Service not found: {}", f("audience"))})),
-        )
-            .into_response();
+            json!({"error": "access_denied", "error_description":
+                format!("Service not found: {}", f("audience"))}),
+        );
     }
     if f("client_id") != CLIENT_ID || f("client_secret") != CLIENT_SECRET {
-        return super::invalid_client("Unauthorized");
+        return kit::invalid_client("Unauthorized");
     }
-    let token = s.faults.issue_token();
-    Json(
-        json!({"access_token": token, "scope": "read:users read:roles read:role_members",
-        "expires_in": 86400, "token_type": "Bearer"}),
+    s.faults.grant(
+        86400,
+        json!({"scope": "read:users read:roles read:role_members", "token_type": "Bearer"}),
     )
-    .into_response()
 }
 
 fn serde_urlencoded_pairs(body: &[u8]) -> HashMap<String, String> {
@@ -164,54 +163,20 @@ fn role_json(g: &Group) -> Value {
     json!({"id": g.id, "name": g.name, "description": format!("{} role", g.name)})
 }
 
-/// Offset paging as Auth0 does it for roles: `page` × `per_page` (at most 100), with
-/// `include_totals=true` an object with start, limit and total, else a bare array.
-fn offset_page(items: Vec<Value>, q: &HashMap<String, String>) -> Response {
-    let per_page: usize = q
-        .get("per_page")
-        .and_then(|p| p.parse().ok())
-        .unwrap_or(50)
-        .min(100);
-    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
-    let (roles, _) = slice(&items, page * per_page, per_page);
-    if q.get("include_totals").map(String::as_str) == Some("true") {
-        Json(
-            json!({"roles": roles, "start": page * per_page, "limit": per_page,
-            "total": items.len()}),
-        )
-        .into_response()
-    } else {
-        Json(roles).into_response()
-    }
-}
-
-async fn roles(
-    State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
+async fn roles(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let items = s.dir.lock().unwrap().groups.iter().map(role_json).collect();
-    offset_page(items, &q)
+    paging::page_per_page("roles", items, &q)
 }
 
 async fn role_users(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         let Some(g) = dir.group(&id) else {
-            return super::not_found(json!({"statusCode": 404, "error": "Not Found",
+            return kit::not_found(json!({"statusCode": 404, "error": "Not Found",
                 "message": "The role does not exist.", "errorCode": "inexistent_role"}));
         };
         // A role's users as Auth0 lists them: id, email, picture, name; no blocked flag.
@@ -224,42 +189,20 @@ async fn role_users(
             .collect()
     };
     if q.contains_key("take") || q.contains_key("from") {
-        let take: usize = q.get("take").and_then(|t| t.parse().ok()).unwrap_or(50);
-        let offset = match q.get("from") {
-            Some(from) => match from.strip_prefix("cp-").and_then(|f| f.parse().ok()) {
-                Some(o) => o,
-                None => {
-                    return (
-                        StatusCode::BAD_REQUEST,
-                        Json(json!({"statusCode": 400, "error": "Bad Request",
-                            "message": "Invalid checkpoint", "errorCode": "invalid_query_string"})),
-                    )
-                        .into_response()
-                }
-            },
-            None => 0,
-        };
-        let (users, more) = slice(&items, offset, take.min(s.page_size).max(1));
-        let mut body = json!({"users": users});
-        if more {
-            body["next"] = json!(format!("cp-{}", offset + users.len()));
-        }
-        Json(body).into_response()
+        paging::checkpoint("users", items, &q, s.page_size)
+            .unwrap_or_else(|| bad_query("Invalid checkpoint"))
     } else {
-        let (users, _) = slice(&items, 0, 50);
+        let (users, _) = paging::slice(&items, 0, 50);
         Json(users).into_response()
     }
 }
 
 fn bad_query(message: &str) -> Response {
-    (
+    answer(
         StatusCode::BAD_REQUEST,
-        Json(
-            json!({"statusCode": 400, "error": "Bad Request", "message": message,
+        json!({"statusCode": 400, "error": "Bad Request", "message": message,
             "errorCode": "invalid_query_string"}),
-        ),
     )
-        .into_response()
 }
 
 /// The ids of a `user_id:"…"` or `user_id:("…" OR "…")` query, the only shapes the
@@ -299,24 +242,19 @@ fn user_ids_of(q: &str) -> Option<Vec<String>> {
 
 async fn search_users(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     if q.get("search_engine").map(String::as_str) != Some("v3") {
         return bad_query("search_engine must be v3");
     }
     let Some(ids) = q.get("q").and_then(|q| user_ids_of(q)) else {
         return bad_query("Invalid query string");
     };
-    let per_page: usize = q.get("per_page").and_then(|p| p.parse().ok()).unwrap_or(50);
+    let per_page = paging::number(&q, "per_page").unwrap_or(50);
     if per_page > 100 {
         return bad_query("per_page must be at most 100");
     }
-    let page: usize = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(0);
+    let page = paging::number(&q, "page").unwrap_or(0);
     let fields: Option<Vec<String>> = q
         .get("fields")
         .filter(|_| q.get("include_fields").map(String::as_str) != Some("false"))
@@ -347,24 +285,16 @@ async fn search_users(
             })
             .collect()
     };
-    let (users, _) = slice(&matches, page * per_page, per_page);
+    let (users, _) = paging::slice(&matches, page * per_page, per_page);
     Json(users).into_response()
 }
 
 fn auth0_not_found() -> Response {
-    super::not_found(json!({"statusCode": 404, "error": "Not Found",
+    kit::not_found(json!({"statusCode": 404, "error": "Not Found",
         "message": "The user does not exist.", "errorCode": "inexistent_user"}))
 }
 
-async fn get_user(
-    State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
+async fn get_user(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let found = s.dir.lock().unwrap().users.get(&id).cloned();
     match found {
         Some(_) if s.deleted_users.lock().unwrap().contains(&id) => auth0_not_found(),
@@ -375,13 +305,8 @@ async fn get_user(
 
 async fn users_by_email(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let email = q.get("email").cloned().unwrap_or_default();
     let found: Vec<Value> = s
         .dir
@@ -401,14 +326,9 @@ async fn users_by_email(
 
 async fn user_roles(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items = {
         let dir = s.dir.lock().unwrap();
         if !dir.users.contains_key(&id) {
@@ -416,5 +336,5 @@ async fn user_roles(
         }
         dir.groups_of(&id).iter().map(role_json).collect()
     };
-    offset_page(items, &q)
+    paging::page_per_page("roles", items, &q)
 }

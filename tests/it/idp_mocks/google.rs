@@ -5,9 +5,10 @@
 //! account's users, `maxResults` up to 500, `fields` partial responses), `users/{key}`),
 //! paged with `nextPageToken`.
 
-use super::{jwt, serve, slice, Dir, Faults, Flavor, Group};
-use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::HeaderMap;
+use super::kit::{self, answer, paging, serve_idp};
+use super::{jwt, Dir, Faults, Flavor, Group};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -90,14 +91,16 @@ impl GoogleMock {
             base: base.clone(),
             outsiders: outsiders.clone(),
         };
-        let router = Router::new()
+        let token_route = Router::new()
             .route("/token", post(token))
+            .with_state(state.clone());
+        let api = Router::new()
             .route(&format!("{API_PATH}/groups"), get(list_groups))
             .route(&format!("{API_PATH}/groups/{{key}}/members"), get(members))
             .route(&format!("{API_PATH}/users"), get(list_users))
             .route(&format!("{API_PATH}/users/{{key}}"), get(get_user))
             .with_state(state);
-        let (_, base_url) = serve(router).await;
+        let base_url = serve_idp(token_route, api, &faults).await;
         *base.lock().unwrap() = base_url.clone();
         Self {
             base_url,
@@ -147,58 +150,27 @@ impl GoogleMock {
 
 async fn token(State(s): State<AppState>, Form(form): Form<HashMap<String, String>>) -> Response {
     let audience = format!("{}/token", s.base.lock().unwrap());
-    let f = |k: &str| super::form_value(&form, k);
-    let claims = super::verify_assertion(service_account_key(), f("assertion"), &audience);
+    let f = |k: &str| kit::form_value(&form, k);
+    let claims = kit::verify_assertion(service_account_key(), f("assertion"), &audience);
     let ok = f("grant_type") == "urn:ietf:params:oauth:grant-type:jwt-bearer"
         && claims
             .as_ref()
             .is_some_and(|c| c["iss"] == CLIENT_EMAIL && c["sub"] == ADMIN && c["scope"] == SCOPES);
     if !ok {
-        return (
-            axum::http::StatusCode::BAD_REQUEST,
-            Json(json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."})),
-        )
-            .into_response();
+        return answer(
+            StatusCode::BAD_REQUEST,
+            json!({"error": "invalid_grant", "error_description": "Invalid JWT Signature."}),
+        );
     }
-    let token = s.faults.issue_token();
-    Json(json!({"access_token": token, "expires_in": 3599, "token_type": "Bearer"})).into_response()
+    s.faults.grant(3599, json!({"token_type": "Bearer"}))
 }
 
 fn google_not_found(what: &str) -> Response {
-    super::not_found(
+    kit::not_found(
         json!({"error": {"code": 404, "message": format!("Resource Not Found: {what}"),
         "errors": [{"message": format!("Resource Not Found: {what}"), "domain": "global",
             "reason": "notFound"}]}}),
     )
-}
-
-/// One page of `items` under `field`, with `nextPageToken` when more follow.
-fn page(
-    s: &AppState,
-    kind: &str,
-    field: &str,
-    items: Vec<Value>,
-    q: &HashMap<String, String>,
-) -> Response {
-    let max: usize = q
-        .get("maxResults")
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(200);
-    let offset: usize = q
-        .get("pageToken")
-        .and_then(|t| t.strip_prefix("tok-"))
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let (page, more) = slice(&items, offset, max.min(s.page_size).max(1));
-    let mut body = json!({"kind": kind, "etag": "\"page\""});
-    // Google leaves an empty list out altogether.
-    if !page.is_empty() {
-        body[field] = json!(page);
-    }
-    if more {
-        body["nextPageToken"] = json!(format!("tok-{}", offset + page.len()));
-    }
-    Json(body).into_response()
 }
 
 fn group_json(g: &Group) -> Value {
@@ -210,13 +182,8 @@ fn group_json(g: &Group) -> Value {
 
 async fn list_groups(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         match (q.get("customer"), q.get("userKey")) {
@@ -230,16 +197,15 @@ async fn list_groups(
                 None => return google_not_found("userKey"),
             },
             _ => {
-                return (
-                    axum::http::StatusCode::BAD_REQUEST,
-                    Json(json!({"error": {"code": 400, "message": "Bad Request",
-                        "errors": [{"reason": "badRequest"}]}})),
+                return answer(
+                    StatusCode::BAD_REQUEST,
+                    json!({"error": {"code": 400, "message": "Bad Request",
+                        "errors": [{"reason": "badRequest"}]}}),
                 )
-                    .into_response()
             }
         }
     };
-    page(&s, "admin#directory#groups", "groups", items, &q)
+    paging::page_token("admin#directory#groups", "groups", items, &q, s.page_size)
 }
 
 /// Direct members, or with `includeDerivedMembership=true` the users of nested groups
@@ -293,14 +259,9 @@ fn member_entries(dir: &Dir, group: &Group, derived: bool) -> Vec<Value> {
 
 async fn members(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path(key): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let derived = q.get("includeDerivedMembership").map(String::as_str) == Some("true");
     let items = {
         let dir = s.dir.lock().unwrap();
@@ -309,16 +270,15 @@ async fn members(
             None => return google_not_found("groupKey"),
         }
     };
-    page(&s, "admin#directory#members", "members", items, &q)
+    paging::page_token("admin#directory#members", "members", items, &q, s.page_size)
 }
 
 fn bad_request(message: &str) -> Response {
-    (
-        axum::http::StatusCode::BAD_REQUEST,
-        Json(json!({"error": {"code": 400, "message": message,
-            "errors": [{"message": message, "domain": "global", "reason": "invalid"}]}})),
+    answer(
+        StatusCode::BAD_REQUEST,
+        json!({"error": {"code": 400, "message": message,
+            "errors": [{"message": message, "domain": "global", "reason": "invalid"}]}}),
     )
-        .into_response()
 }
 
 /// The sub-fields `fields=nextPageToken,users(a,b(c))` asks of each user, or `None`
@@ -352,20 +312,12 @@ fn user_fields(fields: &str) -> Option<Vec<String>> {
 /// `users.list`: the account's users (never outsiders), `maxResults` 1 to 500.
 async fn list_users(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     if !q.contains_key("customer") && !q.contains_key("domain") {
         return bad_request("Bad Request");
     }
-    let max: usize = q
-        .get("maxResults")
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(100);
+    let max = paging::number(&q, "maxResults").unwrap_or(100);
     if !(1..=500).contains(&max) {
         return bad_request("Invalid value '501'. Values must be within the range: [1, 500]");
     }
@@ -390,7 +342,7 @@ async fn list_users(
             })
             .collect()
     };
-    page(&s, "admin#directory#users", "users", items, &q)
+    paging::page_token("admin#directory#users", "users", items, &q, s.page_size)
 }
 
 fn find(dir: &Dir, key: &str) -> Option<Value> {
@@ -406,15 +358,7 @@ fn find(dir: &Dir, key: &str) -> Option<Value> {
     })
 }
 
-async fn get_user(
-    State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    Path(key): Path<String>,
-) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
+async fn get_user(State(s): State<AppState>, Path(key): Path<String>) -> Response {
     let found = find(&s.dir.lock().unwrap(), &key);
     match found {
         Some(u)

@@ -1,8 +1,9 @@
 //! A mock Microsoft Graph (v1.0) and Entra token endpoint.
 
-use super::{serve, Faults};
+use super::kit::{self, paging, serve_idp};
+use super::Faults;
 use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -79,8 +80,10 @@ impl GraphMock {
             page_size,
             base: base.clone(),
         };
-        let router = Router::new()
+        let token_route = Router::new()
             .route("/{tenant}/oauth2/v2.0/token", post(token))
+            .with_state(state.clone());
+        let api = Router::new()
             .route("/v1.0/groups", get(list_groups))
             .route(
                 "/v1.0/groups/{id}/transitiveMembers/microsoft.graph.user",
@@ -99,7 +102,7 @@ impl GraphMock {
                 get(user_groups),
             )
             .with_state(state);
-        let (_, base_url) = serve(router).await;
+        let base_url = serve_idp(token_route, api, &faults).await;
         *base.lock().unwrap() = base_url.clone();
         Self {
             base_url,
@@ -257,42 +260,18 @@ async fn token(
         && form.get("client_secret").map(String::as_str) == Some(CLIENT_SECRET)
         && form.get("scope").map(String::as_str) == Some("https://graph.microsoft.com/.default");
     if !ok {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "invalid_client",
-                "error_description": "AADSTS7000215: Invalid client secret provided."})),
-        )
-            .into_response();
+        return kit::invalid_client("AADSTS7000215: Invalid client secret provided.");
     }
-    let token = s.faults.issue_token();
-    Json(
-        json!({"token_type": "Bearer", "expires_in": 3599, "ext_expires_in": 3599,
-        "access_token": token}),
+    s.faults.grant(
+        3599,
+        json!({"token_type": "Bearer", "ext_expires_in": 3599}),
     )
-    .into_response()
 }
 
-/// One page of `items`, with an `@odata.nextLink` when more follow.
+/// One page of `items`, Graph's way: an `@odata.nextLink` when more follow.
 fn page(s: &AppState, path: &str, items: Vec<Value>, query: &HashMap<String, String>) -> Response {
-    let skip: usize = query
-        .get("$skiptoken")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(0);
-    let top: usize = query
-        .get("$top")
-        .and_then(|t| t.parse().ok())
-        .unwrap_or(100)
-        .min(s.page_size);
-    let end = (skip + top).min(items.len());
-    let mut body = json!({"value": items[skip.min(items.len())..end].to_vec()});
-    if end < items.len() {
-        let base = s.base.lock().unwrap().clone();
-        body["@odata.nextLink"] = json!(format!(
-            "{base}{path}?$top={}&$skiptoken={end}",
-            query.get("$top").cloned().unwrap_or_default()
-        ));
-    }
-    Json(body).into_response()
+    let base = s.base.lock().unwrap().clone();
+    paging::odata(&base, path, items, query, s.page_size)
 }
 
 fn group_json(id: &str, name: &str) -> Value {
@@ -302,12 +281,8 @@ fn group_json(id: &str, name: &str) -> Value {
 async fn list_groups(
     State(s): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items = {
         let dir = s.dir.lock().unwrap();
         dir.groups.iter().map(|(id, n)| group_json(id, n)).collect()
@@ -318,22 +293,14 @@ async fn list_groups(
 async fn group_members(
     State(s): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         if !dir.groups.contains_key(&id) {
-            return (
-                StatusCode::NOT_FOUND,
-                Json(json!({"error": {"code": "Request_ResourceNotFound",
-                "message": "Resource does not exist"}})),
-            )
-                .into_response();
+            return kit::not_found(json!({"error": {"code": "Request_ResourceNotFound",
+                "message": "Resource does not exist"}}));
         }
         transitive_members(&dir, &id)
             .iter()
@@ -380,36 +347,19 @@ fn find_user(dir: &Directory, key: &str) -> Option<Value> {
     })
 }
 
-async fn get_user(
-    State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
+async fn get_user(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let found = find_user(&s.dir.lock().unwrap(), &id);
     match found {
         Some(u) => Json(u).into_response(),
-        None => (
-            StatusCode::NOT_FOUND,
-            Json(json!({"error": {"code": "Request_ResourceNotFound",
+        None => kit::not_found(json!({"error": {"code": "Request_ResourceNotFound",
             "message": format!("Resource '{id}' does not exist")}})),
-        )
-            .into_response(),
     }
 }
 
 async fn filter_users(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let mail = q
         .get("$filter")
         .and_then(|f| f.strip_prefix("mail eq '"))
@@ -430,13 +380,9 @@ async fn filter_users(
 async fn user_groups(
     State(s): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         let Some(user) = find_user(&dir, &id) else {
@@ -634,24 +580,16 @@ fn delta(s: &AppState, path: &str, q: &HashMap<String, String>, kind: Collection
 async fn groups_delta(
     State(s): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     delta(&s, uri.path(), &q, Collection::Groups)
 }
 
 async fn users_delta(
     State(s): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     delta(&s, uri.path(), &q, Collection::Users)
 }
 
@@ -659,13 +597,9 @@ async fn users_delta(
 async fn group_groups(
     State(s): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         dir.members

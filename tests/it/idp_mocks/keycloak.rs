@@ -5,9 +5,10 @@
 //! `users/{id}`, `users/{id}/groups`, all paged with `first`/`max` like the real server
 //! (a page holds up to `max`; there is no next link).
 
-use super::{serve, slice, Dir, Faults, Flavor, Group};
-use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::HeaderMap;
+use super::kit::{self, answer, paging, serve_idp};
+use super::{Dir, Faults, Flavor, Group};
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -98,8 +99,10 @@ impl KeycloakMock {
             version,
         };
         let admin = "/admin/realms/{realm}";
-        let router = Router::new()
+        let token_route = Router::new()
             .route("/realms/{realm}/protocol/openid-connect/token", post(token))
+            .with_state(state.clone());
+        let api = Router::new()
             .route(&format!("{admin}/groups"), get(top_groups))
             .route(&format!("{admin}/groups/{{id}}/children"), get(children))
             .route(&format!("{admin}/groups/{{id}}/members"), get(members))
@@ -107,7 +110,7 @@ impl KeycloakMock {
             .route(&format!("{admin}/users/{{id}}"), get(get_user))
             .route(&format!("{admin}/users/{{id}}/groups"), get(user_groups))
             .with_state(state);
-        let (_, base_url) = serve(router).await;
+        let base_url = serve_idp(token_route, api, &faults).await;
         Self {
             base_url,
             dir,
@@ -133,38 +136,25 @@ async fn token(
     Path(realm): Path<String>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let f = |k: &str| super::form_value(&form, k);
+    let f = |k: &str| kit::form_value(&form, k);
     if realm != REALM {
-        return super::not_found(json!({"error": "Realm does not exist"}));
+        return kit::not_found(json!({"error": "Realm does not exist"}));
     }
     if f("grant_type") != "client_credentials"
         || f("client_id") != CLIENT_ID
         || f("client_secret") != CLIENT_SECRET
     {
-        return (
-            axum::http::StatusCode::UNAUTHORIZED,
-            Json(json!({"error": "unauthorized_client",
-                "error_description": "Invalid client or Invalid client credentials"})),
-        )
-            .into_response();
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"error": "unauthorized_client",
+                "error_description": "Invalid client or Invalid client credentials"}),
+        );
     }
-    let token = s.faults.issue_token();
-    Json(
-        json!({"access_token": token, "expires_in": 300, "refresh_expires_in": 0,
-        "token_type": "Bearer", "not-before-policy": 0, "scope": "profile email"}),
+    s.faults.grant(
+        300,
+        json!({"refresh_expires_in": 0, "token_type": "Bearer", "not-before-policy": 0,
+            "scope": "profile email"}),
     )
-    .into_response()
-}
-
-/// `first`/`max` paging: up to `max` items from `first` (Keycloak's default max is 100
-/// for members, 10 for children).
-fn page(items: &[Value], q: &HashMap<String, String>, default_max: usize) -> Response {
-    let first = q.get("first").and_then(|f| f.parse().ok()).unwrap_or(0);
-    let max = q
-        .get("max")
-        .and_then(|m| m.parse().ok())
-        .unwrap_or(default_max);
-    Json(slice(items, first, max).0).into_response()
 }
 
 fn path_of(dir: &Dir, g: &Group) -> String {
@@ -222,18 +212,13 @@ fn brief_user(u: &Value) -> Value {
 }
 
 fn kc_not_found(what: &str) -> Response {
-    super::not_found(json!({"error": format!("{what} not found")}))
+    kit::not_found(json!({"error": format!("{what} not found")}))
 }
 
 async fn top_groups(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         dir.groups
@@ -242,21 +227,16 @@ async fn top_groups(
             .map(|g| group_json(&dir, g, s.version))
             .collect()
     };
-    page(&items, &q, 100)
+    paging::first_max(&items, &q, 100)
 }
 
 async fn children(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path((_, id)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
     if s.version == Version::Legacy {
-        return super::not_found(json!({"error": "RESTEASY003210: Could not find resource"}));
-    }
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
+        return kit::not_found(json!({"error": "RESTEASY003210: Could not find resource"}));
     }
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
@@ -269,19 +249,14 @@ async fn children(
             .map(|g| group_json(&dir, g, s.version))
             .collect()
     };
-    page(&items, &q, 10)
+    paging::first_max(&items, &q, 10)
 }
 
 async fn members(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path((_, id)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let brief = q.get("briefRepresentation").map(String::as_str) == Some("true");
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
@@ -295,18 +270,13 @@ async fn members(
             None => return kc_not_found("Could not find group by id"),
         }
     };
-    page(&items, &q, 100)
+    paging::first_max(&items, &q, 100)
 }
 
 async fn search_users(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let matches = |u: &Value, field: &str| match q.get(field) {
         Some(want) => u[field]
             .as_str()
@@ -322,18 +292,10 @@ async fn search_users(
         .filter(|u| matches(u, "username") && matches(u, "email"))
         .cloned()
         .collect();
-    page(&items, &q, 100)
+    paging::first_max(&items, &q, 100)
 }
 
-async fn get_user(
-    State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    Path((_, id)): Path<(String, String)>,
-) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
+async fn get_user(State(s): State<AppState>, Path((_, id)): Path<(String, String)>) -> Response {
     let found = s.dir.lock().unwrap().users.get(&id).cloned();
     match found {
         Some(u) => Json(u).into_response(),
@@ -343,14 +305,9 @@ async fn get_user(
 
 async fn user_groups(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path((_, id)): Path<(String, String)>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         if !dir.users.contains_key(&id) {
@@ -361,5 +318,5 @@ async fn user_groups(
             .map(|g| json!({"id": g.id, "name": g.name, "path": path_of(&dir, g)}))
             .collect()
     };
-    page(&items, &q, 100)
+    paging::first_max(&items, &q, 100)
 }

@@ -3,9 +3,9 @@
 //! and `/api/v1/users/{id}/groups`, paged with `Link: <...>; rel="next"` (`after` is the
 //! last id of the page) and carrying `X-Rate-Limit-*` headers.
 
-use super::{jwt, serve, slice, with_rate_limit_headers, Dir, Faults, Flavor};
+use super::kit::{self, paging, serve_idp};
+use super::{jwt, Dir, Faults, Flavor};
 use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Form, Json, Router};
@@ -91,14 +91,16 @@ impl OktaMock {
             page_size,
             base: base.clone(),
         };
-        let router = Router::new()
+        let token_route = Router::new()
             .route("/oauth2/v1/token", post(token))
+            .with_state(state.clone());
+        let api = Router::new()
             .route("/api/v1/groups", get(list_groups))
             .route("/api/v1/groups/{id}/users", get(group_users))
             .route("/api/v1/users/{id}", get(get_user))
             .route("/api/v1/users/{id}/groups", get(user_groups))
             .with_state(state);
-        let (_, base_url) = serve(with_rate_limit_headers(router, faults.clone())).await;
+        let base_url = serve_idp(token_route, api, &faults).await;
         *base.lock().unwrap() = base_url.clone();
         Self {
             base_url,
@@ -123,7 +125,7 @@ impl OktaMock {
 
     /// An `[[idp]]` using the SSWS API token (which the mock then accepts).
     pub fn ssws_config(&self, name: &str, groups: &[&str]) -> scimsync::config::IdpConfig {
-        *self.faults.valid_token.lock().unwrap() = Some(API_TOKEN.into());
+        self.faults.accept_api_token(API_TOKEN);
         let mut c = self.base_config(name, groups);
         c.api_token = Some(API_TOKEN.into());
         c
@@ -142,8 +144,8 @@ impl OktaMock {
 
 async fn token(State(s): State<AppState>, Form(form): Form<HashMap<String, String>>) -> Response {
     let audience = format!("{}/oauth2/v1/token", s.base.lock().unwrap());
-    let f = |k: &str| super::form_value(&form, k);
-    let claims = super::verify_assertion(client_key(), f("client_assertion"), &audience);
+    let f = |k: &str| kit::form_value(&form, k);
+    let claims = kit::verify_assertion(client_key(), f("client_assertion"), &audience);
     let ok = f("grant_type") == "client_credentials"
         && f("scope") == SCOPES
         && f("client_assertion_type") == "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
@@ -151,49 +153,16 @@ async fn token(State(s): State<AppState>, Form(form): Form<HashMap<String, Strin
             c["iss"] == CLIENT_ID && c["sub"] == CLIENT_ID && c["jti"].is_string()
         });
     if !ok {
-        return super::invalid_client("The client_assertion signature is invalid.");
+        return kit::invalid_client("The client_assertion signature is invalid.");
     }
-    let token = s.faults.issue_token();
-    Json(
-        json!({"token_type": "Bearer", "expires_in": 3600, "access_token": token,
-        "scope": SCOPES}),
-    )
-    .into_response()
+    s.faults
+        .grant(3600, json!({"token_type": "Bearer", "scope": SCOPES}))
 }
 
-/// One page of `items` (ids in `id`), with `Link` headers for self and next.
+/// One page of `items` (ids in `id`), Okta's way: `Link` headers for self and next.
 fn page(s: &AppState, path: &str, items: Vec<Value>, q: &HashMap<String, String>) -> Response {
-    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(200);
-    let size = limit.min(s.page_size).max(1);
-    let offset = match q.get("after") {
-        Some(after) => items
-            .iter()
-            .position(|i| i["id"].as_str() == Some(after))
-            .map_or(items.len(), |p| p + 1),
-        None => 0,
-    };
-    let (page, more) = slice(&items, offset, size);
     let base = s.base.lock().unwrap().clone();
-    let mut response = Json(&page).into_response();
-    let headers = response.headers_mut();
-    headers.append(
-        "link",
-        HeaderValue::from_str(&format!("<{base}{path}?limit={limit}>; rel=\"self\"")).unwrap(),
-    );
-    if more {
-        let last = page
-            .last()
-            .and_then(|i| i["id"].as_str())
-            .unwrap_or_default();
-        headers.append(
-            "link",
-            HeaderValue::from_str(&format!(
-                "<{base}{path}?after={last}&limit={limit}>; rel=\"next\""
-            ))
-            .unwrap(),
-        );
-    }
-    response
+    paging::link_header(&base, path, items, q, s.page_size)
 }
 
 fn group_json(g: &super::Group) -> Value {
@@ -210,7 +179,7 @@ fn group_json(g: &super::Group) -> Value {
 }
 
 fn okta_not_found(what: &str) -> Response {
-    super::not_found(json!({"errorCode": "E0000007",
+    kit::not_found(json!({"errorCode": "E0000007",
         "errorSummary": format!("Not found: Resource not found: {what} (User)"),
         "errorLink": "E0000007", "errorId": "oae2", "errorCauses": []}))
 }
@@ -218,12 +187,8 @@ fn okta_not_found(what: &str) -> Response {
 async fn list_groups(
     State(s): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items = s
         .dir
         .lock()
@@ -238,13 +203,9 @@ async fn list_groups(
 async fn group_users(
     State(s): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items = {
         let dir = s.dir.lock().unwrap();
         match dir.group(&id) {
@@ -268,15 +229,7 @@ fn find(dir: &Dir, key: &str) -> Option<Value> {
     })
 }
 
-async fn get_user(
-    State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
+async fn get_user(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let found = find(&s.dir.lock().unwrap(), &id);
     match found {
         Some(u) => Json(u).into_response(),
@@ -287,13 +240,9 @@ async fn get_user(
 async fn user_groups(
     State(s): State<AppState>,
     OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items = {
         let dir = s.dir.lock().unwrap();
         let Some(u) = find(&dir, &id) else {

@@ -5,9 +5,10 @@
 //! and trimmed to `fields`, `/api/2/users/{id}/roles`, cursor-paged (`After-Cursor`
 //! header → `cursor=`) and carrying `X-RateLimit-*` headers (the reset in seconds).
 
-use super::{serve, slice, with_rate_limit_headers, Dir, Faults, Flavor};
-use axum::extract::{OriginalUri, Path, Query, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use super::kit::{self, answer, paging, serve_idp};
+use super::{Dir, Faults, Flavor};
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -92,14 +93,16 @@ impl OneLoginMock {
             bad_token_requests: bad_token_requests.clone(),
             deleted_users: deleted_users.clone(),
         };
-        let router = Router::new()
+        let token_route = Router::new()
             .route("/auth/oauth2/v2/token", post(token))
+            .with_state(state.clone());
+        let api = Router::new()
             .route("/api/2/roles", get(roles))
             .route("/api/2/roles/{id}/users", get(role_users))
             .route("/api/2/users", get(users))
             .route("/api/2/users/{id}/roles", get(user_roles))
             .with_state(state);
-        let (_, base_url) = serve(with_rate_limit_headers(router, faults.clone())).await;
+        let base_url = serve_idp(token_route, api, &faults).await;
         Self {
             base_url,
             dir,
@@ -144,91 +147,44 @@ async fn token(State(s): State<AppState>, headers: HeaderMap, body: axum::body::
             "{content_type}: {}",
             String::from_utf8_lossy(&body)
         ));
-        return (
+        return answer(
             StatusCode::BAD_REQUEST,
-            Json(json!({"statusCode": 400, "name": "BadRequest",
-                "message": "Content Type is not supported"})),
-        )
-            .into_response();
-    }
-    if !authorized {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({"statusCode": 401, "name": "Unauthorized",
-                "message": "Authentication Failure"})),
-        )
-            .into_response();
-    }
-    let token = s.faults.issue_token();
-    Json(
-        json!({"access_token": token, "created_at": "2024-02-01T10:00:00.000Z",
-        "expires_in": 36000, "refresh_token": "not-used", "token_type": "bearer",
-        "account_id": 555555}),
-    )
-    .into_response()
-}
-
-/// One page, with OneLogin's paging headers; `After-Cursor` when more follow.
-fn page(s: &AppState, items: Vec<Value>, q: &HashMap<String, String>) -> Response {
-    let limit: usize = q.get("limit").and_then(|l| l.parse().ok()).unwrap_or(50);
-    let size = limit.min(s.page_size).max(1);
-    let offset: usize = q
-        .get("cursor")
-        .and_then(|c| c.strip_prefix("cur-"))
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let total = items.len();
-    let (page, more) = slice(&items, offset, size);
-    let mut response = Json(&page).into_response();
-    let h = response.headers_mut();
-    let text = |v: String| HeaderValue::from_str(&v).unwrap();
-    h.insert("total-count", text(total.to_string()));
-    h.insert("total-pages", text(total.div_ceil(size).max(1).to_string()));
-    h.insert("current-page", text((offset / size + 1).to_string()));
-    h.insert("page-items", text(page.len().to_string()));
-    if more {
-        h.insert("after-cursor", text(format!("cur-{}", offset + page.len())));
-    }
-    if offset > 0 {
-        h.insert(
-            "before-cursor",
-            text(format!("cur-{}", offset.saturating_sub(size))),
+            json!({"statusCode": 400, "name": "BadRequest",
+                "message": "Content Type is not supported"}),
         );
     }
-    response
+    if !authorized {
+        return answer(
+            StatusCode::UNAUTHORIZED,
+            json!({"statusCode": 401, "name": "Unauthorized",
+                "message": "Authentication Failure"}),
+        );
+    }
+    s.faults.grant(
+        36000,
+        json!({"created_at": "2024-02-01T10:00:00.000Z", "refresh_token": "not-used",
+            "token_type": "bearer", "account_id": 555555}),
+    )
 }
 
 fn role_json(g: &super::Group) -> Value {
     json!({"id": g.id.parse::<u64>().unwrap_or(0), "name": g.name})
 }
 
-async fn roles(
-    State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
+async fn roles(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let items = s.dir.lock().unwrap().groups.iter().map(role_json).collect();
-    page(&s, items, &q)
+    paging::after_cursor(items, &q, s.page_size)
 }
 
 async fn role_users(
     State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
     let items: Vec<Value> = {
         let dir = s.dir.lock().unwrap();
         let Some(g) = dir.group(&id) else {
-            return super::not_found(json!({"statusCode": 404, "name": "NotFound",
+            return kit::not_found(json!({"statusCode": 404, "name": "NotFound",
                 "message": "Role not found"}));
         };
         // The role's users as OneLogin lists them: no email, no first/last name, no
@@ -245,18 +201,10 @@ async fn role_users(
             })
             .collect()
     };
-    page(&s, items, &q)
+    paging::after_cursor(items, &q, s.page_size)
 }
 
-async fn users(
-    State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
+async fn users(State(s): State<AppState>, Query(q): Query<HashMap<String, String>>) -> Response {
     let text = |v: &Value| match v {
         Value::String(s) => s.clone(),
         other => other.to_string(),
@@ -296,18 +244,10 @@ async fn users(
         .filter(|u| keep(u))
         .map(trim)
         .collect();
-    page(&s, items, &q)
+    paging::after_cursor(items, &q, s.page_size)
 }
 
-async fn user_roles(
-    State(s): State<AppState>,
-    OriginalUri(uri): OriginalUri,
-    headers: HeaderMap,
-    Path(id): Path<String>,
-) -> Response {
-    if let Err(r) = s.faults.check(&headers, &uri.to_string()).await {
-        return r;
-    }
+async fn user_roles(State(s): State<AppState>, Path(id): Path<String>) -> Response {
     let ids: Vec<Value> = s
         .dir
         .lock()
