@@ -1,10 +1,10 @@
 //! Bearer authentication: one extractor for tokens (with their scope) and one for
 //! gateway API keys.
 
-use crate::app::AppState;
 use crate::domain::TokenScope;
 use crate::error::ApiError;
 use crate::keys::{self, API_KEY_PREFIX, TOKEN_PREFIX};
+use crate::state::AppState;
 use crate::store::{KeyPrincipal, TokenPrincipal};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;

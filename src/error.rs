@@ -68,6 +68,21 @@ impl ApiError {
         Self::new(StatusCode::BAD_REQUEST, detail).with_scim_type(scim_type)
     }
 
+    /// 400 invalidValue: a required attribute is missing or has the wrong type.
+    pub fn invalid_value(detail: impl Into<String>) -> Self {
+        Self::bad_request(ScimType::InvalidValue, detail)
+    }
+
+    /// 400 invalidSyntax: the body is not the JSON the endpoint expects.
+    pub fn invalid_syntax(detail: impl Into<String>) -> Self {
+        Self::bad_request(ScimType::InvalidSyntax, detail)
+    }
+
+    /// 413: a request body or bulk request over the advertised limits.
+    pub fn too_large(detail: impl Into<String>) -> Self {
+        Self::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
+    }
+
     pub fn not_found(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, detail)
     }

@@ -15,6 +15,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod scim;
 pub mod sso;
+pub mod state;
 pub mod store;
 pub mod sync;
 pub mod telemetry;

@@ -1,8 +1,8 @@
 //! The daemon's housekeeping: pruning the audit log to `[audit] retain`, and SQLite's
 //! hourly `PRAGMA optimize` and WAL checkpoint. The SQL is in `store::retention`.
 
-use crate::app::AppState;
 use crate::config::Config;
+use crate::state::AppState;
 use crate::store::retention::{Checkpoint, Pruned};
 use crate::store::{Store, StoreResult};
 use std::sync::Arc;

@@ -14,7 +14,6 @@
 //! is 200 `{"status": "deferred"}` and the work goes on in the background, retried a
 //! few times with backoff.
 
-use crate::app::AppState;
 use crate::auth::{Authorized, SsoScope};
 use crate::config::{Config, IdpConfig, IdpKind};
 use crate::domain::{Source, TeamName, Trigger, UserName};
@@ -24,6 +23,7 @@ use crate::reconcile::{
     self, Actor, Desired, DesiredTeam, DesiredUser, Engine, EngineError, Plan, Policy, Request,
     Scope,
 };
+use crate::state::AppState;
 use crate::store::{Store, StoreError};
 use axum::extract::State;
 use axum::http::StatusCode;

@@ -23,11 +23,11 @@
 //!   growing while (a warning and the `scimsync_sync_backoff_seconds` gauge say so);
 //!   the first success puts it back on its schedule.
 
-use crate::app::AppState;
 use crate::config::Config;
 use crate::domain::Trigger;
 use crate::idp::{self, Idp, NextBase, PullKind, ScheduledPull};
 use crate::reconcile::{self, Actor, Engine, EngineError, Policy, PullState, Request};
+use crate::state::AppState;
 use crate::store::Store;
 use chrono::{DateTime, Utc};
 use serde::Serialize;

@@ -3,13 +3,12 @@
 //! same request and `failOnErrors` stopping the run after that many errors.
 
 use super::discovery::BULK_MAX_OPERATIONS;
-use super::error::{invalid_syntax, invalid_value, too_large};
 use super::list::Projection;
-use super::routes::Written;
+use super::response::Written;
 use super::{groups, users};
-use crate::app::AppState;
 use crate::error::ApiError;
 use crate::reconcile::Actor;
+use crate::state::AppState;
 use serde_json::{json, Map, Value};
 use std::collections::HashMap;
 
@@ -33,18 +32,20 @@ pub async fn run(
     body: &Value,
 ) -> Result<Value, ApiError> {
     let Value::Object(fields) = body else {
-        return Err(invalid_syntax("a BulkRequest must be a JSON object"));
+        return Err(ApiError::invalid_syntax(
+            "a BulkRequest must be a JSON object",
+        ));
     };
     let operations = match get_ci(fields, "Operations") {
         Some(Value::Array(ops)) => ops,
         _ => {
-            return Err(invalid_syntax(
+            return Err(ApiError::invalid_syntax(
                 "a BulkRequest needs an \"Operations\" array",
             ))
         }
     };
     if operations.len() > BULK_MAX_OPERATIONS {
-        return Err(too_large(format!(
+        return Err(ApiError::too_large(format!(
             "the BulkRequest has {} operations; the maximum is {BULK_MAX_OPERATIONS}",
             operations.len()
         )));
@@ -52,7 +53,11 @@ pub async fn run(
     let fail_on_errors = match get_ci(fields, "failOnErrors") {
         None | Some(Value::Null) => None,
         Some(Value::Number(n)) => n.as_u64().filter(|n| *n > 0),
-        Some(_) => return Err(invalid_value("failOnErrors must be a positive integer")),
+        Some(_) => {
+            return Err(ApiError::invalid_value(
+                "failOnErrors must be a positive integer",
+            ))
+        }
     };
     let mut created: HashMap<String, String> = HashMap::new();
     let mut results = Vec::with_capacity(operations.len());
@@ -140,8 +145,8 @@ async fn execute(
     path: &str,
     created: &HashMap<String, String>,
 ) -> Result<Written, ApiError> {
-    let fields =
-        fields.ok_or_else(|| invalid_syntax("each bulk operation must be a JSON object"))?;
+    let fields = fields
+        .ok_or_else(|| ApiError::invalid_syntax("each bulk operation must be a JSON object"))?;
     let path = resolve_references(&Value::String(path.to_owned()), created)?;
     let path = path.as_str().unwrap_or_default();
     let data = match get_ci(fields, "data") {
@@ -151,7 +156,7 @@ async fn execute(
     let version = get_ci(fields, "version").and_then(Value::as_str);
     let data = || {
         data.as_ref()
-            .ok_or_else(|| invalid_syntax(format!("{method} {path} needs \"data\"")))
+            .ok_or_else(|| ApiError::invalid_syntax(format!("{method} {path} needs \"data\"")))
     };
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
     let everything = Projection::default();
@@ -168,10 +173,10 @@ async fn execute(
         }
         ("DELETE", ["Users", id]) => users::delete(state, actor, id, version).await,
         ("DELETE", ["Groups", id]) => groups::delete(state, actor, id, version).await,
-        ("POST" | "PUT" | "PATCH" | "DELETE", _) => Err(invalid_value(format!(
+        ("POST" | "PUT" | "PATCH" | "DELETE", _) => Err(ApiError::invalid_value(format!(
             "{method} {path:?} is not a bulk operation this server supports"
         ))),
-        _ => Err(invalid_value(format!(
+        _ => Err(ApiError::invalid_value(format!(
             "method {method:?} must be one of POST, PUT, PATCH, DELETE"
         ))),
     }

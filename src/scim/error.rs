@@ -7,7 +7,6 @@ use super::lower::Unsupported;
 use super::patch::PatchError;
 use crate::error::{ApiError, ScimType};
 use crate::store::query::QueryError;
-use axum::http::StatusCode;
 
 impl From<FilterError> for ApiError {
     fn from(e: FilterError) -> Self {
@@ -43,27 +42,4 @@ impl From<PatchError> for ApiError {
         };
         ApiError::bad_request(scim_type, e.to_string())
     }
-}
-
-/// 400 invalidValue: a required attribute is missing or has the wrong type.
-pub fn invalid_value(detail: impl Into<String>) -> ApiError {
-    ApiError::bad_request(ScimType::InvalidValue, detail)
-}
-
-/// 400 invalidSyntax: the body is not the JSON the endpoint expects.
-pub fn invalid_syntax(detail: impl Into<String>) -> ApiError {
-    ApiError::bad_request(ScimType::InvalidSyntax, detail)
-}
-
-/// 412: If-Match named a version that is no longer current.
-pub fn precondition_failed() -> ApiError {
-    ApiError::new(
-        StatusCode::PRECONDITION_FAILED,
-        "the resource has changed since the version given in If-Match",
-    )
-}
-
-/// 413: a request body or bulk request over the advertised limits.
-pub fn too_large(detail: impl Into<String>) -> ApiError {
-    ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, detail)
 }

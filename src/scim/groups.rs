@@ -4,19 +4,18 @@
 //! a team of 100,000 reads and writes only that one membership; the roster is never
 //! loaded to be modified.
 
-use super::error::invalid_value;
 use super::list::{ListParams, Projection};
 use super::lower::Resource;
 use super::patch::{apply_operations, member_changes, parse_patch_request, MemberChange};
 use super::resources::{parse_group, render_group};
-use super::routes::{expect_version, with_not_found, Written};
-use crate::app::AppState;
+use super::response::{expect_version, with_not_found, Written};
 use crate::config::UnknownMembers;
 use crate::domain::Team;
 use crate::error::ApiError;
 use crate::reconcile::{
     Actor, Desired, DesiredTeam, Intent, MemberRef, MemberSpec, Policy, Request, Scope,
 };
+use crate::state::AppState;
 use axum::http::StatusCode;
 use serde_json::Value;
 use uuid::Uuid;
@@ -46,7 +45,11 @@ fn member_refs(ids: &[String], policy: &Policy, adding: bool) -> Result<Vec<Memb
             // Removing a member that cannot exist removes nothing, successfully.
             Err(_) if !adding => {}
             Err(_) if policy.unknown_members == UnknownMembers::Ignore => {}
-            Err(_) => return Err(invalid_value(format!("member {id} does not exist"))),
+            Err(_) => {
+                return Err(ApiError::invalid_value(format!(
+                    "member {id} does not exist"
+                )))
+            }
         }
     }
     Ok(refs)

@@ -2,7 +2,6 @@
 //! projection of §3.4.2.5 (`attributes` / `excludedAttributes`), which applies to
 //! every response that carries a resource.
 
-use super::error::invalid_value;
 use super::filter::{parse_filter, AttrPath, Filter};
 use super::lower::{lower_filter, lower_sort, Resource, Unsupported};
 use super::resources::{LIST_RESPONSE_SCHEMA, SEARCH_REQUEST_SCHEMA};
@@ -52,7 +51,7 @@ impl ListParams {
     /// From a POST /.search body (a SearchRequest).
     pub fn from_search(body: &Value) -> Result<Self, ApiError> {
         let Value::Object(fields) = body else {
-            return Err(super::error::invalid_syntax(
+            return Err(ApiError::invalid_syntax(
                 "a SearchRequest must be a JSON object",
             ));
         };
@@ -61,7 +60,7 @@ impl ListParams {
                 .as_array()
                 .is_some_and(|s| s.iter().any(|s| s.as_str() == Some(SEARCH_REQUEST_SCHEMA)));
             if !ok {
-                return Err(invalid_value(format!(
+                return Err(ApiError::invalid_value(format!(
                     "a SearchRequest's schemas must contain {SEARCH_REQUEST_SCHEMA}"
                 )));
             }
@@ -70,7 +69,7 @@ impl ListParams {
             match get_ci(fields, name) {
                 None | Some(Value::Null) => Ok(None),
                 Some(Value::String(s)) => Ok(Some(s.clone())),
-                Some(_) => Err(invalid_value(format!("{name} must be a string"))),
+                Some(_) => Err(ApiError::invalid_value(format!("{name} must be a string"))),
             }
         };
         let int = |name: &str| -> Result<Option<i128>, ApiError> {
@@ -84,7 +83,9 @@ impl ListParams {
                         .unwrap_or(0),
                 )),
                 Some(Value::String(s)) => parse_int(s).map(Some),
-                Some(_) => Err(invalid_value(format!("{name} must be an integer"))),
+                Some(_) => Err(ApiError::invalid_value(format!(
+                    "{name} must be an integer"
+                ))),
             }
         };
         let list = |name: &str| -> Result<Vec<String>, ApiError> {
@@ -93,13 +94,13 @@ impl ListParams {
                 Some(Value::Array(items)) => items
                     .iter()
                     .map(|v| {
-                        v.as_str()
-                            .map(str::to_owned)
-                            .ok_or_else(|| invalid_value(format!("{name} must list strings")))
+                        v.as_str().map(str::to_owned).ok_or_else(|| {
+                            ApiError::invalid_value(format!("{name} must list strings"))
+                        })
                     })
                     .collect(),
                 Some(Value::String(s)) => Ok(split_list(s)),
-                Some(_) => Err(invalid_value(format!(
+                Some(_) => Err(ApiError::invalid_value(format!(
                     "{name} must be a list of attribute names"
                 ))),
             }
@@ -130,7 +131,7 @@ impl ListParams {
         let sort_by = match sort_by.as_deref().map(str::trim) {
             None | Some("") => None,
             Some(text) => Some(parse_attr_path(text).ok_or_else(|| {
-                invalid_value(format!("sortBy {text:?} is not an attribute path"))
+                ApiError::invalid_value(format!("sortBy {text:?} is not an attribute path"))
             })?),
         };
         let descending = match sort_order.as_deref().map(str::trim) {
@@ -138,7 +139,7 @@ impl ListParams {
             Some(o) if o.eq_ignore_ascii_case("ascending") => false,
             Some(o) if o.eq_ignore_ascii_case("descending") => true,
             Some(o) => {
-                return Err(invalid_value(format!(
+                return Err(ApiError::invalid_value(format!(
                     "sortOrder {o:?} must be \"ascending\" or \"descending\""
                 )))
             }
@@ -183,7 +184,9 @@ fn parse_int(text: &str) -> Result<i128, ApiError> {
     let text = text.trim();
     let digits = text.strip_prefix(['-', '+']).unwrap_or(text);
     if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return Err(invalid_value(format!("{text:?} is not an integer")));
+        return Err(ApiError::invalid_value(format!(
+            "{text:?} is not an integer"
+        )));
     }
     let negative = text.starts_with('-');
     Ok(match digits.parse::<i128>() {
@@ -258,7 +261,7 @@ impl Selector {
             });
         }
         let path = parse_attr_path(text)
-            .ok_or_else(|| invalid_value(format!("{text:?} is not an attribute path")))?;
+            .ok_or_else(|| ApiError::invalid_value(format!("{text:?} is not an attribute path")))?;
         match path.urn {
             Some(urn)
                 if !urn

@@ -12,6 +12,7 @@ pub mod list;
 pub mod lower;
 pub mod patch;
 pub mod resources;
+pub mod response;
 pub mod routes;
 pub mod users;
 

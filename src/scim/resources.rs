@@ -9,7 +9,6 @@
 use super::attributes::{
     canonical, ENTERPRISE_JSON_SIMPLE, NAME_JSON_PARTS, USER_JSON_MULTI, USER_JSON_SIMPLE,
 };
-use super::error::invalid_value;
 use crate::domain::{Team, TeamName, User, UserName};
 use crate::error::ApiError;
 use crate::store::format_ts;
@@ -236,13 +235,13 @@ pub fn strip_nulls(value: Value) -> Value {
 
 fn as_object<'v>(body: &'v Value, what: &str) -> Result<&'v Map<String, Value>, ApiError> {
     body.as_object()
-        .ok_or_else(|| super::error::invalid_syntax(format!("{what} must be a JSON object")))
+        .ok_or_else(|| ApiError::invalid_syntax(format!("{what} must be a JSON object")))
 }
 
 fn string_attr(name: &str, value: &Value) -> Result<String, ApiError> {
     match value {
         Value::String(s) => Ok(s.clone()),
-        other => Err(invalid_value(format!(
+        other => Err(ApiError::invalid_value(format!(
             "{name} must be a string, got {}",
             kind_of(other)
         ))),
@@ -263,7 +262,7 @@ pub fn bool_attr(name: &str, value: &Value) -> Result<bool, ApiError> {
         Value::Bool(b) => Ok(*b),
         Value::String(s) if s.trim().eq_ignore_ascii_case("true") => Ok(true),
         Value::String(s) if s.trim().eq_ignore_ascii_case("false") => Ok(false),
-        other => Err(invalid_value(format!(
+        other => Err(ApiError::invalid_value(format!(
             "{name} must be true or false, got {}",
             kind_of(other)
         ))),
@@ -313,7 +312,8 @@ pub fn parse_user(body: &Value) -> Result<UserInput, ApiError> {
         let is = |name: &str| key.eq_ignore_ascii_case(name);
         if is("userName") {
             let raw = string_attr("userName", value)?;
-            user_name = Some(UserName::parse(&raw).map_err(|e| invalid_value(e.to_string()))?);
+            user_name =
+                Some(UserName::parse(&raw).map_err(|e| ApiError::invalid_value(e.to_string()))?);
         } else if is("externalId") {
             input.external_id = non_empty(id_attr("externalId", value)?);
         } else if is("displayName") {
@@ -322,7 +322,7 @@ pub fn parse_user(body: &Value) -> Result<UserInput, ApiError> {
             input.active = Some(bool_attr("active", value)?);
         } else if is("name") {
             let Value::Object(name) = value else {
-                return Err(invalid_value(format!(
+                return Err(ApiError::invalid_value(format!(
                     "name must be an object, got {}",
                     kind_of(value)
                 )));
@@ -366,7 +366,7 @@ pub fn parse_user(body: &Value) -> Result<UserInput, ApiError> {
         }
         // Anything else is not in the schemas this server advertises; tolerated, not kept.
     }
-    input.user_name = user_name.ok_or_else(|| invalid_value("userName is required"))?;
+    input.user_name = user_name.ok_or_else(|| ApiError::invalid_value("userName is required"))?;
     if let Some(Value::Array(emails)) = input.attributes.get("emails") {
         input.email = primary_email_index(emails)
             .and_then(|i| emails[i].get("value"))
@@ -383,7 +383,7 @@ fn multi_valued(name: &str, value: &Value) -> Result<Vec<Value>, ApiError> {
         Value::Array(items) => items.clone(),
         Value::Object(_) => vec![value.clone()],
         other => {
-            return Err(invalid_value(format!(
+            return Err(ApiError::invalid_value(format!(
                 "{name} must be a list, got {}",
                 kind_of(other)
             )))
@@ -426,7 +426,7 @@ fn multi_valued(name: &str, value: &Value) -> Result<Vec<Value>, ApiError> {
             }
             // Multi-valued simple values (roles as plain strings) are kept as they are.
             simple @ (Value::String(_) | Value::Number(_) | Value::Bool(_)) => Ok(simple),
-            other => Err(invalid_value(format!(
+            other => Err(ApiError::invalid_value(format!(
                 "each element of {name} must be an object, got {}",
                 kind_of(&other)
             ))),
@@ -436,7 +436,7 @@ fn multi_valued(name: &str, value: &Value) -> Result<Vec<Value>, ApiError> {
 
 fn parse_enterprise(value: &Value) -> Result<Map<String, Value>, ApiError> {
     let Value::Object(fields) = value else {
-        return Err(invalid_value(format!(
+        return Err(ApiError::invalid_value(format!(
             "{ENTERPRISE_USER_SCHEMA} must be an object, got {}",
             kind_of(value)
         )));
@@ -480,7 +480,7 @@ fn normalise_manager(value: &Value) -> Result<Option<Value>, ApiError> {
             }
             Ok(out.contains_key("value").then_some(Value::Object(out)))
         }
-        other => Err(invalid_value(format!(
+        other => Err(ApiError::invalid_value(format!(
             "manager must be an id or {{\"value\": id}}, got {}",
             kind_of(other)
         ))),
@@ -498,7 +498,8 @@ pub fn parse_group(body: &Value) -> Result<GroupInput, ApiError> {
         let is = |name: &str| key.eq_ignore_ascii_case(name);
         if is("displayName") {
             let raw = string_attr("displayName", value)?;
-            display_name = Some(TeamName::parse(&raw).map_err(|e| invalid_value(e.to_string()))?);
+            display_name =
+                Some(TeamName::parse(&raw).map_err(|e| ApiError::invalid_value(e.to_string()))?);
         } else if is("externalId") {
             external_id = non_empty(id_attr("externalId", value)?);
         } else if is("members") {
@@ -507,7 +508,8 @@ pub fn parse_group(body: &Value) -> Result<GroupInput, ApiError> {
         // schemas (Entra adds a Microsoft URI), id, meta and unknown keys: not kept.
     }
     Ok(GroupInput {
-        display_name: display_name.ok_or_else(|| invalid_value("displayName is required"))?,
+        display_name: display_name
+            .ok_or_else(|| ApiError::invalid_value("displayName is required"))?,
         external_id,
         members,
     })
@@ -520,7 +522,7 @@ pub fn member_ids(value: &Value) -> Result<Vec<String>, ApiError> {
         Value::Array(items) => items.iter().collect(),
         Value::Object(_) => vec![value],
         other => {
-            return Err(invalid_value(format!(
+            return Err(ApiError::invalid_value(format!(
                 "members must be a list, got {}",
                 kind_of(other)
             )))
@@ -545,12 +547,16 @@ pub fn member_ids(value: &Value) -> Result<Vec<String>, ApiError> {
                 }
                 match get("value") {
                     Some(v) => id_attr("members.value", v)?,
-                    None => return Err(invalid_value("each member needs a \"value\" (a user id)")),
+                    None => {
+                        return Err(ApiError::invalid_value(
+                            "each member needs a \"value\" (a user id)",
+                        ))
+                    }
                 }
             }
             Value::String(id) => id.clone(),
             other => {
-                return Err(invalid_value(format!(
+                return Err(ApiError::invalid_value(format!(
                     "each member must be an object such as {{\"value\": id}}, got {}",
                     kind_of(other)
                 )))

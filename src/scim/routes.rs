@@ -1,13 +1,13 @@
-//! The /scim/v2 router, its extractors and response helpers. Handlers here are
+//! The /scim/v2 router and its extractors. Handlers here are
 //! thin: extract, call users/groups/bulk, render.
 
-use super::error::{invalid_syntax, too_large};
 use super::list::{list_response, ListParams, Projection};
+use super::response::{etag_matches, scim_json, Written};
 use super::{bulk, discovery, groups, users};
-use crate::app::AppState;
 use crate::auth::{Authorized, ScimScope};
-use crate::error::{ApiError, SCIM_CONTENT_TYPE};
-use crate::reconcile::{Actor, Expect};
+use crate::error::ApiError;
+use crate::reconcile::Actor;
+use crate::state::AppState;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
@@ -218,26 +218,27 @@ impl FromRequest<AppState> for ScimBody {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<usize>().ok());
         if declared.is_some_and(|n| n > limit) {
-            return Err(too_large(format!(
+            return Err(ApiError::too_large(format!(
                 "the request body is larger than {limit} bytes"
             )));
         }
         let mut stream = request.into_body().into_data_stream();
         let mut bytes = Vec::new();
         while let Some(chunk) = stream.next().await {
-            let chunk = chunk.map_err(|_| invalid_syntax("the request body could not be read"))?;
+            let chunk = chunk
+                .map_err(|_| ApiError::invalid_syntax("the request body could not be read"))?;
             if bytes.len() + chunk.len() > limit {
-                return Err(too_large(format!(
+                return Err(ApiError::too_large(format!(
                     "the request body is larger than {limit} bytes"
                 )));
             }
             bytes.extend_from_slice(&chunk);
         }
         if bytes.iter().all(u8::is_ascii_whitespace) {
-            return Err(invalid_syntax("a JSON request body is required"));
+            return Err(ApiError::invalid_syntax("a JSON request body is required"));
         }
         let value = serde_json::from_slice(&bytes).map_err(|e| {
-            invalid_syntax(format!(
+            ApiError::invalid_syntax(format!(
                 "the request body is not valid JSON: {} at line {}, column {}",
                 json_error_kind(&e),
                 e.line(),
@@ -269,102 +270,6 @@ pub fn if_match(headers: &HeaderMap) -> Option<String> {
         .get(header::IF_MATCH)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned)
-}
-
-/// The versions an If-Match header value accepts, for the engine to check inside its
-/// transaction: `*` (or no header) accepts any; otherwise the versions the tags name
-/// (weak and strong forms alike). Tags naming no version of ours accept none.
-pub fn expect_version(if_match: Option<&str>) -> Expect {
-    let Some(header_value) = if_match else {
-        return Expect::AnyVersion;
-    };
-    let tags: Vec<&str> = header_value.split(',').map(str::trim).collect();
-    if tags.contains(&"*") {
-        return Expect::AnyVersion;
-    }
-    Expect::OneOf(
-        tags.iter()
-            .filter_map(|tag| {
-                let text = tag.trim_start_matches("W/").trim_matches('"');
-                // Only the exact text a version renders as, as a string comparison would.
-                text.parse::<i64>().ok().filter(|v| v.to_string() == text)
-            })
-            .collect(),
-    )
-}
-
-/// A 404 from the engine, reworded to name what the client asked for.
-pub fn with_not_found(e: ApiError, not_found: impl FnOnce() -> ApiError) -> ApiError {
-    if e.status == StatusCode::NOT_FOUND {
-        not_found()
-    } else {
-        e
-    }
-}
-
-/// Whether an If-Match / If-None-Match header value names `version`
-/// (`*` names any; weak and strong forms compare equal).
-pub fn etag_matches(header_value: &str, version: i64) -> bool {
-    let current = version.to_string();
-    header_value
-        .split(',')
-        .map(str::trim)
-        .any(|tag| tag == "*" || tag.trim_start_matches("W/").trim_matches('"') == current)
-}
-
-// ---------------------------------------------------------------------------
-// Responses
-
-/// The result of a read or write, before projection and headers.
-#[derive(Debug, Clone)]
-pub struct Written {
-    pub status: StatusCode,
-    /// The full rendered resource; `None` for 204.
-    pub resource: Option<Value>,
-    pub version: Option<i64>,
-    pub location: Option<String>,
-}
-
-impl Written {
-    pub fn no_content() -> Self {
-        Self {
-            status: StatusCode::NO_CONTENT,
-            resource: None,
-            version: None,
-            location: None,
-        }
-    }
-
-    pub fn into_response(self, projection: &Projection) -> Response {
-        let mut response = match self.resource {
-            Some(mut resource) => {
-                projection.apply(&mut resource);
-                scim_json(self.status, &resource)
-            }
-            None => self.status.into_response(),
-        };
-        let headers = response.headers_mut();
-        if let Some(version) = self.version {
-            if let Ok(value) = HeaderValue::from_str(&super::resources::etag(version)) {
-                headers.insert(header::ETAG, value);
-            }
-        }
-        if let Some(location) = self.location {
-            if let Ok(value) = HeaderValue::from_str(&location) {
-                headers.insert(header::LOCATION, value);
-            }
-        }
-        response
-    }
-}
-
-pub fn scim_json(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
-    response.headers_mut().insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static(SCIM_CONTENT_TYPE),
-    );
-    response
 }
 
 /// GET of one resource: 304 when If-None-Match names the current version.
