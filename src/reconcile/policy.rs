@@ -83,7 +83,8 @@ impl Policy {
 
     /// How `actor` (the source of a desired state) stands to what `owner` owns.
     pub fn ownership(&self, owner: &Source, actor: &Source) -> Ownership {
-        if owner.same_owner(actor) {
+        // An operator may change everything (README, "Who owns what").
+        if owner.same_owner(actor) || actor.is_manual() {
             return Ownership::Own;
         }
         let adoptable = actor.idp().is_some_and(|idp| {

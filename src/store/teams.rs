@@ -74,32 +74,6 @@ impl WriteTx {
         fetch_team(self.conn(), id).await
     }
 
-    pub async fn insert_team(&mut self, team: &Team) -> StoreResult<()> {
-        sqlx::query(
-            "INSERT INTO teams (id, display_name, display_name_folded, external_id, metadata, \
-             source, created, modified, version) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(team.id.to_string())
-        .bind(team.display_name.as_str().to_owned())
-        .bind(team.display_name.as_str().to_lowercase())
-        .bind(team.external_id.clone())
-        .bind(serde_json::Value::Object(team.metadata.clone()).to_string())
-        .bind(team.source.to_string())
-        .bind(format_ts(team.created))
-        .bind(format_ts(team.modified))
-        .bind(team.version)
-        .execute(self.conn())
-        .await
-        .map_err(|e| {
-            if super::is_unique_violation(&e) {
-                StoreError::Conflict(format!("team {}", team.id))
-            } else {
-                e.into()
-            }
-        })?;
-        Ok(())
-    }
-
     pub async fn update_team(&mut self, team: &Team) -> StoreResult<()> {
         let done = sqlx::query(
             "UPDATE teams SET display_name = $1, display_name_folded = $2, external_id = $3, \
@@ -130,26 +104,6 @@ impl WriteTx {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Adds a membership if absent. Returns whether it was added.
-    pub async fn add_member(
-        &mut self,
-        team_id: Uuid,
-        user_id: Uuid,
-        source: &Source,
-    ) -> StoreResult<bool> {
-        let done = sqlx::query(
-            "INSERT INTO memberships (team_id, user_id, source, created) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (team_id, user_id) DO NOTHING",
-        )
-        .bind(team_id.to_string())
-        .bind(user_id.to_string())
-        .bind(source.to_string())
-        .bind(format_ts(super::now()))
-        .execute(self.conn())
-        .await?;
-        Ok(done.rows_affected() > 0)
-    }
-
     /// Removes a membership if present. Returns whether it was removed.
     pub async fn remove_member(&mut self, team_id: Uuid, user_id: Uuid) -> StoreResult<bool> {
         let done = sqlx::query("DELETE FROM memberships WHERE team_id = $1 AND user_id = $2")
@@ -158,16 +112,5 @@ impl WriteTx {
             .execute(self.conn())
             .await?;
         Ok(done.rows_affected() > 0)
-    }
-
-    /// Bumps a team's version and modification time, e.g. after a membership change,
-    /// without reading or rewriting anything else.
-    pub async fn touch_team(&mut self, id: Uuid) -> StoreResult<()> {
-        sqlx::query("UPDATE teams SET version = version + 1, modified = $1 WHERE id = $2")
-            .bind(format_ts(super::now()))
-            .bind(id.to_string())
-            .execute(self.conn())
-            .await?;
-        Ok(())
     }
 }

@@ -80,40 +80,6 @@ impl WriteTx {
         fetch_user_by_name(self.conn(), name).await
     }
 
-    /// Inserts a user exactly as given (id, version and timestamps included).
-    pub async fn insert_user(&mut self, user: &User) -> StoreResult<()> {
-        let result = sqlx::query(
-            "INSERT INTO users (id, user_name, user_name_folded, external_id, email, display_name, \
-             given_name, family_name, role, active, attributes, source, created, modified, version) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        )
-        .bind(user.id.to_string())
-        .bind(user.user_name.as_str().to_owned())
-        .bind(user.user_name.folded().to_owned())
-        .bind(user.external_id.clone())
-        .bind(user.email.clone())
-        .bind(user.display_name.clone())
-        .bind(user.given_name.clone())
-        .bind(user.family_name.clone())
-        .bind(user.role.as_str().to_owned())
-        .bind(user.active)
-        .bind(serde_json::Value::Object(user.attributes.clone()).to_string())
-        .bind(user.source.to_string())
-        .bind(format_ts(user.created))
-        .bind(format_ts(user.modified))
-        .bind(user.version)
-        .execute(self.conn())
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(e) if is_unique_violation(&e) => Err(StoreError::Conflict(format!(
-                "a user with userName {:?}",
-                user.user_name.as_str()
-            ))),
-            Err(e) => Err(e.into()),
-        }
-    }
-
     /// Overwrites every mutable column of an existing user; `id` and `created` never change.
     pub async fn update_user(&mut self, user: &User) -> StoreResult<()> {
         let result = sqlx::query(

@@ -228,39 +228,43 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
     let dir = tempfile::tempdir().expect("temporary directory");
     let url = db_url(dir.path());
     let store = Store::open(&url, 2).await.expect("store");
-    let team = {
-        let now = scimsync::store::now();
-        let team = scimsync::domain::Team {
-            id: Uuid::new_v4(),
-            display_name: scimsync::domain::TeamName::parse("Everyone").expect("name"),
-            external_id: None,
-            metadata: Default::default(),
-            source: Source::Scim("default".into()),
-            created: now,
-            modified: now,
-            version: 1,
-        };
-        let mut tx = store.begin_write().await.expect("tx");
-        tx.insert_team(&team).await.expect("team");
-        tx.commit().await.expect("commit");
-        team
-    };
+    // The victims, their team and memberships, pushed as the default IdP's SCIM client
+    // would: through the engine, in one transaction.
+    let team_id = Uuid::new_v4();
+    let mut desired = scimsync::reconcile::Desired::new(
+        Source::Scim("default".into()),
+        scimsync::reconcile::Scope::Listed,
+    );
     let mut ids = Vec::new();
     for i in 0..USERS {
-        let user = common::new_user(
-            &format!("victim{i}@example.com"),
-            Source::Scim("default".into()),
-        );
-        let mut tx = store.begin_write().await.expect("tx");
-        tx.insert_user(&user).await.expect("user");
-        tx.add_member(team.id, user.id, &Source::Scim("default".into()))
-            .await
-            .expect("member");
-        tx.commit().await.expect("commit");
+        let id = Uuid::new_v4();
+        desired.users.push(scimsync::reconcile::DesiredUser {
+            id: Some(id),
+            intent: scimsync::reconcile::Intent::Create,
+            ..scimsync::reconcile::DesiredUser::new(
+                scimsync::domain::UserName::parse(&format!("victim{i}@example.com")).expect("name"),
+            )
+        });
+        ids.push(id);
+    }
+    desired.teams.push(scimsync::reconcile::DesiredTeam {
+        id: Some(team_id),
+        intent: scimsync::reconcile::Intent::Create,
+        members: scimsync::reconcile::MemberSpec::Exactly(
+            ids.iter()
+                .map(|id| scimsync::reconcile::MemberRef::UserId(*id))
+                .collect(),
+        ),
+        ..scimsync::reconcile::DesiredTeam::new(
+            scimsync::domain::TeamName::parse("Everyone").expect("name"),
+        )
+    });
+    common::apply_as_operator(&store, &desired).await;
+    for user_id in &ids {
         for k in 0..KEYS_PER_USER {
-            let team_id = (k == 0).then_some(team.id);
+            let team_id = (k == 0).then_some(team_id);
             let new = scimsync::reconcile::NewKey {
-                user_id: user.id,
+                user_id: *user_id,
                 team_id,
                 ..Default::default()
             };
@@ -269,7 +273,6 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
                 .await
                 .expect("key");
         }
-        ids.push(user.id);
     }
     let token = store
         .issue_token("idp", TokenScope::Scim, "default")

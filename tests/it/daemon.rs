@@ -223,26 +223,18 @@ fn seed_user(dir: &Path, user_name: &str) {
         .unwrap();
     rt.block_on(async {
         let store = scimsync::store::Store::open(&url, 1).await.unwrap();
-        let now = scimsync::store::now();
-        let user = scimsync::domain::User {
-            id: uuid::Uuid::new_v4(),
-            user_name: scimsync::domain::UserName::parse(user_name).unwrap(),
-            external_id: None,
-            email: None,
-            display_name: None,
-            given_name: None,
-            family_name: None,
-            role: scimsync::domain::Role::viewer(),
-            active: true,
-            attributes: Default::default(),
-            source: scimsync::domain::Source::Manual,
-            created: now,
-            modified: now,
-            version: 1,
-        };
-        let mut tx = store.begin_write().await.unwrap();
-        tx.insert_user(&user).await.unwrap();
-        tx.commit().await.unwrap();
+        let mut desired = scimsync::reconcile::Desired::new(
+            scimsync::domain::Source::Manual,
+            scimsync::reconcile::Scope::Listed,
+        );
+        desired.users.push(scimsync::reconcile::DesiredUser {
+            id: Some(uuid::Uuid::new_v4()),
+            intent: scimsync::reconcile::Intent::Create,
+            ..scimsync::reconcile::DesiredUser::new(
+                scimsync::domain::UserName::parse(user_name).unwrap(),
+            )
+        });
+        crate::common::apply_as_operator(&store, &desired).await;
         store.close().await;
     });
 }

@@ -89,11 +89,7 @@ async fn a_membership_added_elsewhere_shows_in_the_users_groups_at_once() {
 
     let team = app.seed_team("Compilers").await;
     let cli = another_process(&app).await;
-    let mut tx = cli.begin_write().await.expect("transaction");
-    tx.add_member(team.id, user.id, &scimsync::domain::Source::Manual)
-        .await
-        .expect("member added");
-    tx.commit().await.expect("committed");
+    common::add_member_as_operator(&cli, team.id, user.id).await;
 
     let (_, body) = app.scim_json(Method::GET, &by_id, None).await;
     assert_eq!(body["groups"][0]["value"], team.id.to_string());

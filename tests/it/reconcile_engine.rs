@@ -325,10 +325,6 @@ async fn a_stale_fingerprint_is_detected_after_any_change_to_the_store() {
     );
     let team = app.store.resolve_team("LLM Admins").await.unwrap().unwrap();
     let carol = user_id(&app.store, "carol@example.com").await;
-    let mut tx = app.store.begin_write().await.unwrap();
-    tx.add_member(team.id, carol, &Source::Manual)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    crate::common::add_member_as_operator(&app.store, team.id, carol).await;
     assert_ne!(first, fingerprint(app.store.clone()).await);
 }

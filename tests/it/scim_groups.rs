@@ -313,15 +313,33 @@ async fn a_patch_on_a_group_too_large_to_echo_answers_204_instead_of_the_roster(
     let app = TestApp::spawn().await;
     let group = create(&app, "/Groups", json!({"displayName": "Huge"})).await;
     let team_id = Uuid::parse_str(group["id"].as_str().unwrap()).unwrap();
-    let mut tx = app.store.begin_write().await.unwrap();
+    // More members than a PATCH answer echoes, pushed in one engine transaction.
+    let mut desired = scimsync::reconcile::Desired::new(
+        Source::Scim("default".into()),
+        scimsync::reconcile::Scope::Listed,
+    );
+    let mut ids = Vec::new();
     for i in 0..=scimsync::scim::groups::MAX_MEMBERS_IN_PATCH_RESPONSE {
-        let user = common::new_user(&format!("bulk-member-{i}"), Source::Scim("default".into()));
-        tx.insert_user(&user).await.unwrap();
-        tx.add_member(team_id, user.id, &Source::Scim("default".into()))
-            .await
-            .unwrap();
+        let id = Uuid::new_v4();
+        desired.users.push(scimsync::reconcile::DesiredUser {
+            id: Some(id),
+            intent: scimsync::reconcile::Intent::Create,
+            ..scimsync::reconcile::DesiredUser::new(
+                scimsync::domain::UserName::parse(&format!("bulk-member-{i}")).unwrap(),
+            )
+        });
+        ids.push(scimsync::reconcile::MemberRef::UserId(id));
     }
-    tx.commit().await.unwrap();
+    desired.teams.push(scimsync::reconcile::DesiredTeam {
+        id: Some(team_id),
+        intent: scimsync::reconcile::Intent::Update,
+        members: scimsync::reconcile::MemberSpec::Delta {
+            add: ids,
+            remove: Vec::new(),
+        },
+        ..scimsync::reconcile::DesiredTeam::new(scimsync::domain::TeamName::parse("Huge").unwrap())
+    });
+    common::apply_as_operator(&app.store, &desired).await;
     let newcomer = user(&app, "newcomer").await;
     let response = app
         .scim(Method::PATCH, &format!("/Groups/{team_id}"))

@@ -40,7 +40,8 @@ async fn audited_targets(store: &Store) -> Vec<String> {
 /// A user with its audit row, written and committed; what every SCIM write amounts to.
 async fn write_user(store: Store, user: User) -> Result<(), scimsync::store::StoreError> {
     let mut tx = store.begin_write().await?;
-    tx.insert_user(&user).await?;
+    tx.insert_users_if_absent(std::slice::from_ref(&user))
+        .await?;
     tx.audit_at_commit(
         Trigger::Cli,
         "test",
@@ -73,7 +74,9 @@ async fn a_write_dropped_before_commit_leaves_nothing_not_even_its_audit_rows() 
     let dropped = user("dropped@example.com");
     {
         let mut tx = app.store.begin_write().await.expect("begin");
-        tx.insert_user(&dropped).await.expect("insert");
+        tx.insert_users_if_absent(std::slice::from_ref(&dropped))
+            .await
+            .expect("insert");
         tx.audit_at_commit(
             Trigger::Cli,
             "test",
@@ -132,14 +135,25 @@ async fn a_failed_statement_rolls_the_whole_write_back() {
         .await
         .expect("first write");
 
-    let mut clash = user("TAKEN@example.com");
-    clash.id = Uuid::new_v4();
     let bystander = user("bystander@example.com");
+    // A key for a user who does not exist breaks the foreign key: a statement that fails.
+    let orphan = scimsync::domain::ApiKey {
+        id: Uuid::new_v4(),
+        user_id: Uuid::new_v4(),
+        team_id: None,
+        name: None,
+        prefix: "sk-orphan".into(),
+        created: scimsync::store::now(),
+        expires: None,
+        blocked_by: None,
+    };
     let mut tx = app.store.begin_write().await.expect("begin");
-    tx.insert_user(&bystander).await.expect("insert");
+    tx.insert_users_if_absent(std::slice::from_ref(&bystander))
+        .await
+        .expect("insert");
     assert!(
-        tx.insert_user(&clash).await.is_err(),
-        "the folded userName is unique"
+        tx.insert_key(&orphan, "hash").await.is_err(),
+        "a key needs an existing user"
     );
     drop(tx);
 

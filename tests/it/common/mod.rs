@@ -7,6 +7,10 @@ use reqwest::{Method, RequestBuilder, StatusCode};
 use scimsync::app::{App, INITIAL_TOKEN_FILE};
 use scimsync::config::Config;
 use scimsync::domain::{Role, Source, Team, TeamName, TokenScope, User, UserName};
+use scimsync::reconcile::{
+    Desired, DesiredTeam, DesiredUser, Engine, Intent, MemberRef, MemberSpec, Policy, Request,
+    Scope,
+};
 use scimsync::store::Store;
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -36,6 +40,35 @@ pub fn new_user(user_name: &str, source: Source) -> User {
         modified: now,
         version: 1,
     }
+}
+
+/// Applies `desired` through the engine's front door as an operator.
+pub async fn apply_as_operator(store: &Store, desired: &Desired) {
+    let policy = Policy::default();
+    Engine::new(store.clone())
+        .apply(Request::new(desired, &policy, &operator()))
+        .await
+        .expect("applied");
+}
+
+/// Adds one member to a team as an operator would (the membership is `manual`).
+pub async fn add_member_as_operator(store: &Store, team_id: Uuid, user_id: Uuid) {
+    let team = store
+        .team(team_id)
+        .await
+        .expect("read")
+        .expect("team exists");
+    let mut desired = Desired::new(Source::Manual, Scope::Listed);
+    desired.teams.push(DesiredTeam {
+        id: Some(team_id),
+        intent: Intent::Update,
+        members: MemberSpec::Delta {
+            add: vec![MemberRef::UserId(user_id)],
+            remove: Vec::new(),
+        },
+        ..DesiredTeam::new(team.display_name)
+    });
+    apply_as_operator(store, &desired).await;
 }
 
 /// An operator at the shell, as the audit log names them.
@@ -153,42 +186,45 @@ impl TestApp {
             .to_owned()
     }
 
-    /// Seeds an active user directly in the store (as an operator would have created it).
+    /// Seeds an active user as an operator would create it by hand (owned by nobody's
+    /// sync), through the engine.
     pub async fn seed_user(&self, user_name: &str) -> User {
-        let mut user = new_user(user_name, Source::Manual);
-        user.email = Some(user_name.to_owned());
-        let mut tx = self.store.begin_write().await.expect("transaction");
-        tx.insert_user(&user).await.expect("user inserted");
-        tx.commit().await.expect("commit");
-        user
-    }
-
-    /// Seeds a team directly in the store.
-    pub async fn seed_team(&self, display_name: &str) -> Team {
-        let now = scimsync::store::now();
-        let team = Team {
-            id: Uuid::new_v4(),
-            display_name: TeamName::parse(display_name).expect("valid team name"),
-            external_id: None,
-            metadata: Default::default(),
-            source: Source::Manual,
-            created: now,
-            modified: now,
-            version: 1,
-        };
-        let mut tx = self.store.begin_write().await.expect("transaction");
-        tx.insert_team(&team).await.expect("team inserted");
-        tx.commit().await.expect("commit");
-        team
-    }
-
-    /// Makes a user a member of a team directly in the store.
-    pub async fn seed_member(&self, team_id: Uuid, user_id: Uuid) {
-        let mut tx = self.store.begin_write().await.expect("transaction");
-        tx.add_member(team_id, user_id, &Source::Manual)
+        let id = Uuid::new_v4();
+        let mut desired = Desired::new(Source::Manual, Scope::Listed);
+        desired.users.push(DesiredUser {
+            id: Some(id),
+            intent: Intent::Create,
+            email: Some(user_name.to_owned()),
+            ..DesiredUser::new(UserName::parse(user_name).expect("valid user name"))
+        });
+        apply_as_operator(&self.store, &desired).await;
+        self.store
+            .user(id)
             .await
-            .expect("member added");
-        tx.commit().await.expect("commit");
+            .expect("read")
+            .expect("user seeded")
+    }
+
+    /// Seeds a team as an operator would create it by hand, through the engine.
+    pub async fn seed_team(&self, display_name: &str) -> Team {
+        let id = Uuid::new_v4();
+        let mut desired = Desired::new(Source::Manual, Scope::Listed);
+        desired.teams.push(DesiredTeam {
+            id: Some(id),
+            intent: Intent::Create,
+            ..DesiredTeam::new(TeamName::parse(display_name).expect("valid team name"))
+        });
+        apply_as_operator(&self.store, &desired).await;
+        self.store
+            .team(id)
+            .await
+            .expect("read")
+            .expect("team seeded")
+    }
+
+    /// Makes a user a member of a team, as an operator would, through the engine.
+    pub async fn seed_member(&self, team_id: Uuid, user_id: Uuid) {
+        add_member_as_operator(&self.store, team_id, user_id).await;
     }
 
     /// Issues an API key for a user, optionally scoped to a team (of which the user must
