@@ -295,8 +295,10 @@ async fn on_postgresql_three_replicas_share_writes_and_hand_the_sync_over_when_i
         assert!(Instant::now() < deadline, "no replica started a sync run");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    // A run makes about six IdP calls of 300 ms each: 900 ms in, it is mid-pull.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // Every IdP call takes 300 ms: a full run makes about six, a delta run (the delta
+    // base is kept in the database, so most runs after the first are deltas) at least
+    // two, one after the other. 400 ms in, either kind is mid-pull.
+    tokio::time::sleep(Duration::from_millis(400)).await;
     // While it holds the lock, no other replica can start a run: count theirs now.
     let others_before: Vec<(usize, usize)> = (0..3)
         .filter_map(|i| replicas[i].as_ref().map(|r| (i, count(&r.log(), STARTED))))
