@@ -207,21 +207,19 @@ impl Engine {
         build: impl FnOnce(&User) -> Result<Desired, E>,
     ) -> Result<Applied, E> {
         let mut tx = self.store.begin_write().await.map_err(EngineError::from)?;
-        let current = tx
-            .user(id)
-            .await
-            .map_err(EngineError::from)?
-            .ok_or(EngineError::Plan(PlanError::NotFound {
-                kind: ResourceKind::User,
-                id,
-            }))?;
-        if !expect.accepts(current.version) {
-            return Err(EngineError::PreconditionFailed.into());
-        }
-        let desired = build(&current)?;
-        let applied = apply_in(&mut tx, Request::new(&desired, policy, actor)).await?;
-        tx.commit().await.map_err(EngineError::from)?;
-        Ok(applied)
+        let current = tx.user(id).await.map_err(EngineError::from)?;
+        let current = current.map(|u| (u.version, u));
+        change_current(
+            tx,
+            current,
+            ResourceKind::User,
+            id,
+            expect,
+            policy,
+            actor,
+            build,
+        )
+        .await
     }
 
     /// [`Engine::change_user`] for a team (SCIM PUT, PATCH and DELETE on /Groups).
@@ -234,21 +232,19 @@ impl Engine {
         build: impl FnOnce(&Team) -> Result<Desired, E>,
     ) -> Result<Applied, E> {
         let mut tx = self.store.begin_write().await.map_err(EngineError::from)?;
-        let current = tx
-            .team(id)
-            .await
-            .map_err(EngineError::from)?
-            .ok_or(EngineError::Plan(PlanError::NotFound {
-                kind: ResourceKind::Team,
-                id,
-            }))?;
-        if !expect.accepts(current.version) {
-            return Err(EngineError::PreconditionFailed.into());
-        }
-        let desired = build(&current)?;
-        let applied = apply_in(&mut tx, Request::new(&desired, policy, actor)).await?;
-        tx.commit().await.map_err(EngineError::from)?;
-        Ok(applied)
+        let current = tx.team(id).await.map_err(EngineError::from)?;
+        let current = current.map(|t| (t.version, t));
+        change_current(
+            tx,
+            current,
+            ResourceKind::Team,
+            id,
+            expect,
+            policy,
+            actor,
+            build,
+        )
+        .await
     }
 
     /// Issues an API key for a user, optionally scoped to a team the user is in, and
@@ -340,6 +336,30 @@ pub struct NewKey {
     pub team_id: Option<Uuid>,
     pub name: Option<String>,
     pub expires: Option<DateTime<Utc>>,
+}
+
+/// The shared tail of [`Engine::change_user`] and [`Engine::change_team`]: the target
+/// `current` (with its version) was read in `tx`; check the precondition, build the
+/// desired state from it, apply and commit.
+#[allow(clippy::too_many_arguments)]
+async fn change_current<T, E: From<EngineError>>(
+    mut tx: WriteTx,
+    current: Option<(i64, T)>,
+    kind: ResourceKind,
+    id: Uuid,
+    expect: &Expect,
+    policy: &Policy,
+    actor: &Actor,
+    build: impl FnOnce(&T) -> Result<Desired, E>,
+) -> Result<Applied, E> {
+    let (version, current) = current.ok_or(EngineError::Plan(PlanError::NotFound { kind, id }))?;
+    if !expect.accepts(version) {
+        return Err(EngineError::PreconditionFailed.into());
+    }
+    let desired = build(&current)?;
+    let applied = apply_in(&mut tx, Request::new(&desired, policy, actor)).await?;
+    tx.commit().await.map_err(EngineError::from)?;
+    Ok(applied)
 }
 
 /// Loads what the change touches and plans it, guards included, inside `tx`.
