@@ -769,7 +769,10 @@ fn check_duration_form(text: &str) -> Result<(), DurationError> {
         Some(c) if !c.is_ascii_digit() => return Err(DurationError::NoNumber),
         Some(_) => {}
     }
-    for unit in text.split(|c: char| c.is_ascii_digit()).filter(|u| !u.is_empty()) {
+    for unit in text
+        .split(|c: char| c.is_ascii_digit())
+        .filter(|u| !u.is_empty())
+    {
         if unit.starts_with(['.', ',']) {
             return Err(DurationError::Fraction);
         }
@@ -955,7 +958,10 @@ mod tests {
             Err(DurationError::TooLong(LIMIT.described))
         );
         assert_eq!(
-            parse_duration(&format!("{}d{}d", u64::MAX / 86_400, u64::MAX / 86_400), LIMIT),
+            parse_duration(
+                &format!("{}d{}d", u64::MAX / 86_400, u64::MAX / 86_400),
+                LIMIT
+            ),
             Err(DurationError::TooLong(LIMIT.described))
         );
     }
