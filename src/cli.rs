@@ -93,7 +93,11 @@ pub enum TokenCommand {
         idp: Option<String>,
     },
     /// List tokens (names, scopes, IdPs, dates; never the secrets).
-    List,
+    List {
+        /// text for people, or json for scripts: {"tokens": [...]}.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
     /// Revoke a token by name; requests using it are refused from then on.
     Revoke { name: String },
 }
@@ -117,11 +121,17 @@ pub enum KeyCommand {
         #[arg(long, value_name = "DURATION")]
         expires_in: Option<String>,
     },
-    /// List API keys (prefix, owner, team, state; never the secrets).
+    /// List API keys (id, prefix, owner's userName, team name, state; never the secrets).
     List {
         /// Only this user's keys (id or userName).
         #[arg(long)]
         user: Option<String>,
+        /// text for people, or json for scripts: {"keys": [...]} with ids and names.
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+        /// Also show the user and team ids and the dates.
+        #[arg(long)]
+        wide: bool,
     },
     /// Revoke an API key by id.
     Revoke { id: String },
@@ -287,35 +297,7 @@ async fn token_command(store: &Store, command: TokenCommand) -> anyhow::Result<i
             println!("{}", secret.expose());
             Ok(0)
         }
-        TokenCommand::List => {
-            let tokens = store.list_tokens().await?;
-            println!(
-                "{:<24} {:<6} {:<16} {:<28} {:<28} REVOKED",
-                "NAME", "SCOPE", "IDP", "CREATED", "LAST USED"
-            );
-            for t in tokens {
-                // Only a SCIM token's writes are bound to an IdP.
-                let idp = if t.scope == TokenScope::Scim {
-                    t.idp.as_str()
-                } else {
-                    "-"
-                };
-                println!(
-                    "{:<24} {:<6} {:<16} {:<28} {:<28} {}",
-                    t.name,
-                    t.scope,
-                    idp,
-                    crate::store::format_ts(t.created),
-                    t.last_used
-                        .map(crate::store::format_ts)
-                        .unwrap_or_else(|| "-".into()),
-                    t.revoked
-                        .map(crate::store::format_ts)
-                        .unwrap_or_else(|| "-".into()),
-                );
-            }
-            Ok(0)
-        }
+        TokenCommand::List { format } => token_list(store, format).await,
         TokenCommand::Revoke { name } => {
             if store.revoke_token(&name).await? {
                 eprintln!("revoked token {name:?}");
@@ -376,39 +358,7 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
             eprintln!("created key {} for {}", key.id, owner.user_name);
             Ok(0)
         }
-        KeyCommand::List { user } => {
-            let user_id = match user {
-                None => None,
-                Some(user) => match store.resolve_user(&user).await? {
-                    Some(u) => Some(u.id),
-                    None => return fail(format!("no user {user:?}")),
-                },
-            };
-            let keys = store.list_keys(user_id).await?;
-            println!(
-                "{:<36} {:<12} {:<36} {:<36} {:<10} NAME",
-                "ID", "PREFIX", "USER", "TEAM", "STATE"
-            );
-            for k in keys {
-                let state = match (k.blocked_by, k.expires) {
-                    (Some(by), _) => format!("blocked:{}", by.as_str()),
-                    (None, Some(e)) if e <= chrono::Utc::now() => "expired".into(),
-                    _ => "active".into(),
-                };
-                println!(
-                    "{:<36} {:<12} {:<36} {:<36} {:<10} {}",
-                    k.id,
-                    k.prefix,
-                    k.user_id,
-                    k.team_id
-                        .map(|t| t.to_string())
-                        .unwrap_or_else(|| "-".into()),
-                    state,
-                    k.name.unwrap_or_default()
-                );
-            }
-            Ok(0)
-        }
+        KeyCommand::List { user, format, wide } => key_list(store, user, format, wide).await,
         KeyCommand::Revoke { id } => {
             let Ok(key_id) = Uuid::parse_str(&id) else {
                 return fail(format!("{id:?} is not a key id (see `scimsync key list`)"));
@@ -422,6 +372,45 @@ async fn key_command(store: &Store, command: KeyCommand) -> anyhow::Result<i32> 
             }
         }
     }
+}
+
+/// `scimsync token list`.
+async fn token_list(store: &Store, format: OutputFormat) -> anyhow::Result<i32> {
+    use crate::output;
+    let tokens = store.list_tokens().await?;
+    match format {
+        OutputFormat::Json => output::print_json(&output::keys::token_json(&tokens))?,
+        OutputFormat::Text => {
+            output::print_text(&output::keys::token_table(&tokens).render(output::stdout_color()))?
+        }
+    }
+    Ok(0)
+}
+
+/// `scimsync key list`: names for people, ids too with `--wide` or `--format json`.
+async fn key_list(
+    store: &Store,
+    user: Option<String>,
+    format: OutputFormat,
+    wide: bool,
+) -> anyhow::Result<i32> {
+    use crate::output;
+    let user_id = match user {
+        None => None,
+        Some(user) => match store.resolve_user(&user).await? {
+            Some(u) => Some(u.id),
+            None => return fail(format!("no user {user:?}")),
+        },
+    };
+    let keys = store.list_keys_named(user_id).await?;
+    let now = crate::store::now();
+    match format {
+        OutputFormat::Json => output::print_json(&output::keys::key_json(&keys, now))?,
+        OutputFormat::Text => output::print_text(
+            &output::keys::key_table(&keys, wide, now).render(output::stdout_color()),
+        )?,
+    }
+    Ok(0)
 }
 
 #[derive(Debug, Args)]
@@ -558,9 +547,13 @@ pub struct AuditArgs {
     /// (2026-01-31, UTC) or an age such as 24h or 7d (at most 100 years, 36500d).
     #[arg(long, value_name = "TIME")]
     pub since: Option<String>,
-    /// How to show the entries.
+    /// How to show the entries: text names each target (`user alice@example.com`);
+    /// json is the entries as stored, ids and detail.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
+    /// Text: also show each target as stored, with its ids.
+    #[arg(long)]
+    pub wide: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -647,9 +640,9 @@ async fn desired_snapshot(
     }
 }
 
+/// Whether the plan is coloured: see [`crate::output::stdout_color`].
 fn stdout_is_terminal() -> bool {
-    use std::io::IsTerminal;
-    std::io::stdout().is_terminal()
+    crate::output::stdout_color()
 }
 
 async fn plan_command(config: &Config, args: PlanArgs) -> anyhow::Result<i32> {
@@ -886,27 +879,48 @@ async fn audit_command(config: &Config, args: AuditArgs) -> anyhow::Result<i32> 
     }
     let since = args.since.as_deref().map(parse_since).transpose()?;
     let store = open_store(config).await?;
-    let entries = store.audit_since(since).await?;
     match args.format {
-        OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&entries)?),
-        OutputFormat::Text => {
-            println!(
-                "{:<27} {:<7} {:<16} {:<16} TARGET",
-                "AT", "TRIGGER", "ACTOR", "OPERATION"
-            );
-            for e in entries {
-                println!(
-                    "{:<27} {:<7} {:<16} {:<16} {}",
-                    crate::store::format_ts(e.at),
-                    e.trigger,
-                    e.actor,
-                    e.operation,
-                    e.target
-                );
-            }
+        OutputFormat::Json => {
+            let entries = store.audit_since(since).await?;
+            println!("{}", serde_json::to_string_pretty(&entries)?);
         }
+        OutputFormat::Text => audit_text(&store, since, args.wide).await?,
     }
     Ok(0)
+}
+
+/// `scimsync audit` as a table, streamed a page at a time, each page's names looked up
+/// in one query.
+async fn audit_text(
+    store: &Store,
+    since: Option<chrono::DateTime<chrono::Utc>>,
+    wide: bool,
+) -> anyhow::Result<()> {
+    use crate::output::{self, audit};
+    use futures::StreamExt;
+    let color = output::stdout_color();
+    let mut pages = store.audit_stream(since).chunks(audit::PAGE);
+    let mut first = true;
+    while let Some(page) = pages.next().await {
+        let entries = page
+            .into_iter()
+            .map(|e| e.map(|e| e.entry))
+            .collect::<Result<Vec<_>, _>>()?;
+        let (users, teams, keys) = audit::unnamed(&entries);
+        let names = store.audit_names(&users, &teams, &keys).await?;
+        let table = audit::audit_table(&entries, &names, wide);
+        output::print_text(&if first {
+            table.render(color)
+        } else {
+            table.render_rows_only(color)
+        })?;
+        first = false;
+    }
+    if first {
+        // An empty log still shows its columns, as it always has.
+        output::print_text(&audit::audit_table(&[], &Default::default(), wide).render(color))?;
+    }
+    Ok(())
 }
 
 /// `scimsync audit export`: one entry in memory at a time, however long the log.
@@ -1029,7 +1043,7 @@ async fn sso_sign_in_command(config: Config, args: SsoSignInArgs) -> anyhow::Res
         }
         Err(e) => return Err(e.into()),
     };
-    let color = std::io::IsTerminal::is_terminal(&std::io::stdout());
+    let color = crate::output::stdout_color();
     print!(
         "{}",
         crate::reconcile::render::render_text(&outcome.plan, color)

@@ -728,47 +728,65 @@ pub enum DurationError {
     TooLong(&'static str),
 }
 
-/// Parses durations such as `90s`, `15m`, `12h`, `30d`: one whole number and one unit,
-/// surrounding whitespace ignored, no longer than `limit`.
+/// Parses durations such as `90s`, `15m`, `12h`, `30d` (or `1d12h`): whole numbers with
+/// a unit each, surrounding whitespace ignored, no longer than `limit`.
+///
+/// humantime does the arithmetic (checked: an overflow is an error, never a wrap) once
+/// [`check_duration_form`] has held the text to the narrower form scimsync documents.
 pub fn parse_duration(
     text: &str,
     limit: DurationLimit,
 ) -> Result<std::time::Duration, DurationError> {
     let text = text.trim();
-    let Some(first) = text.chars().next() else {
-        return Err(DurationError::Empty);
-    };
-    match first {
-        '-' => return Err(DurationError::Negative),
-        '+' => return Err(DurationError::Sign),
-        c if !c.is_ascii_digit() => return Err(DurationError::NoNumber),
-        _ => {}
-    }
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or(DurationError::NoUnit)?;
-    let (number, unit) = text.split_at(split);
-    if unit.starts_with(['.', ',']) {
-        return Err(DurationError::Fraction);
-    }
-    if unit.starts_with(char::is_whitespace) {
-        return Err(DurationError::Space);
-    }
-    let unit_secs = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => DAY_SECS,
-        other => return Err(DurationError::UnknownUnit(other.to_owned())),
-    };
+    check_duration_form(text)?;
     let too_long = DurationError::TooLong(limit.described);
-    // Only digits are left, so the one way for the number not to parse is to exceed u64.
-    let n: u64 = number.parse().map_err(|_| too_long.clone())?;
-    let secs = n.checked_mul(unit_secs).ok_or_else(|| too_long.clone())?;
-    if secs > limit.max_secs {
+    let parsed = humantime::parse_duration(text).map_err(|e| match e {
+        humantime::DurationError::NumberOverflow => too_long.clone(),
+        humantime::DurationError::Empty => DurationError::Empty,
+        humantime::DurationError::UnknownUnit { unit, .. } if unit.is_empty() => {
+            DurationError::NoUnit
+        }
+        humantime::DurationError::UnknownUnit { unit, .. } => DurationError::UnknownUnit(unit),
+        // The form was checked above, so these cannot occur; refused all the same.
+        humantime::DurationError::InvalidCharacter(_)
+        | humantime::DurationError::NumberExpected(_) => DurationError::NoNumber,
+    })?;
+    if parsed.as_secs() > limit.max_secs {
         return Err(too_long);
     }
-    Ok(std::time::Duration::from_secs(secs))
+    Ok(parsed)
+}
+
+/// humantime also reads fractions (`1.5h`), spaces (`30 d`) and units from nanoseconds to
+/// years, where `m` and `M` are minutes and months: a config that says `1M` meaning a
+/// minute, or `1.5d`, is more likely a typo than a wish. Only digits and the units s, m,
+/// h and d pass, each with the precise reason it did not.
+fn check_duration_form(text: &str) -> Result<(), DurationError> {
+    match text.chars().next() {
+        None => return Err(DurationError::Empty),
+        Some('-') => return Err(DurationError::Negative),
+        Some('+') => return Err(DurationError::Sign),
+        Some(c) if !c.is_ascii_digit() => return Err(DurationError::NoNumber),
+        Some(_) => {}
+    }
+    for unit in text
+        .split(|c: char| c.is_ascii_digit())
+        .filter(|u| !u.is_empty())
+    {
+        if unit.starts_with(['.', ',']) {
+            return Err(DurationError::Fraction);
+        }
+        if unit.contains(char::is_whitespace) {
+            return Err(DurationError::Space);
+        }
+        if !matches!(unit, "s" | "m" | "h" | "d") {
+            return Err(DurationError::UnknownUnit(unit.to_owned()));
+        }
+    }
+    if text.ends_with(|c: char| c.is_ascii_digit()) {
+        return Err(DurationError::NoUnit);
+    }
+    Ok(())
 }
 
 /// `[provisioning] delete_after`, parsed as the file is read so that toml names its line.
@@ -922,6 +940,30 @@ mod tests {
             let text = format!("{n}{unit}");
             assert_eq!(parse_duration(&text, LIMIT), too_long, "{text}");
         }
+    }
+
+    #[test]
+    fn durations_may_combine_units() {
+        assert_eq!(parse_duration("1d12h", LIMIT).unwrap().as_secs(), 129_600);
+        assert_eq!(parse_duration("1h30m", LIMIT).unwrap().as_secs(), 5_400);
+        assert_eq!(parse_duration("30d5", LIMIT), Err(DurationError::NoUnit));
+        assert_eq!(
+            parse_duration("1h 30m", LIMIT),
+            Err(DurationError::Space),
+            "one form, without spaces"
+        );
+        // Each term is within the limit, their sum is not.
+        assert_eq!(
+            parse_duration("36500d1s", LIMIT),
+            Err(DurationError::TooLong(LIMIT.described))
+        );
+        assert_eq!(
+            parse_duration(
+                &format!("{}d{}d", u64::MAX / 86_400, u64::MAX / 86_400),
+                LIMIT
+            ),
+            Err(DurationError::TooLong(LIMIT.described))
+        );
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod keys;
 mod listener;
 pub mod maintenance;
 pub mod metrics;
+pub mod output;
 pub mod reconcile;
 pub mod scim;
 pub mod sso;

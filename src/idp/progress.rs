@@ -1,44 +1,44 @@
 //! The progress line of `scimsync pull` on a terminal: pages, groups, users, waits.
 
 use super::{Idp, PullStats};
-use std::io::{IsTerminal, Write};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
+use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// A running progress display; does nothing when stderr is not a terminal (a pipe,
-/// a log file, a test), so scripts see only the final summary.
+/// A running progress display. indicatif draws it only when stderr is a terminal (a
+/// pipe, a log file or a test sees nothing), so scripts read only the final summary.
 pub struct Progress {
-    task: Option<tokio::task::JoinHandle<()>>,
+    bar: ProgressBar,
 }
 
 impl Progress {
     pub fn spawn_on_terminal(idp: &Idp) -> Self {
-        if !std::io::stderr().is_terminal() {
-            return Self { task: None };
-        }
         let stats = idp.connector.stats();
         let name = idp.name.clone();
-        let task = tokio::spawn(async move {
-            loop {
-                draw(&name, &stats);
-                tokio::time::sleep(Duration::from_millis(200)).await;
-            }
-        });
-        Self { task: Some(task) }
+        // The counters live in the connector; the line reads them at each redraw, so
+        // the pull never has to report to the display.
+        let line = move |_: &ProgressState, out: &mut dyn std::fmt::Write| {
+            let _ = out.write_str(&summary(&name, &stats));
+        };
+        let style = ProgressStyle::with_template("{spinner} {line}")
+            .unwrap_or_else(|_| ProgressStyle::default_spinner())
+            .with_key("line", line);
+        let bar =
+            ProgressBar::with_draw_target(None, ProgressDrawTarget::stderr()).with_style(style);
+        if !bar.is_hidden() {
+            bar.enable_steady_tick(Duration::from_millis(200));
+        }
+        Self { bar }
     }
 
     /// Stops the display and clears its line.
     pub fn finish(self) {
-        if let Some(task) = self.task {
-            task.abort();
-            let mut err = std::io::stderr();
-            let _ = write!(err, "\r\x1b[2K");
-            let _ = err.flush();
-        }
+        self.bar.finish_and_clear();
     }
 }
 
-fn draw(name: &str, stats: &Arc<PullStats>) {
+fn summary(name: &str, stats: &Arc<PullStats>) -> String {
     let g = PullStats::get;
     let waited = g(&stats.waited_ms);
     let mut line = format!(
@@ -48,15 +48,14 @@ fn draw(name: &str, stats: &Arc<PullStats>) {
         g(&stats.users)
     );
     if g(&stats.retries) > 0 {
-        line.push_str(&format!(", {} retries", g(&stats.retries)));
+        let _ = write!(line, ", {} retries", g(&stats.retries));
     }
     if waited > 0 {
-        line.push_str(&format!(
+        let _ = write!(
+            line,
             ", waited {:.1}s for rate limits",
             waited as f64 / 1000.0
-        ));
+        );
     }
-    let mut err = std::io::stderr();
-    let _ = write!(err, "\r\x1b[2K{line}");
-    let _ = err.flush();
+    line
 }

@@ -121,30 +121,31 @@ pub fn render_json(plan: &Plan) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
-/// ANSI colours, or nothing when the output is not a terminal.
+/// The plan's colours (anstyle writes the codes), or none: the caller decides, from
+/// [`crate::output::stdout_color`] on the command line.
 struct Style {
     color: bool,
 }
 
 impl Style {
-    fn paint(&self, code: &str, text: &str) -> String {
+    fn paint(&self, style: anstyle::Style, text: &str) -> String {
         if self.color {
-            format!("\x1b[{code}m{text}\x1b[0m")
+            format!("{}{text}{}", style.render(), style.render_reset())
         } else {
             text.to_owned()
         }
     }
     fn add(&self, t: &str) -> String {
-        self.paint("32", t)
+        self.paint(anstyle::AnsiColor::Green.on_default(), t)
     }
     fn change(&self, t: &str) -> String {
-        self.paint("33", t)
+        self.paint(anstyle::AnsiColor::Yellow.on_default(), t)
     }
     fn destroy(&self, t: &str) -> String {
-        self.paint("31", t)
+        self.paint(anstyle::AnsiColor::Red.on_default(), t)
     }
     fn bold(&self, t: &str) -> String {
-        self.paint("1", t)
+        self.paint(anstyle::Style::new().bold(), t)
     }
 }
 

@@ -1,9 +1,12 @@
+use super::rows::uuid;
 use super::{format_ts, parse_ts, Store, StoreResult, WriteTx};
 use crate::domain::Trigger;
 use chrono::{DateTime, Utc};
 use futures::stream::{BoxStream, StreamExt};
 use serde::Serialize;
 use sqlx::Row;
+use std::collections::HashMap;
+use uuid::Uuid;
 
 /// One applied operation, as the audit log keeps it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -96,5 +99,131 @@ impl Store {
             .fetch(self.pool())
             .map(|row| entry_of(&row?))
             .boxed()
+    }
+}
+
+/// The owner of a key an audit entry names (`key:<id>`), live or revoked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOwner {
+    pub prefix: String,
+    pub user_id: Uuid,
+    /// None once the user is deleted.
+    pub user_name: Option<String>,
+    pub team_id: Option<Uuid>,
+    pub team_name: Option<String>,
+}
+
+/// Current names of the users, teams and keys a page of audit entries names.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditNames {
+    pub users: HashMap<Uuid, String>,
+    pub teams: HashMap<Uuid, String>,
+    pub keys: HashMap<Uuid, KeyOwner>,
+}
+
+/// `$from, $from+1, ...` for `count` parameters.
+fn numbered(from: usize, count: usize) -> String {
+    (from..from + count)
+        .map(|i| format!("${i}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+impl Store {
+    /// Names for the ids a page of audit entries carries, in one query whatever the
+    /// page holds: an operator listing thousands of entries costs one round trip per
+    /// page, not one per row. Ids no longer in the store are simply absent. Keys are
+    /// looked up among live and revoked keys alike, with their owner's and team's names.
+    /// Callers keep each list to a page's worth (a few hundred): every id is one
+    /// parameter, and keys take two.
+    pub async fn audit_names(
+        &self,
+        users: &[Uuid],
+        teams: &[Uuid],
+        keys: &[Uuid],
+    ) -> StoreResult<AuditNames> {
+        // Every branch has the same columns; NULLs are cast so that PostgreSQL types
+        // the union's columns as text.
+        const NONE: &str = "CAST(NULL AS TEXT)";
+        let mut branches = Vec::new();
+        let mut args: Vec<String> = Vec::new();
+        if !users.is_empty() {
+            branches.push(format!(
+                "SELECT CAST('user' AS TEXT) AS kind, id, user_name AS name, {NONE} AS prefix, \
+                 {NONE} AS user_id, {NONE} AS team_id, {NONE} AS team_name \
+                 FROM users WHERE id IN ({})",
+                numbered(args.len() + 1, users.len())
+            ));
+            args.extend(users.iter().map(Uuid::to_string));
+        }
+        if !teams.is_empty() {
+            branches.push(format!(
+                "SELECT CAST('team' AS TEXT) AS kind, id, display_name AS name, {NONE} AS prefix, \
+                 {NONE} AS user_id, {NONE} AS team_id, {NONE} AS team_name \
+                 FROM teams WHERE id IN ({})",
+                numbered(args.len() + 1, teams.len())
+            ));
+            args.extend(teams.iter().map(Uuid::to_string));
+        }
+        if !keys.is_empty() {
+            let live = numbered(args.len() + 1, keys.len());
+            let revoked = numbered(args.len() + keys.len() + 1, keys.len());
+            branches.push(format!(
+                "SELECT CAST('key' AS TEXT) AS kind, k.id, u.user_name AS name, k.prefix, \
+                 k.user_id, k.team_id, t.display_name AS team_name \
+                 FROM (SELECT id, user_id, team_id, prefix FROM api_keys WHERE id IN ({live}) \
+                       UNION ALL \
+                       SELECT id, user_id, team_id, prefix FROM deleted_api_keys WHERE id IN ({revoked})) k \
+                 LEFT JOIN users u ON u.id = k.user_id LEFT JOIN teams t ON t.id = k.team_id"
+            ));
+            args.extend(keys.iter().map(Uuid::to_string));
+            args.extend(keys.iter().map(Uuid::to_string));
+        }
+        let mut names = AuditNames::default();
+        if branches.is_empty() {
+            return Ok(names);
+        }
+        let sql = branches.join(" UNION ALL ");
+        let mut query = sqlx::query(&sql);
+        for arg in args {
+            query = query.bind(arg);
+        }
+        for row in query.fetch_all(self.pool()).await? {
+            let kind: String = row.try_get("kind")?;
+            let id: String = row.try_get("id")?;
+            let name: Option<String> = row.try_get("name")?;
+            match kind.as_str() {
+                "user" => {
+                    names
+                        .users
+                        .insert(uuid("users", &id)?, name.unwrap_or_default());
+                }
+                "team" => {
+                    names
+                        .teams
+                        .insert(uuid("teams", &id)?, name.unwrap_or_default());
+                }
+                _ => {
+                    let user_id: Option<String> = row.try_get("user_id")?;
+                    let team_id: Option<String> = row.try_get("team_id")?;
+                    names.keys.insert(
+                        uuid("api_keys", &id)?,
+                        KeyOwner {
+                            prefix: row
+                                .try_get::<Option<String>, _>("prefix")?
+                                .unwrap_or_default(),
+                            user_id: uuid("api_keys", user_id.as_deref().unwrap_or_default())?,
+                            user_name: name,
+                            team_id: team_id
+                                .as_deref()
+                                .map(|t| uuid("api_keys", t))
+                                .transpose()?,
+                            team_name: row.try_get("team_name")?,
+                        },
+                    );
+                }
+            }
+        }
+        Ok(names)
     }
 }

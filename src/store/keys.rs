@@ -44,6 +44,15 @@ fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
     })
 }
 
+/// A key with its owner's userName and its team's display name, for `key list`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NamedKey {
+    pub key: ApiKey,
+    pub user_name: String,
+    /// None for a key without a team.
+    pub team_name: Option<String>,
+}
+
 impl Store {
     /// Stores a new key. A team-scoped key needs its user to be a member of the team
     /// ([`StoreError::NotAMember`] otherwise), checked in the same transaction as the
@@ -67,6 +76,38 @@ impl Store {
             }
         };
         rows.iter().map(key_from_row).collect()
+    }
+
+    /// [`Store::list_keys`] with the names an operator reads, joined in the same query.
+    pub async fn list_keys_named(&self, user_id: Option<Uuid>) -> StoreResult<Vec<NamedKey>> {
+        let select = "SELECT k.id, k.user_id, k.team_id, k.name, k.prefix, k.created, k.expires, \
+                      k.blocked_by, u.user_name AS owner_name, t.display_name AS team_name \
+                      FROM api_keys k JOIN users u ON u.id = k.user_id \
+                      LEFT JOIN teams t ON t.id = k.team_id";
+        let rows = match user_id {
+            Some(user) => {
+                sqlx::query(&format!(
+                    "{select} WHERE k.user_id = $1 ORDER BY k.created, k.id"
+                ))
+                .bind(user.to_string())
+                .fetch_all(self.pool())
+                .await?
+            }
+            None => {
+                sqlx::query(&format!("{select} ORDER BY k.created, k.id"))
+                    .fetch_all(self.pool())
+                    .await?
+            }
+        };
+        rows.iter()
+            .map(|row| {
+                Ok(NamedKey {
+                    key: key_from_row(row)?,
+                    user_name: row.try_get("owner_name")?,
+                    team_name: row.try_get("team_name")?,
+                })
+            })
+            .collect()
     }
 
     /// Revokes one key: it leaves api_keys for deleted_api_keys. False when no such key.

@@ -27,9 +27,9 @@ mod teams;
 mod users;
 mod watermark;
 
-pub use audit::{AuditEntry, ExportedEntry};
+pub use audit::{AuditEntry, AuditNames, ExportedEntry, KeyOwner};
 pub use backup::{backup_sqlite, BackupError};
-pub use keys::{DeletedKey, KeyPrincipal};
+pub use keys::{DeletedKey, KeyPrincipal, NamedKey};
 pub use locks::SyncLock;
 
 use chrono::{DateTime, SecondsFormat, Utc};

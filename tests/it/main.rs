@@ -15,6 +15,7 @@ mod fuzz_entries;
 
 mod architecture;
 mod auth_and_keys;
+mod cli_output;
 mod concurrency;
 mod connections;
 mod crash;
