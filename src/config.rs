@@ -1026,6 +1026,40 @@ mod tests {
     }
 
     #[test]
+    fn adopt_rules_name_idps_and_never_the_idp_itself() {
+        let parse = |text: &str| {
+            Config::from_toml(text, Path::new("c.toml")).and_then(|c| c.validate().map(|()| c))
+        };
+        let ok = parse("[ownership]\nadopt = { entra = [\"default\", \"okta\", \"manual\"] }\n")
+            .unwrap();
+        assert_eq!(
+            ok.ownership.adopt["entra"],
+            ["default", "okta", "manual"].map(str::to_owned)
+        );
+        for (text, expected) in [
+            (
+                "[ownership]\nadopt = { entra = [\"entra\"] }\n",
+                "names \"entra\" itself",
+            ),
+            (
+                "[ownership]\nadopt = { \"bad name\" = [\"okta\"] }\n",
+                "must be 1 to 64 letters",
+            ),
+            (
+                "[ownership]\nadopt = { entra = [\"okta prod\"] }\n",
+                "must be 1 to 64 letters",
+            ),
+        ] {
+            let err = parse(text).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+        }
+        assert!(
+            Config::from_toml("[ownership]\nadopts = {}\n", Path::new("c.toml")).is_err(),
+            "an unknown key is refused"
+        );
+    }
+
+    #[test]
     fn audit_retention_defaults_to_400_days_and_accepts_never() {
         let parse = |text: &str| Config::from_toml(text, Path::new("c.toml"));
         let defaults = parse("").unwrap();
