@@ -17,8 +17,13 @@
 //!   replica continues from exactly what was applied. The first run, a base written
 //!   for another configuration or format, a cursor the IdP no longer knows (410: the
 //!   cursor is cleared and the run resyncs in full), and managed groups with nested
-//!   groups mean a full pull. A delta run that fails, or whose plan is refused,
-//!   applies nothing and keeps the base and cursor.
+//!   groups mean a full pull. A delta run that fails applies nothing, and one whose
+//!   plan is refused applies only its additions and updates: both keep the base and
+//!   cursor.
+//! - A plan refused by a guard is kept in quarantine for an operator (`scimsync
+//!   plans`); until it is decided, the IdP's runs apply additions and updates and
+//!   hold every removal back (`Engine::apply_or_quarantine`), and say so in
+//!   `last_result` and /metrics.
 //! - After [`BACKOFF_AFTER`] failures in a row the IdP is skipped for an exponentially
 //!   growing while (a warning and the `scimsync_sync_backoff_seconds` gauge say so);
 //!   the first success puts it back on its schedule.

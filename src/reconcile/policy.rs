@@ -310,7 +310,7 @@ pub fn guard_verdict(plan: &Plan, actual: &Actual, policy: &Policy) -> Option<Gu
     // For a whole count, "more than ratio × managed" is "more than floor(ratio × managed)".
     let ratio_limit = (policy.max_deletion_ratio * managed as f64).floor() as u64;
     let limit = policy.max_deletions.min(ratio_limit);
-    (deletions > limit).then(|| GuardVerdict {
+    (deletions > limit).then_some(GuardVerdict {
         guard: Guard::Deletions,
         refused,
         count: deletions,
@@ -379,7 +379,7 @@ fn membership_verdict(
     let limit = policy
         .max_membership_removals
         .min(ratio_limit.max(ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS));
-    (removals > limit).then(|| GuardVerdict {
+    (removals > limit).then_some(GuardVerdict {
         guard: Guard::MembershipRemovals,
         refused,
         count: removals,
