@@ -298,8 +298,9 @@ impl Engine {
         refuse_if_guarded(&held)?;
         let held_back = held_removals(&held);
         let applied = apply_planned(&mut tx, held, held_change).await?;
-        let id = match (&refusal, pending) {
-            (Some(verdict), pending) => {
+        let kept_id = pending.as_ref().map(|(kept, _)| kept.id);
+        let id = match &refusal {
+            Some(verdict) => {
                 let actual = load_actual(&mut tx, change.desired, change.policy).await?;
                 let mut remaining = plan(change.desired, &actual, change.policy)?;
                 remaining.fingerprint = Some(fingerprint(&actual));
@@ -322,15 +323,15 @@ impl Engine {
                     &snapshot,
                     change.actor,
                 )
-                .await?
+                .await
+                .map(Some)?
             }
-            (None, Some((kept, _))) => kept.id,
-            (None, None) => unreachable!("returned above when nothing is refused or pending"),
+            None => kept_id,
         };
         tx.commit().await?;
         Ok(Synced {
             applied,
-            quarantined: Some(Quarantined {
+            quarantined: id.map(|id| Quarantined {
                 id,
                 refusal,
                 held: held_back,
