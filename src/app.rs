@@ -107,7 +107,17 @@ async fn readyz(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_exposition() -> impl IntoResponse {
+async fn metrics_exposition(State(state): State<AppState>) -> impl IntoResponse {
+    // Plans are approved and rejected from the shell, in another process: the count
+    // is read from the store when scraped rather than kept by this one.
+    match state.store.pending_quarantine_counts().await {
+        Ok(pending) => {
+            for idp in &state.current_config().idp {
+                crate::metrics::quarantined_plans(&idp.name, &pending);
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count the quarantined plans for /metrics"),
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,

@@ -51,6 +51,10 @@ pub enum Command {
     Plan(PlanArgs),
     /// Make the store match a snapshot, or apply a plan saved with `plan --out`.
     Apply(ApplyArgs),
+    /// Plans a guard refused in a scheduled sync, kept for an operator: list, show,
+    /// approve or reject them. While an IdP has one, its syncs apply no removals.
+    #[command(subcommand)]
+    Plans(PlansCommand),
     /// Show the audit log: every applied operation with its time, trigger and actor.
     /// `audit export` streams it as JSON lines for shipping elsewhere.
     Audit(AuditArgs),
@@ -137,6 +141,41 @@ pub enum KeyCommand {
     Revoke { id: String },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PlansCommand {
+    /// The plans awaiting a decision, newest first.
+    List {
+        /// Also the plans decided already (approved, rejected, superseded).
+        #[arg(long)]
+        all: bool,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// One plan, shown like `scimsync plan`, with why it was refused.
+    Show {
+        id: i64,
+        #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
+        format: OutputFormat,
+    },
+    /// Apply a plan, deletions allowed, if the store has not changed since it was
+    /// made. If it has, nothing is applied: the plan is made again from the same IdP
+    /// state against the store as it is now and kept for review in its place (exit 2).
+    Approve {
+        id: i64,
+        /// Who decides, for the audit log (default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+    /// Drop a plan without applying it. The IdP's next sync plans afresh (and is
+    /// refused again if the IdP still says the same).
+    Reject {
+        id: i64,
+        /// Who decides, for the audit log (default: $USER).
+        #[arg(long, value_name = "NAME")]
+        by: Option<String>,
+    },
+}
+
 /// A failure meant for the operator: printed as is, exit code 1.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -195,6 +234,7 @@ pub async fn run(cli: Cli, config: Config) -> anyhow::Result<i32> {
         }
         Command::Plan(args) => plan_command(&config, args).await,
         Command::Apply(args) => apply_command(&config, args).await,
+        Command::Plans(command) => plans_command(&config, command).await,
         Command::Audit(args) => audit_command(&config, args).await,
         Command::Backup(args) => backup_command(&config, args).await,
         Command::Pull(args) => pull_command(&config, args).await,
@@ -797,6 +837,159 @@ async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> 
         lock.release().await;
     }
     Ok(0)
+}
+
+/// Who decides about a quarantined plan, for the audit log: `--by`, else the login
+/// name, else "cli".
+fn decider(by: Option<String>) -> anyhow::Result<crate::reconcile::Actor> {
+    let name = by
+        .or_else(|| std::env::var("USER").ok())
+        .or_else(|| std::env::var("LOGNAME").ok())
+        .map(|n| n.trim().to_owned())
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| "cli".to_owned());
+    if name.len() > 128 || name.chars().any(char::is_control) {
+        return fail("--by must be 1 to 128 printable characters");
+    }
+    Ok(crate::reconcile::Actor::new(
+        crate::domain::Trigger::Cli,
+        name,
+    ))
+}
+
+fn plan_status(p: &crate::store::quarantine::QuarantinedPlan) -> String {
+    match (&p.decision, &p.decided_by, p.superseded_by) {
+        (None, _, _) => "pending".to_owned(),
+        (Some(d), by, Some(next)) => {
+            format!("{d} by {} (see plan {next})", by.as_deref().unwrap_or("?"))
+        }
+        (Some(d), by, None) => format!("{d} by {}", by.as_deref().unwrap_or("?")),
+    }
+}
+
+async fn plans_command(config: &Config, command: PlansCommand) -> anyhow::Result<i32> {
+    use crate::reconcile::{render, Approval, Engine, Plan, Policy};
+    let store = open_store(config).await?;
+    match command {
+        PlansCommand::List { all, format } => {
+            let plans = store.quarantined_plans(all).await?;
+            match format {
+                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plans)?),
+                OutputFormat::Text => {
+                    if plans.is_empty() {
+                        eprintln!(
+                            "No plans {}.",
+                            if all {
+                                "were ever quarantined"
+                            } else {
+                                "await a decision"
+                            }
+                        );
+                        return Ok(0);
+                    }
+                    println!(
+                        "{:<6} {:<16} {:<7} {:<27} {:<24} REASON",
+                        "ID", "IDP", "TRIGGER", "CREATED", "STATUS"
+                    );
+                    for p in plans {
+                        println!(
+                            "{:<6} {:<16} {:<7} {:<27} {:<24} {}",
+                            p.id,
+                            p.idp,
+                            p.trigger,
+                            crate::store::format_ts(p.created),
+                            plan_status(&p),
+                            p.reason
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        PlansCommand::Show { id, format } => {
+            let Some((kept, body)) = store.quarantined_plan(id).await? else {
+                return fail(format!(
+                    "there is no quarantined plan {id}; `scimsync plans list --all` lists them"
+                ));
+            };
+            let plan: Option<Plan> = serde_json::from_str(&body.plan).ok();
+            match format {
+                OutputFormat::Json => {
+                    let rendered: serde_json::Value = match &plan {
+                        Some(plan) => serde_json::from_str(&render::render_json(plan))?,
+                        None => serde_json::Value::Null,
+                    };
+                    let mut doc = serde_json::to_value(&kept)?;
+                    doc["plan"] = rendered;
+                    println!("{}", serde_json::to_string_pretty(&doc)?);
+                }
+                OutputFormat::Text => {
+                    println!(
+                        "Plan {} of IdP {:?}, kept {} ({}): {}",
+                        kept.id,
+                        kept.idp,
+                        crate::store::format_ts(kept.created),
+                        kept.trigger,
+                        plan_status(&kept)
+                    );
+                    println!("Why: {}\n", kept.reason);
+                    match &plan {
+                        Some(plan) => {
+                            print!("{}", render::render_text(plan, stdout_is_terminal()))
+                        }
+                        // Kept by another version: its own rendering still says what it does.
+                        None => print!("{}", body.rendered),
+                    }
+                    if kept.is_pending() {
+                        println!(
+                            "\nApprove it (deletions allowed) with `scimsync plans approve {id}`, \
+                             or drop it with `scimsync plans reject {id}`."
+                        );
+                    }
+                }
+            }
+            Ok(0)
+        }
+        PlansCommand::Approve { id, by } => {
+            let actor = decider(by)?;
+            let policy = Policy::from_config(config, crate::store::now());
+            match Engine::new(store)
+                .approve_quarantined(id, &policy, &actor)
+                .await
+                .map_err(engine_error)?
+            {
+                Approval::Applied(applied) => {
+                    println!(
+                        "Approved plan {id}: {} operations applied, {} already in place.",
+                        applied.summary.applied, applied.summary.unchanged
+                    );
+                    Ok(0)
+                }
+                Approval::Replanned { id: new, plan } => {
+                    print!("{}", render::render_text(&plan, stdout_is_terminal()));
+                    eprintln!(
+                        "\nNothing was applied: the store has changed since plan {id} was made. \
+                         It was planned again from the same IdP state against the store as it \
+                         is now (above) and kept as plan {new} in its place. Review it, then \
+                         `scimsync plans approve {new}` or `scimsync plans reject {new}`."
+                    );
+                    Ok(2)
+                }
+            }
+        }
+        PlansCommand::Reject { id, by } => {
+            let actor = decider(by)?;
+            let kept = Engine::new(store)
+                .reject_quarantined(id, &actor)
+                .await
+                .map_err(engine_error)?;
+            println!(
+                "Rejected plan {id}; nothing was applied. IdP {:?}'s next sync plans afresh.",
+                kept.idp
+            );
+            Ok(0)
+        }
+    }
 }
 
 /// The sync lock of the IdP `name`, or an error saying who may hold it.

@@ -178,14 +178,21 @@ impl From<crate::reconcile::EngineError> for ApiError {
             E::Plan(P::UnknownMember { .. } | P::Invalid(_))
             | E::Apply(ApplyError::InvalidPlan(_))
             | E::NotAMember { .. } => ApiError::bad_request(ScimType::InvalidValue, e.to_string()),
-            E::Plan(P::NotFound { .. }) => ApiError::not_found(e.to_string()),
+            E::Plan(P::NotFound { .. }) | E::NoSuchQuarantinedPlan(_) => {
+                ApiError::not_found(e.to_string())
+            }
             E::Plan(P::NotOwned { .. }) => ApiError::forbidden(e.to_string()),
             E::PreconditionFailed => ApiError::new(StatusCode::PRECONDITION_FAILED, e.to_string()),
             // SCIM writes delete only what they name, so the guards cannot trip there;
             // should one, the client sees a refusal, not a 500. Saved plans are the CLI's.
             E::Plan(P::DeletionGuard { .. } | P::MembershipGuard { .. })
             | E::StalePlan
-            | E::UnfingerprintedPlan => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            | E::UnfingerprintedPlan
+            | E::AlreadyDecided { .. } => ApiError::new(StatusCode::CONFLICT, e.to_string()),
+            E::UnreadableQuarantinedPlan { .. } => {
+                tracing::error!(error = %e, "a quarantined plan cannot be read");
+                ApiError::internal()
+            }
             E::Store(e) | E::Apply(ApplyError::Store(e)) => e.into(),
         }
     }

@@ -102,7 +102,7 @@ fn describe() {
     );
     describe_counter!(
         "scimsync_sync_runs_total",
-        "IdP sync runs, by IdP and outcome (success, partial, failed, refused by the deletion guard)."
+        "IdP sync runs, by IdP and outcome (success, partial, failed, quarantined: removals held back while a plan refused by a guard awaits a decision)."
     );
     describe_counter!(
         "scimsync_sync_pulls_total",
@@ -117,6 +117,14 @@ fn describe() {
         "scimsync_last_successful_sync_timestamp_seconds",
         Unit::Seconds,
         "Unix time of the last successful sync of each IdP (any replica); 0 if it never synced."
+    );
+    describe_gauge!(
+        "scimsync_quarantined_plans",
+        "Plans of each IdP refused by a guard and awaiting an operator's decision (scimsync plans); while there is one, the IdP's syncs apply no removals."
+    );
+    describe_counter!(
+        "scimsync_guard_refusals_total",
+        "Sync plans refused by a guard and kept in quarantine, by IdP and guard (deletions, membership_removals)."
     );
     describe_gauge!(
         "scimsync_sync_backoff_seconds",
@@ -162,7 +170,10 @@ fn describe() {
 }
 
 /// The sync outcomes `sync_run` counts, each present from start for every IdP.
-const SYNC_OUTCOMES: [&str; 4] = ["success", "partial", "failed", "refused"];
+const SYNC_OUTCOMES: [&str; 4] = ["success", "partial", "failed", "quarantined"];
+
+/// The guards `guard_refusal` counts, each present from start for every IdP.
+const GUARDS: [&str; 2] = ["deletions", "membership_removals"];
 
 /// The pull kinds `sync_pull` counts, each present from start for every IdP.
 const PULL_KINDS: [&str; 3] = ["full", "delta", "resync"];
@@ -192,7 +203,28 @@ pub fn register_idps<'a>(idps: impl IntoIterator<Item = (&'a str, Option<f64>)>)
         }
         metrics::counter!("scimsync_idp_throttles_total", "idp" => idp.to_owned()).increment(0);
         metrics::counter!("scimsync_idp_retries_total", "idp" => idp.to_owned()).increment(0);
+        for guard in GUARDS {
+            metrics::counter!("scimsync_guard_refusals_total", "idp" => idp.to_owned(), "guard" => guard)
+                .increment(0);
+        }
+        metrics::gauge!("scimsync_quarantined_plans", "idp" => idp.to_owned()).increment(0.0);
     }
+}
+
+/// A sync plan a guard refused (and kept in quarantine).
+pub fn guard_refusal(idp: &str, guard: &'static str) {
+    metrics::counter!("scimsync_guard_refusals_total", "idp" => idp.to_owned(), "guard" => guard)
+        .increment(1);
+}
+
+/// Sets `idp`'s count of plans awaiting a decision from the store's `pending` counts
+/// (IdPs without any are not in them).
+pub fn quarantined_plans(idp: &str, pending: &[(String, i64)]) {
+    let count = pending
+        .iter()
+        .find(|(name, _)| name == idp)
+        .map_or(0, |(_, n)| *n);
+    metrics::gauge!("scimsync_quarantined_plans", "idp" => idp.to_owned()).set(count as f64);
 }
 
 pub fn http_request(method: &str, route: &str, status: u16, latency: Duration) {

@@ -17,8 +17,13 @@
 //!   replica continues from exactly what was applied. The first run, a base written
 //!   for another configuration or format, a cursor the IdP no longer knows (410: the
 //!   cursor is cleared and the run resyncs in full), and managed groups with nested
-//!   groups mean a full pull. A delta run that fails, or whose plan is refused,
-//!   applies nothing and keeps the base and cursor.
+//!   groups mean a full pull. A delta run that fails applies nothing, and one whose
+//!   plan is refused applies only its additions and updates: both keep the base and
+//!   cursor.
+//! - A plan refused by a guard is kept in quarantine for an operator (`scimsync
+//!   plans`); until it is decided, the IdP's runs apply additions and updates and
+//!   hold every removal back (`Engine::apply_or_quarantine`), and say so in
+//!   `last_result` and /metrics.
 //! - After [`BACKOFF_AFTER`] failures in a row the IdP is skipped for an exponentially
 //!   growing while (a warning and the `scimsync_sync_backoff_seconds` gauge say so);
 //!   the first success puts it back on its schedule.
@@ -26,7 +31,7 @@
 use crate::config::Config;
 use crate::domain::Trigger;
 use crate::idp::{self, Idp, NextBase, PullKind, ScheduledPull};
-use crate::reconcile::{self, Actor, Engine, EngineError, Policy, PullState, Request};
+use crate::reconcile::{self, Actor, Engine, EngineError, Policy, PullState, Quarantine, Request};
 use crate::state::AppState;
 use crate::store::Store;
 use chrono::{DateTime, Utc};
@@ -46,8 +51,9 @@ pub struct SyncReport {
     pub idp: String,
     pub started: DateTime<Utc>,
     pub duration_ms: u64,
-    /// `success`, `partial` (applied without deletions), `refused` (the deletion guard
-    /// tripped), or `failed`.
+    /// `success`, `partial` (applied without deletions), `quarantined` (additions and
+    /// updates applied, removals held back: a guard refused this run's plan, or an
+    /// earlier one still awaits a decision; see `quarantined`), or `failed`.
     pub outcome: &'static str,
     /// How the IdP was read: `full`, `delta`, or `resync` (a full pull after the IdP
     /// refused the stored delta cursor).
@@ -62,11 +68,44 @@ pub struct SyncReport {
     pub problems: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// The IdP's plan in quarantine, when it has one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<QuarantineNote>,
+}
+
+/// What a run says about the IdP's plan in quarantine.
+#[derive(Debug, Clone, Serialize)]
+pub struct QuarantineNote {
+    /// Its id, for `scimsync plans show|approve|reject`.
+    pub plan: i64,
+    /// This run's own plan was refused (`reason` says why); false when an earlier
+    /// refusal still awaits a decision.
+    pub refused: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The removals this run left out, as its plan's warning says.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub held: Vec<String>,
 }
 
 impl SyncReport {
     pub fn succeeded(&self) -> bool {
         self.outcome == "success"
+    }
+
+    /// Whether the run applied its complete desired state as far as policy lets it:
+    /// a success, or a run whose removals wait in quarantine. Such a run is no failure
+    /// (no backoff): it applied what it safely could, and the operator has the rest.
+    pub fn applied(&self) -> bool {
+        matches!(self.outcome, "success" | "quarantined")
+    }
+
+    /// Whether the run's pull may be what the next delta applies to: not when a guard
+    /// refused its plan (see `Engine::apply_or_quarantine`).
+    fn moves_base_on(&self) -> bool {
+        self.applied() && !self.quarantined.as_ref().is_some_and(|q| q.refused)
     }
 }
 
@@ -161,6 +200,7 @@ async fn sync_once_inner(
         destroy: 0,
         problems: Vec::new(),
         error: None,
+        quarantined: None,
     };
     let mut next = None;
     let (pulled, had_cursor) = pull(store, idp, mode).await;
@@ -188,9 +228,9 @@ async fn sync_once_inner(
             let desired = pull.snapshot.into_desired();
             let policy = Policy::from_config(config, crate::store::now());
             let base = next.as_ref().map(|next| (idp.name.as_str(), next));
-            match apply(store, &desired, &policy, actor, base).await {
-                Ok(plan) => {
-                    let counts = plan.counts();
+            match apply(store, &idp.name, &desired, &policy, actor, base).await {
+                Ok(synced) => {
+                    let counts = synced.applied.plan.counts();
                     report.add = counts.add;
                     report.change = counts.change;
                     report.destroy = counts.destroy;
@@ -199,10 +239,20 @@ async fn sync_once_inner(
                     } else {
                         "partial"
                     };
-                }
-                Err(e) if e.is_guard_refusal() => {
-                    report.outcome = "refused";
-                    report.error = Some(e.to_string());
+                    if let Some(q) = synced.quarantined {
+                        report.outcome = "quarantined";
+                        if let Some(verdict) = &q.refusal {
+                            crate::metrics::guard_refusal(&idp.name, verdict.guard.as_str());
+                            report.error = Some(verdict.reason());
+                        }
+                        report.quarantined = Some(QuarantineNote {
+                            plan: q.id,
+                            refused: q.refusal.is_some(),
+                            guard: q.refusal.as_ref().map(|v| v.guard.as_str()),
+                            reason: q.refusal.as_ref().map(|v| v.reason()),
+                            held: q.held,
+                        });
+                    }
                 }
                 Err(e) => report.error = Some(e.to_string()),
             }
@@ -210,11 +260,15 @@ async fn sync_once_inner(
     }
     report.duration_ms = u64::try_from(clock.elapsed().as_millis()).unwrap_or(u64::MAX);
     crate::metrics::sync_run(&idp.name, report.outcome, clock.elapsed());
+    match store.pending_quarantine_counts().await {
+        Ok(counts) => crate::metrics::quarantined_plans(&idp.name, &counts),
+        Err(e) => tracing::warn!(idp = %idp.name, error = %e, "cannot count the quarantined plans"),
+    }
     let result = serde_json::to_value(&report).unwrap_or_default();
-    // Only a run that was applied in full moved the cursor and base on (in `apply`):
-    // after a failed, partial or refused one the next run reads the same changes again.
-    let next = next.filter(|_| report.succeeded());
-    if had_cursor && report.succeeded() && next.is_none() {
+    // Only a run that was applied, and not refused, moved the cursor and base on (in
+    // `apply`): after any other the next run reads the same changes again.
+    let next = next.filter(|_| report.moves_base_on());
+    if had_cursor && report.moves_base_on() && next.is_none() {
         // No state to apply a delta to (nested groups, no change tracking): a cursor
         // left from earlier would only mislead.
         if let Err(e) = store.clear_delta_cursor(&idp.name).await {
@@ -222,7 +276,7 @@ async fn sync_once_inner(
         }
     }
     match store
-        .record_sync(&idp.name, started, report.succeeded(), &result, None)
+        .record_sync(&idp.name, started, report.applied(), &result, None)
         .await
     {
         Ok(state) => {
@@ -248,6 +302,11 @@ async fn sync_once_inner(
     if report.succeeded() {
         tracing::info!(idp = %report.idp, duration_ms = report.duration_ms, pull = ?report.pull,
             add = report.add, change = report.change, destroy = report.destroy, "IdP sync done");
+    } else if let Some(q) = &report.quarantined {
+        tracing::warn!(idp = %report.idp, plan = q.plan, refused_now = q.refused,
+            reason = q.reason.as_deref().unwrap_or(""), add = report.add, change = report.change,
+            "IdP sync applied additions and updates only: a plan of this IdP is in quarantine \
+             (scimsync plans show {})", q.plan);
     } else {
         tracing::warn!(idp = %report.idp, outcome = report.outcome, duration_ms = report.duration_ms,
             error = report.error.as_deref().unwrap_or(""), problems = report.problems.len(),
@@ -256,15 +315,18 @@ async fn sync_once_inner(
     report
 }
 
-/// Applies `desired`; with `base` (the IdP's name and the run's delta base), stores
-/// the base in the same transaction, so it is kept exactly when the plan is.
+/// Applies `desired`, a refused plan kept in quarantine (see
+/// [`Engine::apply_or_quarantine`]); with `base` (the IdP's name and the run's delta
+/// base), stores the base in the same transaction, so it is kept exactly when the
+/// plan is.
 async fn apply(
     store: &Store,
+    idp: &str,
     desired: &reconcile::Desired,
     policy: &Policy,
     actor: &Actor,
     base: Option<(&str, &NextBase)>,
-) -> Result<reconcile::Plan, EngineError> {
+) -> Result<reconcile::Synced, EngineError> {
     let request = Request {
         pull_state: base.map(|(idp, base)| PullState {
             idp,
@@ -273,8 +335,9 @@ async fn apply(
         }),
         ..Request::new(desired, policy, actor)
     };
-    let applied = Engine::new(store.clone()).apply(request).await?;
-    Ok(applied.plan)
+    Engine::new(store.clone())
+        .apply_or_quarantine(request, Quarantine { idp })
+        .await
 }
 
 /// One scheduled IdP: its connector (kept across runs, with its token) and the lock

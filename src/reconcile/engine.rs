@@ -13,11 +13,14 @@ use super::desired::{Desired, Scope};
 use super::load::{fingerprint, load_actual};
 use super::ops::Plan;
 use super::plan::{plan, plan_for_user};
-use super::policy::{check_deletion_guard, PlanError, Policy, ResourceKind};
+use super::policy::{check_deletion_guard, GuardVerdict, PlanError, Policy, ResourceKind};
+use super::render::render_text;
+use super::snapshot::Snapshot;
 use super::Actor;
 use crate::domain::{ApiKey, PurgeReason, Team, User};
 use crate::keys::{self, Secret};
 use crate::store::actual::AuditRecord;
+use crate::store::quarantine::{NewQuarantinedPlan, QuarantinedBody, QuarantinedPlan};
 use crate::store::{Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -54,6 +57,25 @@ pub enum EngineError {
     /// A key scoped to a team its user is not in.
     #[error("{user} is not a member of team {team:?}; add them to the team in the IdP first")]
     NotAMember { user: String, team: String },
+    #[error("there is no quarantined plan {0}; `scimsync plans list --all` lists them")]
+    NoSuchQuarantinedPlan(i64),
+    /// A decision about a plan that was decided already.
+    #[error(
+        "plan {id} was {decision} already (by {by}){}; nothing was done",
+        match superseded_by {
+            Some(next) => format!(": review plan {next} instead (`scimsync plans show {next}`)"),
+            None => String::new(),
+        }
+    )]
+    AlreadyDecided {
+        id: i64,
+        decision: String,
+        by: String,
+        superseded_by: Option<i64>,
+    },
+    /// A kept plan that cannot be read back (written by another version, or damaged).
+    #[error("quarantined plan {id} cannot be read: {reason}; reject it and let the next sync plan again")]
+    UnreadableQuarantinedPlan { id: i64, reason: String },
 }
 
 impl EngineError {
@@ -65,6 +87,45 @@ impl EngineError {
             EngineError::Plan(PlanError::DeletionGuard { .. } | PlanError::MembershipGuard { .. })
         )
     }
+}
+
+/// A change whose plan a guard may refuse, from a sync that nobody watches: a refused
+/// plan is kept for an operator instead of dropped (see [`Engine::apply_or_quarantine`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Quarantine<'a> {
+    pub idp: &'a str,
+}
+
+/// What [`Engine::apply_or_quarantine`] did.
+#[derive(Debug, Clone)]
+pub struct Synced {
+    /// What was applied: the whole plan, or, while the IdP has a plan in quarantine,
+    /// the plan without its removals.
+    pub applied: Applied,
+    /// The IdP's plan awaiting a decision, if any.
+    pub quarantined: Option<Quarantined>,
+}
+
+/// The plan of an IdP in quarantine, as a sync left it.
+#[derive(Debug, Clone)]
+pub struct Quarantined {
+    pub id: i64,
+    /// This change's own plan was refused (and is the one kept); when `None` an
+    /// earlier refusal is still awaiting a decision.
+    pub refusal: Option<GuardVerdict>,
+    /// Removals (deactivations, deletions, membership removals) left out of what was
+    /// applied.
+    pub held: Vec<String>,
+}
+
+/// What approving a quarantined plan did.
+#[derive(Debug, Clone)]
+pub enum Approval {
+    /// The store was as the plan found it: the plan was applied, deletions allowed.
+    Applied(Applied),
+    /// The store had changed: the kept desired state was planned again against it,
+    /// and the new plan is in quarantine in place of the old, for review.
+    Replanned { id: i64, plan: Plan },
 }
 
 /// Which versions of its target a change accepts (SCIM's If-Match, parsed).
@@ -164,6 +225,7 @@ impl Engine {
     ) -> Result<Applied, EngineError> {
         let mut tx = self.store.begin_write().await?;
         let plan = plan_in(&mut tx, change).await?;
+        refuse_if_guarded(&plan)?;
         show(&plan);
         let summary = apply(&mut tx, &plan, change.actor).await?;
         tx.commit().await?;
@@ -193,6 +255,226 @@ impl Engine {
         let summary = apply(&mut tx, &plan, actor).await?;
         tx.commit().await?;
         Ok(Applied { plan, summary })
+    }
+
+    /// A sync's change (scheduled or one-off pull): applied whole when the guards
+    /// allow it and the IdP has no plan in quarantine. Otherwise additions and
+    /// updates are applied and removals held back (the plan is made again with
+    /// `hold_removals`), and a refused plan is kept in quarantine for an operator:
+    /// the plan of what is left once the additions are in, with the store's
+    /// fingerprint after them, so that approving it applies exactly what was shown.
+    pub async fn apply_or_quarantine(
+        &self,
+        change: Request<'_>,
+        quarantine: Quarantine<'_>,
+    ) -> Result<Synced, EngineError> {
+        let mut tx = self.store.begin_write().await?;
+        let pending = tx.pending_quarantined_plan(quarantine.idp).await?;
+        let whole = plan_in(&mut tx, change).await?;
+        let refusal = whole.refusal().cloned();
+        if refusal.is_none() && pending.is_none() {
+            let applied = apply_planned(&mut tx, whole, change).await?;
+            tx.commit().await?;
+            return Ok(Synced {
+                applied,
+                quarantined: None,
+            });
+        }
+        drop(whole);
+        let holding = Policy {
+            hold_removals: true,
+            ..change.policy.clone()
+        };
+        let held_change = Request {
+            policy: &holding,
+            // A refused run's pull is suspect: its delta base must not become what the
+            // next runs apply their changes to, or a glitch that heals without a change
+            // of its own would outlive the decision about it.
+            pull_state: change.pull_state.filter(|_| refusal.is_none()),
+            ..change
+        };
+        let held = plan_in(&mut tx, held_change).await?;
+        // Without removals there is nothing for a guard to refuse; checked all the same.
+        refuse_if_guarded(&held)?;
+        let held_back = held_removals(&held);
+        let applied = apply_planned(&mut tx, held, held_change).await?;
+        let kept_id = pending.as_ref().map(|(kept, _)| kept.id);
+        let id = match &refusal {
+            Some(verdict) => {
+                let actual = load_actual(&mut tx, change.desired, change.policy).await?;
+                let mut remaining = plan(change.desired, &actual, change.policy)?;
+                remaining.fingerprint = Some(fingerprint(&actual));
+                // Kept with the plan, so that an approval can plan it again when the
+                // store has moved on.
+                let snapshot = Snapshot::from_desired(change.desired)
+                    .and_then(|s| serde_json::to_string(&s).ok())
+                    .ok_or_else(|| {
+                        EngineError::Plan(PlanError::Invalid(
+                            "only a pull's desired state can be kept in quarantine".into(),
+                        ))
+                    })?;
+                keep(
+                    &mut tx,
+                    pending,
+                    quarantine.idp,
+                    change.actor.trigger.as_str(),
+                    &verdict.reason(),
+                    &remaining,
+                    &snapshot,
+                    change.actor,
+                )
+                .await
+                .map(Some)?
+            }
+            None => kept_id,
+        };
+        tx.commit().await?;
+        Ok(Synced {
+            applied,
+            quarantined: id.map(|id| Quarantined {
+                id,
+                refusal,
+                held: held_back,
+            }),
+        })
+    }
+
+    /// Approves a quarantined plan: applied as it was kept, deletions allowed, when
+    /// the store is still what it was made against (its fingerprint); otherwise the
+    /// kept desired state is planned again against the store as it is now, and the
+    /// new plan replaces the old one in quarantine, for the operator to review (an
+    /// approval never applies anything the operator has not seen). Audited either way.
+    pub async fn approve_quarantined(
+        &self,
+        id: i64,
+        policy: &Policy,
+        actor: &Actor,
+    ) -> Result<Approval, EngineError> {
+        let mut tx = self.store.begin_write().await?;
+        let (kept, body) = tx
+            .quarantined_plan(id)
+            .await?
+            .ok_or(EngineError::NoSuchQuarantinedPlan(id))?;
+        let kept = pending(kept)?;
+        let kept_plan = read_kept_plan(id, &body)?;
+        let everything = Desired::new(kept_plan.source.clone(), Scope::Everything);
+        let actual = load_actual(&mut tx, &everything, policy).await?;
+        let now = crate::store::now();
+        if fingerprint(&actual) == kept.fingerprint {
+            let summary = apply(&mut tx, &kept_plan, actor).await?;
+            tx.decide_quarantined_plan(id, "approved", &actor.name, now)
+                .await?;
+            let mut detail = plan_detail(&kept.idp, &kept_plan, &kept.reason);
+            detail["applied"] = json!(summary.applied);
+            audit_plan(&mut tx, actor, "approve_plan", id, detail).await?;
+            tx.commit().await?;
+            return Ok(Approval::Applied(Applied {
+                plan: kept_plan,
+                summary,
+            }));
+        }
+        let snapshot = Snapshot::parse(&body.snapshot).map_err(|e| {
+            EngineError::UnreadableQuarantinedPlan {
+                id,
+                reason: e.to_string(),
+            }
+        })?;
+        let desired = snapshot.into_desired();
+        let actual = load_actual(&mut tx, &desired, policy).await?;
+        let mut replanned = plan(&desired, &actual, policy)?;
+        replanned.fingerprint = Some(fingerprint(&actual));
+        if replanned.is_empty() {
+            // Nothing is left to do (the store caught up some other way): approving
+            // it can only mean closing it.
+            tx.decide_quarantined_plan(id, "approved", &actor.name, now)
+                .await?;
+            let mut detail = plan_detail(&kept.idp, &replanned, &kept.reason);
+            detail["applied"] = json!(0);
+            audit_plan(&mut tx, actor, "approve_plan", id, detail).await?;
+            tx.commit().await?;
+            return Ok(Approval::Applied(Applied {
+                plan: replanned,
+                summary: ApplySummary::default(),
+            }));
+        }
+        tx.decide_quarantined_plan(id, "superseded", &actor.name, now)
+            .await?;
+        let reason = format!(
+            "planned again when plan {id} was approved: the store had changed since it was made{}",
+            match replanned.refusal() {
+                Some(verdict) => format!("; {}", verdict.reason()),
+                None => String::new(),
+            }
+        );
+        let new_id = tx
+            .insert_quarantined_plan(
+                NewQuarantinedPlan {
+                    idp: &kept.idp,
+                    trigger: actor.trigger.as_str(),
+                    reason: &reason,
+                    fingerprint: replanned.fingerprint.as_deref().unwrap_or_default(),
+                    plan: &serde_json::to_string(&replanned).map_err(|e| {
+                        EngineError::Store(StoreError::Corrupt {
+                            table: "quarantined_plans",
+                            detail: format!("cannot encode the plan: {e}"),
+                        })
+                    })?,
+                    rendered: &render_text(&replanned, false),
+                    snapshot: &body.snapshot,
+                },
+                now,
+            )
+            .await?;
+        tx.mark_superseded_by(id, new_id).await?;
+        audit_plan(
+            &mut tx,
+            actor,
+            "replan_plan",
+            id,
+            json!({"idp": kept.idp, "superseded_by": new_id, "reason": "the store had changed"}),
+        )
+        .await?;
+        audit_plan(
+            &mut tx,
+            actor,
+            "quarantine_plan",
+            new_id,
+            plan_detail(&kept.idp, &replanned, &reason),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(Approval::Replanned {
+            id: new_id,
+            plan: replanned,
+        })
+    }
+
+    /// Rejects a quarantined plan: nothing is applied, the decision is audited, and
+    /// the IdP's next sync plans afresh (and is refused again if the IdP still says
+    /// the same).
+    pub async fn reject_quarantined(
+        &self,
+        id: i64,
+        actor: &Actor,
+    ) -> Result<QuarantinedPlan, EngineError> {
+        let mut tx = self.store.begin_write().await?;
+        let (kept, _) = tx
+            .quarantined_plan(id)
+            .await?
+            .ok_or(EngineError::NoSuchQuarantinedPlan(id))?;
+        let kept = pending(kept)?;
+        tx.decide_quarantined_plan(id, "rejected", &actor.name, crate::store::now())
+            .await?;
+        audit_plan(
+            &mut tx,
+            actor,
+            "reject_plan",
+            id,
+            json!({"idp": kept.idp, "reason": kept.reason}),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(kept)
     }
 
     /// A change computed from one user as it is now (SCIM PUT, PATCH and DELETE): the
@@ -382,10 +664,166 @@ pub(super) async fn apply_in(
     change: Request<'_>,
 ) -> Result<Applied, EngineError> {
     let plan = plan_in(tx, change).await?;
+    refuse_if_guarded(&plan)?;
+    apply_planned(tx, plan, change).await
+}
+
+/// Applies a plan already judged, keeping the pull's state with it.
+async fn apply_planned(
+    tx: &mut WriteTx,
+    plan: Plan,
+    change: Request<'_>,
+) -> Result<Applied, EngineError> {
     let summary = apply(tx, &plan, change.actor).await?;
     if let Some(pull) = change.pull_state {
         tx.save_delta_base(pull.idp, pull.cursor, pull.delta_base)
             .await?;
     }
     Ok(Applied { plan, summary })
+}
+
+/// A plan shows what the guards think of it; applying one they refuse is refused.
+fn refuse_if_guarded(plan: &Plan) -> Result<(), EngineError> {
+    match plan.refusal() {
+        Some(verdict) => Err(EngineError::Plan(verdict.error())),
+        None => Ok(()),
+    }
+}
+
+/// The removals a plan made with `hold_removals` left out, as its warnings say.
+fn held_removals(plan: &Plan) -> Vec<String> {
+    plan.warnings
+        .iter()
+        .filter(|w| w.starts_with("removals held back"))
+        .cloned()
+        .collect()
+}
+
+/// Whether two plans make the same changes (their verdicts and fingerprints aside).
+fn same_changes(kept: &str, plan: &Plan) -> bool {
+    serde_json::from_str::<Plan>(kept).is_ok_and(|kept| {
+        kept.ops == plan.ops
+            && kept.user_names == plan.user_names
+            && kept.team_names == plan.team_names
+    })
+}
+
+fn read_kept_plan(id: i64, body: &QuarantinedBody) -> Result<Plan, EngineError> {
+    serde_json::from_str(&body.plan).map_err(|e| EngineError::UnreadableQuarantinedPlan {
+        id,
+        reason: e.to_string(),
+    })
+}
+
+fn pending(kept: QuarantinedPlan) -> Result<QuarantinedPlan, EngineError> {
+    match (&kept.decision, &kept.decided_by) {
+        (Some(decision), by) if !kept.is_pending() => Err(EngineError::AlreadyDecided {
+            id: kept.id,
+            decision: decision.clone(),
+            by: by.clone().unwrap_or_default(),
+            superseded_by: kept.superseded_by,
+        }),
+        _ => Ok(kept),
+    }
+}
+
+/// One audit row about a kept plan, written with the transaction that decides it.
+async fn audit_plan(
+    tx: &mut WriteTx,
+    actor: &Actor,
+    operation: &'static str,
+    id: i64,
+    detail: serde_json::Value,
+) -> Result<(), EngineError> {
+    let record = AuditRecord {
+        operation,
+        target: format!("plan:{id}"),
+        detail,
+    };
+    tx.audit_at_commit(actor.trigger, &actor.name, crate::store::now(), &[record])
+        .await?;
+    Ok(())
+}
+
+/// What a kept plan is about, for its audit rows.
+fn plan_detail(idp: &str, plan: &Plan, reason: &str) -> serde_json::Value {
+    let counts = plan.counts();
+    json!({
+        "idp": idp,
+        "reason": reason,
+        "add": counts.add,
+        "change": counts.change,
+        "destroy": counts.destroy,
+        "fingerprint": plan.fingerprint,
+    })
+}
+
+/// Keeps `plan` as the IdP's plan awaiting a decision, in place of `pending` (one
+/// per IdP: a repeated refusal replaces the earlier one rather than piling up, and
+/// one with the very same changes stays the same plan). Returns its id.
+#[allow(clippy::too_many_arguments)]
+async fn keep(
+    tx: &mut WriteTx,
+    pending: Option<(QuarantinedPlan, QuarantinedBody)>,
+    idp: &str,
+    trigger: &str,
+    reason: &str,
+    plan: &Plan,
+    snapshot: &str,
+    actor: &Actor,
+) -> Result<i64, EngineError> {
+    let fingerprint = plan.fingerprint.clone().unwrap_or_default();
+    let plan_json = serde_json::to_string(plan).map_err(|e| {
+        EngineError::Store(StoreError::Corrupt {
+            table: "quarantined_plans",
+            detail: format!("cannot encode the plan: {e}"),
+        })
+    })?;
+    if let Some((old, body)) = &pending {
+        if same_changes(&body.plan, plan) {
+            tx.refresh_quarantined_plan(old.id, &fingerprint, &plan_json, snapshot)
+                .await?;
+            return Ok(old.id);
+        }
+    }
+    let now = crate::store::now();
+    if let Some((old, _)) = &pending {
+        tx.decide_quarantined_plan(old.id, "superseded", &actor.name, now)
+            .await?;
+    }
+    let rendered = render_text(plan, false);
+    let id = tx
+        .insert_quarantined_plan(
+            NewQuarantinedPlan {
+                idp,
+                trigger,
+                reason,
+                fingerprint: &fingerprint,
+                plan: &plan_json,
+                rendered: &rendered,
+                snapshot,
+            },
+            now,
+        )
+        .await?;
+    if let Some((old, _)) = &pending {
+        tx.mark_superseded_by(old.id, id).await?;
+        audit_plan(
+            tx,
+            actor,
+            "supersede_plan",
+            old.id,
+            json!({"idp": idp, "superseded_by": id}),
+        )
+        .await?;
+    }
+    audit_plan(
+        tx,
+        actor,
+        "quarantine_plan",
+        id,
+        plan_detail(idp, plan, reason),
+    )
+    .await?;
+    Ok(id)
 }

@@ -23,15 +23,18 @@ mod tests;
 
 pub use apply::{apply, user_from_new, ApplyError, ApplySummary};
 pub use desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
-pub use engine::{Applied, Engine, EngineError, Expect, NewKey, PullState, Request};
+pub use engine::{
+    Applied, Approval, Engine, EngineError, Expect, NewKey, PullState, Quarantine, Quarantined,
+    Request, Synced,
+};
 pub use load::{fingerprint, load_actual};
 pub use ops::{
     Actual, Change, Counts, NewTeam, NewUser, Op, OpKind, Plan, TeamDeletions, FORMAT_VERSION,
 };
 pub use plan::{plan, plan_for_user};
 pub use policy::{
-    check_deletion_guard, Ownership, PlanError, Policy, ResourceKind,
-    ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS,
+    check_deletion_guard, guard_verdict, is_guarded, Guard, GuardVerdict, Ownership, PlanError,
+    Policy, ResourceKind, ALLOW_DELETIONS_FLAG, ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS,
 };
 
 use crate::domain::{Source, Trigger};

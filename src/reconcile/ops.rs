@@ -3,6 +3,7 @@
 //! plans; no logic beyond what describes a plan.
 
 use super::desired::Scope;
+use super::policy::{is_guarded, GuardVerdict};
 use crate::domain::{Membership, PurgeReason, Role, Source, Team, TeamName, User, UserName};
 use rustc_hash::FxHashSet as HashSet;
 use serde::{Deserialize, Serialize};
@@ -229,6 +230,11 @@ pub struct Plan {
     /// What the plan's team deletions take with them.
     #[serde(default)]
     pub team_deletions: TeamDeletions,
+    /// What the deletion and membership guards think of the plan: `None` when it is
+    /// within their limits. A refused plan is still a whole plan, to be shown; only
+    /// applying it is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard: Option<GuardVerdict>,
 }
 
 /// What deleting teams takes with it: every membership of those teams, and every API
@@ -252,6 +258,17 @@ pub struct Counts {
 impl Plan {
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The guard's verdict when it refuses the plan.
+    pub fn refusal(&self) -> Option<&GuardVerdict> {
+        self.guard.as_ref().filter(|v| v.refused)
+    }
+
+    /// Whether applying this operation is what the guard refuses (the plan's
+    /// removals, when the guard refuses the plan).
+    pub fn is_refused(&self, op: &Op) -> bool {
+        self.refusal().is_some() && is_guarded(op)
     }
 
     pub fn counts(&self) -> Counts {

@@ -8,7 +8,7 @@
 
 use super::desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
 use super::ops::{Actual, Change, NewTeam, NewUser, Op, Plan, TeamDeletions, FORMAT_VERSION};
-use super::policy::{check_deletion_guard, Ownership, PlanError, Policy, ResourceKind};
+use super::policy::{guard_verdict, Ownership, PlanError, Policy, ResourceKind};
 use crate::config::UnknownMembers;
 use crate::domain::{Membership, PurgeReason, Role, Source, Team, User, UserName};
 use serde_json::Value;
@@ -29,9 +29,11 @@ fn sorted_pairs(mut pairs: Vec<(Uuid, Uuid)>) -> Vec<(Uuid, Uuid)> {
 const ID_NAMESPACE: Uuid = Uuid::from_u128(0x8f0c_2a4e_7b1d_4c3a_9e57_1d2b_6a90_c3f1);
 
 /// Plans the change from `actual` to `desired` under `policy`. Pure.
+/// A plan the guards would refuse is still returned whole, with their verdict in
+/// `guard`: showing it is always safe; the engine refuses to apply it.
 pub fn plan(desired: &Desired, actual: &Actual, policy: &Policy) -> Result<Plan, PlanError> {
-    let plan = Planner::new(desired, actual, policy).run()?;
-    check_deletion_guard(&plan, actual, policy)?;
+    let mut plan = Planner::new(desired, actual, policy).run()?;
+    plan.guard = guard_verdict(&plan, actual, policy);
     Ok(plan)
 }
 
@@ -50,7 +52,7 @@ pub fn plan_for_user(
         ))
     })?;
     plan.restrict_to_user(id);
-    check_deletion_guard(&plan, actual, policy)?;
+    plan.guard = guard_verdict(&plan, actual, policy);
     Ok(plan)
 }
 
@@ -227,6 +229,17 @@ struct Planner<'a> {
     /// this plan adopts: (userName, owner) each.
     foreign_users: BTreeSet<(String, String)>,
     adopted_users: BTreeSet<(String, String)>,
+    /// What `policy.hold_removals` left out of the plan.
+    held: Held,
+}
+
+/// Removals left out of a plan by `policy.hold_removals`, counted for its warning.
+#[derive(Debug, Default)]
+struct Held {
+    /// Deactivations and deletions of users.
+    users: usize,
+    teams: usize,
+    memberships: usize,
 }
 
 /// Where an operation goes in a plan: creates before updates, both before memberships,
@@ -290,6 +303,7 @@ impl<'a> Planner<'a> {
             unknown_examples: BTreeSet::new(),
             foreign_users: BTreeSet::new(),
             adopted_users: BTreeSet::new(),
+            held: Held::default(),
         }
     }
 
@@ -363,13 +377,18 @@ impl<'a> Planner<'a> {
             .filter_map(|p| p.d.external_id.as_deref().map(|e| (e, p.id)))
             .collect();
 
-        let (adds, removes) = self.plan_memberships(
+        let (adds, mut removes) = self.plan_memberships(
             &users,
             &teams,
             &planned_ids,
             &ext_to_planned,
             &deleted_users,
         )?;
+        if self.policy.hold_removals {
+            // Before the roles, which follow the memberships that remain.
+            self.held.memberships += removes.len();
+            removes.clear();
+        }
 
         let roles = self.plan_roles(
             &users,
@@ -424,7 +443,12 @@ impl<'a> Planner<'a> {
                     ));
                 }
                 Some(existing) => {
-                    let changes = self.user_changes(p, existing, role);
+                    let mut changes = self.user_changes(p, existing, role);
+                    if self.policy.hold_removals {
+                        let before = changes.len();
+                        changes.retain(|c| !(c.attribute == "active" && c.after == false));
+                        self.held.users += before - changes.len();
+                    }
                     if changes.is_empty() {
                         continue;
                     }
@@ -536,6 +560,7 @@ impl<'a> Planner<'a> {
             team_deletions.keys += self.actual.team_keys.get(id).copied().unwrap_or(0);
         }
         self.note_users();
+        self.note_held();
 
         if self.unknown_members > 0 {
             let examples: Vec<String> = std::mem::take(&mut self.unknown_examples)
@@ -581,6 +606,7 @@ impl<'a> Planner<'a> {
             team_names,
             warnings: self.warnings.into_iter().collect(),
             team_deletions,
+            guard: None,
         })
     }
 
@@ -613,6 +639,23 @@ impl<'a> Planner<'a> {
                 adopted.len() - NAMED_USER_NOTES
             ));
         }
+    }
+
+    fn note_held(&mut self) {
+        let Held {
+            users,
+            teams,
+            memberships,
+        } = self.held;
+        if users + teams + memberships == 0 {
+            return;
+        }
+        self.warnings.insert(format!(
+            "removals held back while a refused plan of IdP {:?} is in quarantine \
+             (scimsync plans list): {users} user deactivation(s) or deletion(s), {teams} team \
+             deletion(s) and {memberships} membership removal(s) are left out of this plan",
+            self.desired.source.idp().unwrap_or_default()
+        ));
     }
 
     fn name_user(
@@ -953,7 +996,7 @@ impl<'a> Planner<'a> {
     /// Deactivations and deletions of users: explicit ones (SCIM DELETE) and, for a
     /// complete pull, the users the IdP owns that it no longer lists.
     fn plan_user_removals(
-        &self,
+        &mut self,
         users: &[PlannedUser],
         ops: &mut Vec<Placed>,
         names: &mut BTreeMap<Uuid, String>,
@@ -996,8 +1039,19 @@ impl<'a> Planner<'a> {
             .policy
             .delete_after
             .and_then(|d| chrono::Duration::from_std(d).ok());
+        // Held removals are planned aside, only to be counted.
+        let hold = self.policy.hold_removals;
+        let mut held_ops = Vec::new();
+        let mut held_deleted = HashSet::default();
+        let (sink, deleted_sink) = if hold {
+            (&mut held_ops, &mut held_deleted)
+        } else {
+            (&mut *ops, &mut deleted)
+        };
         for u in &self.actual.users {
-            if u.source != self.desired.source || listed.contains(&u.id) || deleted.contains(&u.id)
+            if u.source != self.desired.source
+                || listed.contains(&u.id)
+                || deleted_sink.contains(&u.id)
             {
                 continue;
             }
@@ -1005,13 +1059,13 @@ impl<'a> Planner<'a> {
             // only postpone the deletion to the next run.
             if u.active && delete_after != Some(chrono::Duration::zero()) {
                 names.insert(u.id, u.user_name.as_str().to_owned());
-                ops.push(Placed::new(
+                sink.push(Placed::new(
                     Phase::Deactivate,
                     u.id,
                     0,
                     Op::DeactivateUser { id: u.id },
                 ));
-                ops.push(Placed::new(
+                sink.push(Placed::new(
                     Phase::Deactivate,
                     u.id,
                     1,
@@ -1025,16 +1079,22 @@ impl<'a> Planner<'a> {
                     .checked_add_signed(after)
                     .is_some_and(|due| due <= self.policy.now)
                 {
-                    deleted.insert(u.id);
-                    delete(u, ops, names);
+                    deleted_sink.insert(u.id);
+                    delete(u, sink, names);
                 }
+            }
+        }
+        if hold {
+            self.held.users += held_ops.iter().filter(|o| o.op.is_removal()).count();
+            for o in &held_ops {
+                names.remove(&o.key.subject);
             }
         }
         Ok(deleted)
     }
 
     fn plan_team_removals(
-        &self,
+        &mut self,
         teams: &[PlannedTeam],
         ops: &mut Vec<Placed>,
         names: &mut BTreeMap<Uuid, String>,
@@ -1073,6 +1133,19 @@ impl<'a> Planner<'a> {
             return Ok(deleted);
         }
         let listed: HashSet<Uuid> = teams.iter().map(|p| p.id).collect();
+        if self.policy.hold_removals {
+            self.held.teams += self
+                .actual
+                .teams
+                .iter()
+                .filter(|t| {
+                    t.source == self.desired.source
+                        && !listed.contains(&t.id)
+                        && !deleted.contains(&t.id)
+                })
+                .count();
+            return Ok(deleted);
+        }
         for t in &self.actual.teams {
             // Only teams the pull itself created (or took over) go; sign-in-created teams
             // of the same IdP may be outside the pull's group filter.

@@ -8,6 +8,7 @@ use crate::config::{Config, UnknownMembers};
 use crate::domain::{Role, Source};
 use chrono::{DateTime, Utc};
 use rustc_hash::FxHashSet as HashSet;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,6 +34,10 @@ pub struct Policy {
     pub max_membership_removal_ratio: f64,
     /// `--allow-deletions`: lifts the deletion guard.
     pub allow_deletions: bool,
+    /// Plan no removals at all (deactivations, deletions, membership removals), and
+    /// say so in the plan's warnings: while a refused plan of the same IdP waits in
+    /// quarantine, its scheduled syncs keep adding and updating but take nothing away.
+    pub hold_removals: bool,
     /// `[teams] defaults`: the metadata an auto-created team starts with.
     pub team_defaults: Map<String, Value>,
     /// The clock `delete_after` is measured against; an input so that plans are reproducible.
@@ -70,6 +75,7 @@ impl Policy {
             max_membership_removals: config.safety.membership_removals(),
             max_membership_removal_ratio: config.safety.membership_removal_ratio(),
             allow_deletions: false,
+            hold_removals: false,
             team_defaults: config.teams.defaults.clone(),
             now,
             adopt: config
@@ -183,6 +189,83 @@ pub enum PlanError {
     Invalid(String),
 }
 
+/// The flag that lifts the guards, named in their messages and verdicts.
+pub const ALLOW_DELETIONS_FLAG: &str = "--allow-deletions";
+
+/// Which guard judged a plan.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Guard {
+    /// `[safety] max_deletions` and `max_deletion_ratio`: users and teams deleted or
+    /// deactivated.
+    Deletions,
+    /// `[safety] max_membership_removals` and `max_membership_removal_ratio`.
+    MembershipRemovals,
+}
+
+impl Guard {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Guard::Deletions => "deletions",
+            Guard::MembershipRemovals => "membership_removals",
+        }
+    }
+}
+
+/// A guard's judgement of a whole-state plan whose removals exceed its limit. Kept in
+/// the plan, so that `plan` can show the whole plan and what the guard thinks of it,
+/// and only applying it is refused.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GuardVerdict {
+    pub guard: Guard,
+    /// False when `--allow-deletions` lifted the guard for this plan.
+    pub refused: bool,
+    /// What the guard counts: deletions plus deactivations, or membership removals.
+    pub count: u64,
+    /// Membership removals that come with teams the plan deletes.
+    #[serde(default)]
+    pub with_deleted_teams: u64,
+    /// The effective limit: the smaller of the count and the ratio's share.
+    pub limit: u64,
+    pub managed: u64,
+    /// The configured maximum count and ratio the limit comes from.
+    pub max: u64,
+    pub max_ratio: f64,
+}
+
+impl GuardVerdict {
+    /// The refusal, as `apply` reports it.
+    pub fn error(&self) -> PlanError {
+        match self.guard {
+            Guard::Deletions => PlanError::DeletionGuard {
+                deletions: self.count,
+                limit: self.limit,
+                managed: self.managed,
+                max_deletions: self.max,
+                max_ratio: self.max_ratio,
+            },
+            Guard::MembershipRemovals => PlanError::MembershipGuard {
+                removals: self.count,
+                with_deleted_teams: self.with_deleted_teams,
+                limit: self.limit,
+                managed: self.managed,
+                max_removals: self.max,
+                max_ratio: self.max_ratio,
+            },
+        }
+    }
+
+    pub fn reason(&self) -> String {
+        self.error().to_string()
+    }
+}
+
+/// Whether an operation is one the guards hold back: a deletion or deactivation,
+/// a membership removal, or the purge of keys that goes with one of them.
+pub fn is_guarded(op: &Op) -> bool {
+    op.is_removal() || matches!(op, Op::RemoveMember { .. } | Op::PurgeKeys { .. })
+}
+
 /// The deletion guard: a whole-state plan whose deletions plus deactivations exceed
 /// `[safety] max_deletions`, or `max_deletion_ratio` of the users and teams the source
 /// manages, is refused unless `policy.allow_deletions`. `apply --plan` runs it again
@@ -192,15 +275,28 @@ pub fn check_deletion_guard(
     actual: &Actual,
     policy: &Policy,
 ) -> Result<(), PlanError> {
+    match guard_verdict(plan, actual, policy) {
+        Some(verdict) if verdict.refused => Err(verdict.error()),
+        _ => Ok(()),
+    }
+}
+
+/// What the guards think of `plan`: `None` when it is within every limit (or is not
+/// a whole-state plan), else the first guard it exceeds (memberships first), refused
+/// unless `policy.allow_deletions`.
+pub fn guard_verdict(plan: &Plan, actual: &Actual, policy: &Policy) -> Option<GuardVerdict> {
     // SCIM writes are explicit, one resource at a time; sign-ins never delete. Only
     // whole-state syncs can delete by omission, which is what the guard is for.
-    if plan.scope != Scope::Everything || policy.allow_deletions {
-        return Ok(());
+    if plan.scope != Scope::Everything {
+        return None;
     }
-    check_membership_guard(plan, actual, policy)?;
+    let refused = !policy.allow_deletions;
+    if let Some(verdict) = membership_verdict(plan, actual, policy, refused) {
+        return Some(verdict);
+    }
     let deletions = plan.ops.iter().filter(|op| op.is_removal()).count() as u64;
     if deletions == 0 {
-        return Ok(());
+        return None;
     }
     let managed = (actual
         .users
@@ -215,16 +311,16 @@ pub fn check_deletion_guard(
     // For a whole count, "more than ratio × managed" is "more than floor(ratio × managed)".
     let ratio_limit = (policy.max_deletion_ratio * managed as f64).floor() as u64;
     let limit = policy.max_deletions.min(ratio_limit);
-    if deletions > limit {
-        return Err(PlanError::DeletionGuard {
-            deletions,
-            limit,
-            managed,
-            max_deletions: policy.max_deletions,
-            max_ratio: policy.max_deletion_ratio,
-        });
-    }
-    Ok(())
+    (deletions > limit).then_some(GuardVerdict {
+        guard: Guard::Deletions,
+        refused,
+        count: deletions,
+        with_deleted_teams: 0,
+        limit,
+        managed,
+        max: policy.max_deletions,
+        max_ratio: policy.max_deletion_ratio,
+    })
 }
 
 /// Membership removals up to this many always pass the guard: in a small
@@ -234,7 +330,12 @@ pub const ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS: u64 = 10;
 /// The same limits for memberships: an IdP that answers one group's members with an
 /// empty list (a glitch, a permission lost) would otherwise take everyone out of that
 /// team, and removal from a team purges the keys scoped to it, which cannot be undone.
-fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Result<(), PlanError> {
+fn membership_verdict(
+    plan: &Plan,
+    actual: &Actual,
+    policy: &Policy,
+    refused: bool,
+) -> Option<GuardVerdict> {
     let removed = plan
         .ops
         .iter()
@@ -262,7 +363,7 @@ fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Resu
     };
     let removals = removed + with_deleted_teams;
     if removals == 0 {
-        return Ok(());
+        return None;
     }
     let owned_teams: HashSet<Uuid> = actual
         .teams
@@ -279,15 +380,14 @@ fn check_membership_guard(plan: &Plan, actual: &Actual, policy: &Policy) -> Resu
     let limit = policy
         .max_membership_removals
         .min(ratio_limit.max(ALWAYS_ALLOWED_MEMBERSHIP_REMOVALS));
-    if removals > limit {
-        return Err(PlanError::MembershipGuard {
-            removals,
-            with_deleted_teams,
-            limit,
-            managed,
-            max_removals: policy.max_membership_removals,
-            max_ratio: policy.max_membership_removal_ratio,
-        });
-    }
-    Ok(())
+    (removals > limit).then_some(GuardVerdict {
+        guard: Guard::MembershipRemovals,
+        refused,
+        count: removals,
+        with_deleted_teams,
+        limit,
+        managed,
+        max: policy.max_membership_removals,
+        max_ratio: policy.max_membership_removal_ratio,
+    })
 }

@@ -2,6 +2,7 @@
 //! per-operation record the audit log keeps.
 
 use super::ops::{Op, Plan};
+use super::policy::{Guard, ALLOW_DELETIONS_FLAG};
 use super::record::change_value;
 pub use super::record::op_record;
 pub use super::record::OpRecord;
@@ -82,12 +83,24 @@ pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result
                         "null".to_owned(),
                     ),
                 };
+                let refused = if plan.is_refused(op) {
+                    ",\"refused\":true"
+                } else {
+                    ""
+                };
                 write!(
                     out,
                     "{{\"kind\":\"{kind}\",\"target\":{{\"type\":\"membership\",\"team_id\":\"{team_id}\",\
                      \"team\":{team},\"user_id\":\"{user_id}\",\"user_name\":{user}}},\
-                     \"before\":{before},\"after\":{after}}}"
+                     \"before\":{before},\"after\":{after}{refused}}}"
                 )?;
+            }
+            other if plan.is_refused(other) => {
+                let mut record = serde_json::to_value(op_record(plan, other))?;
+                if let Value::Object(fields) = &mut record {
+                    fields.insert("refused".into(), Value::Bool(true));
+                }
+                serde_json::to_writer(&mut *out, &record)?;
             }
             other => serde_json::to_writer(&mut *out, &op_record(plan, other))?,
         }
@@ -107,10 +120,34 @@ pub fn write_json(plan: &Plan, out: &mut impl std::io::Write) -> std::io::Result
     )?;
     writeln!(
         out,
+        "  \"guard\": {},",
+        serde_json::to_string(&guard_json(plan))?
+    )?;
+    writeln!(
+        out,
         "  \"warnings\": {}",
         serde_json::to_string(&plan.warnings)?
     )?;
     writeln!(out, "}}")
+}
+
+/// The guards' verdict as the JSON plan carries it: `{"refused": false}` when the plan
+/// is within their limits; otherwise which guard, what it counted against what limit,
+/// and the flag that lifts it (`refused` is false when that flag did).
+fn guard_json(plan: &Plan) -> Value {
+    match &plan.guard {
+        None => json!({"refused": false}),
+        Some(v) => json!({
+            "refused": v.refused,
+            "guard": v.guard.as_str(),
+            "reason": v.reason(),
+            "deletions": v.count,
+            "with_deleted_teams": v.with_deleted_teams,
+            "limit": v.limit,
+            "managed": v.managed,
+            "allowed_by": ALLOW_DELETIONS_FLAG,
+        }),
+    }
 }
 
 /// [`write_json`] into a string.
@@ -358,11 +395,62 @@ pub fn render_text(plan: &Plan, color: bool) -> String {
         );
     }
     out.push('\n');
+    write_verdict(&mut out, &s, plan);
     out
+}
+
+/// Marks an operation the guard refuses, in the text rendering.
+const REFUSED_MARK: &str = "[refused]";
+
+/// Under the summary line: what the guard thinks of the plan, and what lifts it.
+fn write_verdict(out: &mut String, s: &Style, plan: &Plan) {
+    let Some(v) = &plan.guard else { return };
+    let what = match v.guard {
+        Guard::Deletions => "deletion",
+        Guard::MembershipRemovals => "membership",
+    };
+    if v.refused {
+        // Key purges are shown with the removal they come with, and not counted apart.
+        let marked = plan
+            .ops
+            .iter()
+            .filter(|op| plan.is_refused(op) && !matches!(op, Op::PurgeKeys { .. }))
+            .count();
+        let _ = writeln!(
+            out,
+            "\n{} {}\n{}",
+            s.destroy("Refused by the guard:"),
+            v.reason(),
+            s.destroy(&format!(
+                "`scimsync apply` refuses this plan: the {marked} removals marked \
+                 {REFUSED_MARK} are what the {what} guard holds back. To apply it anyway, \
+                 re-run with {ALLOW_DELETIONS_FLAG}."
+            ))
+        );
+    } else {
+        let _ = writeln!(
+            out,
+            "\n{} {ALLOW_DELETIONS_FLAG} lifts the {what} guard for this plan: {} of {} \
+             managed, above the limit of {}.",
+            s.change("Guard lifted:"),
+            v.count,
+            v.managed,
+            v.limit
+        );
+    }
 }
 
 fn counted(n: u64, one: &str, many: &str) -> String {
     format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// ` [refused]` after a header when the guard refuses any of these operations.
+fn mark(s: &Style, plan: &Plan, ops: &[&Op]) -> String {
+    if ops.iter().any(|op| plan.is_refused(op)) {
+        format!(" {}", s.destroy(REFUSED_MARK))
+    } else {
+        String::new()
+    }
 }
 
 fn write_user(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
@@ -382,7 +470,7 @@ fn write_user(out: &mut String, s: &Style, plan: &Plan, id: Uuid, ops: &[&Op]) {
         Some(Op::DeactivateUser { .. }) => format!("{} user {name} (deactivate)", s.change("~")),
         _ => format!("{} user {name}", s.change("~")),
     };
-    let _ = writeln!(out, "  {}", s.bold(&header));
+    let _ = writeln!(out, "  {}{}", s.bold(&header), mark(s, plan, ops));
     for op in ops {
         match op {
             Op::CreateUser(u) => {
@@ -459,7 +547,22 @@ fn write_team(out: &mut String, s: &Style, plan: &Plan, names: &Names, id: Uuid,
     } else {
         format!("{} team \"{name}\"", s.change("~"))
     };
-    let _ = writeln!(out, "  {}", s.bold(&header));
+    // The team's own removal; its members' removals are marked on their lines.
+    let own: Vec<&Op> = ops
+        .iter()
+        .copied()
+        .filter(|op| {
+            !matches!(
+                op,
+                Op::RemoveMember { .. }
+                    | Op::PurgeKeys {
+                        user_id: Some(_),
+                        ..
+                    }
+            )
+        })
+        .collect();
+    let _ = writeln!(out, "  {}{}", s.bold(&header), mark(s, plan, &own));
     let mut adds: Vec<(&str, Uuid)> = Vec::new();
     let mut removes: Vec<(&str, Uuid)> = Vec::new();
     let mut purged: HashSet<Uuid> = HashSet::default();
@@ -510,6 +613,12 @@ fn write_team(out: &mut String, s: &Style, plan: &Plan, names: &Names, id: Uuid,
     removes.sort_unstable_by(by_name);
     let plus = s.add("+");
     let minus = s.destroy("-");
+    // With a refusal every removal is refused, so one test covers each member line.
+    let refused = if plan.refusal().is_some() {
+        format!(" {}", s.destroy(REFUSED_MARK))
+    } else {
+        String::new()
+    };
     for (n, id) in adds {
         out.push_str("      ");
         out.push_str(&plus);
@@ -532,7 +641,7 @@ fn write_team(out: &mut String, s: &Style, plan: &Plan, names: &Names, id: Uuid,
         } else {
             ""
         };
-        let _ = writeln!(out, "      {minus} member {shown}{note}");
+        let _ = writeln!(out, "      {minus} member {shown}{note}{refused}");
     }
     out.push('\n');
 }

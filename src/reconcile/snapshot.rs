@@ -1,7 +1,7 @@
 //! The snapshot: an IdP's state as JSON (docs/snapshot.md, docs/snapshot.schema.json).
 //! `scimsync pull` writes it, `scimsync plan --snapshot` reads it.
 
-use super::desired::{Desired, DesiredTeam, DesiredUser, MemberRef, MemberSpec, Scope};
+use super::desired::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec, Scope};
 use crate::domain::{Role, Source, TeamName, UserName};
 use rustc_hash::{FxHashMap as HashMap, FxHashSet as HashSet};
 use serde::{Deserialize, Serialize};
@@ -155,6 +155,66 @@ impl Snapshot {
             }
         }
         Ok(())
+    }
+
+    /// The snapshot a pull's desired state was made from (the inverse of
+    /// [`Snapshot::into_desired`]), so that a quarantined plan can keep what it was
+    /// planned from without a second copy in memory on every run. `None` for a desired
+    /// state no snapshot describes (SCIM writes, sign-ins).
+    pub fn from_desired(desired: &Desired) -> Option<Snapshot> {
+        let idp = match &desired.source {
+            Source::Sync(idp) if desired.scope == Scope::Everything => idp.clone(),
+            _ => return None,
+        };
+        if !desired.delete_users.is_empty() || !desired.delete_teams.is_empty() {
+            return None;
+        }
+        let users = desired
+            .users
+            .iter()
+            .map(|u| {
+                (u.id.is_none() && u.intent == Intent::Upsert).then_some(())?;
+                Some(SnapshotUser {
+                    external_id: u.external_id.clone()?,
+                    user_name: u.user_name.clone(),
+                    email: u.email.clone(),
+                    display_name: u.display_name.clone(),
+                    given_name: u.given_name.clone(),
+                    family_name: u.family_name.clone(),
+                    active: u.active,
+                    role: u.role.clone(),
+                    attributes: u.attributes.clone(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        let groups = desired
+            .teams
+            .iter()
+            .map(|t| {
+                (t.id.is_none() && t.intent == Intent::Upsert).then_some(())?;
+                let MemberSpec::Exactly(members) = &t.members else {
+                    return None;
+                };
+                Some(SnapshotGroup {
+                    external_id: t.external_id.clone()?,
+                    display_name: t.display_name.clone(),
+                    members: members
+                        .iter()
+                        .map(|m| match m {
+                            MemberRef::ExternalId(e) => Some(e.clone()),
+                            MemberRef::UserId(_) => None,
+                        })
+                        .collect::<Option<Vec<_>>>()?,
+                    metadata: t.metadata.clone(),
+                })
+            })
+            .collect::<Option<Vec<_>>>()?;
+        Some(Snapshot {
+            idp,
+            complete: desired.complete,
+            users,
+            groups,
+        })
     }
 
     /// The desired state this snapshot describes: everything the IdP owns.

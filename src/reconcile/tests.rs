@@ -489,7 +489,7 @@ fn one_big_team(members: &[u128]) -> (Actual, String) {
 #[test]
 fn a_pull_that_suddenly_empties_a_team_is_refused_by_the_guard() {
     let (a, emptied) = one_big_team(&[]);
-    let err = plan(&snapshot(&emptied), &a, &policy()).unwrap_err();
+    let err = refusal(&snapshot(&emptied), &a, &policy());
     match &err {
         PlanError::MembershipGuard {
             removals, limit, ..
@@ -542,7 +542,7 @@ fn the_membership_guard_has_limits_of_its_own() {
     config.safety.max_deletion_ratio = 1.0;
     config.safety.max_membership_removals = Some(5);
     let p = Policy::from_config(&config, now());
-    let refused = plan(&snapshot(&emptied), &a, &p).unwrap_err();
+    let refused = refusal(&snapshot(&emptied), &a, &p);
     assert!(
         matches!(refused, PlanError::MembershipGuard { limit: 5, .. }),
         "{refused:?}"
@@ -561,7 +561,177 @@ fn the_membership_guard_has_limits_of_its_own() {
 }
 
 fn plan_err(desired: &Desired, a: &Actual) -> PlanError {
-    plan(desired, a, &policy()).unwrap_err()
+    refusal(desired, a, &policy())
+}
+
+/// The refusal a guard's verdict stands for (the error `apply` reports).
+fn refusal(desired: &Desired, a: &Actual, p: &Policy) -> PlanError {
+    let planned = plan(desired, a, p).expect("a refused plan is still a plan");
+    let verdict = planned.refusal().expect("the guard refuses it");
+    assert_eq!(check_deletion_guard(&planned, a, p), Err(verdict.error()));
+    verdict.error()
+}
+
+#[test]
+fn a_refused_plan_is_the_whole_plan_with_the_verdict_and_its_removals_marked() {
+    let (a, emptied) = one_big_team(&[]);
+    let refused = plan(&snapshot(&emptied), &a, &policy()).expect("planned");
+    let removals: Vec<&Op> = refused
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::RemoveMember { .. }))
+        .collect();
+    assert_eq!(removals.len(), 30, "every removal is in the plan");
+    assert!(removals.iter().all(|op| refused.is_refused(op)));
+    assert_eq!(
+        refused.guard,
+        Some(GuardVerdict {
+            guard: Guard::MembershipRemovals,
+            refused: true,
+            count: 30,
+            with_deleted_teams: 0,
+            limit: 10,
+            managed: 30,
+            max: policy().max_membership_removals,
+            max_ratio: policy().max_membership_removal_ratio,
+        })
+    );
+    let reason = refused.guard.as_ref().unwrap().reason();
+    assert!(
+        reason.starts_with("refusing to remove 30 of 30") && reason.contains(ALLOW_DELETIONS_FLAG),
+        "{reason}"
+    );
+    // The verdict survives the saved plan's round trip.
+    let saved: Plan = serde_json::from_str(&serde_json::to_string(&refused).unwrap()).unwrap();
+    assert_eq!(saved.guard, refused.guard);
+
+    // Lifted: the same verdict, not refused, and nothing is marked.
+    let mut p = policy();
+    p.allow_deletions = true;
+    let lifted = plan(&snapshot(&emptied), &a, &p).unwrap();
+    assert_eq!(lifted.ops, refused.ops);
+    let verdict = lifted.guard.clone().expect("the verdict is kept");
+    assert!(!verdict.refused && lifted.refusal().is_none());
+    assert!(!lifted.ops.iter().any(|op| lifted.is_refused(op)));
+    assert_eq!(check_deletion_guard(&lifted, &a, &p), Ok(()));
+
+    // Within the limits there is no verdict at all.
+    let (a, ten_left) = one_big_team(&(10..30).collect::<Vec<_>>());
+    assert_eq!(
+        plan(&snapshot(&ten_left), &a, &policy()).unwrap().guard,
+        None
+    );
+}
+
+#[test]
+fn the_deletion_guard_verdict_counts_deactivations_against_the_managed_users() {
+    let users: Vec<User> = (0..10)
+        .map(|i| {
+            user(
+                i,
+                &format!("u{i}@example.com"),
+                Some(&format!("x-{i}")),
+                entra(),
+            )
+        })
+        .collect();
+    let a = actual(users, vec![], vec![]);
+    let empty = r#"{"idp": "entra", "complete": true, "users": [], "groups": []}"#;
+    let planned = plan(&snapshot(empty), &a, &policy()).unwrap();
+    let verdict = planned.refusal().expect("refused");
+    assert_eq!(
+        (verdict.guard, verdict.count, verdict.limit, verdict.managed),
+        (Guard::Deletions, 10, 2, 10)
+    );
+    assert_eq!(
+        planned.counts().change,
+        10,
+        "all ten deactivations are shown"
+    );
+    let deactivations = planned
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::DeactivateUser { .. }));
+    assert!(deactivations.clone().count() == 10);
+    for op in deactivations {
+        assert!(planned.is_refused(op));
+    }
+    // Blocking keys goes with a deactivation but is not what the guard refuses.
+    assert!(planned
+        .ops
+        .iter()
+        .filter(|op| matches!(op, Op::BlockKeys { .. }))
+        .all(|op| !planned.is_refused(op)));
+}
+
+#[test]
+fn holding_removals_plans_the_additions_and_updates_and_says_what_it_left_out() {
+    // Of 30 members, the IdP now lists 5 plus a newcomer, and drops a user and a team.
+    let (mut a, _) = one_big_team(&[]);
+    a.teams.push(team(2, "Gone", Some("g-2"), entra()));
+    a.memberships.push(member(2, 0, entra()));
+    let mut users: Vec<String> = (0..29)
+        .map(|i| format!(r#"{{"external_id": "x-{i}", "user_name": "u{i}@example.com", "display_name": "U{i}"}}"#))
+        .collect();
+    users.push(r#"{"external_id": "x-new", "user_name": "new@example.com"}"#.into());
+    let json = format!(
+        r#"{{"idp": "entra", "complete": true, "users": [{}],
+            "groups": [{{"external_id": "g-1", "display_name": "Everyone",
+                         "members": ["x-0", "x-1", "x-2", "x-3", "x-4", "x-new"]}}]}}"#,
+        users.join(", ")
+    );
+    let whole = plan(&snapshot(&json), &a, &policy()).unwrap();
+    assert!(whole.refusal().is_some());
+    let held_policy = Policy {
+        hold_removals: true,
+        ..policy()
+    };
+    let held = plan(&snapshot(&json), &a, &held_policy).unwrap();
+    assert_eq!(held.guard, None, "nothing left for a guard to refuse");
+    assert!(
+        !held.ops.iter().any(super::is_guarded),
+        "{:?}",
+        kinds(&held)
+    );
+    // Everything else of the whole plan is there, but for the keys a held
+    // deactivation would have blocked.
+    let deactivated: BTreeSet<Uuid> = whole
+        .ops
+        .iter()
+        .filter_map(|op| match op {
+            Op::DeactivateUser { id } => Some(*id),
+            _ => None,
+        })
+        .collect();
+    let kept: Vec<&Op> = whole
+        .ops
+        .iter()
+        .filter(|op| !super::is_guarded(op))
+        .filter(|op| !matches!(op, Op::BlockKeys { user_id } if deactivated.contains(user_id)))
+        .collect();
+    assert_eq!(held.ops.iter().collect::<Vec<_>>(), kept);
+    assert!(held.ops.contains(&Op::AddMember {
+        team_id: tid(1),
+        user_id: whole
+            .user_names
+            .iter()
+            .find(|(_, n)| n.as_str() == "new@example.com")
+            .map(|(id, _)| *id)
+            .unwrap(),
+    }));
+    assert_eq!(held.counts().change, 29, "display names are updated");
+    assert_eq!(
+        held.warnings
+            .iter()
+            .filter(|w| w.starts_with("removals held back"))
+            .collect::<Vec<_>>(),
+        [
+            &"removals held back while a refused plan of IdP \"entra\" is in quarantine \
+           (scimsync plans list): 1 user deactivation(s) or deletion(s), 1 team deletion(s) \
+           and 25 membership removal(s) are left out of this plan"
+                .to_owned()
+        ]
+    );
 }
 
 #[test]
@@ -578,7 +748,7 @@ fn the_deletion_guard_refuses_a_mass_deactivation_unless_deletions_are_allowed()
         .collect();
     let a = actual(users, vec![], vec![]);
     let empty = r#"{"idp": "entra", "complete": true, "users": [], "groups": []}"#;
-    let err = plan(&snapshot(empty), &a, &policy()).unwrap_err();
+    let err = refusal(&snapshot(empty), &a, &policy());
     match &err {
         PlanError::DeletionGuard {
             deletions, limit, ..

@@ -14,6 +14,7 @@ mod audit;
 mod backup;
 mod keys;
 pub mod locks;
+pub mod quarantine;
 mod read_cache;
 mod refold;
 pub mod retention;

@@ -340,7 +340,7 @@ async fn after_a_restart_a_first_scheduled_pull_that_finds_zero_groups_is_stoppe
     .await;
     let state = run_started_after(&app.store, "entra-empty", restarted_at).await;
     let result = last_result(&state);
-    assert_eq!(result["outcome"], "refused", "{result}");
+    assert_eq!(result["outcome"], "quarantined", "{result}");
     assert_eq!(result["groups"], 0, "the IdP really said: no groups");
     let error = result["error"].as_str().unwrap();
     // Two teams deleted and three active users deactivated, of four users and two teams.
@@ -348,17 +348,31 @@ async fn after_a_restart_a_first_scheduled_pull_that_finds_zero_groups_is_stoppe
         error.contains("refusing to delete or deactivate 5 of 6") && error.contains("[safety]"),
         "{error}"
     );
-    assert!(
-        state.consecutive_failures >= 1,
-        "a refusal counts as a failure"
+    assert_eq!(result["quarantined"]["refused"], true, "{result}");
+    assert_eq!(
+        state.consecutive_failures, 0,
+        "a refused plan is kept, not failed: the run applied what it safely could"
     );
     assert_eq!(fingerprint(&app.store).await, before, "the state is intact");
 
+    // Healed, the IdP's runs still hold removals back until the plan is decided.
     proxy.heal();
     let healed = Utc::now();
     let state = run_started_after(&app.store, "entra-empty", healed).await;
-    assert_eq!(last_result(&state)["outcome"], "success", "{state:?}");
+    let result = last_result(&state);
+    assert_eq!(result["outcome"], "quarantined", "{state:?}");
+    assert_eq!(result["quarantined"]["refused"], false, "{result}");
     assert_eq!(state.consecutive_failures, 0);
+    assert_eq!(fingerprint(&app.store).await, before);
+    let kept = app.store.quarantined_plans(false).await.unwrap();
+    assert_eq!(kept.len(), 1, "{kept:?}");
+    scimsync::reconcile::Engine::new(app.store.clone())
+        .reject_quarantined(kept[0].id, &Actor::new(Trigger::Cli, "operator"))
+        .await
+        .unwrap();
+    let rejected = Utc::now();
+    let state = run_started_after(&app.store, "entra-empty", rejected).await;
+    assert_eq!(last_result(&state)["outcome"], "success", "{state:?}");
     assert_eq!(fingerprint(&app.store).await, before);
 }
 
@@ -377,7 +391,7 @@ async fn an_idp_whose_groups_suddenly_have_zero_members_is_stopped_by_the_deleti
     // deactivated. Four users and two teams are managed; 20 % of six is one.
     proxy.inject("/transitiveMembers/", no_items());
     let report = sync().await.unwrap();
-    assert_eq!(report.outcome, "refused", "{report:?}");
+    assert_eq!(report.outcome, "quarantined", "{report:?}");
     assert_eq!(report.groups, 2);
     assert_eq!(report.users, 0);
     let error = report.error.clone().unwrap();
@@ -387,9 +401,16 @@ async fn an_idp_whose_groups_suddenly_have_zero_members_is_stopped_by_the_deleti
     );
     assert_eq!(fingerprint(&app.store).await, before, "the state is intact");
     let state = app.store.sync_state("entra-nobody").await.unwrap().unwrap();
-    assert_eq!(state.consecutive_failures, 1);
+    assert_eq!(state.consecutive_failures, 0);
 
     proxy.heal();
+    let healed = sync().await.unwrap();
+    assert_eq!(healed.outcome, "quarantined", "the plan awaits a decision");
+    let plan = healed.quarantined.expect("the kept plan").plan;
+    scimsync::reconcile::Engine::new(app.store.clone())
+        .reject_quarantined(plan, &Actor::new(Trigger::Cli, "operator"))
+        .await
+        .unwrap();
     assert_eq!(sync().await.unwrap().outcome, "success");
     assert_eq!(fingerprint(&app.store).await, before);
 }

@@ -572,23 +572,37 @@ async fn a_refused_apply_keeps_the_previous_base() {
     assert!(stored.0.is_some() && stored.1.is_some());
 
     // Bob leaves his only managed group (a deactivation) and Eve joins LLM Admins; a
-    // guard that allows no deletion refuses the whole plan.
+    // guard that allows no deletion refuses the plan: Eve's addition is applied, Bob's
+    // removal is kept in quarantine.
     mock.remove_member("g-users", "u-bob");
     mock.add_member("g-admins", "u-eve");
     s.config.safety.max_deletion_ratio = 0.0;
     let report = s.run().await;
-    assert_eq!(report.outcome, "refused", "{report:?}");
+    assert_eq!(report.outcome, "quarantined", "{report:?}");
     assert_eq!(report.pull, PullKind::Delta);
     assert_eq!(
         s.app.store.delta_base("entra").await.unwrap(),
         stored,
-        "the base and cursor of the last applied run stay"
+        "the base and cursor of the last run that was not refused stay"
     );
     assert_eq!(s.teams("bob@contoso.com").await, ["LLM Users"]);
+    assert_eq!(s.teams("eve@contoso.com").await, ["LLM Admins"]);
     s.stop().await;
 
-    // After a restart with the guard relaxed, the next delta still has both changes.
+    // After a restart with the guard relaxed, the plan still awaits a decision; once
+    // rejected, the next delta still has Bob's change.
     let restarted = Scheduled::on(&mock, &database, |_| {}).await;
+    let report = restarted.run().await;
+    assert_eq!(report.outcome, "quarantined", "{report:?}");
+    assert_eq!(restarted.teams("bob@contoso.com").await, ["LLM Users"]);
+    let kept = report.quarantined.expect("the plan in quarantine").plan;
+    scimsync::reconcile::Engine::new(restarted.app.store.clone())
+        .reject_quarantined(
+            kept,
+            &scimsync::reconcile::Actor::new(scimsync::domain::Trigger::Cli, "operator"),
+        )
+        .await
+        .expect("rejected");
     let report = restarted.run().await;
     assert_eq!(
         (report.outcome, report.pull),

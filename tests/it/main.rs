@@ -35,6 +35,7 @@ mod idp_sync;
 mod key_scope_and_limits;
 mod metrics_docs;
 mod ownership;
+mod quarantine;
 mod read_cache;
 mod reconcile_cli;
 mod reconcile_engine;

@@ -79,12 +79,24 @@ fn a_fresh_daemon_exposes_help_build_info_process_metrics_and_each_idps_series()
         ),
         "an IdP that never synced is at 0: {text}"
     );
-    for outcome in ["success", "partial", "failed", "refused"] {
+    for outcome in ["success", "partial", "failed", "quarantined"] {
         assert!(
             text.contains(&format!(
                 "scimsync_sync_runs_total{{idp=\"entra\",outcome=\"{outcome}\"}} 0"
             )),
             "{outcome}: {text}"
+        );
+    }
+    assert!(
+        has_line(&text, "scimsync_quarantined_plans{idp=\"entra\"}", "0"),
+        "{text}"
+    );
+    for guard in ["deletions", "membership_removals"] {
+        assert!(
+            text.contains(&format!(
+                "scimsync_guard_refusals_total{{idp=\"entra\",guard=\"{guard}\"}} 0"
+            )),
+            "{guard}: {text}"
         );
     }
     // Every metric named in the exposition is described.
@@ -116,7 +128,8 @@ fn a_fresh_daemon_exposes_help_build_info_process_metrics_and_each_idps_series()
             &text,
             "scimsync_last_successful_sync_timestamp_seconds{idp=\"okta-later\"}",
             "0",
-        ) && text.contains("scimsync_sync_runs_total{idp=\"okta-later\",outcome=\"refused\"} 0")
+        ) && text
+            .contains("scimsync_sync_runs_total{idp=\"okta-later\",outcome=\"quarantined\"} 0")
         {
             break;
         }

@@ -286,8 +286,18 @@ async fn a_group_missing_from_a_complete_pull_is_held_by_the_membership_guard() 
     let summary = reconcile::render::render_text(&plan, false);
     assert!(
         summary
-            .trim_end()
-            .ends_with("Deleting 1 team takes 30 memberships and 30 API keys with it."),
+            .lines()
+            .find(|l| l.starts_with("Plan:"))
+            .is_some_and(
+                |l| l.ends_with("Deleting 1 team takes 30 memberships and 30 API keys with it.")
+            ),
+        "{summary}"
+    );
+    assert!(
+        summary.trim_end().ends_with(
+            "Guard lifted: --allow-deletions lifts the membership guard for this plan: 30 of \
+             31 managed, above the limit of 10."
+        ),
         "{summary}"
     );
     let json: Value =

@@ -174,16 +174,18 @@ fn the_deletion_guard_refuses_until_deletions_are_allowed() {
         "empty.json",
         r#"{"idp": "entra", "complete": true, "users": [], "groups": []}"#,
     );
-    let refused = env.run(&["plan", "--snapshot", arg(&empty)]);
+    // `plan` shows what the guard refuses; only `apply` refuses it.
+    let refused = env.run(&["apply", "--snapshot", arg(&empty)]);
     assert_eq!(refused.status.code(), Some(1));
     let message = stderr(&refused);
     assert!(
         message.contains("--allow-deletions") && message.contains("refusing"),
         "{message}"
     );
-    assert_eq!(
-        env.run(&["apply", "--snapshot", arg(&empty)]).status.code(),
-        Some(1)
+    assert!(
+        !stdout(&refused).contains("Apply complete"),
+        "{}",
+        stdout(&refused)
     );
 
     let allowed = env.run(&["apply", "--snapshot", arg(&empty), "--allow-deletions"]);
@@ -193,6 +195,109 @@ fn the_deletion_guard_refuses_until_deletions_are_allowed() {
         "{}",
         stdout(&allowed)
     );
+}
+
+#[test]
+fn plan_shows_the_whole_plan_a_guard_refuses_and_says_why_under_the_summary() {
+    let env = Env::new();
+    let snap = env.file("snap.json", SNAPSHOT);
+    assert_eq!(
+        env.run(&["apply", "--snapshot", arg(&snap)]).status.code(),
+        Some(0)
+    );
+    // Everyone gone from the IdP but a newcomer: five deactivations and a team
+    // deleted, of five users and a team managed; one creation.
+    let emptied = env.file(
+        "emptied.json",
+        r#"{"idp": "entra", "complete": true,
+            "users": [{"external_id": "u-9", "user_name": "zoe@example.com"}],
+            "groups": []}"#,
+    );
+    let shown = env.run(&["plan", "--snapshot", arg(&emptied)]);
+    assert_eq!(shown.status.code(), Some(0), "{}", stderr(&shown));
+    let text = stdout(&shown);
+    for user in ["alice", "bob", "carol", "dave", "erin"] {
+        assert!(
+            text.contains(&format!("~ user {user}@example.com (deactivate) [refused]")),
+            "{text}"
+        );
+    }
+    assert!(
+        text.contains("- team \"Production LLM Evals Group\" [refused]"),
+        "{text}"
+    );
+    assert!(text.contains("+ user zoe@example.com\n"), "{text}");
+    let (summary, verdict) = text.split_once("Plan: ").expect("a summary line");
+    assert!(!summary.contains("Refused by the guard"), "{text}");
+    assert!(
+        verdict.contains("Refused by the guard: refusing to delete or deactivate")
+            && verdict.contains("re-run with --allow-deletions"),
+        "{text}"
+    );
+
+    let detailed = env.run(&["plan", "--snapshot", arg(&emptied), "--detailed-exitcode"]);
+    assert_eq!(detailed.status.code(), Some(2), "{}", stderr(&detailed));
+    assert_eq!(stdout(&detailed), text);
+
+    let json = env.run(&["plan", "--snapshot", arg(&emptied), "--format", "json"]);
+    assert_eq!(json.status.code(), Some(0), "{}", stderr(&json));
+    let doc: Value = serde_json::from_str(&stdout(&json)).expect("JSON plan");
+    let guard = &doc["guard"];
+    assert_eq!(guard["refused"], true, "{guard}");
+    assert_eq!(guard["guard"], "deletions");
+    assert_eq!(guard["deletions"], 6);
+    assert_eq!(guard["limit"], 1, "20 % of six managed users and teams");
+    assert_eq!(guard["allowed_by"], "--allow-deletions");
+    assert!(guard["reason"]
+        .as_str()
+        .is_some_and(|r| r.contains("refusing to delete or deactivate 6 of 6")));
+    let refused_ops: Vec<&str> = doc["operations"]
+        .as_array()
+        .expect("operations")
+        .iter()
+        .filter(|op| op["refused"] == true)
+        .map(|op| op["kind"].as_str().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        refused_ops,
+        [
+            "deactivate_user",
+            "deactivate_user",
+            "deactivate_user",
+            "deactivate_user",
+            "deactivate_user",
+            "purge_keys",
+            "delete_team"
+        ]
+    );
+
+    // Lifted by the flag: the same plan, not refused, and the verdict says so.
+    let lifted = env.run(&[
+        "plan",
+        "--snapshot",
+        arg(&emptied),
+        "--format",
+        "json",
+        "--allow-deletions",
+    ]);
+    let doc: Value = serde_json::from_str(&stdout(&lifted)).expect("JSON plan");
+    assert_eq!(doc["guard"]["refused"], false);
+    assert_eq!(doc["guard"]["deletions"], 6);
+
+    // A plan within the limits says the guard does not refuse it.
+    let json = env.run(&["plan", "--snapshot", arg(&snap), "--format", "json"]);
+    let doc: Value = serde_json::from_str(&stdout(&json)).expect("JSON plan");
+    assert_eq!(doc["guard"], serde_json::json!({"refused": false}));
+
+    // A saved refused plan is refused by `apply --plan` too, until allowed.
+    let saved = env.path("refused.plan");
+    let out = env.run(&["plan", "--snapshot", arg(&emptied), "--out", arg(&saved)]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let apply = env.run(&["apply", "--plan", arg(&saved)]);
+    assert_eq!(apply.status.code(), Some(1));
+    assert!(stderr(&apply).contains("refusing"), "{}", stderr(&apply));
+    let apply = env.run(&["apply", "--plan", arg(&saved), "--allow-deletions"]);
+    assert_eq!(apply.status.code(), Some(0), "{}", stderr(&apply));
 }
 
 #[test]

@@ -191,3 +191,69 @@ fn the_streamed_json_says_what_op_record_says_for_every_operation() {
         assert_eq!(line, &record);
     }
 }
+
+/// A plan the membership guard refuses: a group the IdP suddenly answers empty, beside
+/// a newcomer added elsewhere. The whole plan is shown, its removals marked.
+fn refused_plan() -> Plan {
+    let evals = team(1, "Evals", "g-1");
+    let mut users = Vec::new();
+    let mut memberships = Vec::new();
+    let mut listed = String::new();
+    for i in 10..22 {
+        let u = user(i, &format!("staff{i}@example.com"), &format!("s-{i}"));
+        memberships.push(Membership {
+            team_id: evals.id,
+            user_id: u.id,
+            source: Source::Sync("entra".into()),
+        });
+        users.push(u);
+        listed.push_str(&format!(
+            r#"{{"external_id": "s-{i}", "user_name": "staff{i}@example.com", "email": "staff{i}@example.com"}}, "#
+        ));
+    }
+    let actual = Actual {
+        users,
+        teams: vec![evals],
+        memberships,
+        everything: true,
+        ..Actual::default()
+    };
+    let snapshot = format!(
+        r#"{{"idp": "entra", "complete": true,
+        "users": [{listed}{{"external_id": "u-9", "user_name": "zoe@example.com", "email": "zoe@example.com"}}],
+        "groups": [
+          {{"external_id": "g-1", "display_name": "Evals", "members": []}},
+          {{"external_id": "g-2", "display_name": "Newcomers", "members": ["u-9"]}}]}}"#
+    );
+    let desired = Snapshot::parse(&snapshot).expect("valid").into_desired();
+    let policy = Policy {
+        now: at(0),
+        ..Policy::default()
+    };
+    plan(&desired, &actual, &policy).expect("a refused plan is still a plan")
+}
+
+#[test]
+fn a_refused_plan_renders_whole_with_its_removals_marked_as_in_the_golden_file() {
+    let refused = refused_plan();
+    assert!(refused.refusal().is_some());
+    check_golden("plan_refused.txt", &render_text(&refused, false));
+}
+
+#[test]
+fn a_refused_json_plan_carries_the_verdict_as_in_the_golden_file() {
+    let refused = refused_plan();
+    let json = render_json(&refused);
+    check_golden("plan_refused.json", &json);
+    let doc: serde_json::Value = serde_json::from_str(&json).expect("valid JSON");
+    assert_eq!(doc["guard"]["refused"], true);
+    assert_eq!(doc["guard"]["guard"], "membership_removals");
+    assert_eq!(doc["guard"]["deletions"], 12);
+    assert_eq!(doc["guard"]["limit"], 10);
+    assert_eq!(doc["guard"]["allowed_by"], "--allow-deletions");
+    let ops = doc["operations"].as_array().expect("operations");
+    for op in ops {
+        let removal = op["kind"] == "remove_member" || op["kind"] == "purge_keys";
+        assert_eq!(op.get("refused").is_some(), removal, "{op}");
+    }
+}
