@@ -202,6 +202,8 @@ impl App {
         let watchdog = systemd::spawn_watchdog(store.clone());
         // Pruning to [audit] retain; SQLite's optimize and checkpoints.
         let maintenance = crate::maintenance::start(&self.state);
+        // [[target]]: outbox delivery and drift repair (src/target/).
+        let targets = crate::target::start(&self.state.current_config(), &store).await?;
         let header_read_timeout =
             Duration::from_secs(self.state.current_config().server.header_read_timeout_secs);
         let max_connections = {
@@ -229,6 +231,7 @@ impl App {
             scheduler.shutdown().await;
         }
         maintenance.shutdown().await;
+        targets.shutdown().await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())

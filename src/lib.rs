@@ -18,4 +18,5 @@ pub mod sso;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod target;
 pub mod telemetry;

@@ -166,6 +166,7 @@ impl Engine {
         let plan = plan_in(&mut tx, change).await?;
         show(&plan);
         let summary = apply(&mut tx, &plan, change.actor).await?;
+        enqueue_for_targets(&mut tx, &plan, change.policy).await?;
         tx.commit().await?;
         Ok(Applied { plan, summary })
     }
@@ -191,6 +192,7 @@ impl Engine {
         check_deletion_guard(&plan, &actual, policy)?;
         show(&plan);
         let summary = apply(&mut tx, &plan, actor).await?;
+        enqueue_for_targets(&mut tx, &plan, policy).await?;
         tx.commit().await?;
         Ok(Applied { plan, summary })
     }
@@ -363,9 +365,25 @@ pub(super) async fn apply_in(
 ) -> Result<Applied, EngineError> {
     let plan = plan_in(tx, change).await?;
     let summary = apply(tx, &plan, change.actor).await?;
+    enqueue_for_targets(tx, &plan, change.policy).await?;
     if let Some(pull) = change.pull_state {
         tx.save_delta_base(pull.idp, pull.cursor, pull.delta_base)
             .await?;
     }
     Ok(Applied { plan, summary })
+}
+
+/// The downstream targets' share of an applied plan, in its transaction: the change
+/// reaches them exactly when it is committed (src/target/ delivers it).
+async fn enqueue_for_targets(
+    tx: &mut WriteTx,
+    plan: &Plan,
+    policy: &Policy,
+) -> Result<(), EngineError> {
+    if policy.targets.is_empty() || plan.ops.is_empty() {
+        return Ok(());
+    }
+    let rows = super::outbox::outbox_rows(plan);
+    tx.enqueue_outbox(&policy.targets, &rows).await?;
+    Ok(())
 }
