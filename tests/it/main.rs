@@ -52,4 +52,5 @@ mod service;
 mod sso_cli;
 mod sso_sign_in;
 mod unicode_names;
+mod whoami_proxies;
 mod write_transactions;
