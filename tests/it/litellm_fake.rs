@@ -118,6 +118,15 @@ impl FakeLiteLlm {
         self.lock().teams.get(id).cloned().map(Value::Object)
     }
 
+    pub fn teams_snapshot(&self) -> Vec<Value> {
+        self.lock()
+            .teams
+            .values()
+            .cloned()
+            .map(Value::Object)
+            .collect()
+    }
+
     pub fn key_count(&self) -> usize {
         self.lock().keys.len()
     }

@@ -516,3 +516,120 @@ async fn litellm_live_mirror_against_a_real_proxy() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_between_the_commit_and_the_delivery_loses_nothing() {
+    use crate::common::daemon::{serve, Daemon};
+    let fake = FakeLiteLlm::start().await;
+    fake.set_failing(true);
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "config.toml",
+        &format!(
+            "[database]\nurl = \"sqlite://{}\"\n[[target]]\nname = \"litellm\"\nkind = \"litellm\"\nurl = {:?}\nmaster_key_env = \"LITELLM_MASTER_KEY\"\nmax_retries = 0\n",
+            dir.path().join("scimsync.db").display(),
+            fake.url
+        ),
+    );
+    let start = || {
+        let mut cmd = serve(dir.path());
+        cmd.arg("--config")
+            .arg(&config)
+            .env("LITELLM_MASTER_KEY", MASTER_KEY);
+        Daemon::start(cmd)
+    };
+    let mut daemon = start();
+    let token = std::fs::read_to_string(dir.path().join("initial-scim-token")).unwrap();
+    let http = reqwest::Client::new();
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let response = http
+            .post(daemon.url("/scim/v2/Users"))
+            .bearer_auth(token.trim())
+            .header("content-type", "application/scim+json")
+            .body(json!({"userName": format!("crash{i}@example.com"), "emails": [{"value": format!("crash{i}@example.com")}]}).to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::CREATED);
+        let body: Value = response.json().await.unwrap();
+        ids.push(body["id"].as_str().unwrap().to_owned());
+    }
+    let members: Vec<Value> = ids.iter().map(|id| json!({"value": id})).collect();
+    let response = http
+        .post(daemon.url("/scim/v2/Groups"))
+        .bearer_auth(token.trim())
+        .header("content-type", "application/scim+json")
+        .body(json!({"displayName": "Survivors", "members": members}).to_string())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let team = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // Committed and answered, not delivered (LiteLLM is down): kill -9.
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    assert!(fake.users().is_empty());
+
+    fake.set_failing(false);
+    let _daemon = start();
+    eventually(
+        "everything delivered after the restart",
+        Duration::from_secs(30),
+        || (0..3).all(|i| member_of(&fake, &team, &format!("crash{i}@example.com"))),
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn without_a_target_nothing_is_written_to_the_outbox() {
+    let app = TestApp::spawn().await;
+    create_user(&app, "nobody@example.com").await;
+    assert_eq!(app.store.outbox_depth("litellm").await.unwrap().0, 0);
+}
+
+#[tokio::test]
+async fn metrics_show_the_outbox_and_failures_by_cause() {
+    let fake = FakeLiteLlm::start().await;
+    // Its own target name: the recorder is shared by every test in this binary.
+    let url = fake.url.clone();
+    let app = TestApp::spawn_with(move |config| {
+        let mut target = TargetConfig::new("metered", TargetKind::Litellm, &url);
+        target.master_key = Some(MASTER_KEY.into());
+        target.max_retries = Some(0);
+        config.target.push(target);
+    })
+    .await;
+    fake.set_failing(true);
+    create_user(&app, "metrics@example.com").await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let text = app
+            .http
+            .get(app.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        if text
+            .contains("scimsync_target_failures_total{target=\"metered\",cause=\"server_error\"}")
+            && text.contains("scimsync_target_outbox_depth{target=\"metered\"} 1")
+        {
+            assert!(text.contains("# HELP scimsync_target_outbox_lag_seconds"));
+            assert!(!text.contains(MASTER_KEY));
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "metrics never showed the outage:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -32,6 +32,7 @@ mod idp_onelogin;
 mod idp_plan_cli;
 mod idp_sync;
 mod key_scope_and_limits;
+mod litellm_bench;
 mod litellm_fake;
 mod litellm_target;
 mod metrics_docs;
