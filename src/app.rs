@@ -11,7 +11,7 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::http::StatusCode;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{any, get};
 use axum::{Json, Router};
 use serde_json::json;
 use std::future::Future;
@@ -43,7 +43,10 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
-        .route("/v1/whoami", get(whoami))
+        // Also an nginx `auth_request` and Envoy `ext_authz` service: Envoy appends the
+        // original path to its path_prefix and keeps the original method.
+        .route("/v1/whoami", any(whoami))
+        .route("/v1/whoami/{*original}", any(whoami))
         .merge(crate::sso::routes())
         .route("/metrics", get(metrics_exposition))
         .nest("/scim/v2", crate::scim::router())
@@ -127,14 +130,49 @@ async fn metrics_exposition(State(state): State<AppState>) -> impl IntoResponse 
     )
 }
 
+/// The key's identity as JSON for direct callers, and as `X-Scimsync-*` headers for a
+/// proxy's auth subrequest, which reads only the status and headers. A refusal is 401
+/// (its JSON body is ignored by nginx and passed through by Envoy).
 async fn whoami(ApiKeyAuth(principal): ApiKeyAuth) -> impl IntoResponse {
-    Json(json!({
+    let team = principal.team_id.map(|t| t.to_string()).unwrap_or_default();
+    let headers = [
+        ("x-scimsync-user-id", principal.user_id.to_string()),
+        (
+            "x-scimsync-user-name",
+            header_safe(principal.user_name.as_str()),
+        ),
+        ("x-scimsync-team-id", team),
+        ("x-scimsync-role", header_safe(principal.role.as_str())),
+        ("x-scimsync-key-id", principal.key_id.to_string()),
+    ];
+    let mut response = Json(json!({
         "user_id": principal.user_id,
         "user_name": principal.user_name.as_str(),
         "role": principal.role.as_str(),
         "team_id": principal.team_id,
         "key_id": principal.key_id,
     }))
+    .into_response();
+    for (name, value) in headers {
+        if let Ok(value) = axum::http::HeaderValue::from_str(&value) {
+            response.headers_mut().insert(name, value);
+        }
+    }
+    response
+}
+
+/// A header value proxies pass on unchanged: printable ASCII as is, every other byte
+/// (and `%`) percent-encoded as UTF-8, so a userName such as `zoë` arrives as `zo%C3%AB`.
+fn header_safe(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for byte in value.bytes() {
+        if byte.is_ascii_graphic() && byte != b'%' || byte == b' ' {
+            out.push(byte as char);
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
 }
 
 async fn not_found() -> ApiError {
@@ -212,6 +250,8 @@ impl App {
         let watchdog = systemd::spawn_watchdog(store.clone());
         // Pruning to [audit] retain; SQLite's optimize and checkpoints.
         let maintenance = crate::maintenance::start(&self.state);
+        // [[target]]: outbox delivery and drift repair (src/target/).
+        let targets = crate::target::start(&self.state.current_config(), &store).await?;
         let header_read_timeout =
             Duration::from_secs(self.state.current_config().server.header_read_timeout_secs);
         let max_connections = {
@@ -239,6 +279,7 @@ impl App {
             scheduler.shutdown().await;
         }
         maintenance.shutdown().await;
+        targets.shutdown().await;
         store.close().await;
         tracing::info!("stopped");
         Ok(())

@@ -532,8 +532,12 @@ pub enum OutputFormat {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("desired").required(true).args(["snapshot", "idp"])))]
+#[command(group(clap::ArgGroup::new("desired").required(true).args(["snapshot", "idp", "target"])))]
 pub struct PlanArgs {
+    /// Compare a downstream [[target]] (LiteLLM) with the store instead: what it lacks
+    /// or has in excess.
+    #[arg(long, value_name = "NAME", conflicts_with_all = ["user", "out"])]
+    pub target: Option<String>,
     /// The desired state: a snapshot file as `scimsync pull` writes it (docs/snapshot.md);
     /// `-` reads standard input.
     #[arg(long, value_name = "FILE")]
@@ -559,8 +563,11 @@ pub struct PlanArgs {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("input").required(true).args(["snapshot", "idp", "plan"])))]
+#[command(group(clap::ArgGroup::new("input").required(true).args(["snapshot", "idp", "plan", "target"])))]
 pub struct ApplyArgs {
+    /// Repair a downstream [[target]] (LiteLLM) so that it matches the store.
+    #[arg(long, value_name = "NAME", conflicts_with = "user")]
+    pub target: Option<String>,
     /// Plan against this snapshot and apply at once (`-` reads standard input).
     #[arg(long, value_name = "FILE")]
     pub snapshot: Option<PathBuf>,
@@ -688,6 +695,18 @@ fn stdout_is_terminal() -> bool {
 async fn plan_command(config: &Config, args: PlanArgs) -> anyhow::Result<i32> {
     use crate::reconcile::{self, render, Policy};
     let store = open_store(config).await?;
+    if let Some(name) = &args.target {
+        let json = args.format == OutputFormat::Json;
+        return crate::target::drift::plan_command(
+            config,
+            store,
+            name,
+            json,
+            args.detailed_exitcode,
+            args.allow_deletions,
+        )
+        .await;
+    }
     let mut policy = Policy::from_config(config, crate::store::now());
     policy.allow_deletions = args.allow_deletions;
     // A write transaction only for a consistent view of the store: nothing is written,
@@ -770,6 +789,10 @@ fn read_plan_file(path: &std::path::Path) -> anyhow::Result<crate::reconcile::Pl
 async fn apply_command(config: &Config, args: ApplyArgs) -> anyhow::Result<i32> {
     use crate::reconcile::{self, render, Policy, Scope};
     let store = open_store(config).await?;
+    if let Some(name) = &args.target {
+        return crate::target::drift::apply_command(config, store, name, args.allow_deletions)
+            .await;
+    }
     let mut policy = Policy::from_config(config, crate::store::now());
     policy.allow_deletions = args.allow_deletions;
     let actor = cli_actor();

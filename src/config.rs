@@ -66,6 +66,8 @@ pub struct Config {
     pub ownership: OwnershipConfig,
     pub audit: AuditConfig,
     pub idp: Vec<IdpConfig>,
+    /// Downstream gateways kept in line with the store (`[[target]]`, src/target/).
+    pub target: Vec<TargetConfig>,
 }
 
 /// Default `[audit] retain`: a yearly review still finds the whole of last year, with a
@@ -408,6 +410,104 @@ impl fmt::Debug for IdpConfig {
     }
 }
 
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TargetKind {
+    Litellm,
+}
+
+/// One `[[target]]` table: a downstream gateway whose users, teams and memberships
+/// follow the store (see the README's LiteLLM section).
+#[derive(Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// What `plan --target` and the metrics call it.
+    pub name: String,
+    pub kind: TargetKind,
+    /// The proxy's base URL, e.g. `http://127.0.0.1:4000`.
+    pub url: String,
+    /// The master key: from a file (systemd credentials), the environment, or inline
+    /// for trying things out (or `$CREDENTIALS_DIRECTORY/<name>` under systemd).
+    pub master_key_file: Option<PathBuf>,
+    pub master_key_env: Option<String>,
+    pub master_key: Option<String>,
+    /// Cron expression with seconds for a full drift repair; absent: only at start.
+    pub schedule: Option<String>,
+    /// Timeout of one HTTP request to the target (default 10).
+    pub request_timeout_secs: Option<u64>,
+    /// Retries of a failed or timed-out request before the delivery is put back (default 3).
+    pub max_retries: Option<u32>,
+    /// Parallel calls during a drift repair (default 8).
+    pub concurrency: Option<usize>,
+}
+
+impl TargetConfig {
+    /// A target of `kind` named `name` at `url`; tests and examples fill in the rest.
+    pub fn new(name: &str, kind: TargetKind, url: &str) -> Self {
+        Self {
+            name: name.to_owned(),
+            kind,
+            url: url.to_owned(),
+            master_key_file: None,
+            master_key_env: None,
+            master_key: None,
+            schedule: None,
+            request_timeout_secs: None,
+            max_retries: None,
+            concurrency: None,
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let name = &self.name;
+        if name.trim().is_empty() {
+            return Err(ConfigError::Invalid(
+                "a [[target]] has an empty name".into(),
+            ));
+        }
+        let scheme_ok = self.url.starts_with("http://") || self.url.starts_with("https://");
+        if !scheme_ok || reqwest::Url::parse(&self.url).is_err() {
+            return Err(ConfigError::Invalid(format!(
+                "[[target]] {name:?}: url {:?} is not an http:// or https:// URL",
+                self.url
+            )));
+        }
+        let sources = [
+            self.master_key_file.is_some(),
+            self.master_key_env.is_some(),
+            self.master_key.is_some(),
+        ];
+        if sources.iter().filter(|s| **s).count() > 1 {
+            return Err(ConfigError::Invalid(format!(
+                "[[target]] {name:?}: give one of master_key_file, master_key_env, master_key"
+            )));
+        }
+        if self.concurrency == Some(0) {
+            return Err(ConfigError::Invalid(format!(
+                "[[target]] {name:?}: concurrency must be at least 1"
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for TargetConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TargetConfig")
+            .field("name", &self.name)
+            .field("kind", &self.kind)
+            .field("url", &self.url)
+            .field("master_key_file", &self.master_key_file)
+            .field("master_key_env", &self.master_key_env)
+            .field(
+                "master_key",
+                &self.master_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("schedule", &self.schedule)
+            .finish_non_exhaustive()
+    }
+}
+
 impl fmt::Debug for DatabaseConfig {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DatabaseConfig")
@@ -666,6 +766,16 @@ impl Config {
                 return invalid(format!("two [[idp]] entries are named {:?}", idp.name));
             }
             idp.validate()?;
+        }
+        let mut targets = std::collections::BTreeSet::new();
+        for target in &self.target {
+            target.validate()?;
+            if !targets.insert(target.name.as_str()) {
+                return invalid(format!(
+                    "two [[target]] entries are named {:?}",
+                    target.name
+                ));
+            }
         }
         for (idp, owners) in &self.ownership.adopt {
             crate::domain::check_idp_name(idp)

@@ -19,4 +19,5 @@ pub mod sso;
 pub mod state;
 pub mod store;
 pub mod sync;
+pub mod target;
 pub mod telemetry;

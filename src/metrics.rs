@@ -26,6 +26,12 @@ fn handle() -> Option<&'static PrometheusHandle> {
                         Matcher::Full("scimsync_sync_duration_seconds".into()),
                         SYNC_BUCKETS,
                     )
+                })
+                .and_then(|b| {
+                    b.set_buckets_for_metric(
+                        Matcher::Full("scimsync_target_delivery_delay_seconds".into()),
+                        LATENCY_BUCKETS,
+                    )
                 });
             match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => {
@@ -77,6 +83,29 @@ fn describe() {
     describe_gauge!(
         "scimsync_build_info",
         "Always 1; the version and git commit of the running binary are its labels."
+    );
+    describe_gauge!(
+        "scimsync_target_outbox_depth",
+        "Changes waiting in the outbox for a downstream target, by target."
+    );
+    describe_gauge!(
+        "scimsync_target_outbox_lag_seconds",
+        Unit::Seconds,
+        "Age of the oldest change waiting for a downstream target (0 when none wait)."
+    );
+    describe_histogram!(
+        "scimsync_target_delivery_delay_seconds",
+        Unit::Seconds,
+        "Time from a change's commit to its delivery to a downstream target, by target."
+    );
+    describe_counter!(
+        "scimsync_target_failures_total",
+        "Failed deliveries and drift repairs of a downstream target, by target and cause \
+         (unreachable, server_error, unauthorized, rejected, conflict, protocol, store, config, guard)."
+    );
+    describe_counter!(
+        "scimsync_target_retries_total",
+        "Calls to a downstream target retried after a server error or timeout."
     );
     describe_counter!(
         "scimsync_http_requests_total",
@@ -309,4 +338,28 @@ const PRUNED_TABLES: [&str; 2] = ["audit_log", "deleted_api_keys"];
 /// Rows of `table` deleted by the `[audit] retain` prune.
 pub fn audit_rows_pruned(table: &'static str, rows: u64) {
     metrics::counter!("scimsync_audit_rows_pruned_total", "table" => table).increment(rows);
+}
+
+/// The outbox of one target: how many changes wait, and how old the oldest is.
+pub fn target_outbox(target: &str, depth: f64, lag_seconds: f64) {
+    metrics::gauge!("scimsync_target_outbox_depth", "target" => target.to_owned()).set(depth);
+    metrics::gauge!("scimsync_target_outbox_lag_seconds", "target" => target.to_owned())
+        .set(lag_seconds);
+}
+
+/// A change delivered to a target, `delay` after it was committed.
+pub fn target_delivered(target: &str, delay: chrono::Duration) {
+    let seconds = delay.num_milliseconds().max(0) as f64 / 1000.0;
+    metrics::histogram!("scimsync_target_delivery_delay_seconds", "target" => target.to_owned())
+        .record(seconds);
+}
+
+/// A failed delivery or repair, by a bounded cause.
+pub fn target_failure(target: &str, cause: &'static str) {
+    metrics::counter!("scimsync_target_failures_total", "target" => target.to_owned(), "cause" => cause)
+        .increment(1);
+}
+
+pub fn target_retry() {
+    metrics::counter!("scimsync_target_retries_total").increment(1);
 }

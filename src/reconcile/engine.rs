@@ -228,6 +228,7 @@ impl Engine {
         refuse_if_guarded(&plan)?;
         show(&plan);
         let summary = apply(&mut tx, &plan, change.actor).await?;
+        enqueue_for_targets(&mut tx, &plan, change.policy).await?;
         tx.commit().await?;
         Ok(Applied { plan, summary })
     }
@@ -253,6 +254,7 @@ impl Engine {
         check_deletion_guard(&plan, &actual, policy)?;
         show(&plan);
         let summary = apply(&mut tx, &plan, actor).await?;
+        enqueue_for_targets(&mut tx, &plan, policy).await?;
         tx.commit().await?;
         Ok(Applied { plan, summary })
     }
@@ -362,6 +364,7 @@ impl Engine {
         let now = crate::store::now();
         if fingerprint(&actual) == kept.fingerprint {
             let summary = apply(&mut tx, &kept_plan, actor).await?;
+            enqueue_for_targets(&mut tx, &kept_plan, policy).await?;
             tx.decide_quarantined_plan(id, "approved", &actor.name, now)
                 .await?;
             let mut detail = plan_detail(&kept.idp, &kept_plan, &kept.reason);
@@ -675,6 +678,7 @@ async fn apply_planned(
     change: Request<'_>,
 ) -> Result<Applied, EngineError> {
     let summary = apply(tx, &plan, change.actor).await?;
+    enqueue_for_targets(tx, &plan, change.policy).await?;
     if let Some(pull) = change.pull_state {
         tx.save_delta_base(pull.idp, pull.cursor, pull.delta_base)
             .await?;
@@ -826,4 +830,19 @@ async fn keep(
     )
     .await?;
     Ok(id)
+}
+
+/// The downstream targets' share of an applied plan, in its transaction: the change
+/// reaches them exactly when it is committed (src/target/ delivers it).
+async fn enqueue_for_targets(
+    tx: &mut WriteTx,
+    plan: &Plan,
+    policy: &Policy,
+) -> Result<(), EngineError> {
+    if policy.targets.is_empty() || plan.ops.is_empty() {
+        return Ok(());
+    }
+    let rows = super::outbox::outbox_rows(plan);
+    tx.enqueue_outbox(&policy.targets, &rows).await?;
+    Ok(())
 }

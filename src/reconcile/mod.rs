@@ -13,6 +13,7 @@ pub mod desired;
 mod engine;
 mod load;
 mod ops;
+mod outbox;
 mod plan;
 mod policy;
 mod record;

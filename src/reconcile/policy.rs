@@ -45,6 +45,8 @@ pub struct Policy {
     /// `[ownership] adopt`: IdP → the owners (IdP names, or "manual") whose objects it
     /// may take over.
     pub adopt: BTreeMap<String, std::collections::BTreeSet<String>>,
+    /// `[[target]]` names: an applied plan leaves an outbox row per target and change.
+    pub targets: Vec<String>,
 }
 
 /// How the IdP behind a desired state stands to the owner of an object it touches.
@@ -84,6 +86,7 @@ impl Policy {
                 .iter()
                 .map(|(idp, owners)| (idp.clone(), owners.iter().cloned().collect()))
                 .collect(),
+            targets: config.target.iter().map(|t| t.name.clone()).collect(),
         }
     }
 

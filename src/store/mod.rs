@@ -24,6 +24,7 @@ pub use tokens::TokenPrincipal;
 pub mod lists;
 pub mod query;
 pub mod sync_state;
+pub mod targets;
 mod teams;
 mod users;
 mod watermark;
