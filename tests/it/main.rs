@@ -49,5 +49,7 @@ mod security;
 mod service;
 mod sso_cli;
 mod sso_sign_in;
+mod ui_browser;
+mod ui_http;
 mod unicode_names;
 mod write_transactions;
