@@ -101,7 +101,10 @@ pub fn table(entries: &[ExportedEntry]) -> Markup {
                                 td { (e.entry.actor) }
                                 td { (e.entry.operation) }
                                 td { code { (e.entry.target) } }
-                                td { code.detail { (e.entry.detail.to_string()) } }
+                                td { @let detail = e.entry.detail.to_string();
+                                    @if detail.len() <= 60 { code.detail { (detail) } } @else {
+                                        details { summary { "Show" } code.detail { (detail) } }
+                                    } }
                             }
                         }
                     }

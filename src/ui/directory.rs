@@ -65,8 +65,7 @@ fn name_prefix(field: Field, prefix: &str) -> Predicate {
 fn search_form(action: &str, label: &str, q: &str) -> Markup {
     html! {
         form.search role="search" method="get" action=(action) {
-            label for="q" { (label) }
-            input type="search" id="q" name="q" value=(q);
+            div.field { label for="q" { (label) } input type="search" id="q" name="q" value=(q); }
             button type="submit" { "Search" }
         }
     }
@@ -80,7 +79,9 @@ pub async fn users(
     let q = params.q.trim();
     let query = ListQuery {
         filter: (!q.is_empty()).then(|| name_prefix(Field::UserName, q)),
-        sort: (!q.is_empty()).then_some(Sort {
+        // userName order is served by the unique index on the folded name, which
+        // also serves the search's range.
+        sort: Some(Sort {
             field: Field::UserName,
             descending: false,
         }),
@@ -287,7 +288,7 @@ pub async fn teams(
     let q = params.q.trim();
     let query = ListQuery {
         filter: (!q.is_empty()).then(|| name_prefix(Field::TeamName, &q.to_lowercase())),
-        sort: (!q.is_empty()).then_some(Sort {
+        sort: Some(Sort {
             field: Field::TeamName,
             descending: false,
         }),
@@ -339,7 +340,10 @@ pub async fn team(
                 value: Value::Text(id.to_string()),
             }),
         )),
-        sort: None,
+        sort: Some(Sort {
+            field: Field::UserName,
+            descending: false,
+        }),
         offset: params.offset,
         limit: PAGE,
     };
@@ -422,14 +426,14 @@ pub async fn keys(
         h1 { "Keys" }
         (layout::notice(notice.as_deref()))
         form.search role="search" method="get" action={(BASE) "/keys"} {
-            label for="q" { "Key prefix or userName begins with" }
-            input type="search" id="q" name="q" value=(q);
-            label for="state" { "State" }
-            select id="state" name="state" {
-                option value="" selected[params.state.is_empty()] { "any" }
-                option value="unblocked" selected[params.state == "unblocked"] { "not blocked" }
-                option value="blocked" selected[params.state == "blocked"] { "blocked" }
-            }
+            div.field { label for="q" { "Key prefix or userName begins with" }
+                input type="search" id="q" name="q" value=(q); }
+            div.field.narrow { label for="state" { "State" }
+                select id="state" name="state" {
+                    option value="" selected[params.state.is_empty()] { "any" }
+                    option value="unblocked" selected[params.state == "unblocked"] { "not blocked" }
+                    option value="blocked" selected[params.state == "blocked"] { "blocked" }
+                } }
             button type="submit" { "Filter" }
         }
         @if listed.items.is_empty() { p.muted { "No keys match." } } @else { (keys_table(&admin, &listed.items, &format!("{BASE}/keys"))) }

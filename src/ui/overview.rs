@@ -122,7 +122,7 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
                                     (number(result, "destroy")) " removed" }
                             }
                             dt { "Last success" } dd { (layout::when(sync.and_then(|s| s.last_success))) }
-                            dt { "Next scheduled run" }
+                            dt { "Next run" }
                             dd { @match idp_config.and_then(|c| c.schedule.as_deref()) {
                                 Some(schedule) => { (layout::when(next_run(schedule))) " (" code { (schedule) } ")" }
                                 None => span.muted { "not scheduled" },

@@ -119,8 +119,29 @@ impl Browser {
         field.send_keys(text).await.expect("typed");
     }
 
+    /// Clicks a link or a button that leads to another address, and waits until the
+    /// browser is there: reading the page sooner could read the one being left.
     async fn click(&self, css: &str) {
+        let before = self.client.current_url().await.expect("url");
         self.find(css).await.click().await.expect("clicked");
+        for _ in 0..200 {
+            if self.client.current_url().await.expect("url") != before {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("clicking {css} on {before} led nowhere");
+    }
+
+    /// Waits until the browser is at `expected` (a path and query).
+    async fn wait_for_path(&self, expected: &str) {
+        for _ in 0..200 {
+            if self.path().await == expected {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        assert_eq!(self.path().await, expected);
     }
 
     /// Saves the page at 1280 px and at a phone's width.
@@ -144,7 +165,13 @@ impl Browser {
     async fn sign_in(&self, app: &TestApp, token: &str) {
         self.goto(app, "/ui/sign-in").await;
         self.fill("#token", token).await;
-        self.click("form button[type=submit]").await;
+        // A refusal answers at the same address, so there is no move to wait for:
+        // callers wait for what the answer shows.
+        self.find("form button[type=submit]")
+            .await
+            .click()
+            .await
+            .expect("clicked");
     }
 }
 
@@ -177,16 +204,16 @@ async fn ui_browser_signs_in_with_an_admin_token_refuses_others_and_signs_out() 
     browser.screenshots("sign-in-refused").await;
 
     browser.sign_in(&app, &admin).await;
-    assert_eq!(browser.path().await, "/ui");
+    browser.wait_for_path("/ui").await;
     assert!(browser.text("form.sign-out").await.contains("admin"));
     assert!(browser.text("main h1").await.contains("Overview"));
     browser.screenshots("overview").await;
 
     browser.click("form.sign-out button").await;
-    assert_eq!(browser.path().await, "/ui/sign-in?reason=signed-out");
+    browser.wait_for_path("/ui/sign-in?reason=signed-out").await;
     assert!(browser.text("main").await.contains("You are signed out"));
     browser.goto(&app, "/ui/users").await;
-    assert_eq!(browser.path().await, "/ui/sign-in", "the session is gone");
+    browser.wait_for_path("/ui/sign-in").await;
 }
 
 #[tokio::test]
@@ -197,6 +224,7 @@ async fn ui_browser_creates_a_scim_token_that_works_and_revokes_it() {
     let app = TestApp::spawn().await;
     let admin = app.new_token("admin", TokenScope::Admin).await;
     browser.sign_in(&app, &admin).await;
+    browser.wait_for_path("/ui").await;
     browser.click("nav a[href='/ui/scim']").await;
     assert!(browser
         .find("#tenant-url")
@@ -278,6 +306,7 @@ async fn ui_browser_searches_and_pages_among_100000_users() {
     seed_users(&app, 100_000).await;
     let admin = app.new_token("admin", TokenScope::Admin).await;
     browser.sign_in(&app, &admin).await;
+    browser.wait_for_path("/ui").await;
     browser.click("nav a[href='/ui/users']").await;
     assert!(browser
         .text("nav.pager span")
@@ -319,6 +348,7 @@ async fn ui_browser_revokes_a_key_and_the_audit_log_names_the_admin() {
     let (other_key, _) = app.new_api_key(alice.id, None).await;
     let admin = app.new_token("admin", TokenScope::Admin).await;
     browser.sign_in(&app, &admin).await;
+    browser.wait_for_path("/ui").await;
     browser.click("nav a[href='/ui/keys']").await;
     assert!(browser.text("main table").await.contains("LLM Evals"));
     browser.screenshots("keys").await;
@@ -357,10 +387,10 @@ async fn ui_browser_an_idle_session_expires() {
     let app = TestApp::spawn_with(|c| c.ui.session_idle_minutes = 30).await;
     let admin = app.new_token("admin", TokenScope::Admin).await;
     browser.sign_in(&app, &admin).await;
-    assert_eq!(browser.path().await, "/ui");
+    browser.wait_for_path("/ui").await;
     age_sessions(&app, 31).await;
     browser.goto(&app, "/ui/keys").await;
-    assert_eq!(browser.path().await, "/ui/sign-in?reason=expired");
+    browser.wait_for_path("/ui/sign-in?reason=expired").await;
     assert!(browser.text("p.notice").await.contains("session expired"));
     browser.screenshots("session-expired").await;
     let left: i64 = sqlx::Row::get(
@@ -371,4 +401,74 @@ async fn ui_browser_an_idle_session_expires() {
         "n",
     );
     assert_eq!(left, 0, "the expired session is removed");
+}
+
+#[tokio::test]
+async fn ui_browser_syncs_an_idp_now_showing_the_plan_first_and_plans_a_sign_in() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let okta = crate::idp_mocks::okta::OktaMock::start().await;
+    let mut idp = okta.ssws_config("okta", &["LLM *"]);
+    // Scheduled, but not to run during the test: the overview shows the next run.
+    idp.schedule = Some("0 0 3 1 1 *".into());
+    let app = TestApp::spawn_with(move |c| c.idp = vec![idp]).await;
+    let admin = app.new_token("admin", TokenScope::Admin).await;
+    browser.sign_in(&app, &admin).await;
+    browser.wait_for_path("/ui").await;
+    let card = browser.text("article.card").await;
+    assert!(
+        card.contains("pull") && card.contains("0 0 3 1 1 *"),
+        "{card}"
+    );
+
+    browser.click("button[aria-label^='Sync okta now']").await;
+    let plan = browser.text("pre.plan").await;
+    assert!(plan.contains("alice@example.com"), "{plan}");
+    assert!(
+        app.store.all_users().await.expect("users").is_empty(),
+        "the plan is only shown"
+    );
+    browser.screenshots("sync-plan").await;
+    browser.click("main form button[type=submit]").await;
+    assert!(browser
+        .text("p.notice")
+        .await
+        .contains("operations applied"));
+    let users = app.store.all_users().await.expect("users");
+    assert_eq!(users.len(), 4, "alice, bob, carol and dave");
+    let audit = app.store.audit_since(None).await.expect("audit");
+    assert!(
+        audit
+            .iter()
+            .any(|e| e.operation == "create_user" && e.actor == "ui:admin" && e.trigger == "ui"),
+        "applied as the console's admin"
+    );
+
+    browser.goto(&app, "/ui/users?q=alice").await;
+    browser.click("tbody a[href^='/ui/users/']").await;
+    browser.click("form.stacked button[type=submit]").await;
+    let outcome = browser.text("main").await;
+    assert!(
+        outcome.contains("LLM Admins") && outcome.contains("Nothing was changed"),
+        "{outcome}"
+    );
+    browser.screenshots("dry-run-sign-in").await;
+
+    // A last sync on record, as the overview shows it.
+    let started = chrono::Utc::now() - chrono::Duration::minutes(3);
+    app.store
+        .record_sync(
+            "okta",
+            started,
+            true,
+            &json!({"idp": "okta", "outcome": "success", "pull": "full", "duration_ms": 840,
+                "users": 4, "groups": 2, "add": 0, "change": 1, "destroy": 0}),
+            None,
+        )
+        .await
+        .expect("recorded");
+    browser.goto(&app, "/ui").await;
+    assert!(browser.text("article.card").await.contains("success"));
+    browser.screenshots("overview-idp").await;
 }
