@@ -34,15 +34,23 @@ fn ago(idle: Duration) -> DateTime<Utc> {
     now() - chrono::Duration::from_std(idle).unwrap_or(chrono::Duration::MAX)
 }
 
-/// The audit log as the console filters it. Text filters match exactly, except
-/// `target`, which also matches every target it begins (`user:` finds all users).
+/// The audit log as the console filters it. Text filters match exactly.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AuditFilter {
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     pub trigger: Option<String>,
     pub actor: Option<String>,
-    pub target: Option<String>,
+    pub target: Option<TargetMatch>,
+}
+
+/// Which targets an audit filter keeps.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TargetMatch {
+    /// Exactly this target (`user:<id>`): one range of the target index, newest first.
+    Exactly(String),
+    /// Every target beginning with this (`user:` finds all users).
+    StartsWith(String),
 }
 
 /// An API key with the names an operator recognises it by.
@@ -286,9 +294,15 @@ impl Store {
         if let Some(actor) = &filter.actor {
             conditions.push(|n| format!("actor = ${n}"), actor.clone());
         }
-        if let Some(target) = &filter.target {
-            conditions.push(|n| format!("target >= ${n}"), target.clone());
-            conditions.push(|n| format!("target < ${n}"), prefix_end(target));
+        match &filter.target {
+            Some(TargetMatch::Exactly(target)) => {
+                conditions.push(|n| format!("target = ${n}"), target.clone());
+            }
+            Some(TargetMatch::StartsWith(prefix)) => {
+                conditions.push(|n| format!("target >= ${n}"), prefix.clone());
+                conditions.push(|n| format!("target < ${n}"), prefix_end(prefix));
+            }
+            None => {}
         }
         let mut sql = format!(
             "SELECT id, at, trigger, actor, operation, target, detail FROM audit_log WHERE {}",

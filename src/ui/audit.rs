@@ -5,7 +5,7 @@ use super::layout::{self, Section};
 use super::session::Admin;
 use super::{UiError, UiResult, BASE};
 use crate::state::AppState;
-use crate::store::console::AuditFilter;
+use crate::store::console::{AuditFilter, TargetMatch};
 use crate::store::ExportedEntry;
 use axum::extract::{Query, State};
 use axum::http::header;
@@ -69,7 +69,7 @@ impl AuditParams {
             until: parse_time(&self.until, "until")?,
             trigger: non_empty(&self.trigger),
             actor: non_empty(&self.actor),
-            target: non_empty(&self.target),
+            target: non_empty(&self.target).map(TargetMatch::StartsWith),
         })
     }
 

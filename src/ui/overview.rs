@@ -52,6 +52,28 @@ impl PendingPlans {
     }
 }
 
+/// The most plan lines a page shows: a first pull's plan can run to millions, which
+/// no browser renders; the summary line is always kept.
+const PLAN_LINES: usize = 2_000;
+
+fn shorten(text: &str, idp: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= PLAN_LINES {
+        return text.to_owned();
+    }
+    let summary = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("Plan:"))
+        .copied()
+        .unwrap_or_default();
+    format!(
+        "{}\n\n… {} more lines; the whole plan: scimsync plan --idp {idp}\n\n{summary}",
+        lines[..PLAN_LINES].join("\n"),
+        lines.len() - PLAN_LINES
+    )
+}
+
 /// The next time a cron schedule (with seconds) fires.
 fn next_run(schedule: &str) -> Option<DateTime<Utc>> {
     croner::parser::CronParser::builder()
@@ -186,7 +208,7 @@ pub async fn plan_sync(
     };
     let rendered = plan
         .as_ref()
-        .map(|p| reconcile::render::render_text(p, false));
+        .map(|p| shorten(&reconcile::render::render_text(p, false), &idp));
     let confirm = plan.filter(|p| !p.is_empty()).map(|plan| {
         pending.put(Pending {
             idp: idp.clone(),
@@ -269,4 +291,20 @@ pub async fn apply_sync(
         p { a href=(BASE) { "Back to the overview" } }
     };
     Ok(layout::page(&admin, Section::Overview, "Sync applied", body).into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_plan_is_cut_to_its_first_lines_and_keeps_its_summary() {
+        let mut text: String = (0..5_000).map(|i| format!("  + user u{i}\n")).collect();
+        text.push_str("\nPlan: 5000 to add, 0 to change, 0 to destroy.\n");
+        let short = shorten(&text, "okta");
+        assert_eq!(short.lines().count(), PLAN_LINES + 4);
+        assert!(short.contains("3002 more lines; the whole plan: scimsync plan --idp okta"));
+        assert!(short.ends_with("Plan: 5000 to add, 0 to change, 0 to destroy."));
+        assert_eq!(shorten("No changes.\n", "okta"), "No changes.\n");
+    }
 }

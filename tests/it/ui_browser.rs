@@ -276,7 +276,7 @@ async fn ui_browser_creates_a_scim_token_that_works_and_revokes_it() {
 }
 
 /// 100,000 users, as a first pull applies them (through the engine).
-async fn seed_users(app: &TestApp, count: usize) {
+pub async fn seed_users(app: &TestApp, count: usize) {
     let mut users = Vec::with_capacity(count);
     for i in 0..count {
         users.push(json!({"external_id": format!("u-{i}"),

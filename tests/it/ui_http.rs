@@ -402,3 +402,105 @@ async fn ui_is_served_on_loopback_by_default_and_elsewhere_only_when_enabled() {
         .expect("get");
     assert_eq!(response.status(), StatusCode::NOT_FOUND);
 }
+
+/// The figures in BENCHMARKS.md ("Admin console"): each console page's time with
+/// 100,000 users, measured over loopback (which adds well under a millisecond).
+/// Not a timed test: run it with
+/// `cargo test --release --test it ui_http::ui_page_times -- --ignored --nocapture`.
+#[tokio::test]
+#[ignore = "a measurement; run with --ignored --nocapture"]
+async fn ui_page_times_with_100000_users() {
+    let app = TestApp::spawn().await;
+    let started = std::time::Instant::now();
+    crate::ui_browser::seed_users(&app, 100_000).await;
+    println!("seeded 100,000 users in {:?}", started.elapsed());
+    let someone = app
+        .store
+        .resolve_user("user054321@example.com")
+        .await
+        .expect("read")
+        .expect("seeded");
+    app.new_api_key(someone.id, None).await;
+    let team = app
+        .store
+        .resolve_team("LLM Research")
+        .await
+        .expect("read")
+        .expect("seeded");
+    let session = sign_in(&app, "bench").await;
+    if app.config.database.url.starts_with("postgres") {
+        measure(
+            &app,
+            &session,
+            &pages(&someone, &team),
+            "PostgreSQL, straight after the load",
+        )
+        .await;
+        // Index-only scans need the visibility map, which VACUUM (autovacuum, after a
+        // load this size) sets; until then a deep page reads the rows it skips.
+        let db = database(&app).await;
+        for table in ["users", "memberships", "audit_log", "teams"] {
+            sqlx::query(&format!("VACUUM ANALYZE {table}"))
+                .execute(&db)
+                .await
+                .expect("vacuumed");
+        }
+        measure(
+            &app,
+            &session,
+            &pages(&someone, &team),
+            "PostgreSQL, after VACUUM ANALYZE",
+        )
+        .await;
+    } else {
+        measure(&app, &session, &pages(&someone, &team), "SQLite").await;
+    }
+}
+
+fn pages(someone: &scimsync::domain::User, team: &scimsync::domain::Team) -> Vec<String> {
+    vec![
+        "/ui".to_owned(),
+        "/ui/users".to_owned(),
+        "/ui/users?offset=50000".to_owned(),
+        "/ui/users?offset=99950".to_owned(),
+        "/ui/users?q=user09999".to_owned(),
+        "/ui/users?q=nobody".to_owned(),
+        format!("/ui/users/{}", someone.id),
+        "/ui/teams".to_owned(),
+        format!("/ui/teams/{}", team.id),
+        "/ui/keys".to_owned(),
+        "/ui/keys?q=user0543".to_owned(),
+        "/ui/audit".to_owned(),
+        format!("/ui/audit?target=user:{}", someone.id),
+        "/ui/audit?actor=nobody".to_owned(),
+    ]
+}
+
+async fn measure(app: &TestApp, session: &Session, pages: &[String], what: &str) {
+    println!("\n{what}\n\n| page | median ms | max ms |");
+    println!("|---|---|---|");
+    for page in pages {
+        let mut times = Vec::new();
+        for _ in 0..21 {
+            // A commit first, so that no answer comes from the store's read cache
+            // (kept only until the next commit): every figure is a cold read.
+            app.store.touch_token("bench").await.expect("a commit");
+            let at = std::time::Instant::now();
+            let response = client()
+                .get(app.url(page))
+                .header("cookie", &session.cookie)
+                .send()
+                .await
+                .expect("get");
+            assert_eq!(response.status(), StatusCode::OK, "{page}");
+            response.bytes().await.expect("body");
+            times.push(at.elapsed().as_secs_f64() * 1000.0);
+        }
+        times.sort_by(f64::total_cmp);
+        println!(
+            "| `{page}` | {:.1} | {:.1} |",
+            times[times.len() / 2],
+            times[times.len() - 1]
+        );
+    }
+}
