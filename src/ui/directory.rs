@@ -25,6 +25,12 @@ pub struct ListParams {
     q: String,
     #[serde(default)]
     offset: u64,
+    /// Set by a key revocation that returns here: the revoked key's prefix.
+    revoked: Option<String>,
+}
+
+fn revoked_notice(prefix: Option<&str>) -> Markup {
+    layout::notice(prefix.map(|p| format!("Key {p}… is revoked.")).as_deref())
 }
 
 impl ListParams {
@@ -160,6 +166,7 @@ pub async fn user(
     State(state): State<AppState>,
     admin: Admin,
     Path(id): Path<String>,
+    Query(params): Query<ListParams>,
 ) -> UiResult<Markup> {
     let id = parse_id(&id, "user")?;
     let user = state
@@ -191,6 +198,7 @@ pub async fn user(
         .collect();
     let body = html! {
         h1 { (user.user_name.as_str()) }
+        (revoked_notice(params.revoked.as_deref()))
         dl.facts {
             dt { "Display name" } dd { (user.display_name.as_deref().unwrap_or("—")) }
             dt { "Email" } dd { (user.email.as_deref().unwrap_or("—")) }
@@ -357,6 +365,7 @@ pub async fn team(
     let back = format!("{BASE}/teams/{id}");
     let body = html! {
         h1 { (team.display_name.as_str()) }
+        (revoked_notice(params.revoked.as_deref()))
         dl.facts {
             dt { "Source" } dd { (team.source) }
             dt { "External id" } dd { (team.external_id.as_deref().unwrap_or("—")) }
@@ -408,10 +417,9 @@ pub async fn keys(
         .append_pair("q", q)
         .append_pair("state", &params.state)
         .finish();
-    let notice = params.revoked.map(|p| format!("Key {p}… is revoked."));
     let body = html! {
         h1 { "Keys" }
-        (layout::notice(notice.as_deref()))
+        (revoked_notice(params.revoked.as_deref()))
         form.search role="search" method="get" action={(BASE) "/keys"} {
             div.field { label for="q" { "Key prefix or userName begins with" }
                 input type="search" id="q" name="q" value=(q); }

@@ -377,6 +377,22 @@ async fn ui_browser_revokes_a_key_and_the_audit_log_names_the_admin() {
         "{log}"
     );
     browser.screenshots("audit").await;
+
+    // From a user's page, the revocation returns to it.
+    browser.goto(&app, &format!("/ui/users/{}", alice.id)).await;
+    browser.click("button[aria-label^='Revoke key']").await;
+    assert!(browser
+        .path()
+        .await
+        .starts_with(&format!("/ui/users/{}?revoked=", alice.id)));
+    assert!(browser.text("p.notice").await.contains("is revoked"));
+    assert!(browser.text("main").await.contains("No keys."));
+    assert!(app
+        .store
+        .list_keys(Some(alice.id))
+        .await
+        .expect("keys")
+        .is_empty());
 }
 
 #[tokio::test]
