@@ -40,7 +40,7 @@ pub fn service(state: AppState) -> HttpService {
 pub fn router(state: AppState) -> Router {
     let timeout = Duration::from_secs(state.config.server.request_timeout_secs.max(1));
     let max_body = state.config.server.max_body_bytes;
-    Router::new()
+    let mut routes = Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         // Also an nginx `auth_request` and Envoy `ext_authz` service: Envoy appends the
@@ -49,7 +49,11 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/whoami/{*original}", any(whoami))
         .merge(crate::sso::routes())
         .route("/metrics", get(metrics_exposition))
-        .nest("/scim/v2", crate::scim::router())
+        .nest("/scim/v2", crate::scim::router());
+    if crate::ui::enabled(&state) {
+        routes = routes.nest(crate::ui::BASE, crate::ui::router(&state));
+    }
+    routes
         .route_layer(middleware::from_fn(log_request))
         .fallback(not_found)
         .layer(axum::extract::DefaultBodyLimit::max(max_body))

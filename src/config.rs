@@ -65,9 +65,37 @@ pub struct Config {
     pub sso: SsoConfig,
     pub ownership: OwnershipConfig,
     pub audit: AuditConfig,
+    pub ui: UiConfig,
     pub idp: Vec<IdpConfig>,
     /// Downstream gateways kept in line with the store (`[[target]]`, src/target/).
     pub target: Vec<TargetConfig>,
+}
+
+/// The admin console at `/ui` (src/ui).
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct UiConfig {
+    /// Serve the console. Unset: served when `[server] listen` is a loopback address
+    /// (only someone on the host can reach it), not served otherwise.
+    pub enabled: Option<bool>,
+    /// A console session that sees no request for this many minutes is signed out.
+    pub session_idle_minutes: u64,
+}
+
+impl Default for UiConfig {
+    fn default() -> Self {
+        Self {
+            enabled: None,
+            session_idle_minutes: 30,
+        }
+    }
+}
+
+impl UiConfig {
+    /// Whether the console is served on a listener bound to `listen`.
+    pub fn is_enabled(&self, listen: SocketAddr) -> bool {
+        self.enabled.unwrap_or_else(|| listen.ip().is_loopback())
+    }
 }
 
 /// Default `[audit] retain`: a yearly review still finds the whole of last year, with a
@@ -736,6 +764,9 @@ impl Config {
                     "[safety] max_membership_removal_ratio is {ratio}; it must be between 0 and 1"
                 ));
             }
+        }
+        if self.ui.session_idle_minutes == 0 {
+            return invalid("[ui] session_idle_minutes must be at least 1".to_owned());
         }
         if self.server.max_body_bytes < 1024 {
             return invalid("[server] max_body_bytes must be at least 1024".into());

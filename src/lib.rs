@@ -21,3 +21,4 @@ pub mod store;
 pub mod sync;
 pub mod target;
 pub mod telemetry;
+pub mod ui;

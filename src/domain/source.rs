@@ -119,6 +119,8 @@ pub enum Trigger {
     Sso,
     Sync,
     Cli,
+    /// The admin console (src/ui), acting for a signed-in admin token.
+    Ui,
 }
 
 impl Trigger {
@@ -128,6 +130,7 @@ impl Trigger {
             Trigger::Sso => "sso",
             Trigger::Sync => "sync",
             Trigger::Cli => "cli",
+            Trigger::Ui => "ui",
         }
     }
 }

@@ -57,7 +57,7 @@ pub struct ExportedEntry {
 const SELECT_SINCE: &str = "SELECT id, at, trigger, actor, operation, target, detail \
                             FROM audit_log WHERE at >= $1 ORDER BY id";
 
-fn entry_of(row: &sqlx::any::AnyRow) -> StoreResult<ExportedEntry> {
+pub(super) fn entry_of(row: &sqlx::any::AnyRow) -> StoreResult<ExportedEntry> {
     let at: String = row.try_get("at")?;
     let detail: String = row.try_get("detail")?;
     Ok(ExportedEntry {

@@ -16,9 +16,10 @@ pub struct KeyPrincipal {
     pub team_id: Option<Uuid>,
 }
 
-const KEY_COLUMNS: &str = "id, user_id, team_id, name, prefix, created, expires, blocked_by";
+pub(super) const KEY_COLUMNS: &str =
+    "id, user_id, team_id, name, prefix, created, expires, blocked_by";
 
-fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
+pub(super) fn key_from_row(row: &AnyRow) -> StoreResult<ApiKey> {
     const T: &str = "api_keys";
     let id: String = row.try_get("id")?;
     let user_id: String = row.try_get("user_id")?;

@@ -12,6 +12,7 @@
 pub mod actual;
 mod audit;
 mod backup;
+pub mod console;
 mod keys;
 pub mod locks;
 pub mod quarantine;

@@ -58,6 +58,7 @@ const BEGINS_A_WRITE: &[&str] = &["begin_write(", "begin_bulk("];
 /// Top-level modules among which no import may go round in a circle.
 const ACYCLIC_MODULES: &[&str] = &[
     "app",
+    "ui",
     "auth",
     "scim",
     "sso",

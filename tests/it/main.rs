@@ -54,6 +54,8 @@ mod security;
 mod service;
 mod sso_cli;
 mod sso_sign_in;
+mod ui_browser;
+mod ui_http;
 mod unicode_names;
 mod whoami_proxies;
 mod write_transactions;
