@@ -239,6 +239,9 @@ def kill_at(delay, mid_write):
         give_up = time.time() + 5
         while mid_write and pending is None and time.time() < give_up:
             time.sleep(0.0005)
+        # A few milliseconds on, the daemon may be before, inside or after the write's
+        # transaction: each outcome must settle as all or nothing.
+        if mid_write: time.sleep(krng.uniform(0, 0.005))
         with lifecycle:
             kills.append((time.time() - start, pending is not None))
             daemon.send_signal(signal.SIGKILL)
@@ -448,13 +451,14 @@ def age_audit():
             pass   # busy: the next minute dates these back as well
 
 def db_bytes():
-    return sum(os.path.getsize(DB_FILE + x) for x in ("", "-wal") if os.path.exists(DB_FILE + x))
+    """The file and the WAL, apart: the WAL keeps its high-water mark until a clean stop."""
+    return tuple(os.path.getsize(DB_FILE + x) if os.path.exists(DB_FILE + x) else 0 for x in ("", "-wal"))
 
 def audit_rows():
     return aging.execute("SELECT count(*) FROM audit_log").fetchall()[0][0]
 
 memory = []   # (run time, process number, seconds since it started, RSS kB)
-sizes = []    # (run time, database + WAL bytes, audit_log rows)
+sizes = []    # (run time, (database bytes, WAL bytes), audit_log rows)
 
 # ---------------------------------------------------------------- the schedule
 D = DURATION
@@ -563,8 +567,10 @@ while time.time() - start < DURATION:
 
 # ---------------------------------------------------------------- converge and compare
 for t in timers: t.cancel()
+if outage["state"] == "refused":   # a run too short for the outage to end
+    server = serve_idp(IDP_PORT)
 with idp.lock:
-    idp.fault = None; idp.epoch = 1000; final_epoch = 1000; asked = time.time()
+    idp.fault = idp.down = None; idp.epoch = 1000; final_epoch = 1000; asked = time.time()
 deadline = time.time() + 150
 while time.time() < deadline:
     with idp.lock:
@@ -615,6 +621,8 @@ for gname, want in [("LLM Soak All", {u["userPrincipalName"] for u in IDP_USERS}
         problems.append(f"{gname}: want {sorted(want)}, got {sorted(got) if g else 'no such team'}")
 if "Not Managed" in by_name:
     problems.append("the unmanaged IdP group was synced")
+if D >= 300 and outage["catch_up"] is None:
+    problems.append(f"the outage's catch-up was not seen (state: {outage['state']})")
 
 # Retention: what the prune was given (dated back more than two minutes ago) is gone,
 # and what is inside the window was kept.
@@ -649,11 +657,13 @@ own_early = median_kb([m for m in last if m[2] < last[0][2] + span / 4])
 own_late = median_kb([m for m in last if m[2] >= last[0][2] + 3 * span / 4])
 peak = max(k for *_, k in memory)
 flat = late <= early * 1.25 + 10_240 and own_late <= own_early * 1.25 + 10_240
+def mib(b): return sum(b) / 2**20
 mid = min(sizes, key=lambda s: abs(s[0] - D / 2))
-size_max = max(b for _, b, _ in sizes)
+size_max = max(mib(b) for _, b, _ in sizes)
 # Judged from half-way on: by then the population is at its caps and the oldest
-# entries have been going for a while.
-levelled = sizes[-1][1] <= mid[1] * 1.2 + (1 << 20) if D >= 1800 else None
+# entries have been going for a while. Against the last sample before the stop, whose
+# WAL is at its high-water mark as half-way's is; the stop empties it into the file.
+levelled = mib(sizes[-2][1]) <= mib(mid[1]) * 1.2 + 1 if D >= 1800 else None
 
 print()
 print("== soak summary")
@@ -673,9 +683,12 @@ print(f"IdP outage          {OUTAGE_AT:.0f}-{OUTAGE_AT + OUTAGE_LEN:.0f} s ({OUT
 print(f"final state         {len(users)} SCIM users, {len(groups)} SCIM groups, 30 IdP users, 2 IdP teams")
 print(f"memory (RSS)        median first quarter {early/1024:.1f} MiB, last quarter {late/1024:.1f} MiB; last process "
       f"({span / 60:.0f} min) {own_early/1024:.1f} -> {own_late/1024:.1f} MiB; peak {peak/1024:.1f} MiB: {'flat' if flat else 'GROWING'}")
-print(f"database            start {sizes[0][1]/2**20:.1f} MiB, half-way {mid[1]/2**20:.1f} MiB, max {size_max/2**20:.1f} MiB, end {sizes[-1][1]/2**20:.1f} MiB (file + WAL): "
+print(f"database            start {mib(sizes[0][1]):.1f} MiB, half-way {mib(mid[1]):.1f} MiB, max {size_max:.1f} MiB, before the stop {mib(sizes[-2][1]):.1f} MiB, "
+      f"after it {mib(sizes[-1][1]):.1f} MiB (file + WAL): "
       + {True: "levelled off", False: "GROWING", None: "not judged (needs SOAK_SECONDS >= 1800)"}[levelled])
-print(f"database over time  " + ", ".join(f"{t/60:.0f} min {b/2**20:.1f} MiB/{a} audit" for t, b, a in sizes[::max(1, len(sizes) // 12)]))
+step = max(1, len(sizes) // 12)
+shown = [sizes[i] for i in sorted(set(range(0, len(sizes), step)) | {len(sizes) - 2, len(sizes) - 1})]
+print(f"database over time  " + ", ".join(f"{t/60:.0f} min {b[0]/2**20:.1f}+{b[1]/2**20:.1f} MiB/{a} audit" for t, b, a in shown))
 print(f"audit log           {aged} entries dated back, {pruned} pruned by the daemon, {audit_rows()} left; max {max(a for *_, a in sizes)}")
 print(f"state vs model      {'equal' if not problems else 'DIFFERENT'}")
 for p in problems[:20]: print("   ", p)
