@@ -4,7 +4,7 @@
 #      concurrency, crash consistency (small plan), security, IdP faults;
 #   2. the crash test at full size (20,000 users, 100,000 memberships: 120,100 operations);
 #   3. every fuzz target for FUZZ_SECONDS (60) each;
-#   4. the soak run for SOAK_SECONDS (600).
+#   4. the soak run for SOAK_SECONDS (3600: an hour, with restarts and an IdP outage).
 # Set SKIP_FUZZ=1 or SKIP_SOAK=1 to leave a part out.
 set -euo pipefail
 cd "$(dirname "$0")/.."
