@@ -162,18 +162,24 @@ fn keys_table(admin: &Admin, keys: &[KeyRow], back: &str) -> Markup {
     }
 }
 
+/// The user a console URL names (by id), or the page's 404.
+async fn existing_user(state: &AppState, id: &str) -> UiResult<crate::domain::User> {
+    let id = parse_id(id, "user")?;
+    state
+        .store
+        .user(id)
+        .await?
+        .ok_or_else(|| UiError::NotFound("no such user".into()))
+}
+
 pub async fn user(
     State(state): State<AppState>,
     admin: Admin,
     Path(id): Path<String>,
     Query(params): Query<ListParams>,
 ) -> UiResult<Markup> {
-    let id = parse_id(&id, "user")?;
-    let user = state
-        .store
-        .user(id)
-        .await?
-        .ok_or_else(|| UiError::NotFound("no such user".into()))?;
+    let user = existing_user(&state, &id).await?;
+    let id = user.id;
     let back = format!("{BASE}/users/{id}");
     let filter = KeyFilter {
         user: Some(id),
@@ -250,12 +256,8 @@ pub async fn dry_run_sign_in(
     Path(id): Path<String>,
     Form(form): Form<DryRunForm>,
 ) -> UiResult<Response> {
-    let id = parse_id(&id, "user")?;
-    let user = state
-        .store
-        .user(id)
-        .await?
-        .ok_or_else(|| UiError::NotFound("no such user".into()))?;
+    let user = existing_user(&state, &id).await?;
+    let id = user.id;
     let config = state.current_config();
     let timeout = Duration::from_secs(config.sso.timeout_secs.max(1));
     let outcome = tokio::time::timeout(
