@@ -112,6 +112,7 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
                     @let mode = match (idp_config.is_some(), pushes) { (true, true) => "push and pull", (true, false) => "pull", _ => "push (SCIM)" };
                     @let sync = states.iter().find(|s| &s.idp == name);
                     @let result = sync.and_then(|s| s.last_result.as_ref());
+                    @let kept = pending.iter().find(|p| &p.idp == name);
                     article.card aria-labelledby={"idp-" (name)} {
                         h3 id={"idp-" (name)} { (name) }
                         dl {
@@ -137,13 +138,12 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
                                 Some(schedule) => { (layout::when(next_run(schedule))) " (" code { (schedule) } ")" }
                                 None => span.muted { "not scheduled" },
                             } }
-                            @if let Some(error) = text(result, "error") {
+                            // A refusal whose plan is kept is said below, with the plan.
+                            @if let Some(error) = text(result, "error").filter(|e| Some(*e) != kept.map(|k| k.reason.as_str())) {
                                 dt { "Last error" } dd.error { (error) }
                             }
                         }
-                        @if let Some(kept) = pending.iter().find(|p| &p.idp == name) {
-                            (held(name, kept))
-                        }
+                        @if let Some(kept) = kept { (held(name, kept)) }
                         @if idp_config.is_some() {
                             form method="post" action={(BASE) "/sync/" (name) "/plan"} {
                                 (layout::csrf(&admin))

@@ -96,7 +96,7 @@ pub async fn list(
                         dl {
                             dt { "Kept" } dd { (layout::when(Some(kept.created))) " · " (kept.trigger) }
                             dt { "Why" } dd { (kept.reason) }
-                            dt { "Would" } dd { (would(kept.summary.as_ref())) }
+                            dt { "Summary" } dd { (would(kept.summary.as_ref())) }
                         }
                         p { a href=(plan_href(kept.id)) { "Review plan " (kept.id) " and decide" } }
                     }
@@ -112,14 +112,14 @@ pub async fn list(
                     table.plans {
                         caption.visually-hidden { "Decided plans" }
                         thead { tr { th scope="col" { "Plan" } th scope="col" { "IdP" } th scope="col" { "Decision" }
-                            th scope="col" { "Would have" } th scope="col" { "Kept" } } }
+                            th scope="col" { "Summary" } th scope="col" { "Kept" } } }
                         tbody {
                             @for kept in &decided {
                                 tr {
                                     td { a href=(plan_href(kept.id)) { "Plan " (kept.id) } }
                                     td { (kept.idp) }
-                                    td { (decision(kept)) }
-                                    td { (would(kept.summary.as_ref())) }
+                                    td.wrap { (decision(kept)) }
+                                    td.wrap { (would(kept.summary.as_ref())) }
                                     td { (layout::when(Some(kept.created))) }
                                 }
                             }
@@ -204,7 +204,7 @@ async fn render(
             dt { "Trigger" } dd { (kept.trigger) }
             dt { "Kept" } dd { (layout::when(Some(kept.created))) }
             dt { "Why" } dd { (kept.reason) }
-            dt { "Would" } dd { (would(summary.as_ref())) }
+            dt { "Summary" } dd { (would(summary.as_ref())) }
         }
         @if kept.is_pending() {
             section.decide aria-labelledby="decide-title" {
@@ -226,6 +226,9 @@ async fn render(
         }
         section aria-labelledby="changes-title" {
             h2 id="changes-title" { "Changes" }
+            @if !kept.is_pending() {
+                p.help { "As the plan was kept: its [refused] marks are the guard's verdict when the sync made it." }
+            }
             (layout::plan_text(&rendered, &format!("Changes of plan {id}")))
         }
         p { a href={(BASE) "/plans"} { "All plans" } }

@@ -16,7 +16,31 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const WIDE: (u32, u32) = (1280, 900);
+
+/// The page's width, the window's, and the elements that reach past the window's
+/// right edge without a scrolling box of their own to hold them (what widens a page).
+const OVERFLOW_SCRIPT: &str = "
+    const root = document.documentElement;
+    const edge = root.clientWidth + 0.5;
+    const held = (el) => {
+        const escapes = ['absolute', 'fixed'].includes(getComputedStyle(el).position);
+        for (let up = el.parentElement; up && up !== document.body; up = up.parentElement) {
+            const style = getComputedStyle(up);
+            if (escapes && style.position === 'static') continue;
+            if (style.overflowX !== 'visible') return true;
+        }
+        return false;
+    };
+    const out = [];
+    for (const el of document.body.querySelectorAll('*')) {
+        if (el.getBoundingClientRect().right > edge && !held(el)) {
+            out.push(el.tagName.toLowerCase() + (el.className ? '.' + el.className : ''));
+        }
+    }
+    return [root.scrollWidth, root.clientWidth, out.slice(0, 5).join(', ')];";
 const PHONE: (u32, u32) = (390, 844);
+/// The tallest phone screenshot: a long page is cut here.
+const PHONE_MAX_HEIGHT: u32 = 2_400;
 
 /// chromedriver and a browser session; both end when this is dropped.
 struct Browser {
@@ -155,20 +179,38 @@ impl Browser {
                 .set_window_size(width, height)
                 .await
                 .expect("resized");
+            if suffix == "phone" {
+                // The whole page (up to a few screens), to see all of it as a phone
+                // lays it out: the window grows to the page's height.
+                let sizes = self
+                    .client
+                    .execute(
+                        "return [document.documentElement.scrollHeight, \
+                                 window.outerHeight - window.innerHeight];",
+                        vec![],
+                    )
+                    .await
+                    .expect("measured");
+                let page = sizes[0].as_u64().unwrap_or(0) as u32;
+                let chrome = sizes[1].as_u64().unwrap_or(0) as u32;
+                self.client
+                    .set_window_size(width, (page + chrome).clamp(height, PHONE_MAX_HEIGHT))
+                    .await
+                    .expect("resized");
+            }
             let png = self.client.screenshot().await.expect("screenshot");
             std::fs::write(dir.join(format!("{name}-{suffix}.png")), png).expect("saved");
-            let widths = self
+            let measured = self
                 .client
-                .execute(
-                    "return [document.documentElement.scrollWidth, document.documentElement.clientWidth];",
-                    vec![],
-                )
+                .execute(OVERFLOW_SCRIPT, vec![])
                 .await
                 .expect("measured");
-            let (page, window) = (widths[0].as_u64(), widths[1].as_u64());
+            let (page, window) = (measured[0].as_u64(), measured[1].as_u64());
             assert!(
                 page <= window,
-                "{name} at {suffix}: the page is {page:?} px wide in a {window:?} px window"
+                "{name} at {suffix}: the page is {page:?} px wide in a {window:?} px window; \
+                 sticking out: {}",
+                measured[2]
             );
         }
         self.client
