@@ -190,7 +190,7 @@ fn plan_line_class(line: &str) -> Option<&'static str> {
 /// scrolls sideways rather than widen the page; `label` names it for screen readers.
 pub fn plan_text(text: &str, label: &str) -> Markup {
     html! {
-        pre.plan tabindex="0" aria-label=(label) {
+        pre.plan role="region" tabindex="0" aria-label=(label) {
             @for line in text.lines() {
                 @match plan_line_class(line) {
                     Some(class) => { span class=(class) { (line) } "\n" }

@@ -67,6 +67,15 @@ fn next_run(schedule: &str) -> Option<DateTime<Utc>> {
         .ok()
 }
 
+/// `1 user`, `2 users`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 fn text<'a>(result: Option<&'a serde_json::Value>, key: &str) -> Option<&'a str> {
     result?.get(key)?.as_str()
 }
@@ -128,7 +137,7 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
                             }
                             @if result.is_some() {
                                 dt { "Counts" }
-                                dd { (number(result, "users")) " users, " (number(result, "groups")) " groups read; "
+                                dd { (count(number(result, "users"), "user")) ", " (count(number(result, "groups"), "group")) " read; "
                                     (number(result, "add")) " added, " (number(result, "change")) " changed, "
                                     (number(result, "destroy")) " removed" }
                             }

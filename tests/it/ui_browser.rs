@@ -611,4 +611,9 @@ async fn ui_browser_approves_a_quarantined_plan_and_sees_its_removals_applied() 
     browser.screenshots("plan-approved").await;
     assert!(!q.active("bob@contoso.com").await, "the removal is applied");
     assert!(!browser.text("nav a[href='/ui/plans']").await.contains('1'));
+
+    browser.click("main a[href='/ui/plans']").await;
+    let decided = browser.text("table.plans").await;
+    assert!(decided.contains("approved by ui:admin"), "{decided}");
+    browser.screenshots("plans-decided").await;
 }
