@@ -430,3 +430,27 @@ async fn ui_plans_need_an_admin_session() {
     assert!(q.active("bob@contoso.com").await, "nothing applied");
     assert!(q.audit("approve_plan").await.is_empty());
 }
+
+#[tokio::test]
+async fn ui_a_plan_kept_without_a_readable_summary_is_summarised_from_the_plan_itself() {
+    let q = Quarantined::new("entra-ui-legacy").await;
+    let session = sign_in(&q.app, "admin").await;
+    // Kept before summaries were (NULL), or by a version whose summary does not read.
+    for summary in [None, Some("{not json")] {
+        sqlx::query("UPDATE quarantined_plans SET summary = $1")
+            .bind(summary)
+            .execute(&crate::ui_http::database(&q.app).await)
+            .await
+            .expect("summary changed");
+        let (_, list) = q.get(&session, "/ui/plans").await;
+        assert!(
+            list.contains("removes bob@contoso.com (deactivate)"),
+            "{summary:?}: {list}"
+        );
+        let (_, page) = q.get(&session, &format!("/ui/plans/{}", q.plan)).await;
+        assert!(
+            page.contains("removes bob@contoso.com (deactivate)"),
+            "{summary:?}: {page}"
+        );
+    }
+}
