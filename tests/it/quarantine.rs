@@ -52,14 +52,7 @@ impl Synced {
     }
 
     async fn active(&self, user: &str) -> bool {
-        let name = UserName::parse(user).expect("a userName");
-        self.app
-            .store
-            .user_by_name(&name)
-            .await
-            .expect("store answers")
-            .expect("the user exists")
-            .active
+        crate::common::is_active(&self.app.store, user).await
     }
 
     /// Runs the built binary against the app's database, as an operator would.

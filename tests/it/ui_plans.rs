@@ -51,14 +51,7 @@ impl Quarantined {
     }
 
     pub async fn active(&self, user: &str) -> bool {
-        let name = UserName::parse(user).expect("a userName");
-        self.app
-            .store
-            .user_by_name(&name)
-            .await
-            .expect("store answers")
-            .expect("the user exists")
-            .active
+        crate::common::is_active(&self.app.store, user).await
     }
 
     async fn get(&self, session: &Session, path: &str) -> (StatusCode, String) {
