@@ -143,13 +143,19 @@ pub enum KeyCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum PlansCommand {
-    /// The plans awaiting a decision, newest first.
+    /// The plans awaiting a decision, newest first, each with what it would do: its
+    /// counts and the first users and teams it removes, by name.
     List {
         /// Also the plans decided already (approved, rejected, superseded).
         #[arg(long)]
         all: bool,
+        /// text for people, or json for scripts (each plan with its `summary`: counts
+        /// and the first removals, by name).
         #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
         format: OutputFormat,
+        /// Also show when each plan was decided and why it was kept.
+        #[arg(long)]
+        wide: bool,
     },
     /// One plan, shown like `scimsync plan`, with why it was refused.
     Show {
@@ -880,62 +886,40 @@ fn decider(by: Option<String>) -> anyhow::Result<crate::reconcile::Actor> {
     ))
 }
 
-fn plan_status(p: &crate::store::quarantine::QuarantinedPlan) -> String {
-    match (&p.decision, &p.decided_by, p.superseded_by) {
-        (None, _, _) => "pending".to_owned(),
-        (Some(d), by, Some(next)) => {
-            format!("{d} by {} (see plan {next})", by.as_deref().unwrap_or("?"))
-        }
-        (Some(d), by, None) => format!("{d} by {}", by.as_deref().unwrap_or("?")),
-    }
-}
-
 async fn plans_command(config: &Config, command: PlansCommand) -> anyhow::Result<i32> {
-    use crate::reconcile::{render, Approval, Engine, Plan, Policy};
+    use crate::output;
+    use crate::reconcile::{render, summary, Approval, Engine, Plan, Policy};
     let store = open_store(config).await?;
     match command {
-        PlansCommand::List { all, format } => {
-            let plans = store.quarantined_plans(all).await?;
+        PlansCommand::List { all, format, wide } => {
+            let mut plans = store.quarantined_plans(all).await?;
+            crate::reconcile::summary::fill_missing(&store, &mut plans).await?;
             match format {
-                OutputFormat::Json => println!("{}", serde_json::to_string_pretty(&plans)?),
-                OutputFormat::Text => {
-                    if plans.is_empty() {
-                        eprintln!(
-                            "No plans {}.",
-                            if all {
-                                "were ever quarantined"
-                            } else {
-                                "await a decision"
-                            }
-                        );
-                        return Ok(0);
+                OutputFormat::Json => output::print_json(&plans)?,
+                OutputFormat::Text if plans.is_empty() => eprintln!(
+                    "No plans {}.",
+                    if all {
+                        "were ever quarantined"
+                    } else {
+                        "await a decision"
                     }
-                    println!(
-                        "{:<6} {:<16} {:<7} {:<27} {:<24} REASON",
-                        "ID", "IDP", "TRIGGER", "CREATED", "STATUS"
-                    );
-                    for p in plans {
-                        println!(
-                            "{:<6} {:<16} {:<7} {:<27} {:<24} {}",
-                            p.id,
-                            p.idp,
-                            p.trigger,
-                            crate::store::format_ts(p.created),
-                            plan_status(&p),
-                            p.reason
-                        );
-                    }
-                }
+                ),
+                OutputFormat::Text => output::print_text(
+                    &output::plans::plans_table(&plans, wide).render(output::stdout_color()),
+                )?,
             }
             Ok(0)
         }
         PlansCommand::Show { id, format } => {
-            let Some((kept, body)) = store.quarantined_plan(id).await? else {
+            let Some((mut kept, body)) = store.quarantined_plan(id).await? else {
                 return fail(format!(
                     "there is no quarantined plan {id}; `scimsync plans list --all` lists them"
                 ));
             };
             let plan: Option<Plan> = serde_json::from_str(&body.plan).ok();
+            if kept.summary.is_none() {
+                kept.summary = plan.as_ref().map(summary::summarize);
+            }
             match format {
                 OutputFormat::Json => {
                     let rendered: serde_json::Value = match &plan {
@@ -953,9 +937,13 @@ async fn plans_command(config: &Config, command: PlansCommand) -> anyhow::Result
                         kept.idp,
                         crate::store::format_ts(kept.created),
                         kept.trigger,
-                        plan_status(&kept)
+                        output::plans::status(&kept).text
                     );
-                    println!("Why: {}\n", kept.reason);
+                    println!("Why: {}", kept.reason);
+                    if let Some(summary) = &kept.summary {
+                        println!("Would: {summary}");
+                    }
+                    println!();
                     match &plan {
                         Some(plan) => {
                             print!("{}", render::render_text(plan, stdout_is_terminal()))

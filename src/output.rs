@@ -4,6 +4,7 @@
 
 pub mod audit;
 pub mod keys;
+pub mod plans;
 
 use anstyle::{AnsiColor, Style};
 use std::io::Write;

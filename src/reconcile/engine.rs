@@ -16,6 +16,7 @@ use super::plan::{plan, plan_for_user};
 use super::policy::{check_deletion_guard, GuardVerdict, PlanError, Policy, ResourceKind};
 use super::render::render_text;
 use super::snapshot::Snapshot;
+use super::summary::summarize;
 use super::Actor;
 use crate::domain::{ApiKey, PurgeReason, Team, User};
 use crate::keys::{self, Secret};
@@ -424,6 +425,7 @@ impl Engine {
                     })?,
                     rendered: &render_text(&replanned, false),
                     snapshot: &body.snapshot,
+                    summary: &summarize(&replanned),
                 },
                 now,
             )
@@ -806,6 +808,7 @@ async fn keep(
                 plan: &plan_json,
                 rendered: &rendered,
                 snapshot,
+                summary: &summarize(plan),
             },
             now,
         )

@@ -19,6 +19,7 @@ mod policy;
 mod record;
 pub mod render;
 pub mod snapshot;
+pub mod summary;
 #[cfg(test)]
 mod tests;
 

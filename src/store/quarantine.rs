@@ -7,8 +7,9 @@
 
 use super::{format_ts, parse_ts, Store, StoreResult, WriteTx};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sqlx::Row;
+use std::fmt;
 
 /// A kept plan, without its large columns.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -28,6 +29,83 @@ pub struct QuarantinedPlan {
     pub decision: Option<String>,
     pub decided_by: Option<String>,
     pub superseded_by: Option<i64>,
+    /// What the plan would do, in a line; `None` for a plan kept before summaries
+    /// were (`reconcile::summary` then makes one from the plan).
+    pub summary: Option<PlanSummary>,
+}
+
+/// How many removals a [`PlanSummary`] names; the rest are counted.
+pub const SUMMARY_NAMES: usize = 5;
+
+/// A kept plan in a line: its counts and the first of its removals by name, which is
+/// what an operator deciding about it looks for first.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanSummary {
+    pub add: u64,
+    pub change: u64,
+    pub destroy: u64,
+    /// Deactivations, deletions and membership removals (deactivations are counted
+    /// as changes above, yet are what the guard holds back).
+    pub removals: u64,
+    /// The first removals (at most [`SUMMARY_NAMES`]), users before teams before
+    /// memberships, each by name.
+    pub removes: Vec<Removal>,
+}
+
+/// One removal a plan makes, by name.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Removal {
+    DeactivateUser { user: String },
+    DeleteUser { user: String },
+    DeleteTeam { team: String },
+    RemoveMember { user: String, team: String },
+}
+
+impl fmt::Display for Removal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Removal::DeactivateUser { user } => write!(f, "{user} (deactivate)"),
+            Removal::DeleteUser { user } => write!(f, "{user} (delete)"),
+            Removal::DeleteTeam { team } => write!(f, "team {team:?}"),
+            Removal::RemoveMember { user, team } => write!(f, "{user} from {team:?}"),
+        }
+    }
+}
+
+impl PlanSummary {
+    /// `1 to add, 4 to change, 0 to destroy`, as the plan's own summary line counts.
+    pub fn counts(&self) -> String {
+        format!(
+            "{} to add, {} to change, {} to destroy",
+            self.add, self.change, self.destroy
+        )
+    }
+
+    /// The removals named, and how many more there are: `bob (deactivate), carol
+    /// (deactivate) and 2 more`; `None` when the plan removes nothing.
+    pub fn removes_line(&self) -> Option<String> {
+        if self.removals == 0 {
+            return None;
+        }
+        let named: Vec<String> = self.removes.iter().map(ToString::to_string).collect();
+        let more = self.removals.saturating_sub(named.len() as u64);
+        Some(match (named.is_empty(), more) {
+            (true, _) => format!("{more} removals"),
+            (false, 0) => named.join(", "),
+            (false, more) => format!("{} and {more} more", named.join(", ")),
+        })
+    }
+}
+
+impl fmt::Display for PlanSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.counts())?;
+        if let Some(removes) = self.removes_line() {
+            write!(f, "; removes {removes}")?;
+        }
+        Ok(())
+    }
 }
 
 impl QuarantinedPlan {
@@ -57,10 +135,11 @@ pub struct NewQuarantinedPlan<'a> {
     pub plan: &'a str,
     pub rendered: &'a str,
     pub snapshot: &'a str,
+    pub summary: &'a PlanSummary,
 }
 
 const COLUMNS: &str = "id, idp, trigger, reason, fingerprint, created, decided, decision, \
-                       decided_by, superseded_by";
+                       decided_by, superseded_by, summary";
 
 fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<QuarantinedPlan> {
     let ts = |name: &str| -> StoreResult<Option<DateTime<Utc>>> {
@@ -68,6 +147,10 @@ fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<QuarantinedPlan> {
         raw.map(|r| parse_ts("quarantined_plans", &r)).transpose()
     };
     let created: String = row.try_get("created")?;
+    // A summary that does not read (written by another version) is only a
+    // shortcut missed: the plan itself is summarised instead.
+    let summary: Option<String> = row.try_get("summary")?;
+    let summary = summary.and_then(|s| serde_json::from_str(&s).ok());
     Ok(QuarantinedPlan {
         id: row.try_get("id")?,
         idp: row.try_get("idp")?,
@@ -79,6 +162,7 @@ fn from_row(row: &sqlx::any::AnyRow) -> StoreResult<QuarantinedPlan> {
         decision: row.try_get("decision")?,
         decided_by: row.try_get("decided_by")?,
         superseded_by: row.try_get("superseded_by")?,
+        summary,
     })
 }
 
@@ -100,6 +184,29 @@ impl Store {
         .fetch_all(self.pool())
         .await?;
         rows.iter().map(from_row).collect()
+    }
+
+    /// Decided plans, newest first, `limit` from `offset`, and how many there are.
+    pub async fn decided_quarantined_plans(
+        &self,
+        offset: u64,
+        limit: u64,
+    ) -> StoreResult<(Vec<QuarantinedPlan>, u64)> {
+        let rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM quarantined_plans WHERE decided IS NOT NULL \
+             ORDER BY id DESC LIMIT $1 OFFSET $2"
+        ))
+        .bind(i64::try_from(limit).unwrap_or(i64::MAX))
+        .bind(i64::try_from(offset).unwrap_or(i64::MAX))
+        .fetch_all(self.pool())
+        .await?;
+        let total: i64 =
+            sqlx::query("SELECT COUNT(*) AS n FROM quarantined_plans WHERE decided IS NOT NULL")
+                .fetch_one(self.pool())
+                .await?
+                .try_get("n")?;
+        let plans = rows.iter().map(from_row).collect::<StoreResult<_>>()?;
+        Ok((plans, u64::try_from(total).unwrap_or(0)))
     }
 
     /// One kept plan with its large columns.
@@ -172,7 +279,8 @@ impl WriteTx {
     ) -> StoreResult<i64> {
         let row = sqlx::query(
             "INSERT INTO quarantined_plans (idp, trigger, reason, fingerprint, plan, rendered, \
-             snapshot, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING id",
+             snapshot, created, summary) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
+             RETURNING id",
         )
         .bind(new.idp.to_owned())
         .bind(new.trigger.to_owned())
@@ -182,6 +290,7 @@ impl WriteTx {
         .bind(new.rendered.to_owned())
         .bind(new.snapshot.to_owned())
         .bind(format_ts(at))
+        .bind(serde_json::to_string(new.summary).ok())
         .fetch_one(self.conn())
         .await?;
         Ok(row.try_get("id")?)

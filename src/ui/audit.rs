@@ -101,7 +101,7 @@ pub fn table(entries: &[ExportedEntry]) -> Markup {
                                 td { (e.entry.actor) }
                                 td { (e.entry.operation) }
                                 td { code { (e.entry.target) } }
-                                td { @let detail = e.entry.detail.to_string();
+                                td.wrap { @let detail = e.entry.detail.to_string();
                                     @if detail.len() <= 60 { code.detail { (detail) } } @else {
                                         details { summary { "Show" } code.detail { (detail) } }
                                     } }

@@ -9,6 +9,7 @@ use maud::{html, Markup, DOCTYPE};
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Section {
     Overview,
+    Plans,
     Scim,
     Users,
     Teams,
@@ -18,6 +19,7 @@ pub enum Section {
 
 const SECTIONS: &[(Section, &str, &str)] = &[
     (Section::Overview, "", "Overview"),
+    (Section::Plans, "/plans", "Plans"),
     (Section::Scim, "/scim", "SCIM setup"),
     (Section::Users, "/users", "Users"),
     (Section::Teams, "/teams", "Teams"),
@@ -51,10 +53,12 @@ pub fn page(admin: &Admin, section: Section, title: &str, body: Markup) -> Marku
                         ul {
                             @for (s, path, label) in SECTIONS {
                                 li {
-                                    @if *s == section {
-                                        a href={(BASE) (path)} aria-current="page" { (label) }
-                                    } @else {
-                                        a href={(BASE) (path)} { (label) }
+                                    a href={(BASE) (path)} aria-current=[(*s == section).then_some("page")] {
+                                        (label)
+                                        @if *s == Section::Plans && admin.pending_plans > 0 {
+                                            " " span.badge { (admin.pending_plans)
+                                                span.visually-hidden { " awaiting a decision" } }
+                                        }
                                     }
                                 }
                             }
@@ -134,5 +138,115 @@ pub fn pager(base: &str, query: &str, offset: u64, limit: u64, total: u64) -> Ma
             @if offset > 0 { a rel="prev" href=(link(offset.saturating_sub(limit))) { "← Previous" } }
             @if offset + limit < total { a rel="next" href=(link(offset + limit)) { "Next →" } }
         }
+    }
+}
+
+/// The most plan lines a page shows: a first pull's plan can run to millions, which
+/// no browser renders; the summary line is always kept.
+pub const PLAN_LINES: usize = 2_000;
+
+/// `text` cut to [`PLAN_LINES`] lines plus its summary line, saying which command
+/// shows the whole plan.
+pub fn shorten_plan(text: &str, whole: &str) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    if lines.len() <= PLAN_LINES {
+        return text.to_owned();
+    }
+    let summary = lines
+        .iter()
+        .rev()
+        .find(|l| l.starts_with("Plan:"))
+        .copied()
+        .unwrap_or_default();
+    format!(
+        "{}\n\n… {} more lines; the whole plan: {whole}\n\n{summary}",
+        lines[..PLAN_LINES].join("\n"),
+        lines.len() - PLAN_LINES
+    )
+}
+
+/// How a line of a rendered plan is coloured, by its marker: a CSS class (the CSP
+/// allows no inline style).
+fn plan_line_class(line: &str) -> Option<&'static str> {
+    let marked = line.trim_start();
+    if marked.starts_with("+ ") {
+        Some("add")
+    } else if marked.starts_with("- ") {
+        Some("destroy")
+    } else if marked.starts_with("~ ") {
+        Some("change")
+    } else if line.starts_with("Plan:") {
+        Some("summary")
+    } else if line.starts_with("Refused by the guard")
+        || line.starts_with("`scimsync apply` refuses")
+    {
+        Some("refusal")
+    } else {
+        None
+    }
+}
+
+/// A rendered plan (`scimsync plan`'s text, without colour) as a box of its own that
+/// scrolls sideways rather than widen the page; `label` names it for screen readers.
+pub fn plan_text(text: &str, label: &str) -> Markup {
+    html! {
+        pre.plan role="region" tabindex="0" aria-label=(label) {
+            @for line in text.lines() {
+                @match plan_line_class(line) {
+                    Some(class) => { span class=(class) { (line) } "\n" }
+                    None => { (line) "\n" }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_long_plan_is_cut_to_its_first_lines_and_keeps_its_summary() {
+        let mut text: String = (0..5_000).map(|i| format!("  + user u{i}\n")).collect();
+        text.push_str("\nPlan: 5000 to add, 0 to change, 0 to destroy.\n");
+        let short = shorten_plan(&text, "scimsync plan --idp okta");
+        assert_eq!(short.lines().count(), PLAN_LINES + 4);
+        assert!(short.contains("3002 more lines; the whole plan: scimsync plan --idp okta"));
+        assert!(short.ends_with("Plan: 5000 to add, 0 to change, 0 to destroy."));
+        assert_eq!(shorten_plan("No changes.\n", "x"), "No changes.\n");
+    }
+
+    #[test]
+    fn plan_lines_are_coloured_by_their_marker_through_classes() {
+        let text = "scimsync will perform the following actions (source sync:entra):\n\n  \
+                    + user zoe@example.com\n      + id = \"1\"\n  ~ team \"Evals\"\n      \
+                    - member bob@example.com [refused]\n\nPlan: 2 to add, 0 to change, 1 to destroy.\n\
+                    Refused by the guard: refusing to remove <b>\n";
+        let html = plan_text(text, "Plan 3").into_string();
+        assert!(
+            html.contains(r#"<span class="add">  + user zoe@example.com</span>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<span class="change">  ~ team &quot;Evals&quot;</span>"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                r#"<span class="destroy">      - member bob@example.com [refused]</span>"#
+            ),
+            "{html}"
+        );
+        assert!(
+            html.contains(r#"<span class="summary">Plan: 2 to add"#),
+            "{html}"
+        );
+        assert!(
+            html.contains(
+                r#"<span class="refusal">Refused by the guard: refusing to remove &lt;b&gt;</span>"#
+            ),
+            "{html}"
+        );
+        assert!(!html.contains("style="), "{html}");
     }
 }

@@ -11,6 +11,7 @@ mod audit;
 mod directory;
 mod layout;
 mod overview;
+mod plans;
 mod scim_setup;
 pub mod session;
 
@@ -33,6 +34,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route("/", get(overview::page))
         .route("/sync/{idp}/plan", post(overview::plan_sync))
         .route("/sync/{idp}/apply", post(overview::apply_sync))
+        .route("/plans", get(plans::list))
+        .route("/plans/{id}", get(plans::show))
+        .route("/plans/{id}/approve", post(plans::approve))
+        .route("/plans/{id}/reject", post(plans::reject))
         .route("/scim", get(scim_setup::page))
         .route("/scim/tokens", post(scim_setup::create_token))
         .route("/scim/tokens/revoke", post(scim_setup::revoke_token))

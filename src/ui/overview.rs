@@ -9,6 +9,7 @@ use super::{UiError, UiResult, BASE};
 use crate::domain::TokenScope;
 use crate::reconcile::{self, Engine, EngineError, Plan, Policy, Request};
 use crate::state::AppState;
+use crate::store::quarantine::QuarantinedPlan;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use axum::{Extension, Form};
@@ -52,28 +53,6 @@ impl PendingPlans {
     }
 }
 
-/// The most plan lines a page shows: a first pull's plan can run to millions, which
-/// no browser renders; the summary line is always kept.
-const PLAN_LINES: usize = 2_000;
-
-fn shorten(text: &str, idp: &str) -> String {
-    let lines: Vec<&str> = text.lines().collect();
-    if lines.len() <= PLAN_LINES {
-        return text.to_owned();
-    }
-    let summary = lines
-        .iter()
-        .rev()
-        .find(|l| l.starts_with("Plan:"))
-        .copied()
-        .unwrap_or_default();
-    format!(
-        "{}\n\n… {} more lines; the whole plan: scimsync plan --idp {idp}\n\n{summary}",
-        lines[..PLAN_LINES].join("\n"),
-        lines.len() - PLAN_LINES
-    )
-}
-
 /// The next time a cron schedule (with seconds) fires.
 fn next_run(schedule: &str) -> Option<DateTime<Utc>> {
     croner::parser::CronParser::builder()
@@ -86,6 +65,15 @@ fn next_run(schedule: &str) -> Option<DateTime<Utc>> {
         .ok()?
         .find_next_occurrence(&Utc::now(), false)
         .ok()
+}
+
+/// `1 user`, `2 users`.
+fn count(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }
 
 fn text<'a>(result: Option<&'a serde_json::Value>, key: &str) -> Option<&'a str> {
@@ -101,12 +89,21 @@ fn number(result: Option<&serde_json::Value>, key: &str) -> u64 {
 
 pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Markup> {
     let config = state.current_config();
-    let (states, tokens) = tokio::try_join!(state.store.sync_states(), state.store.list_tokens())?;
+    let (states, tokens, pending) = tokio::try_join!(
+        state.store.sync_states(),
+        state.store.list_tokens(),
+        state.store.quarantined_plans(false)
+    )?;
     let mut idps: Vec<String> = config.idp.iter().map(|i| i.name.clone()).collect();
     for token in &tokens {
         if token.scope == TokenScope::Scim && token.revoked.is_none() && !idps.contains(&token.idp)
         {
             idps.push(token.idp.clone());
+        }
+    }
+    for kept in &pending {
+        if !idps.contains(&kept.idp) {
+            idps.push(kept.idp.clone());
         }
     }
     let body = html! {
@@ -124,6 +121,7 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
                     @let mode = match (idp_config.is_some(), pushes) { (true, true) => "push and pull", (true, false) => "pull", _ => "push (SCIM)" };
                     @let sync = states.iter().find(|s| &s.idp == name);
                     @let result = sync.and_then(|s| s.last_result.as_ref());
+                    @let kept = pending.iter().find(|p| &p.idp == name);
                     article.card aria-labelledby={"idp-" (name)} {
                         h3 id={"idp-" (name)} { (name) }
                         dl {
@@ -139,7 +137,7 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
                             }
                             @if result.is_some() {
                                 dt { "Counts" }
-                                dd { (number(result, "users")) " users, " (number(result, "groups")) " groups read; "
+                                dd { (count(number(result, "users"), "user")) ", " (count(number(result, "groups"), "group")) " read; "
                                     (number(result, "add")) " added, " (number(result, "change")) " changed, "
                                     (number(result, "destroy")) " removed" }
                             }
@@ -149,10 +147,12 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
                                 Some(schedule) => { (layout::when(next_run(schedule))) " (" code { (schedule) } ")" }
                                 None => span.muted { "not scheduled" },
                             } }
-                            @if let Some(error) = text(result, "error") {
+                            // A refusal whose plan is kept is said below, with the plan.
+                            @if let Some(error) = text(result, "error").filter(|e| Some(*e) != kept.map(|k| k.reason.as_str())) {
                                 dt { "Last error" } dd.error { (error) }
                             }
                         }
+                        @if let Some(kept) = kept { (held(name, kept)) }
                         @if idp_config.is_some() {
                             form method="post" action={(BASE) "/sync/" (name) "/plan"} {
                                 (layout::csrf(&admin))
@@ -182,6 +182,20 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
     Ok(layout::page(&admin, Section::Overview, "Overview", body))
 }
 
+/// An IdP's plan in quarantine: while it waits, its syncs hold every removal back.
+fn held(idp: &str, kept: &QuarantinedPlan) -> Markup {
+    html! {
+        section.held aria-labelledby={"held-" (idp)} {
+            h4 id={"held-" (idp)} { "Removals held: plan " (kept.id) " awaits a decision" }
+            p { a href={(BASE) "/plans/" (kept.id)} { "Review plan " (kept.id) }
+                " · kept " (layout::when(Some(kept.created))) }
+            p.reason { (kept.reason) }
+            p.help { "Until it is approved or rejected, syncs of " (idp)
+                " apply additions and updates but no removals." }
+        }
+    }
+}
+
 /// Pulls the IdP and shows what applying would change; nothing is written.
 pub async fn plan_sync(
     State(state): State<AppState>,
@@ -206,9 +220,12 @@ pub async fn plan_sync(
         Err(e) if e.is_guard_refusal() => (None, Some(e.to_string())),
         Err(e) => return Err(e.into()),
     };
-    let rendered = plan
-        .as_ref()
-        .map(|p| shorten(&reconcile::render::render_text(p, false), &idp));
+    let rendered = plan.as_ref().map(|p| {
+        layout::shorten_plan(
+            &reconcile::render::render_text(p, false),
+            &format!("scimsync plan --idp {idp}"),
+        )
+    });
     let confirm = plan.filter(|p| !p.is_empty()).map(|plan| {
         pending.put(Pending {
             idp: idp.clone(),
@@ -224,7 +241,7 @@ pub async fn plan_sync(
             p { "The console does not override the safety limits; review with "
                 code { "scimsync plan --idp " (idp) } "." }
         }
-        @if let Some(rendered) = &rendered { pre.plan { (rendered) } }
+        @if let Some(rendered) = &rendered { (layout::plan_text(rendered, &format!("Plan for {idp}"))) }
         @match &confirm {
             Some(id) => {
                 form method="post" action={(BASE) "/sync/" (idp) "/apply"} {
@@ -291,20 +308,4 @@ pub async fn apply_sync(
         p { a href=(BASE) { "Back to the overview" } }
     };
     Ok(layout::page(&admin, Section::Overview, "Sync applied", body).into_response())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_long_plan_is_cut_to_its_first_lines_and_keeps_its_summary() {
-        let mut text: String = (0..5_000).map(|i| format!("  + user u{i}\n")).collect();
-        text.push_str("\nPlan: 5000 to add, 0 to change, 0 to destroy.\n");
-        let short = shorten(&text, "okta");
-        assert_eq!(short.lines().count(), PLAN_LINES + 4);
-        assert!(short.contains("3002 more lines; the whole plan: scimsync plan --idp okta"));
-        assert!(short.ends_with("Plan: 5000 to add, 0 to change, 0 to destroy."));
-        assert_eq!(shorten("No changes.\n", "okta"), "No changes.\n");
-    }
 }

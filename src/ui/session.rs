@@ -39,6 +39,9 @@ pub struct Admin {
     pub token_name: String,
     /// This session's CSRF token, for the forms a page renders.
     pub csrf: String,
+    /// Plans awaiting a decision, for the navigation's Plans entry: every page shows
+    /// that something waits for an admin.
+    pub pending_plans: u64,
 }
 
 impl Admin {
@@ -152,9 +155,17 @@ pub async fn guard(State(state): State<AppState>, request: Request, next: Next) 
         Ok(Err(NoSession::Unknown)) => return to_sign_in(&request, None),
         Err(e) => return UiError::from(e).into_response(),
     };
+    let pending_plans = match state.store.pending_quarantine_counts().await {
+        Ok(counts) => counts
+            .iter()
+            .map(|(_, n)| u64::try_from(*n).unwrap_or(0))
+            .sum(),
+        Err(e) => return UiError::from(e).into_response(),
+    };
     let admin = Admin {
         token_name: session.token_name,
         csrf: csrf_of(&id),
+        pending_plans,
     };
     let (mut parts, body) = request.into_parts();
     let body = if parts.method == Method::POST {

@@ -56,6 +56,7 @@ mod sso_cli;
 mod sso_sign_in;
 mod ui_browser;
 mod ui_http;
+mod ui_plans;
 mod unicode_names;
 mod whoami_proxies;
 mod write_transactions;

@@ -52,14 +52,7 @@ impl Synced {
     }
 
     async fn active(&self, user: &str) -> bool {
-        let name = UserName::parse(user).expect("a userName");
-        self.app
-            .store
-            .user_by_name(&name)
-            .await
-            .expect("store answers")
-            .expect("the user exists")
-            .active
+        crate::common::is_active(&self.app.store, user).await
     }
 
     /// Runs the built binary against the app's database, as an operator would.
@@ -413,4 +406,65 @@ async fn approving_after_the_store_changed_plans_again_and_keeps_the_new_plan() 
         s.active("walk-in@example.com").await,
         "not the IdP's to remove"
     );
+}
+
+#[tokio::test]
+async fn plans_list_says_what_each_plan_would_remove_by_name_in_text_and_json() {
+    let s = Synced::new("entra-quarantine-names").await;
+    s.empty_the_users_group();
+    let id = s.sync().await.quarantined.expect("quarantined").plan;
+
+    let list = s.cli(&["plans", "list"]).await;
+    assert_eq!(list.status.code(), Some(0), "{}", stderr(&list));
+    let text = stdout(&list);
+    let row = text
+        .lines()
+        .find(|l| l.starts_with(&id.to_string()))
+        .unwrap_or_else(|| panic!("a line for plan {id}: {text}"));
+    assert!(
+        row.contains("pending")
+            && row.contains("to add,")
+            && row
+                .contains("; removes bob@contoso.com (deactivate), carol@contoso.com (deactivate)"),
+        "{row}"
+    );
+    let bob = s
+        .app
+        .store
+        .user_by_name(&UserName::parse("bob@contoso.com").unwrap())
+        .await
+        .unwrap()
+        .expect("bob");
+    assert!(
+        !text.contains(&bob.id.to_string()),
+        "names, not ids: {text}"
+    );
+    assert!(!text.contains("refusing"), "the reason is --wide's: {text}");
+    let wide = stdout(&s.cli(&["plans", "list", "--wide"]).await);
+    assert!(wide.contains("refusing to delete or deactivate"), "{wide}");
+
+    let json = s.cli(&["plans", "list", "--format", "json"]).await;
+    let plans: Vec<Value> = serde_json::from_slice(&json.stdout).expect("JSON");
+    let summary = &plans[0]["summary"];
+    assert!(
+        summary["removals"].as_u64().is_some_and(|n| n >= 2),
+        "{summary}"
+    );
+    assert_eq!(
+        summary["removes"][0],
+        serde_json::json!({"kind": "deactivate_user", "user": "bob@contoso.com"}),
+        "{summary}"
+    );
+
+    let show = stdout(&s.cli(&["plans", "show", &id.to_string()]).await);
+    assert!(
+        show.lines().any(|l| l.starts_with("Would: ")
+            && l.contains("removes bob@contoso.com (deactivate)")),
+        "{show}"
+    );
+    let show_json = s
+        .cli(&["plans", "show", &id.to_string(), "--format", "json"])
+        .await;
+    let doc: Value = serde_json::from_slice(&show_json.stdout).expect("JSON");
+    assert_eq!(doc["summary"]["removes"][0]["user"], "bob@contoso.com");
 }

@@ -16,7 +16,31 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const WIDE: (u32, u32) = (1280, 900);
+
+/// The page's width, the window's, and the elements that reach past the window's
+/// right edge without a scrolling box of their own to hold them (what widens a page).
+const OVERFLOW_SCRIPT: &str = "
+    const root = document.documentElement;
+    const edge = root.clientWidth + 0.5;
+    const held = (el) => {
+        const escapes = ['absolute', 'fixed'].includes(getComputedStyle(el).position);
+        for (let up = el.parentElement; up && up !== document.body; up = up.parentElement) {
+            const style = getComputedStyle(up);
+            if (escapes && style.position === 'static') continue;
+            if (style.overflowX !== 'visible') return true;
+        }
+        return false;
+    };
+    const out = [];
+    for (const el of document.body.querySelectorAll('*')) {
+        if (el.getBoundingClientRect().right > edge && !held(el)) {
+            out.push(el.tagName.toLowerCase() + (el.className ? '.' + el.className : ''));
+        }
+    }
+    return [root.scrollWidth, root.clientWidth, out.slice(0, 5).join(', ')];";
 const PHONE: (u32, u32) = (390, 844);
+/// The tallest phone screenshot: a long page is cut here.
+const PHONE_MAX_HEIGHT: u32 = 2_400;
 
 /// chromedriver and a browser session; both end when this is dropped.
 struct Browser {
@@ -144,7 +168,9 @@ impl Browser {
         assert_eq!(self.path().await, expected);
     }
 
-    /// Saves the page at 1280 px and at a phone's width.
+    /// Saves the page at 1280 px and at a phone's width, and checks that at neither
+    /// is the page wider than the window: what is wide (a table, a plan) scrolls
+    /// inside its own box.
     async fn screenshots(&self, name: &str) {
         let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/ui-screenshots");
         std::fs::create_dir_all(&dir).expect("screenshot directory");
@@ -153,8 +179,39 @@ impl Browser {
                 .set_window_size(width, height)
                 .await
                 .expect("resized");
+            if suffix == "phone" {
+                // The whole page (up to a few screens), to see all of it as a phone
+                // lays it out: the window grows to the page's height.
+                let sizes = self
+                    .client
+                    .execute(
+                        "return [document.documentElement.scrollHeight, \
+                                 window.outerHeight - window.innerHeight];",
+                        vec![],
+                    )
+                    .await
+                    .expect("measured");
+                let page = sizes[0].as_u64().unwrap_or(0) as u32;
+                let chrome = sizes[1].as_u64().unwrap_or(0) as u32;
+                self.client
+                    .set_window_size(width, (page + chrome).clamp(height, PHONE_MAX_HEIGHT))
+                    .await
+                    .expect("resized");
+            }
             let png = self.client.screenshot().await.expect("screenshot");
             std::fs::write(dir.join(format!("{name}-{suffix}.png")), png).expect("saved");
+            let measured = self
+                .client
+                .execute(OVERFLOW_SCRIPT, vec![])
+                .await
+                .expect("measured");
+            let (page, window) = (measured[0].as_u64(), measured[1].as_u64());
+            assert!(
+                page <= window,
+                "{name} at {suffix}: the page is {page:?} px wide in a {window:?} px window; \
+                 sticking out: {}",
+                measured[2]
+            );
         }
         self.client
             .set_window_size(WIDE.0, WIDE.1)
@@ -487,4 +544,76 @@ async fn ui_browser_syncs_an_idp_now_showing_the_plan_first_and_plans_a_sign_in(
     browser.goto(&app, "/ui").await;
     assert!(browser.text("article.card").await.contains("success"));
     browser.screenshots("overview-idp").await;
+}
+
+#[tokio::test]
+async fn ui_browser_approves_a_quarantined_plan_and_sees_its_removals_applied() {
+    let Some(browser) = Browser::start().await else {
+        return;
+    };
+    let q = crate::ui_plans::Quarantined::new("contoso").await;
+    let app = &q.app;
+    let admin = app.new_token("admin", TokenScope::Admin).await;
+    browser.sign_in(app, &admin).await;
+    browser.wait_for_path("/ui").await;
+    let held = browser.text("section.held").await;
+    assert!(
+        held.contains(&format!("plan {} awaits a decision", q.plan)),
+        "{held}"
+    );
+    browser.screenshots("overview-quarantined").await;
+
+    browser.click("nav a[href='/ui/plans']").await;
+    assert!(browser.text("nav a[href='/ui/plans']").await.contains('1'));
+    let card = browser.text("article.card").await;
+    assert!(
+        card.contains("refusing to delete or deactivate")
+            && card.contains("bob@contoso.com (deactivate)"),
+        "{card}"
+    );
+    browser.screenshots("plans").await;
+
+    browser
+        .click(&format!("article.card h3 a[href='/ui/plans/{}']", q.plan))
+        .await;
+    let diff = browser.text("pre.plan").await;
+    assert!(
+        diff.contains("~ user bob@contoso.com (deactivate) [refused]"),
+        "{diff}"
+    );
+    let colour = browser
+        .find("pre.plan span.change")
+        .await
+        .css_value("color")
+        .await
+        .expect("colour");
+    assert_ne!(colour, "rgba(27, 31, 36, 1)", "a change line is coloured");
+    browser.screenshots("plan").await;
+
+    assert!(q.active("bob@contoso.com").await);
+    browser
+        .click("section.decide form[action$='/approve'] button")
+        .await;
+    assert!(browser.text("p.notice").await.contains("is approved"));
+    assert!(browser
+        .text("main dl")
+        .await
+        .contains("approved by ui:admin"));
+    assert!(
+        browser
+            .client
+            .find_all(Locator::Css("section.decide"))
+            .await
+            .expect("searched")
+            .is_empty(),
+        "a decided plan has no buttons"
+    );
+    browser.screenshots("plan-approved").await;
+    assert!(!q.active("bob@contoso.com").await, "the removal is applied");
+    assert!(!browser.text("nav a[href='/ui/plans']").await.contains('1'));
+
+    browser.click("main a[href='/ui/plans']").await;
+    let decided = browser.text("table.plans").await;
+    assert!(decided.contains("approved by ui:admin"), "{decided}");
+    browser.screenshots("plans-decided").await;
 }

@@ -297,6 +297,17 @@ impl Drop for TestApp {
     }
 }
 
+/// Whether the user named `user` (who must exist) is active.
+pub async fn is_active(store: &scimsync::store::Store, user: &str) -> bool {
+    let name = scimsync::domain::UserName::parse(user).expect("a userName");
+    store
+        .user_by_name(&name)
+        .await
+        .expect("store answers")
+        .expect("the user exists")
+        .active
+}
+
 /// The display names of the teams `user` is in, sorted.
 pub async fn teams_of(store: &scimsync::store::Store, user: &str) -> Vec<String> {
     let name = scimsync::domain::UserName::parse(user).expect("a userName");
