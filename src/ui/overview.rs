@@ -209,7 +209,14 @@ pub async fn plan_sync(
         .await
         .map_err(|e| UiError::BadRequest(format!("pulling {idp} failed: {e}")))?;
     let desired = snapshot.into_desired();
-    let policy = Policy::from_config(&config, crate::store::now());
+    // While a plan of this IdP awaits a decision its removals are that plan's to make:
+    // a sync started here holds them back as a scheduled one does, or an operator
+    // could apply some of them without looking at the plan that kept them.
+    let kept = pending_plan_of(&state, &idp).await?;
+    let policy = Policy {
+        hold_removals: kept.is_some(),
+        ..Policy::from_config(&config, crate::store::now())
+    };
     let actor = admin.actor();
     let request = Request {
         fingerprint: true,
@@ -236,6 +243,13 @@ pub async fn plan_sync(
     });
     let body = html! {
         h1 { "Sync " (idp) ": plan" }
+        @if let Some(kept) = &kept {
+            p.notice role="status" {
+                "Removals held: " a href={(BASE) "/plans/" (kept.id)} { "plan " (kept.id) }
+                " awaits a decision, so this sync applies additions and updates only. "
+                "Approve or reject plan " (kept.id) " to settle the removals."
+            }
+        }
         @if let Some(refusal) = &refusal {
             p.error role="alert" { (refusal) }
             p { "The console does not override the safety limits; review with "
@@ -255,6 +269,12 @@ pub async fn plan_sync(
         }
     };
     Ok(layout::page(&admin, Section::Overview, "Sync plan", body).into_response())
+}
+
+/// The plan of `idp` awaiting a decision, if any.
+async fn pending_plan_of(state: &AppState, idp: &str) -> UiResult<Option<QuarantinedPlan>> {
+    let pending = state.store.quarantined_plans(false).await?;
+    Ok(pending.into_iter().find(|kept| kept.idp == idp))
 }
 
 #[derive(Deserialize)]
@@ -284,6 +304,15 @@ pub async fn apply_sync(
             "another sync of {idp} is running; nothing was applied. Try again once it has finished."
         )));
     };
+    if pending_plan_of(&state, &idp).await?.is_some()
+        && shown.plan.ops.iter().any(|op| op.is_removal())
+    {
+        lock.release().await;
+        return Err(UiError::BadRequest(format!(
+            "a plan of {idp} was kept for review after this one was shown, and its removals \
+             are held until it is decided; nothing was applied. Plan again."
+        )));
+    }
     let config = state.current_config();
     let policy = Policy::from_config(&config, crate::store::now());
     let result = Engine::new(state.store.clone())

@@ -14,8 +14,8 @@ use scimsync::reconcile::Actor;
 /// The daemon with a Graph tenant synced once, then emptied of LLM Users so that the
 /// next pull is refused by the deletion guard and its plan kept.
 pub struct Quarantined {
-    /// Kept for as long as the test runs: it is the IdP.
-    _mock: GraphMock,
+    /// The IdP, kept for as long as the test runs.
+    pub mock: GraphMock,
     pub app: TestApp,
     /// The kept plan's id.
     pub plan: i64,
@@ -43,11 +43,7 @@ impl Quarantined {
         let report = sync(&app).await;
         assert_eq!(report.outcome, "quarantined", "{report:?}");
         let plan = report.quarantined.expect("kept").plan;
-        Quarantined {
-            _mock: mock,
-            app,
-            plan,
-        }
+        Quarantined { mock, app, plan }
     }
 
     pub async fn active(&self, user: &str) -> bool {
@@ -446,4 +442,37 @@ async fn ui_a_plan_kept_without_a_readable_summary_is_summarised_from_the_plan_i
             "{summary:?}: {page}"
         );
     }
+}
+
+#[tokio::test]
+async fn a_console_sync_holds_removals_while_a_plan_of_its_idp_awaits_a_decision() {
+    let q = Quarantined::new("entra-ui-hold").await;
+    // Everyone but carol is back in the group: on its own, carol's removal is within the
+    // guard's limits, so only the kept plan stands between the console and removing her.
+    for user in ["u-alice", "u-bob", "u-dave", "d-printer"] {
+        q.mock.add_member("g-users", user);
+    }
+    let session = sign_in(&q.app, "admin").await;
+    let response = client()
+        .post(q.app.url("/ui/sync/entra-ui-hold/plan"))
+        .header("cookie", &session.cookie)
+        .form(&[("csrf", session.csrf.as_str())])
+        .send()
+        .await
+        .expect("posted");
+    assert_eq!(response.status(), StatusCode::OK);
+    let page = response.text().await.expect("page");
+    let id = q.plan;
+    assert!(
+        page.contains("Removals held: ") && page.contains(&format!("href=\"/ui/plans/{id}\"")),
+        "the page names the plan that holds the removals: {page}"
+    );
+    assert!(
+        !page.contains("name=\"plan\""),
+        "nothing but removals was left to apply, so nothing is offered: {page}"
+    );
+    assert!(
+        q.active("carol@contoso.com").await,
+        "carol stays until plan {id} is decided"
+    );
 }
