@@ -5,6 +5,8 @@
 # for several minutes (503 to everything, then connections refused). The daemon is
 # restarted on the same database during the run: SIGTERM twice (once during the
 # outage), SIGKILL twice at random moments (the first in the middle of a write). A
+# person on call rejects the plan the guard keeps for review when the IdP answers with
+# empty groups (removals are held until someone decides). A
 # model of the expected state is kept as the traffic goes, across the restarts; at the
 # end the daemon's state must equal it, resident memory must be flat, the database
 # must have levelled off (runs of 30 minutes or more), and no response may be an
@@ -158,8 +160,15 @@ env = {"PATH": os.environ["PATH"], "SCIMSYNC_DATABASE_URL": db,
 # deletes them. The log then holds about AGE_AFTER of entries and levels off within
 # the hour, as a year's retain would level off within the year.
 AGE_AFTER = 600
+# The rotating team replaces up to 10 of the IdP's 40 memberships in one minute; the
+# default ratio (0.2 of 40: 8) would refuse a healthy minute now and then, and a refused
+# plan holds every later removal until someone decides about it. 0.3 lets the rotation
+# through and still refuses the empty answer (40 of 40).
 with open(f"{WORK}/config.toml", "w") as f:
     f.write(f'''
+[safety]
+max_membership_removal_ratio = 0.3
+
 [audit]
 retain = "1d"
 prune_every = "1m"
@@ -471,6 +480,38 @@ KILL_AT = [(krng.uniform(0.20, 0.28) * D, True), (krng.uniform(0.55, 0.60) * D, 
 outage = {"refused_at": OUTAGE_AT + OUTAGE_LEN / 2, "end": OUTAGE_AT + OUTAGE_LEN,
           "state": "before", "checked": None, "catch_up": None, "requests": 0}
 
+def pending_plans():
+    """Plans kept for review (quarantined_plans) that await a decision: (id, reason)."""
+    try:
+        return aging.execute("SELECT id, reason FROM quarantined_plans WHERE decided IS NULL").fetchall()
+    except sqlite3.OperationalError:
+        return None   # busy: asked again
+
+quarantine_checks = []   # (fault, plan id or None, how the operator's reject ended)
+
+def on_call_operator(fault):
+    """What the person on call does after a fault: a plan the guard kept for a bogus
+    answer is rejected (the IdP's next sync plans afresh). A fault that is not an
+    answer (503, 429) must keep nothing."""
+    deadline = time.time() + 20
+    plans = pending_plans()
+    while fault == "empty" and not plans and time.time() < deadline:
+        time.sleep(1); plans = pending_plans()
+    if fault != "empty":
+        if plans: problems_during.append(f"a {fault} fault kept plans {plans}")
+        quarantine_checks.append((fault, None, "nothing kept"))
+        return
+    if not plans:
+        problems_during.append("the empty answer was not kept for review (no quarantined plan)")
+        quarantine_checks.append((fault, None, "NOT kept"))
+        return
+    for plan_id, reason in plans:
+        done = subprocess.run([BIN, "plans", "reject", str(plan_id), "--by", "soak-operator"],
+                              env=env, capture_output=True, text=True)
+        quarantine_checks.append((fault, plan_id, "rejected" if done.returncode == 0 else f"reject exit {done.returncode}"))
+        if done.returncode != 0:
+            problems_during.append(f"plans reject {plan_id}: exit {done.returncode}: {done.stderr.strip()[:300]}")
+
 def idp_side_intact():
     """After a faulty pull: nothing the IdP manages was deleted or deactivated."""
     _, body = call("GET", "/Groups?filter=" + urllib.parse.quote('displayName eq "LLM Soak All"'))
@@ -542,6 +583,7 @@ while time.time() - start < DURATION:
                 fault_checks.append((FAULTS[epoch_k], members, active))
                 if (members, active) != (30, 30):
                     problems_during.append(f"after a {FAULTS[epoch_k]} pull: 'LLM Soak All' has {members} members, {active} staff active")
+                on_call_operator(FAULTS[epoch_k])
             epoch_k = k
             with idp.lock:
                 idp.fault = FAULTS.get(k)
@@ -592,6 +634,11 @@ def all_pages(path):
 server_users = {u["id"]: u for u in all_pages("/Users")}
 server_groups = {g["id"]: g for g in all_pages("/Groups")}
 problems = list(problems_during)
+kept_all = aging.execute("SELECT id, reason, decision, decided_by FROM quarantined_plans ORDER BY id").fetchall()
+rejected_ids = {i for _, i, how in quarantine_checks if how == "rejected"}
+unexpected_plans = [p for p in kept_all if p[0] not in rejected_ids]
+if unexpected_plans:
+    problems.append(f"plans kept that no fault explains (the guard refused a healthy answer?): {unexpected_plans[:5]}")
 scim_users = {i: u for i, u in server_users.items() if u["userName"].startswith("scim")}
 if set(scim_users) != set(users):
     problems.append(f"SCIM users differ: missing {set(users) - set(scim_users)}, extra {set(scim_users) - set(users)}")
@@ -677,6 +724,7 @@ print(f"kills               " + ", ".join(f"at {t:.0f} s, {'a write in flight' i
 print(f"IdP requests        {idp.requests} (faults injected: {idp.faults_served} answers; minutes {sorted(FAULTS)} = {[FAULTS[k] for k in sorted(FAULTS)]})")
 print(f"good IdP pulls      {len(idp.good_pulls)}")
 print(f"after faulty pulls  {fault_checks or 'none in this run (needs SOAK_SECONDS >= 300)'} (fault, 'LLM Soak All' members, staff active; want 30, 30)")
+print(f"kept for review     {[(f, i, how) for f, i, how in quarantine_checks] or 'none in this run'} (fault, quarantined plan, the on-call operator's decision); {len(kept_all)} plans kept in all")
 print(f"IdP outage          {OUTAGE_AT:.0f}-{OUTAGE_AT + OUTAGE_LEN:.0f} s ({OUTAGE_LEN / 60:.1f} min: 503 for half, refused for half); "
       f"{outage['requests']} requests answered 503; {backoffs} backing-off warnings; at its end {outage['checked']} ((members, active), rotating; want ((30, 30), 10)); "
       f"caught up {'%.0f s after' % outage['catch_up'] if outage['catch_up'] is not None else 'NOT'} the IdP's return")
