@@ -106,6 +106,11 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
             idps.push(kept.idp.clone());
         }
     }
+    let mut outboxes = Vec::with_capacity(config.target.len());
+    for target in &config.target {
+        outboxes.push((target, state.store.outbox_depth(&target.name).await?));
+    }
+    let now = crate::store::now();
     let body = html! {
         h1 { "Overview" }
         section aria-labelledby="idps-title" {
@@ -163,6 +168,26 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
                 }
             }
         }
+        @if !outboxes.is_empty() {
+            section aria-labelledby="targets-title" {
+                h2 id="targets-title" { "Targets" }
+                p.help { "Every committed change is queued for each gateway and delivered in order; \
+                          a growing queue or an old oldest change means the gateway is not taking them." }
+                div.table-wrap {
+                    table {
+                        thead { tr { th scope="col" { "Target" } th scope="col" { "Kind" } th scope="col" { "URL" }
+                                     th scope="col" { "Changes waiting" } th scope="col" { "Oldest waiting" } } }
+                        tbody {
+                            @for (target, (depth, oldest)) in &outboxes {
+                                tr { td { (target.name) } td { (format!("{:?}", target.kind).to_lowercase()) }
+                                     td { code { (target.url) } } td { (depth) }
+                                     td { (waiting_for(*oldest, now)) } }
+                            }
+                        }
+                    }
+                }
+            }
+        }
         section aria-labelledby="tokens-title" {
             h2 id="tokens-title" { "Tokens" }
             div.table-wrap {
@@ -180,6 +205,18 @@ pub async fn page(State(state): State<AppState>, admin: Admin) -> UiResult<Marku
         }
     };
     Ok(layout::page(&admin, Section::Overview, "Overview", body))
+}
+
+/// How long the oldest queued change has waited ("—" for an empty queue), to the
+/// second: the lag an operator compares with their alert's threshold.
+fn waiting_for(oldest: Option<DateTime<Utc>>, now: DateTime<Utc>) -> String {
+    match oldest {
+        None => "—".to_owned(),
+        Some(at) => {
+            let seconds = (now - at).num_seconds().max(0).unsigned_abs();
+            humantime::format_duration(std::time::Duration::from_secs(seconds)).to_string()
+        }
+    }
 }
 
 /// An IdP's plan in quarantine: while it waits, its syncs hold every removal back.

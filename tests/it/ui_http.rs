@@ -504,3 +504,62 @@ async fn measure(app: &TestApp, session: &Session, pages: &[String], what: &str)
         );
     }
 }
+
+#[tokio::test]
+async fn ui_overview_shows_each_targets_queue_and_how_long_its_oldest_change_has_waited() {
+    // A gateway nobody listens at: what is committed waits in its queue.
+    let app = TestApp::spawn_with(|config| {
+        let mut target = scimsync::config::TargetConfig::new(
+            "gateway-down",
+            scimsync::config::TargetKind::Litellm,
+            "http://127.0.0.1:1",
+        );
+        target.master_key = Some("sk-overview-test".into());
+        target.max_retries = Some(0);
+        config.target.push(target);
+    })
+    .await;
+    let (status, body) = app
+        .scim_json(
+            reqwest::Method::POST,
+            "/Users",
+            Some(serde_json::json!({
+                "schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"],
+                "userName": "queued@example.com",
+            })),
+        )
+        .await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    let session = sign_in(&app, "admin").await;
+    let page = client()
+        .get(app.url("/ui"))
+        .header("cookie", &session.cookie)
+        .send()
+        .await
+        .expect("overview")
+        .text()
+        .await
+        .expect("page");
+    let row = page
+        .split("<tr>")
+        .find(|row| row.contains("gateway-down"))
+        .unwrap_or_else(|| panic!("a row for the target: {page}"));
+    assert!(row.contains("<code>http://127.0.0.1:1</code>"), "{row}");
+    let waiting: Vec<&str> = row
+        .split("<td>")
+        .skip(1)
+        .map(|cell| cell.split("</td>").next().unwrap_or(""))
+        .collect();
+    assert!(
+        waiting[3].parse::<u32>().is_ok_and(|depth| depth >= 1),
+        "the user's creation waits: {row}"
+    );
+    assert_ne!(
+        waiting[4], "—",
+        "the oldest change has a waiting time: {row}"
+    );
+    assert!(
+        !page.contains("sk-overview-test"),
+        "the master key never reaches a page"
+    );
+}
