@@ -132,28 +132,22 @@ async fn a_token_revoked_or_created_in_this_process_takes_effect_on_the_very_nex
     let other = app
         .new_token("other", scimsync::domain::TokenScope::Scim)
         .await;
-    let with = |token: &str| {
-        app.http
-            .get(app.url("/scim/v2/Users"))
-            .bearer_auth(token.to_owned())
-            .send()
-    };
     for _ in 0..3 {
-        assert_eq!(with(&other).await.expect("sent").status(), StatusCode::OK);
+        assert_eq!(get_with(&app, &other, "/Users").await.0, StatusCode::OK);
         get_ok(&app, "/Users").await;
     }
 
     assert!(app.store.revoke_token("other").await.expect("revoked"));
     assert_eq!(
-        with(&other).await.expect("sent").status(),
+        get_with(&app, &other, "/Users").await.0,
         StatusCode::UNAUTHORIZED
     );
     get_ok(&app, "/Users").await;
 
-    // A name that was refused while unknown is accepted as soon as it exists.
+    // A token refused while unknown is accepted as soon as it exists.
     let unknown = scimsync::keys::mint_token();
     assert_eq!(
-        with(unknown.expose()).await.expect("sent").status(),
+        get_with(&app, unknown.expose(), "/Users").await.0,
         StatusCode::UNAUTHORIZED
     );
     app.store
@@ -166,7 +160,7 @@ async fn a_token_revoked_or_created_in_this_process_takes_effect_on_the_very_nex
         .await
         .expect("created");
     assert_eq!(
-        with(unknown.expose()).await.expect("sent").status(),
+        get_with(&app, unknown.expose(), "/Users").await.0,
         StatusCode::OK
     );
 }
@@ -227,13 +221,17 @@ async fn get_with(app: &TestApp, token: &str, path: &str) -> (StatusCode, Value)
     (status, response.json().await.unwrap_or(Value::Null))
 }
 
-#[tokio::test]
-async fn a_revocation_on_one_replica_is_refused_by_the_other_on_its_very_next_request() {
+/// Two daemons on one database, and a SCIM token named `name` both accept.
+async fn two_replicas_and_a_token(name: &str) -> (TestApp, TestApp, String) {
     let a = TestApp::spawn().await;
     let b = a.spawn_replica().await;
-    let token = a
-        .new_token("shared", scimsync::domain::TokenScope::Scim)
-        .await;
+    let token = a.new_token(name, scimsync::domain::TokenScope::Scim).await;
+    (a, b, token)
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_replica_is_refused_by_the_other_on_its_very_next_request() {
+    let (a, b, token) = two_replicas_and_a_token("shared").await;
     for _ in 0..3 {
         assert_eq!(get_with(&a, &token, "/Users").await.0, StatusCode::OK);
         assert_eq!(get_with(&b, &token, "/Users").await.0, StatusCode::OK);
@@ -254,11 +252,7 @@ async fn a_revocation_on_one_replica_is_refused_by_the_other_on_its_very_next_re
 /// read may return a version older than the last commit that finished before it began.
 #[tokio::test]
 async fn no_read_on_any_replica_is_older_than_a_commit_that_finished_before_it_began() {
-    let a = TestApp::spawn().await;
-    let b = a.spawn_replica().await;
-    let token = a
-        .new_token("reader", scimsync::domain::TokenScope::Scim)
-        .await;
+    let (a, b, token) = two_replicas_and_a_token("reader").await;
     let user = a.seed_user("barbara@example.com").await;
     let by_id = format!("/Users/{}", user.id);
     let by_name = "/Users?filter=userName%20eq%20%22barbara@example.com%22";

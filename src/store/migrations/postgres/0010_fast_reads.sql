@@ -12,9 +12,10 @@ CREATE TABLE cache_generations (
 
 INSERT INTO cache_generations (id, tokens, data) VALUES (1, 0, 0);
 
-CREATE FUNCTION cache_tokens_changed() RETURNS trigger LANGUAGE plpgsql AS $$
+-- Bumps the counter its trigger names (tokens or data) unconditionally.
+CREATE FUNCTION cache_generation_bump() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE cache_generations SET tokens = tokens + 1 WHERE id = 1;
+    EXECUTE format('UPDATE cache_generations SET %I = %I + 1 WHERE id = 1', TG_ARGV[0], TG_ARGV[0]);
     RETURN NULL;
 END
 $$;
@@ -30,38 +31,25 @@ BEGIN
 END
 $$;
 
-CREATE FUNCTION cache_data_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN
-    UPDATE cache_generations SET data = data + 1 WHERE id = 1;
-    RETURN NULL;
-END
-$$;
-
 -- last_used is left out: it changes once a minute per token and no check reads it.
 CREATE TRIGGER scim_tokens_generation
     AFTER INSERT OR DELETE OR TRUNCATE OR UPDATE OF name, scope, idp, hash, revoked, created
-    ON scim_tokens FOR EACH STATEMENT EXECUTE FUNCTION cache_tokens_changed();
-CREATE TRIGGER users_generation_insert AFTER INSERT ON users REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed();
-CREATE TRIGGER users_generation_update AFTER UPDATE ON users REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed();
-CREATE TRIGGER users_generation_delete AFTER DELETE ON users REFERENCING OLD TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed();
-CREATE TRIGGER users_generation_truncate AFTER TRUNCATE ON users
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_truncated();
-CREATE TRIGGER teams_generation_insert AFTER INSERT ON teams REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed();
-CREATE TRIGGER teams_generation_update AFTER UPDATE ON teams REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed();
-CREATE TRIGGER teams_generation_delete AFTER DELETE ON teams REFERENCING OLD TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed();
-CREATE TRIGGER teams_generation_truncate AFTER TRUNCATE ON teams
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_truncated();
-CREATE TRIGGER memberships_generation_insert AFTER INSERT ON memberships REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed();
-CREATE TRIGGER memberships_generation_update AFTER UPDATE ON memberships REFERENCING NEW TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed();
-CREATE TRIGGER memberships_generation_delete AFTER DELETE ON memberships REFERENCING OLD TABLE AS changed
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed();
-CREATE TRIGGER memberships_generation_truncate AFTER TRUNCATE ON memberships
-    FOR EACH STATEMENT EXECUTE FUNCTION cache_data_truncated();
+    ON scim_tokens FOR EACH STATEMENT EXECUTE FUNCTION cache_generation_bump('tokens');
+
+-- The same four triggers on each table the data section is read from.
+DO $$
+DECLARE
+    t TEXT;
+BEGIN
+    FOREACH t IN ARRAY ARRAY['users', 'teams', 'memberships'] LOOP
+        EXECUTE format('CREATE TRIGGER %I AFTER INSERT ON %I REFERENCING NEW TABLE AS changed '
+            'FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed()', t || '_generation_insert', t);
+        EXECUTE format('CREATE TRIGGER %I AFTER UPDATE ON %I REFERENCING NEW TABLE AS changed '
+            'FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed()', t || '_generation_update', t);
+        EXECUTE format('CREATE TRIGGER %I AFTER DELETE ON %I REFERENCING OLD TABLE AS changed '
+            'FOR EACH STATEMENT EXECUTE FUNCTION cache_data_changed()', t || '_generation_delete', t);
+        EXECUTE format('CREATE TRIGGER %I AFTER TRUNCATE ON %I '
+            'FOR EACH STATEMENT EXECUTE FUNCTION cache_generation_bump(''data'')', t || '_generation_truncate', t);
+    END LOOP;
+END
+$$;
