@@ -52,9 +52,10 @@ fn handle() -> Option<&'static PrometheusHandle> {
 const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
 
 /// The exporter keeps every histogram sample until it is folded into the buckets, which
-/// it does only when scraped or on upkeep: a daemon nobody scrapes grew by 8 bytes a
-/// request (a heap profile showed the samples as the largest holder after a long
-/// write-heavy run). A thread of its own, since the recorder outlives any one runtime.
+/// it does only when scraped or on upkeep: a daemon nobody scrapes grew by about 16
+/// bytes a request, without bound (heaptrack: the request-latency samples were the
+/// largest live allocation, 1.55 of 3.55 MB after 95,000 requests). A thread of its
+/// own, since the recorder outlives any one runtime.
 fn spawn_upkeep(handle: PrometheusHandle) {
     let spawned = std::thread::Builder::new()
         .name("metrics-upkeep".into())
