@@ -99,7 +99,13 @@ impl Generations {
                 _ => {
                     let id = flights.next_id;
                     flights.next_id += 1;
-                    let flight = self.clone().fly(id).boxed().shared();
+                    // A task of its own: a read must finish even when every request
+                    // waiting for it is cancelled (a client gone), or it would keep
+                    // the connection from the reads queued behind it.
+                    let flight = tokio::spawn(self.clone().fly(id))
+                        .map(|done| done.ok().flatten())
+                        .boxed()
+                        .shared();
                     flights.queued = Some((id, flight.clone()));
                     flight
                 }

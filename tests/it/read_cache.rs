@@ -298,3 +298,30 @@ async fn no_read_on_any_replica_is_older_than_a_commit_that_finished_before_it_b
         task.await.expect("reader");
     }
 }
+
+/// Clients that hang up while their request waits for a freshness check must not leave
+/// that check, or the ones queued behind it, unfinished for everyone after them.
+#[tokio::test]
+async fn requests_abandoned_mid_read_do_not_stall_the_requests_after_them() {
+    let app = TestApp::spawn().await;
+    let user = app.seed_user("edsger@example.com").await;
+    let url = app.url(&format!("/scim/v2/Users/{}", user.id));
+    for round in 0..20u64 {
+        let impatient = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_micros(200 + 100 * round))
+            .build()
+            .expect("client");
+        let abandoned: Vec<_> = (0..16)
+            .map(|_| impatient.get(&url).bearer_auth(&app.scim_token).send())
+            .collect();
+        futures::future::join_all(abandoned).await;
+        let patient = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            app.scim(Method::GET, &format!("/Users/{}", user.id)).send(),
+        )
+        .await
+        .expect("answered within 10 s")
+        .expect("sent");
+        assert_eq!(patient.status(), StatusCode::OK);
+    }
+}
