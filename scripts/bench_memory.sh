@@ -35,7 +35,9 @@ out=$(mktemp -d /tmp/scimsync-memory.XXXXXX)
 echo "output: $out" >&2
 
 names=() binaries=() ports=() pids=()
-cleanup() { for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done; }
+cleanup() { # the servers, and under -H the ones heaptrack started
+    for pid in "${pids[@]}"; do pkill -P "$pid" 2>/dev/null || true; kill "$pid" 2>/dev/null || true; done
+}
 trap cleanup EXIT
 
 python3 "$root/benches/gen_snapshot.py" roster --users "$users" --empty 0 >"$out/roster.json"
