@@ -77,7 +77,8 @@ async fn log_request(request: Request, next: Next) -> Response {
     let span = tracing::info_span!("request", %method, %route);
     let started = Instant::now();
     async move {
-        let response = next.run(request).await;
+        // Cached reads may share a freshness check made after this moment (PostgreSQL).
+        let response = crate::store::as_of(started, next.run(request)).await;
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         crate::metrics::http_request(method.as_str(), &route, status, elapsed);

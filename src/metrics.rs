@@ -36,6 +36,7 @@ fn handle() -> Option<&'static PrometheusHandle> {
             match builder.and_then(|b| b.install_recorder()) {
                 Ok(handle) => {
                     describe();
+                    spawn_upkeep(handle.clone());
                     Some(handle)
                 }
                 Err(e) => {
@@ -45,6 +46,26 @@ fn handle() -> Option<&'static PrometheusHandle> {
             }
         })
         .as_ref()
+}
+
+/// How often histogram samples are folded into their buckets.
+const UPKEEP_INTERVAL: Duration = Duration::from_secs(5);
+
+/// The exporter keeps every histogram sample until it is folded into the buckets, which
+/// it does only when scraped or on upkeep: a daemon nobody scrapes grew by about 16
+/// bytes a request, without bound (heaptrack: the request-latency samples were the
+/// largest live allocation, 1.55 of 3.55 MB after 95,000 requests). A thread of its
+/// own, since the recorder outlives any one runtime.
+fn spawn_upkeep(handle: PrometheusHandle) {
+    let spawned = std::thread::Builder::new()
+        .name("metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(UPKEEP_INTERVAL);
+            handle.run_upkeep();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "histograms are folded only when /metrics is scraped");
+    }
 }
 
 /// Makes sure the recorder exists before anything is counted.

@@ -5,7 +5,9 @@
 use super::list::Projection;
 use crate::error::{ApiError, SCIM_CONTENT_TYPE};
 use crate::reconcile::Expect;
-use axum::http::{header, HeaderValue, StatusCode};
+use crate::store::Answer;
+use axum::body::{Body, Bytes};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use serde_json::Value;
 
@@ -70,6 +72,21 @@ impl Written {
         }
     }
 
+    /// A 200 answer with a body, projected and serialised once, for the read cache.
+    pub fn into_answer(mut self, projection: &Projection) -> Answer {
+        let body = match self.resource.as_mut() {
+            Some(resource) => {
+                projection.apply(resource);
+                to_body(resource)
+            }
+            None => Bytes::new(),
+        };
+        Answer {
+            body,
+            version: self.version,
+        }
+    }
+
     pub fn into_response(self, projection: &Projection) -> Response {
         let mut response = match self.resource {
             Some(mut resource) => {
@@ -94,10 +111,58 @@ impl Written {
 }
 
 pub fn scim_json(status: StatusCode, body: &Value) -> Response {
-    let mut response = (status, body.to_string()).into_response();
+    scim_bytes(status, to_body(body))
+}
+
+/// A resource as the bytes of its JSON text: written straight into one buffer.
+pub fn to_body(value: &Value) -> Bytes {
+    // Serialising a `Value` cannot fail: its keys are strings and it holds no floats
+    // that JSON cannot spell (serde_json refuses NaN when the Value is built).
+    Bytes::from(serde_json::to_vec(value).unwrap_or_default())
+}
+
+fn scim_bytes(status: StatusCode, body: Bytes) -> Response {
+    let mut response = Response::new(Body::from(body));
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static(SCIM_CONTENT_TYPE),
     );
+    response
+}
+
+/// What a GET's cached answer is kept under: everything the answer depends on, which is
+/// the resource kind, the URL clients reach us at (`meta.location`, `$ref`) and the path
+/// with its query (the id, filter, paging and attribute projection). Not the token: no
+/// read answers differently to different tokens of the SCIM scope. Bytes joined by NULs,
+/// which none of the parts can contain (a URI cannot).
+pub fn answer_key(kind: &[u8], base: &str, uri: &Uri) -> Vec<u8> {
+    let path = uri.path_and_query().map_or("", |p| p.as_str());
+    let mut key = Vec::with_capacity(kind.len() + base.len() + path.len() + 2);
+    key.extend_from_slice(kind);
+    key.push(0);
+    key.extend_from_slice(base.as_bytes());
+    key.push(0);
+    key.extend_from_slice(path.as_bytes());
+    key
+}
+
+/// A cached (or just rendered) answer to a GET: 200 with its body and ETag, or 304
+/// when If-None-Match names its version.
+pub fn answered(answer: Answer, headers: &HeaderMap) -> Response {
+    let unchanged = match (headers.get(header::IF_NONE_MATCH), answer.version) {
+        (Some(tag), Some(version)) => tag.to_str().is_ok_and(|t| etag_matches(t, version)),
+        _ => false,
+    };
+    let mut response = if unchanged {
+        StatusCode::NOT_MODIFIED.into_response()
+    } else {
+        scim_bytes(StatusCode::OK, answer.body)
+    };
+    if let Some(version) = answer.version {
+        if let Ok(value) = HeaderValue::from_str(&super::resources::etag(version)) {
+            response.headers_mut().insert(header::ETAG, value);
+        }
+    }
     response
 }

@@ -2,16 +2,17 @@
 //! thin: extract, call users/groups/bulk, render.
 
 use super::list::{list_response, ListParams, Projection};
-use super::response::{etag_matches, scim_json, Written};
+use super::response::{answer_key, answered, scim_json, to_body, Written};
 use super::{bulk, discovery, groups, users};
 use crate::auth::{Authorized, ScimScope};
 use crate::error::ApiError;
 use crate::reconcile::Actor;
 use crate::state::AppState;
+use crate::store::Answer;
 use axum::extract::{FromRequest, FromRequestParts, Path, Request, State};
 use axum::http::request::Parts;
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::response::{IntoResponse, Response};
+use axum::http::{header, HeaderMap, StatusCode, Uri};
+use axum::response::Response;
 use axum::routing::{get, post, MethodRouter};
 use axum::Router;
 use futures::StreamExt;
@@ -166,22 +167,29 @@ impl FromRequestParts<AppState> for Base {
 #[derive(Debug, Clone, Default)]
 pub struct Params(pub Vec<(String, String)>);
 
+impl Params {
+    fn from_uri(uri: &Uri) -> Result<Vec<(String, String)>, ApiError> {
+        Ok(
+            axum::extract::Query::<Vec<(String, String)>>::try_from_uri(uri)
+                .map_err(|_| {
+                    ApiError::bad_request(
+                        crate::error::ScimType::InvalidValue,
+                        "the query string is malformed",
+                    )
+                })?
+                .0
+                .into_iter()
+                .filter(|(k, _)| !k.is_empty())
+                .collect(),
+        )
+    }
+}
+
 impl<S: Send + Sync> FromRequestParts<S> for Params {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, ApiError> {
-        let pairs = axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&parts.uri)
-            .map_err(|_| {
-                ApiError::bad_request(
-                    crate::error::ScimType::InvalidValue,
-                    "the query string is malformed",
-                )
-            })?
-            .0
-            .into_iter()
-            .filter(|(k, _)| !k.is_empty())
-            .collect();
-        Ok(Params(pairs))
+        Ok(Params(Params::from_uri(&parts.uri)?))
     }
 }
 
@@ -274,37 +282,31 @@ pub fn if_match(headers: &HeaderMap) -> Option<String> {
 
 /// GET of one resource: 304 when If-None-Match names the current version.
 fn read_response(written: Written, headers: &HeaderMap, projection: &Projection) -> Response {
-    let unchanged = match (headers.get(header::IF_NONE_MATCH), written.version) {
-        (Some(tag), Some(version)) => tag.to_str().is_ok_and(|t| etag_matches(t, version)),
-        _ => false,
-    };
-    if unchanged {
-        let mut response = StatusCode::NOT_MODIFIED.into_response();
-        if let Some(version) = written.version {
-            if let Ok(value) = HeaderValue::from_str(&super::resources::etag(version)) {
-                response.headers_mut().insert(header::ETAG, value);
-            }
-        }
-        return response;
-    }
-    written.into_response(projection)
+    answered(written.into_answer(projection), headers)
 }
 
 // ---------------------------------------------------------------------------
 // Users
 
+/// Lists and GETs of users are answered from the read cache while nothing changed since
+/// the same URL was answered: the whole body, rendered and serialised once.
 async fn list_users(
     State(state): State<AppState>,
     _auth: Authorized<ScimScope>,
     Base(base): Base,
-    Params(params): Params,
+    uri: Uri,
 ) -> Result<Response, ApiError> {
-    let params = ListParams::from_query(&params)?;
-    let (total, resources) = users::list(&state, &base, &params).await?;
-    Ok(scim_json(
-        StatusCode::OK,
-        &list_response(total, params.start_index, resources),
-    ))
+    let render = async {
+        let params = ListParams::from_query(&Params::from_uri(&uri)?)?;
+        let (total, resources) = users::list(&state, &base, &params).await?;
+        Ok::<_, ApiError>(Answer {
+            body: to_body(&list_response(total, params.start_index, resources)),
+            version: None,
+        })
+    };
+    let key = answer_key(b"Users", &base, &uri);
+    let answer = state.store.answer(&key, render).await?;
+    Ok(answered(answer, &HeaderMap::new()))
 }
 
 async fn search_users(
@@ -325,13 +327,18 @@ async fn get_user(
     State(state): State<AppState>,
     _auth: Authorized<ScimScope>,
     Base(base): Base,
-    Params(params): Params,
     Path(id): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let projection = Projection::from_query(&params)?;
-    let written = users::get(&state, &base, &id, &projection).await?;
-    Ok(read_response(written, &headers, &projection))
+    let render = async {
+        let projection = Projection::from_query(&Params::from_uri(&uri)?)?;
+        let written = users::get(&state, &base, &id, &projection).await?;
+        Ok::<_, ApiError>(written.into_answer(&projection))
+    };
+    let key = answer_key(b"User", &base, &uri);
+    let answer = state.store.answer(&key, render).await?;
+    Ok(answered(answer, &headers))
 }
 
 async fn create_user(

@@ -64,6 +64,24 @@ impl Store {
             .await
     }
 
+    /// A whole rendered answer (an HTTP body), kept like the reads it was made from:
+    /// served while nothing it could depend on has changed since. `key` must name
+    /// everything the answer depends on; `render` is not polled before the ticket is
+    /// taken, so what it reads is at least as new as the entry's stamp.
+    pub async fn answer<E>(
+        &self,
+        key: &[u8],
+        render: impl std::future::Future<Output = Result<super::Answer, E>>,
+    ) -> Result<super::Answer, E> {
+        self.cache
+            .through(
+                |cached| cached.answer(key).cloned(),
+                render,
+                |cached, answer| cached.put_answer(key, answer),
+            )
+            .await
+    }
+
     /// One page of teams matching a query, and how many match in all.
     pub async fn list_teams(&self, query: &ListQuery) -> QueryResult<Listed<Team>> {
         let rows = self.list_rows(Table::Teams, TEAM_COLUMNS, query).await?;
@@ -127,7 +145,7 @@ impl Store {
         users: &[Uuid],
     ) -> StoreResult<HashMap<Uuid, Vec<GroupRef>>> {
         let mut out: HashMap<Uuid, Vec<GroupRef>> = HashMap::new();
-        let ticket = self.cache.ticket();
+        let ticket = self.cache.ticket().await;
         let users: Vec<Uuid> = match self.cache.lookup(ticket, |cached| {
             Some(
                 users

@@ -13,6 +13,7 @@ pub mod actual;
 mod audit;
 mod backup;
 pub mod console;
+mod generations;
 mod keys;
 pub mod locks;
 pub mod quarantine;
@@ -32,8 +33,10 @@ mod watermark;
 
 pub use audit::{AuditEntry, AuditNames, ExportedEntry, KeyOwner};
 pub use backup::{backup_sqlite, BackupError};
+pub use generations::as_of;
 pub use keys::{DeletedKey, KeyPrincipal, NamedKey};
 pub use locks::SyncLock;
+pub use read_cache::{Answer, CacheStats};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -180,9 +183,12 @@ impl Store {
         store.migrate().await?;
         // Before the read cache is on, so that nothing read before it is cached.
         store.refold_user_names().await?;
-        if backend == Backend::Sqlite {
-            store.cache = Arc::new(sqlite_read_cache(&url).await);
-        }
+        store.cache = Arc::new(match backend {
+            Backend::Sqlite => sqlite_read_cache(&url).await,
+            Backend::Postgres => read_cache::ReadCache::generations(generations::Generations::new(
+                store.options.clone(),
+            )),
+        });
         Ok(store)
     }
 
@@ -204,6 +210,11 @@ impl Store {
 
     pub fn backend(&self) -> Backend {
         self.backend
+    }
+
+    /// What the read cache has answered so far (for tests and diagnostics).
+    pub fn read_cache_stats(&self) -> CacheStats {
+        self.cache.stats()
     }
 
     pub(crate) fn pool(&self) -> &AnyPool {
@@ -246,6 +257,8 @@ impl Store {
                 bulk: false,
                 pool: Some(self.pool.clone()),
                 analyze: false,
+                cache: self.cache.clone(),
+                tokens_before: None,
             });
         }
         let writer = self.sqlite_writer().await?;
@@ -259,10 +272,21 @@ impl Store {
             bulk: false,
             pool: None,
             analyze: false,
+            cache: self.cache.clone(),
+            tokens_before: None,
         };
         // IMMEDIATE takes SQLite's write lock now, waiting out another process (the
         // CLI) under busy_timeout, instead of failing at the first write.
-        sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
+        if !self.cache.is_wal() {
+            sqlx::query("BEGIN IMMEDIATE").execute(tx.conn()).await?;
+            return Ok(tx);
+        }
+        // With the lock held nobody else can commit: the header read now is the state
+        // this transaction starts from (see `WriteTx::commit`).
+        let generation = sqlx::query(&format!("BEGIN IMMEDIATE; {TOKENS_GENERATION}"))
+            .fetch_all(tx.conn())
+            .await?;
+        tx.tokens_before = tokens_generation(&generation).zip(self.cache.watermark());
         Ok(tx)
     }
 
@@ -304,6 +328,20 @@ pub struct WriteTx {
     /// [`WriteTx::end_bulk`]).
     pool: Option<AnyPool>,
     pub(crate) analyze: bool,
+    /// The read cache, told about the commit (see [`WriteTx::commit`]).
+    cache: Arc<read_cache::ReadCache>,
+    /// SQLite: the tokens generation and the wal-index header when the transaction
+    /// began, with the write lock held.
+    tokens_before: Option<(i64, watermark::Watermark)>,
+}
+
+/// The tokens generation, which triggers bump on every change to `scim_tokens` that a
+/// token check could see (migration 0010).
+const TOKENS_GENERATION: &str = "SELECT tokens FROM cache_generations WHERE id = 1";
+
+fn tokens_generation(rows: &[sqlx::any::AnyRow]) -> Option<i64> {
+    use sqlx::Row;
+    rows.first()?.try_get("tokens").ok()
 }
 
 /// SQLite's default page cache (2 MB), which `end_bulk` and a rollback restore.
@@ -338,6 +376,7 @@ impl WriteTx {
             }
             tx.commit().await?;
             self.open = false;
+            self.cache.committed();
             if let (true, Some(pool)) = (self.analyze, self.pool.take()) {
                 // Other writers need not wait for the statistics.
                 drop(self.writer.take());
@@ -354,10 +393,28 @@ impl WriteTx {
             sql.push_str("; ");
             binds.extend(d.binds);
         }
-        sql.push_str("COMMIT");
-        // On failure `open` stays set, and `Drop` rolls back.
-        execute_text(self.conn(), &sql, binds).await?;
+        let Some((generation, before)) = self.tokens_before else {
+            sql.push_str("COMMIT");
+            // On failure `open` stays set, and `Drop` rolls back.
+            execute_text(self.conn(), &sql, binds).await?;
+            self.open = false;
+            return Ok(());
+        };
+        // The tokens generation travels with the COMMIT, so knowing whether this
+        // transaction changed the tokens costs no round trip of its own.
+        sql.push_str(TOKENS_GENERATION);
+        sql.push_str("; COMMIT");
+        let mut query = sqlx::query(&sql);
+        for value in binds {
+            query = query.bind(value);
+        }
+        let rows = query.fetch_all(self.conn()).await?;
         self.open = false;
+        if let Some(after) = self.cache.watermark() {
+            if tokens_generation(&rows) == Some(generation) && after.is_one_commit_after(&before) {
+                self.cache.tokens_survive(before, after);
+            }
+        }
         Ok(())
     }
 

@@ -116,17 +116,7 @@ impl Store {
     /// A cached answer is only used while nothing was committed since it was read, so
     /// a revocation (from this process or from the CLI) takes effect at once.
     pub async fn authenticate_token(&self, hash: &str) -> StoreResult<Option<TokenPrincipal>> {
-        self.cache
-            .through(
-                |cached| cached.tokens.get(hash).cloned().map(Some),
-                self.read_token(hash),
-                |cached, principal| {
-                    if let Some(principal) = principal {
-                        cached.put_token(hash, principal);
-                    }
-                },
-            )
-            .await
+        self.cache.token(hash, self.read_token(hash)).await
     }
 
     async fn read_token(&self, hash: &str) -> StoreResult<Option<TokenPrincipal>> {

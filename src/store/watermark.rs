@@ -28,11 +28,30 @@ use std::path::{Path, PathBuf};
 const HEADER_LEN: usize = 48;
 /// Offset of `isInit` in the header: zero until a connection has initialised it.
 const IS_INIT: usize = 12;
+/// Offset of `iChange`, a counter every commit increments (in native byte order, as
+/// the header lives in shared memory).
+const I_CHANGE: usize = 8;
 
 /// The state of the database as of one commit. Equal watermarks, read at two moments,
 /// mean nothing was committed in between.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Watermark([u8; HEADER_LEN]);
+
+impl Watermark {
+    fn changes(&self) -> u32 {
+        let mut counter = [0u8; 4];
+        counter.copy_from_slice(&self.0[I_CHANGE..I_CHANGE + 4]);
+        u32::from_ne_bytes(counter)
+    }
+
+    /// Whether exactly one commit lies between `before` and `self`. A writer that read
+    /// `before` while holding SQLite's write lock, and `self` after its COMMIT, knows
+    /// then that the commit was its own and nobody else's. (A checkpoint that restarts
+    /// the WAL rewrites the header without counting, but changes no data.)
+    pub fn is_one_commit_after(&self, before: &Watermark) -> bool {
+        self.changes() == before.changes().wrapping_add(1)
+    }
+}
 
 /// Reads the wal-index header of one SQLite database.
 #[derive(Debug)]
@@ -116,6 +135,9 @@ mod tests {
         assert_ne!(after, before, "their commit is visible in our header");
 
         assert!(theirs.revoke_token("first").await.expect("revoked"));
-        assert_ne!(index.read(), Some(after), "so is a revocation");
+        let revoked = index.read().expect("a consistent header");
+        assert_ne!(revoked, after, "so is a revocation");
+        assert!(revoked.is_one_commit_after(&after));
+        assert!(!revoked.is_one_commit_after(&before), "two commits since");
     }
 }

@@ -106,6 +106,19 @@ impl TestApp {
         };
         config.server.state_directory = Some(dir.path().to_owned());
         configure(&mut config);
+        Self::start(dir, config, None).await
+    }
+
+    /// A second daemon on this app's database: another replica on PostgreSQL, another
+    /// process on the same file on SQLite. It answers to the same `initial` token.
+    pub async fn spawn_replica(&self) -> Self {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let mut config = self.config.clone();
+        config.server.state_directory = Some(dir.path().to_owned());
+        Self::start(dir, config, Some(self.scim_token.clone())).await
+    }
+
+    async fn start(dir: TempDir, config: Config, scim_token: Option<String>) -> Self {
         let app = App::build(config.clone()).await.expect("app starts");
         let addr = app.local_addr().expect("bound address");
         let store = app.state().store.clone();
@@ -117,10 +130,12 @@ impl TestApp {
                 })
                 .await;
         });
-        let scim_token = std::fs::read_to_string(dir.path().join(INITIAL_TOKEN_FILE))
-            .expect("initial token file")
-            .trim()
-            .to_owned();
+        let scim_token = scim_token.unwrap_or_else(|| {
+            std::fs::read_to_string(dir.path().join(INITIAL_TOKEN_FILE))
+                .expect("initial token file")
+                .trim()
+                .to_owned()
+        });
         TestApp {
             addr,
             base_url: format!("http://{addr}"),
