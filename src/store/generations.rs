@@ -1,6 +1,6 @@
 //! PostgreSQL: the read cache's stamps, read from the database once per request at most.
 //!
-//! Triggers (migration 0010) bump `cache_generations.tokens` in the transaction of every
+//! Triggers (migration 0011) bump `cache_generations.tokens` in the transaction of every
 //! write to the tokens table and `cache_generations.data` in that of every write to
 //! users, teams and memberships, on whichever replica it runs. A read of that row which
 //! *began* after a request arrived sees every commit that finished before the request

@@ -336,7 +336,7 @@ pub struct WriteTx {
 }
 
 /// The tokens generation, which triggers bump on every change to `scim_tokens` that a
-/// token check could see (migration 0010).
+/// token check could see (migration 0011).
 const TOKENS_GENERATION: &str = "SELECT tokens FROM cache_generations WHERE id = 1";
 
 fn tokens_generation(rows: &[sqlx::any::AnyRow]) -> Option<i64> {

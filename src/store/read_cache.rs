@@ -16,7 +16,7 @@
 //!   alone carries the tokens section over to the header it produced
 //!   ([`ReadCache::tokens_survive`]).
 //! - **PostgreSQL**: two generation counters in one row (`cache_generations`,
-//!   migration 0010) that triggers bump in the transaction of every write to the
+//!   migration 0011) that triggers bump in the transaction of every write to the
 //!   tokens table, resp. users, teams and memberships; read once per request (and
 //!   shared by the requests that arrive while a read is under way, see
 //!   [`super::generations`]), on any replica.
