@@ -10,7 +10,7 @@
 
 use super::apply::{apply, ApplyError, ApplySummary};
 use super::desired::{Desired, Scope};
-use super::load::{fingerprint, load_actual};
+use super::load::{fingerprint, load_actual, load_actual_knowing};
 use super::ops::Plan;
 use super::plan::{plan, plan_for_user};
 use super::policy::{check_deletion_guard, GuardVerdict, PlanError, Policy, ResourceKind};
@@ -39,6 +39,11 @@ pub enum EngineError {
     /// → 500; the text is for the log, not the client.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// → 503: the change was one of several committed together (see `batch.rs`) and
+    /// their transaction failed, so nothing of it was applied and it is safe to retry.
+    /// The database's own error (the text) is for the log, not the client.
+    #[error("the change was not applied: the transaction it shared with others failed ({0})")]
+    NotCommitted(String),
     /// → 412: the target is no longer at a version the caller accepts.
     #[error("the resource has changed since the version given in If-Match")]
     PreconditionFailed,
@@ -492,19 +497,9 @@ impl Engine {
         build: impl FnOnce(&User) -> Result<Desired, E>,
     ) -> Result<Applied, E> {
         let mut tx = self.store.begin_write().await.map_err(EngineError::from)?;
-        let current = tx.user(id).await.map_err(EngineError::from)?;
-        let current = current.map(|u| (u.version, u));
-        change_current(
-            tx,
-            current,
-            ResourceKind::User,
-            id,
-            expect,
-            policy,
-            actor,
-            build,
-        )
-        .await
+        let applied = change_user_in(&mut tx, id, expect, policy, actor, build).await?;
+        tx.commit().await.map_err(EngineError::from)?;
+        Ok(applied)
     }
 
     /// [`Engine::change_user`] for a team (SCIM PUT, PATCH and DELETE on /Groups).
@@ -517,19 +512,9 @@ impl Engine {
         build: impl FnOnce(&Team) -> Result<Desired, E>,
     ) -> Result<Applied, E> {
         let mut tx = self.store.begin_write().await.map_err(EngineError::from)?;
-        let current = tx.team(id).await.map_err(EngineError::from)?;
-        let current = current.map(|t| (t.version, t));
-        change_current(
-            tx,
-            current,
-            ResourceKind::Team,
-            id,
-            expect,
-            policy,
-            actor,
-            build,
-        )
-        .await
+        let applied = change_team_in(&mut tx, id, expect, policy, actor, build).await?;
+        tx.commit().await.map_err(EngineError::from)?;
+        Ok(applied)
     }
 
     /// Issues an API key for a user, optionally scoped to a team the user is in, and
@@ -623,33 +608,77 @@ pub struct NewKey {
     pub expires: Option<DateTime<Utc>>,
 }
 
-/// The shared tail of [`Engine::change_user`] and [`Engine::change_team`]: the target
-/// `current` (with its version) was read in `tx`; check the precondition, build the
-/// desired state from it, apply and commit.
-#[allow(clippy::too_many_arguments)]
-async fn change_current<T, E: From<EngineError>>(
-    mut tx: WriteTx,
-    current: Option<(i64, T)>,
-    kind: ResourceKind,
+/// [`Engine::change_user`] inside `tx`, which the caller commits (the engine, or a
+/// group commit of several changes, each in a savepoint of its own).
+pub(super) async fn change_user_in<E: From<EngineError>>(
+    tx: &mut WriteTx,
     id: Uuid,
     expect: &Expect,
     policy: &Policy,
     actor: &Actor,
-    build: impl FnOnce(&T) -> Result<Desired, E>,
+    build: impl FnOnce(&User) -> Result<Desired, E>,
 ) -> Result<Applied, E> {
+    let current = tx.user(id).await.map_err(EngineError::from)?;
+    let current = checked(
+        current.map(|u| (u.version, u)),
+        ResourceKind::User,
+        id,
+        expect,
+    )?;
+    let desired = build(&current)?;
+    Ok(apply_in(tx, Request::new(&desired, policy, actor)).await?)
+}
+
+/// [`change_user_in`] for a team.
+pub(super) async fn change_team_in<E: From<EngineError>>(
+    tx: &mut WriteTx,
+    id: Uuid,
+    expect: &Expect,
+    policy: &Policy,
+    actor: &Actor,
+    build: impl FnOnce(&Team) -> Result<Desired, E>,
+) -> Result<Applied, E> {
+    let current = tx.team(id).await.map_err(EngineError::from)?;
+    let current = checked(
+        current.map(|t| (t.version, t)),
+        ResourceKind::Team,
+        id,
+        expect,
+    )?;
+    let desired = build(&current)?;
+    let change = Request::new(&desired, policy, actor);
+    let plan = plan_knowing(tx, change, Some(&current)).await?;
+    refuse_if_guarded(&plan)?;
+    Ok(apply_planned(tx, plan, change).await?)
+}
+
+/// The target of a change as read in its transaction, if it exists at a version
+/// `expect` accepts.
+fn checked<T>(
+    current: Option<(i64, T)>,
+    kind: ResourceKind,
+    id: Uuid,
+    expect: &Expect,
+) -> Result<T, EngineError> {
     let (version, current) = current.ok_or(EngineError::Plan(PlanError::NotFound { kind, id }))?;
     if !expect.accepts(version) {
-        return Err(EngineError::PreconditionFailed.into());
+        return Err(EngineError::PreconditionFailed);
     }
-    let desired = build(&current)?;
-    let applied = apply_in(&mut tx, Request::new(&desired, policy, actor)).await?;
-    tx.commit().await.map_err(EngineError::from)?;
-    Ok(applied)
+    Ok(current)
 }
 
 /// Loads what the change touches and plans it, guards included, inside `tx`.
 async fn plan_in(tx: &mut WriteTx, change: Request<'_>) -> Result<Plan, EngineError> {
-    let actual = load_actual(tx, change.desired, change.policy).await?;
+    plan_knowing(tx, change, None).await
+}
+
+/// [`plan_in`] with a team already read in `tx` (see [`load_actual_knowing`]).
+async fn plan_knowing(
+    tx: &mut WriteTx,
+    change: Request<'_>,
+    known: Option<&Team>,
+) -> Result<Plan, EngineError> {
+    let actual = load_actual_knowing(tx, change.desired, change.policy, known).await?;
     let mut planned = match change.for_user {
         Some(user) => plan_for_user(change.desired, &actual, change.policy, user)?,
         None => plan(change.desired, &actual, change.policy)?,
@@ -661,7 +690,7 @@ async fn plan_in(tx: &mut WriteTx, change: Request<'_>) -> Result<Plan, EngineEr
 }
 
 /// Plans and applies inside `tx`, which the caller commits: the engine's own methods,
-/// and the grouped SCIM creates (one transaction, one savepoint per create).
+/// and the grouped SCIM writes of `batch.rs`.
 pub(super) async fn apply_in(
     tx: &mut WriteTx,
     change: Request<'_>,

@@ -306,6 +306,15 @@ pub struct WriteTx {
     pub(crate) analyze: bool,
 }
 
+/// A point inside a [`WriteTx`] (see [`WriteTx::savepoint`]).
+#[derive(Debug)]
+#[must_use = "a savepoint is kept unless rolled back to"]
+pub struct Savepoint {
+    name: &'static str,
+    /// How many statements were kept for COMMIT when it was taken.
+    at_commit: usize,
+}
+
 /// SQLite's default page cache (2 MB), which `end_bulk` and a rollback restore.
 pub(crate) const DEFAULT_CACHE_SIZE: &str = "PRAGMA cache_size = -2000";
 
@@ -367,6 +376,44 @@ impl WriteTx {
     /// transaction depends on; a rollback discards them with everything else.
     pub(crate) fn at_commit(&mut self, sql: String, binds: Vec<String>) {
         self.at_commit.push(Deferred { sql, binds });
+    }
+
+    /// Marks a point that what follows can be undone to with [`WriteTx::rollback_to`],
+    /// leaving what came before in the transaction (several changes that share one
+    /// transaction, each to be refused alone). `name` must be a plain identifier.
+    ///
+    /// A savepoint that is kept needs no release: COMMIT releases every savepoint, and
+    /// a RELEASE would cost a round trip per change.
+    pub async fn savepoint(&mut self, name: &'static str) -> StoreResult<Savepoint> {
+        sqlx::query(&format!("SAVEPOINT {name}"))
+            .execute(self.conn())
+            .await?;
+        Ok(Savepoint {
+            name,
+            at_commit: self.at_commit.len(),
+        })
+    }
+
+    /// Undoes everything since `savepoint`, including the statements kept for COMMIT
+    /// since then. An error means the transaction can no longer be trusted (SQLite
+    /// rolls back a whole transaction on some errors, and the savepoint is gone with
+    /// it): the caller must drop it.
+    pub async fn rollback_to(&mut self, savepoint: Savepoint) -> StoreResult<()> {
+        let name = savepoint.name;
+        sqlx::query(&format!("ROLLBACK TO SAVEPOINT {name}"))
+            .execute(self.conn())
+            .await?;
+        sqlx::query(&format!("RELEASE SAVEPOINT {name}"))
+            .execute(self.conn())
+            .await?;
+        self.at_commit.truncate(savepoint.at_commit);
+        // A large change undone half-way leaves the writer's connection with the big
+        // page cache of `begin_bulk`, which outlives the transaction.
+        if self.bulk {
+            sqlx::query(DEFAULT_CACHE_SIZE).execute(self.conn()).await?;
+            self.bulk = false;
+        }
+        Ok(())
     }
 
     pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {
