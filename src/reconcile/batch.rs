@@ -54,10 +54,9 @@ type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
 
 /// What one write did in the batch's transaction.
 enum Outcome {
-    /// Done, or refused without leaving anything to undo.
-    Kept(Answer),
-    /// Refused; what it wrote since its savepoint is to be undone.
-    Undo(Answer),
+    Applied(Answer),
+    /// Refused; what it wrote since its savepoint, if it has one, is to be undone.
+    Refused(Answer),
     /// The transaction can no longer be trusted (a create's database error).
     Broken(StoreError, Answer),
 }
@@ -226,8 +225,9 @@ impl Job for Create {
                     let cause = StoreError::Database(sqlx::Error::Protocol(e.to_string()));
                     Outcome::Broken(e, answer(reply, Err(EngineError::Store(cause))))
                 }
-                // Done, or refused before it wrote anything.
-                result => Outcome::Kept(answer(reply, result)),
+                Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
+                // Refused before it wrote anything.
+                Err(refused) => Outcome::Refused(answer(reply, Err(refused))),
             }
         })
     }
@@ -273,8 +273,8 @@ impl<E: From<EngineError> + Send + 'static> Job for Change<E> {
                 Build::Team(build) => change_team_in(tx, id, &expect, &policy, &actor, build).await,
             };
             match result {
-                Ok(done) => Outcome::Kept(answer(reply, Ok(done))),
-                Err(refused) => Outcome::Undo(answer(reply, Err(refused))),
+                Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
+                Err(refused) => Outcome::Refused(answer(reply, Err(refused))),
             }
         })
     }
@@ -377,14 +377,14 @@ async fn apply_batch(
         };
         let change = job.undoable();
         match job.run(&mut tx, policy).await {
-            Outcome::Kept(answer) => {
+            Outcome::Applied(answer) => {
                 match change {
                     true => done.changes += 1,
                     false => done.creates += 1,
                 }
                 answers.push(answer);
             }
-            Outcome::Undo(answer) => {
+            Outcome::Refused(answer) => {
                 let undone = match savepoint {
                     Some(savepoint) => tx.rollback_to(savepoint).await,
                     None => Ok(()),

@@ -438,3 +438,74 @@ pub fn fingerprint(actual: &Actual) -> String {
     h.update([u8::from(actual.everything)]);
     format!("sha256:{}", hex::encode(h.finalize()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::{Source, TeamName, Trigger, UserName};
+    use crate::reconcile::{Actor, DesiredTeam, DesiredUser, Engine, Request};
+    use crate::store::Store;
+
+    #[tokio::test]
+    async fn a_members_patch_of_a_team_read_already_loads_what_the_general_path_loads() {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let url = format!("sqlite://{}", dir.path().join("load.db").display());
+        let store = Store::open(&url, 2).await.expect("store");
+        let source = Source::Scim("default".into());
+        let ids: Vec<Uuid> = (0..4).map(|_| Uuid::new_v4()).collect();
+        let team_id = Uuid::new_v4();
+        let mut seed = Desired::new(source.clone(), Scope::Listed);
+        for (i, id) in ids.iter().enumerate() {
+            let name = UserName::parse(&format!("u{i}@example.com")).expect("name");
+            seed.users.push(DesiredUser {
+                id: Some(*id),
+                intent: Intent::Create,
+                ..DesiredUser::new(name)
+            });
+        }
+        let name = TeamName::parse("Loaded").expect("name");
+        seed.teams.push(DesiredTeam {
+            id: Some(team_id),
+            intent: Intent::Create,
+            members: MemberSpec::Exactly(vec![
+                MemberRef::UserId(ids[0]),
+                MemberRef::UserId(ids[2]),
+            ]),
+            ..DesiredTeam::new(name.clone())
+        });
+        let policy = Policy::default();
+        let actor = Actor::new(Trigger::Scim, "test");
+        Engine::new(store.clone())
+            .apply(Request::new(&seed, &policy, &actor))
+            .await
+            .expect("seeded");
+
+        // Adds a member, a non-member and a user that does not exist; removes a member
+        // and a non-member.
+        let mut change = Desired::new(source, Scope::Listed);
+        change.teams.push(DesiredTeam {
+            id: Some(team_id),
+            intent: Intent::Update,
+            members: MemberSpec::Delta {
+                add: vec![
+                    MemberRef::UserId(ids[0]),
+                    MemberRef::UserId(ids[1]),
+                    MemberRef::UserId(Uuid::new_v4()),
+                ],
+                remove: vec![MemberRef::UserId(ids[2]), MemberRef::UserId(ids[3])],
+            },
+            ..DesiredTeam::new(name)
+        });
+        let mut tx = store.begin_write().await.expect("transaction");
+        let team = tx.team(team_id).await.expect("read").expect("team");
+        let general = load_actual(&mut tx, &change, &policy)
+            .await
+            .expect("general");
+        let fast = load_actual_knowing(&mut tx, &change, &policy, Some(&team))
+            .await
+            .expect("one statement");
+        assert_eq!(fast, general);
+        assert_eq!(fast.users.len(), 4);
+        assert_eq!(fast.memberships.len(), 2);
+    }
+}

@@ -66,9 +66,18 @@ async fn in_one_batch(
     app: &TestApp,
     requests: Vec<RequestBuilder>,
 ) -> (Vec<(StatusCode, Value)>, u64) {
+    let (answers, transactions, _) = in_one_batch_counted(app, requests).await;
+    (answers, transactions)
+}
+
+/// [`in_one_batch`], and how many writes the committed transactions applied.
+async fn in_one_batch_counted(
+    app: &TestApp,
+    requests: Vec<RequestBuilder>,
+) -> (Vec<(StatusCode, Value)>, u64, u64) {
     let writes = app.state.writes().clone();
     let queued = writes.queued();
-    let (transactions, _) = writes.committed();
+    let (transactions, applied) = writes.committed();
     let held = app.store.begin_write().await.expect("writer lock");
     let mut answers = Vec::new();
     for (i, request) in requests.into_iter().enumerate() {
@@ -87,7 +96,12 @@ async fn in_one_batch(
     for answer in answers {
         out.push(answer.await.expect("request task"));
     }
-    (out, writes.committed().0 - transactions)
+    let (transactions_after, applied_after) = writes.committed();
+    (
+        out,
+        transactions_after - transactions,
+        applied_after - applied,
+    )
 }
 
 async fn members(app: &TestApp, group: &str) -> BTreeSet<String> {
@@ -156,7 +170,7 @@ async fn a_refused_patch_among_accepted_ones_is_refused_alone_and_the_others_com
     };
     let before = version(&app, &team).await;
 
-    let (answers, transactions) = in_one_batch(
+    let (answers, transactions, applied) = in_one_batch_counted(
         &app,
         vec![
             add_member(&app, &team, &a),
@@ -184,6 +198,7 @@ async fn a_refused_patch_among_accepted_ones_is_refused_alone_and_the_others_com
         "answers: {answers:?}"
     );
     assert_eq!(transactions, 1, "the six PATCHes shared one transaction");
+    assert_eq!(applied, 2, "only the applied PATCHes count as committed");
     assert_eq!(
         members(&app, &team).await,
         BTreeSet::from([a.clone(), d.clone()])
