@@ -26,12 +26,13 @@
 
 use super::apply::ApplyError;
 use super::engine::{
-    apply_in, change_team_in, change_user_in, Applied as Done, EngineError, Expect, Request,
+    apply_in, change_team_in_savepoint, change_user_in_savepoint, Applied as Done, EngineError,
+    Expect, Request,
 };
 use super::{Actor, Desired, Policy};
 use crate::config::Config;
 use crate::domain::{Team, User};
-use crate::store::{Store, StoreError, WriteTx};
+use crate::store::{Savepoint, Store, StoreError, WriteTx};
 use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -63,11 +64,16 @@ enum Outcome {
 
 /// A write waiting for a batch.
 trait Job: Send {
-    /// Runs the write in `tx`; creates are judged by `policy`, the configuration's at
-    /// the start of the batch (a change carries its caller's).
-    fn run<'t>(self: Box<Self>, tx: &'t mut WriteTx, policy: &'t Policy) -> BoxFuture<'t, Outcome>;
-    /// Whether the write needs a savepoint of its own to be undone alone.
-    fn undoable(&self) -> bool;
+    /// Runs the write in `tx`, returning the savepoint it took to be undone alone, if
+    /// it needs one; creates are judged by `policy`, the configuration's at the start
+    /// of the batch (a change carries its caller's).
+    fn run<'t>(
+        self: Box<Self>,
+        tx: &'t mut WriteTx,
+        policy: &'t Policy,
+    ) -> BoxFuture<'t, (Option<Savepoint>, Outcome)>;
+    /// Whether this is a create (counted apart from changes).
+    fn is_create(&self) -> bool;
     /// Answers the caller that its write was not applied, without running it.
     fn fail(self: Box<Self>, cause: &StoreError);
 }
@@ -212,14 +218,19 @@ struct Create {
 }
 
 impl Job for Create {
-    fn run<'t>(self: Box<Self>, tx: &'t mut WriteTx, policy: &'t Policy) -> BoxFuture<'t, Outcome> {
+    fn run<'t>(
+        self: Box<Self>,
+        tx: &'t mut WriteTx,
+        policy: &'t Policy,
+    ) -> BoxFuture<'t, (Option<Savepoint>, Outcome)> {
         Box::pin(async move {
             let Create {
                 desired,
                 actor,
                 reply,
             } = *self;
-            match apply_in(tx, Request::new(&desired, policy, &actor)).await {
+            // No savepoint: a create that is refused has written nothing.
+            let outcome = match apply_in(tx, Request::new(&desired, policy, &actor)).await {
                 // Nothing is known of the transaction now.
                 Err(EngineError::Store(e) | EngineError::Apply(ApplyError::Store(e))) => {
                     let cause = StoreError::Database(sqlx::Error::Protocol(e.to_string()));
@@ -228,12 +239,13 @@ impl Job for Create {
                 Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
                 // Refused before it wrote anything.
                 Err(refused) => Outcome::Refused(answer(reply, Err(refused))),
-            }
+            };
+            (None, outcome)
         })
     }
 
-    fn undoable(&self) -> bool {
-        false
+    fn is_create(&self) -> bool {
+        true
     }
 
     fn fail(self: Box<Self>, cause: &StoreError) {
@@ -258,7 +270,11 @@ struct Change<E> {
 }
 
 impl<E: From<EngineError> + Send + 'static> Job for Change<E> {
-    fn run<'t>(self: Box<Self>, tx: &'t mut WriteTx, _: &'t Policy) -> BoxFuture<'t, Outcome> {
+    fn run<'t>(
+        self: Box<Self>,
+        tx: &'t mut WriteTx,
+        _: &'t Policy,
+    ) -> BoxFuture<'t, (Option<Savepoint>, Outcome)> {
         Box::pin(async move {
             let Change {
                 id,
@@ -268,19 +284,26 @@ impl<E: From<EngineError> + Send + 'static> Job for Change<E> {
                 build,
                 reply,
             } = *self;
-            let result = match build {
-                Build::User(build) => change_user_in(tx, id, &expect, &policy, &actor, build).await,
-                Build::Team(build) => change_team_in(tx, id, &expect, &policy, &actor, build).await,
+            let (savepoint, result) = match build {
+                Build::User(build) => {
+                    change_user_in_savepoint(tx, SAVEPOINT, id, &expect, &policy, &actor, build)
+                        .await
+                }
+                Build::Team(build) => {
+                    change_team_in_savepoint(tx, SAVEPOINT, id, &expect, &policy, &actor, build)
+                        .await
+                }
             };
-            match result {
+            let outcome = match result {
                 Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
                 Err(refused) => Outcome::Refused(answer(reply, Err(refused))),
-            }
+            };
+            (savepoint, outcome)
         })
     }
 
-    fn undoable(&self) -> bool {
-        true
+    fn is_create(&self) -> bool {
+        false
     }
 
     fn fail(self: Box<Self>, cause: &StoreError) {
@@ -364,23 +387,13 @@ async fn apply_batch(
     let mut done = Committed::default();
     let mut jobs = jobs.into_iter();
     while let Some(job) = jobs.next() {
-        let savepoint = if job.undoable() {
-            match tx.savepoint(SAVEPOINT).await {
-                Ok(savepoint) => Some(savepoint),
-                Err(e) => {
-                    fail_all(answers, std::iter::once(job).chain(jobs), &e);
-                    return None;
-                }
-            }
-        } else {
-            None
-        };
-        let change = job.undoable();
-        match job.run(&mut tx, policy).await {
+        let create = job.is_create();
+        let (savepoint, outcome) = job.run(&mut tx, policy).await;
+        match outcome {
             Outcome::Applied(answer) => {
-                match change {
-                    true => done.changes += 1,
-                    false => done.creates += 1,
+                match create {
+                    true => done.creates += 1,
+                    false => done.changes += 1,
                 }
                 answers.push(answer);
             }

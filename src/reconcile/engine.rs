@@ -21,7 +21,7 @@ use crate::domain::{ApiKey, PurgeReason, Team, User};
 use crate::keys::{self, Secret};
 use crate::store::actual::AuditRecord;
 use crate::store::quarantine::{NewQuarantinedPlan, QuarantinedBody, QuarantinedPlan};
-use crate::store::{Store, StoreError, WriteTx};
+use crate::store::{Savepoint, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
@@ -608,8 +608,7 @@ pub struct NewKey {
     pub expires: Option<DateTime<Utc>>,
 }
 
-/// [`Engine::change_user`] inside `tx`, which the caller commits (the engine, or a
-/// group commit of several changes, each in a savepoint of its own).
+/// [`Engine::change_user`] inside `tx`, which the caller commits.
 pub(super) async fn change_user_in<E: From<EngineError>>(
     tx: &mut WriteTx,
     id: Uuid,
@@ -618,7 +617,38 @@ pub(super) async fn change_user_in<E: From<EngineError>>(
     actor: &Actor,
     build: impl FnOnce(&User) -> Result<Desired, E>,
 ) -> Result<Applied, E> {
-    let current = tx.user(id).await.map_err(EngineError::from)?;
+    let current = tx.user(id).await;
+    user_change(tx, current, id, expect, policy, actor, build).await
+}
+
+/// [`change_user_in`] as one of several changes that share a transaction (see
+/// `batch.rs`): in a savepoint of its own, returned whenever it was taken, for the
+/// caller to roll back to if the change is refused.
+pub(super) async fn change_user_in_savepoint<E: From<EngineError>>(
+    tx: &mut WriteTx,
+    savepoint: &'static str,
+    id: Uuid,
+    expect: &Expect,
+    policy: &Policy,
+    actor: &Actor,
+    build: impl FnOnce(&User) -> Result<Desired, E>,
+) -> (Option<Savepoint>, Result<Applied, E>) {
+    let (taken, current) = tx.savepoint_then_user(savepoint, id).await;
+    let changed = user_change(tx, current, id, expect, policy, actor, build).await;
+    (taken, changed)
+}
+
+/// The rest of a change to a user, once it has been read in `tx`.
+async fn user_change<E: From<EngineError>>(
+    tx: &mut WriteTx,
+    current: Result<Option<User>, StoreError>,
+    id: Uuid,
+    expect: &Expect,
+    policy: &Policy,
+    actor: &Actor,
+    build: impl FnOnce(&User) -> Result<Desired, E>,
+) -> Result<Applied, E> {
+    let current = current.map_err(EngineError::from)?;
     let current = checked(
         current.map(|u| (u.version, u)),
         ResourceKind::User,
@@ -638,7 +668,37 @@ pub(super) async fn change_team_in<E: From<EngineError>>(
     actor: &Actor,
     build: impl FnOnce(&Team) -> Result<Desired, E>,
 ) -> Result<Applied, E> {
-    let current = tx.team(id).await.map_err(EngineError::from)?;
+    let current = tx.team(id).await;
+    team_change(tx, current, id, expect, policy, actor, build).await
+}
+
+/// [`change_user_in_savepoint`] for a team.
+pub(super) async fn change_team_in_savepoint<E: From<EngineError>>(
+    tx: &mut WriteTx,
+    savepoint: &'static str,
+    id: Uuid,
+    expect: &Expect,
+    policy: &Policy,
+    actor: &Actor,
+    build: impl FnOnce(&Team) -> Result<Desired, E>,
+) -> (Option<Savepoint>, Result<Applied, E>) {
+    let (taken, current) = tx.savepoint_then_team(savepoint, id).await;
+    let changed = team_change(tx, current, id, expect, policy, actor, build).await;
+    (taken, changed)
+}
+
+/// The rest of a change to a team, once it has been read in `tx` (and so is not read
+/// again to plan the change).
+async fn team_change<E: From<EngineError>>(
+    tx: &mut WriteTx,
+    current: Result<Option<Team>, StoreError>,
+    id: Uuid,
+    expect: &Expect,
+    policy: &Policy,
+    actor: &Actor,
+    build: impl FnOnce(&Team) -> Result<Desired, E>,
+) -> Result<Applied, E> {
+    let current = current.map_err(EngineError::from)?;
     let current = checked(
         current.map(|t| (t.version, t)),
         ResourceKind::Team,

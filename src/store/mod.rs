@@ -394,6 +394,50 @@ impl WriteTx {
         })
     }
 
+    /// [`WriteTx::savepoint`], then the row by id of `table` (`columns` of it), if any:
+    /// the first read of a change that may have to be undone alone. On SQLite both go in
+    /// one round trip. The savepoint is returned whenever it was taken, even if the read
+    /// failed (a failed statement leaves a PostgreSQL transaction unusable until rolled
+    /// back to it).
+    pub(crate) async fn savepoint_then_row(
+        &mut self,
+        name: &'static str,
+        table: &str,
+        columns: &str,
+        id: uuid::Uuid,
+    ) -> (Option<Savepoint>, StoreResult<Option<sqlx::any::AnyRow>>) {
+        if self.postgres.is_some() {
+            let savepoint = match self.savepoint(name).await {
+                Ok(savepoint) => savepoint,
+                Err(e) => return (None, Err(e)),
+            };
+            let row = sqlx::query(&format!("SELECT {columns} FROM {table} WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(self.conn())
+                .await
+                .map_err(StoreError::from);
+            return (Some(savepoint), row);
+        }
+        let savepoint = Savepoint {
+            name,
+            at_commit: self.at_commit.len(),
+        };
+        let row = sqlx::query(&format!(
+            "SAVEPOINT {name}; SELECT {columns} FROM {table} WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        // `fetch_optional` stops after the first statement, which returns no rows.
+        .fetch_all(self.conn())
+        .await
+        .map(|rows| rows.into_iter().next());
+        match row {
+            Ok(row) => (Some(savepoint), Ok(row)),
+            // Whether the SAVEPOINT ran is unknown; nothing was written after it either
+            // way, and a savepoint left over is released by the COMMIT.
+            Err(e) => (None, Err(e.into())),
+        }
+    }
+
     /// Undoes everything since `savepoint`, including the statements kept for COMMIT
     /// since then. An error means the transaction can no longer be trusted (SQLite
     /// rolls back a whole transaction on some errors, and the savepoint is gone with
