@@ -255,9 +255,12 @@ impl Job for Create {
 
 /// How a change turns its target as it is now into a desired state.
 enum Build<E> {
-    User(Box<dyn FnOnce(&User) -> Result<Desired, E> + Send>),
-    Team(Box<dyn FnOnce(&Team) -> Result<Desired, E> + Send>),
+    User(BuildFrom<User, E>),
+    Team(BuildFrom<Team, E>),
 }
+
+/// The caller's function from a resource as it is now to the desired state.
+type BuildFrom<T, E> = Box<dyn FnOnce(&T) -> Result<Desired, E> + Send>;
 
 /// A change computed from one user or team as it is now.
 struct Change<E> {
