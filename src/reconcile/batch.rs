@@ -26,8 +26,7 @@
 
 use super::apply::ApplyError;
 use super::engine::{
-    apply_in, change_team_in_savepoint, change_user_in_savepoint, Applied as Done, EngineError,
-    Expect, Request,
+    apply_in, change_in_savepoint, Applied as Done, EngineError, Expect, Request, Target,
 };
 use super::{Actor, Desired, Policy};
 use crate::config::Config;
@@ -149,8 +148,7 @@ impl WriteBatcher {
         E: From<EngineError> + Send + 'static,
         B: FnOnce(&User) -> Result<Desired, E> + Send + 'static,
     {
-        self.change(id, expect, policy, actor, Build::User(Box::new(build)))
-            .await
+        self.change(id, expect, policy, actor, build).await
     }
 
     /// [`super::Engine::change_team`], committed with whatever other writes are waiting.
@@ -166,17 +164,16 @@ impl WriteBatcher {
         E: From<EngineError> + Send + 'static,
         B: FnOnce(&Team) -> Result<Desired, E> + Send + 'static,
     {
-        self.change(id, expect, policy, actor, Build::Team(Box::new(build)))
-            .await
+        self.change(id, expect, policy, actor, build).await
     }
 
-    async fn change<E: From<EngineError> + Send + 'static>(
+    async fn change<T: Target, E: From<EngineError> + Send + 'static>(
         &self,
         id: Uuid,
         expect: Expect,
         policy: Policy,
         actor: Actor,
-        build: Build<E>,
+        build: impl FnOnce(&T) -> Result<Desired, E> + Send + 'static,
     ) -> Result<Done, E> {
         let (reply, answer) = oneshot::channel();
         self.submit(Box::new(Change {
@@ -184,7 +181,7 @@ impl WriteBatcher {
             expect,
             policy,
             actor,
-            build,
+            build: Box::new(build),
             reply,
         }))
         .await;
@@ -253,26 +250,20 @@ impl Job for Create {
     }
 }
 
-/// How a change turns its target as it is now into a desired state.
-enum Build<E> {
-    User(BuildFrom<User, E>),
-    Team(BuildFrom<Team, E>),
-}
-
-/// The caller's function from a resource as it is now to the desired state.
+/// The caller's function from the target of a change as it is now to the desired state.
 type BuildFrom<T, E> = Box<dyn FnOnce(&T) -> Result<Desired, E> + Send>;
 
 /// A change computed from one user or team as it is now.
-struct Change<E> {
+struct Change<T, E> {
     id: Uuid,
     expect: Expect,
     policy: Policy,
     actor: Actor,
-    build: Build<E>,
+    build: BuildFrom<T, E>,
     reply: oneshot::Sender<Result<Done, E>>,
 }
 
-impl<E: From<EngineError> + Send + 'static> Job for Change<E> {
+impl<T: Target, E: From<EngineError> + Send + 'static> Job for Change<T, E> {
     fn run<'t>(
         self: Box<Self>,
         tx: &'t mut WriteTx,
@@ -287,16 +278,8 @@ impl<E: From<EngineError> + Send + 'static> Job for Change<E> {
                 build,
                 reply,
             } = *self;
-            let (savepoint, result) = match build {
-                Build::User(build) => {
-                    change_user_in_savepoint(tx, SAVEPOINT, id, &expect, &policy, &actor, build)
-                        .await
-                }
-                Build::Team(build) => {
-                    change_team_in_savepoint(tx, SAVEPOINT, id, &expect, &policy, &actor, build)
-                        .await
-                }
-            };
+            let (savepoint, result) =
+                change_in_savepoint(tx, SAVEPOINT, id, &expect, &policy, &actor, build).await;
             let outcome = match result {
                 Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
                 Err(refused) => Outcome::Refused(answer(reply, Err(refused))),

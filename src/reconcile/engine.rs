@@ -497,7 +497,7 @@ impl Engine {
         build: impl FnOnce(&User) -> Result<Desired, E>,
     ) -> Result<Applied, E> {
         let mut tx = self.store.begin_write().await.map_err(EngineError::from)?;
-        let applied = change_user_in(&mut tx, id, expect, policy, actor, build).await?;
+        let applied = change_in(&mut tx, id, expect, policy, actor, build).await?;
         tx.commit().await.map_err(EngineError::from)?;
         Ok(applied)
     }
@@ -512,7 +512,7 @@ impl Engine {
         build: impl FnOnce(&Team) -> Result<Desired, E>,
     ) -> Result<Applied, E> {
         let mut tx = self.store.begin_write().await.map_err(EngineError::from)?;
-        let applied = change_team_in(&mut tx, id, expect, policy, actor, build).await?;
+        let applied = change_in(&mut tx, id, expect, policy, actor, build).await?;
         tx.commit().await.map_err(EngineError::from)?;
         Ok(applied)
     }
@@ -608,106 +608,126 @@ pub struct NewKey {
     pub expires: Option<DateTime<Utc>>,
 }
 
-/// [`Engine::change_user`] inside `tx`, which the caller commits.
-pub(super) async fn change_user_in<E: From<EngineError>>(
+/// What a SCIM PUT, PATCH or DELETE changes, as it is now: a user or a team.
+pub(crate) trait Target: Sized + Send + Sync + 'static {
+    const KIND: ResourceKind;
+    fn version(&self) -> i64;
+    /// Reads it in `tx`.
+    fn read(
+        tx: &mut WriteTx,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = Result<Option<Self>, StoreError>> + Send;
+    /// Takes a savepoint in `tx`, then reads it (see `WriteTx::savepoint_then_row`).
+    fn read_after_savepoint(
+        tx: &mut WriteTx,
+        savepoint: &'static str,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = (Option<Savepoint>, Result<Option<Self>, StoreError>)> + Send;
+    /// The team, which planning the change then need not read again.
+    fn as_team(&self) -> Option<&Team> {
+        None
+    }
+}
+
+impl Target for User {
+    const KIND: ResourceKind = ResourceKind::User;
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn read(
+        tx: &mut WriteTx,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = Result<Option<Self>, StoreError>> + Send {
+        tx.user(id)
+    }
+
+    fn read_after_savepoint(
+        tx: &mut WriteTx,
+        savepoint: &'static str,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = (Option<Savepoint>, Result<Option<Self>, StoreError>)> + Send
+    {
+        tx.savepoint_then_user(savepoint, id)
+    }
+}
+
+impl Target for Team {
+    const KIND: ResourceKind = ResourceKind::Team;
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn read(
+        tx: &mut WriteTx,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = Result<Option<Self>, StoreError>> + Send {
+        tx.team(id)
+    }
+
+    fn read_after_savepoint(
+        tx: &mut WriteTx,
+        savepoint: &'static str,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = (Option<Savepoint>, Result<Option<Self>, StoreError>)> + Send
+    {
+        tx.savepoint_then_team(savepoint, id)
+    }
+
+    fn as_team(&self) -> Option<&Team> {
+        Some(self)
+    }
+}
+
+/// [`Engine::change_user`] or [`Engine::change_team`] inside `tx`, which the caller
+/// commits.
+pub(super) async fn change_in<T: Target, E: From<EngineError>>(
     tx: &mut WriteTx,
     id: Uuid,
     expect: &Expect,
     policy: &Policy,
     actor: &Actor,
-    build: impl FnOnce(&User) -> Result<Desired, E>,
+    build: impl FnOnce(&T) -> Result<Desired, E>,
 ) -> Result<Applied, E> {
-    let current = tx.user(id).await;
-    user_change(tx, current, id, expect, policy, actor, build).await
+    let current = T::read(tx, id).await;
+    change_read(tx, current, id, expect, policy, actor, build).await
 }
 
-/// [`change_user_in`] as one of several changes that share a transaction (see
-/// `batch.rs`): in a savepoint of its own, returned whenever it was taken, for the
-/// caller to roll back to if the change is refused.
-pub(super) async fn change_user_in_savepoint<E: From<EngineError>>(
+/// [`change_in`] as one of several changes that share a transaction (see `batch.rs`):
+/// in a savepoint of its own, returned whenever it was taken, for the caller to roll
+/// back to if the change is refused.
+pub(super) async fn change_in_savepoint<T: Target, E: From<EngineError>>(
     tx: &mut WriteTx,
     savepoint: &'static str,
     id: Uuid,
     expect: &Expect,
     policy: &Policy,
     actor: &Actor,
-    build: impl FnOnce(&User) -> Result<Desired, E>,
+    build: impl FnOnce(&T) -> Result<Desired, E>,
 ) -> (Option<Savepoint>, Result<Applied, E>) {
-    let (taken, current) = tx.savepoint_then_user(savepoint, id).await;
-    let changed = user_change(tx, current, id, expect, policy, actor, build).await;
+    let (taken, current) = T::read_after_savepoint(tx, savepoint, id).await;
+    let changed = change_read(tx, current, id, expect, policy, actor, build).await;
     (taken, changed)
 }
 
-/// The rest of a change to a user, once it has been read in `tx`.
-async fn user_change<E: From<EngineError>>(
+/// The rest of a change, once its target has been read in `tx` (a team is not read
+/// again to plan it).
+async fn change_read<T: Target, E: From<EngineError>>(
     tx: &mut WriteTx,
-    current: Result<Option<User>, StoreError>,
+    current: Result<Option<T>, StoreError>,
     id: Uuid,
     expect: &Expect,
     policy: &Policy,
     actor: &Actor,
-    build: impl FnOnce(&User) -> Result<Desired, E>,
+    build: impl FnOnce(&T) -> Result<Desired, E>,
 ) -> Result<Applied, E> {
     let current = current.map_err(EngineError::from)?;
-    let current = checked(
-        current.map(|u| (u.version, u)),
-        ResourceKind::User,
-        id,
-        expect,
-    )?;
-    let desired = build(&current)?;
-    Ok(apply_in(tx, Request::new(&desired, policy, actor)).await?)
-}
-
-/// [`change_user_in`] for a team.
-pub(super) async fn change_team_in<E: From<EngineError>>(
-    tx: &mut WriteTx,
-    id: Uuid,
-    expect: &Expect,
-    policy: &Policy,
-    actor: &Actor,
-    build: impl FnOnce(&Team) -> Result<Desired, E>,
-) -> Result<Applied, E> {
-    let current = tx.team(id).await;
-    team_change(tx, current, id, expect, policy, actor, build).await
-}
-
-/// [`change_user_in_savepoint`] for a team.
-pub(super) async fn change_team_in_savepoint<E: From<EngineError>>(
-    tx: &mut WriteTx,
-    savepoint: &'static str,
-    id: Uuid,
-    expect: &Expect,
-    policy: &Policy,
-    actor: &Actor,
-    build: impl FnOnce(&Team) -> Result<Desired, E>,
-) -> (Option<Savepoint>, Result<Applied, E>) {
-    let (taken, current) = tx.savepoint_then_team(savepoint, id).await;
-    let changed = team_change(tx, current, id, expect, policy, actor, build).await;
-    (taken, changed)
-}
-
-/// The rest of a change to a team, once it has been read in `tx` (and so is not read
-/// again to plan the change).
-async fn team_change<E: From<EngineError>>(
-    tx: &mut WriteTx,
-    current: Result<Option<Team>, StoreError>,
-    id: Uuid,
-    expect: &Expect,
-    policy: &Policy,
-    actor: &Actor,
-    build: impl FnOnce(&Team) -> Result<Desired, E>,
-) -> Result<Applied, E> {
-    let current = current.map_err(EngineError::from)?;
-    let current = checked(
-        current.map(|t| (t.version, t)),
-        ResourceKind::Team,
-        id,
-        expect,
-    )?;
+    let current = checked(current.map(|t| (t.version(), t)), T::KIND, id, expect)?;
     let desired = build(&current)?;
     let change = Request::new(&desired, policy, actor);
-    let plan = plan_knowing(tx, change, Some(&current)).await?;
+    let plan = plan_knowing(tx, change, current.as_team()).await?;
     refuse_if_guarded(&plan)?;
     Ok(apply_planned(tx, plan, change).await?)
 }

@@ -221,6 +221,60 @@ fn killing_apply_midway_leaves_the_state_before_or_after_and_the_next_apply_conv
 }
 
 const USERS: usize = 400;
+
+/// `scimsync serve` on the database at `url`.
+fn daemon_on(dir: &Path, url: &str) -> Daemon {
+    let mut cmd = serve(dir);
+    cmd.env("SCIMSYNC_DATABASE_URL", url);
+    Daemon::start(cmd)
+}
+
+/// A SCIM token of the default IdP.
+async fn default_scim_token(store: &Store) -> String {
+    store
+        .issue_token("idp", TokenScope::Scim, "default")
+        .await
+        .expect("token")
+        .expose()
+        .to_owned()
+}
+
+/// `n` users named PREFIXi@example.com and a team, all new, as the default IdP's SCIM
+/// client would push them (the team holding every one of them if `members`); with the
+/// users' ids and the team's.
+fn scim_users_and_team(
+    prefix: &str,
+    n: usize,
+    team: &str,
+    members: bool,
+) -> (scimsync::reconcile::Desired, Vec<Uuid>, Uuid) {
+    use scimsync::reconcile::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec};
+    let team_id = Uuid::new_v4();
+    let mut desired = Desired::new(
+        Source::Scim("default".into()),
+        scimsync::reconcile::Scope::Listed,
+    );
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let name =
+            scimsync::domain::UserName::parse(&format!("{prefix}{i}@example.com")).expect("name");
+        desired.users.push(DesiredUser {
+            id: Some(*id),
+            intent: Intent::Create,
+            ..DesiredUser::new(name)
+        });
+    }
+    desired.teams.push(DesiredTeam {
+        id: Some(team_id),
+        intent: Intent::Create,
+        members: match members {
+            true => MemberSpec::Exactly(ids.iter().map(|id| MemberRef::UserId(*id)).collect()),
+            false => MemberSpec::Unchanged,
+        },
+        ..DesiredTeam::new(scimsync::domain::TeamName::parse(team).expect("name"))
+    });
+    (desired, ids, team_id)
+}
 const KEYS_PER_USER: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,35 +284,7 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
     let store = Store::open(&url, 2).await.expect("store");
     // The victims, their team and memberships, pushed as the default IdP's SCIM client
     // would: through the engine, in one transaction.
-    let team_id = Uuid::new_v4();
-    let mut desired = scimsync::reconcile::Desired::new(
-        Source::Scim("default".into()),
-        scimsync::reconcile::Scope::Listed,
-    );
-    let mut ids = Vec::new();
-    for i in 0..USERS {
-        let id = Uuid::new_v4();
-        desired.users.push(scimsync::reconcile::DesiredUser {
-            id: Some(id),
-            intent: scimsync::reconcile::Intent::Create,
-            ..scimsync::reconcile::DesiredUser::new(
-                scimsync::domain::UserName::parse(&format!("victim{i}@example.com")).expect("name"),
-            )
-        });
-        ids.push(id);
-    }
-    desired.teams.push(scimsync::reconcile::DesiredTeam {
-        id: Some(team_id),
-        intent: scimsync::reconcile::Intent::Create,
-        members: scimsync::reconcile::MemberSpec::Exactly(
-            ids.iter()
-                .map(|id| scimsync::reconcile::MemberRef::UserId(*id))
-                .collect(),
-        ),
-        ..scimsync::reconcile::DesiredTeam::new(
-            scimsync::domain::TeamName::parse("Everyone").expect("name"),
-        )
-    });
+    let (desired, ids, team_id) = scim_users_and_team("victim", USERS, "Everyone", true);
     common::apply_as_operator(&store, &desired).await;
     for user_id in &ids {
         for k in 0..KEYS_PER_USER {
@@ -274,19 +300,10 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
                 .expect("key");
         }
     }
-    let token = store
-        .issue_token("idp", TokenScope::Scim, "default")
-        .await
-        .expect("token")
-        .expose()
-        .to_owned();
+    let token = default_scim_token(&store).await;
     store.close().await;
 
-    let mut daemon = Daemon::start({
-        let mut cmd = serve(dir.path());
-        cmd.env("SCIMSYNC_DATABASE_URL", &url);
-        cmd
-    });
+    let mut daemon = daemon_on(dir.path(), &url);
     let base = daemon.url("/scim/v2/Users");
     let client = reqwest::Client::new();
     let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -386,11 +403,7 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
     );
 
     // The restarted daemon serves and agrees with the database.
-    let daemon = Daemon::start({
-        let mut cmd = serve(dir.path());
-        cmd.env("SCIMSYNC_DATABASE_URL", &url);
-        cmd
-    });
+    let daemon = daemon_on(dir.path(), &url);
     let ready = client
         .get(daemon.url("/readyz"))
         .send()
@@ -412,44 +425,12 @@ async fn killing_the_daemon_during_grouped_patches_keeps_every_acknowledged_memb
     };
     let store = Store::open(&url, 2).await.expect("store");
     // The users and their (empty) group, as the default IdP's SCIM client made them.
-    let team_id = Uuid::new_v4();
-    let mut desired = scimsync::reconcile::Desired::new(
-        Source::Scim("default".into()),
-        scimsync::reconcile::Scope::Listed,
-    );
-    let mut ids = Vec::new();
-    for i in 0..PATCHED {
-        let id = Uuid::new_v4();
-        desired.users.push(scimsync::reconcile::DesiredUser {
-            id: Some(id),
-            intent: scimsync::reconcile::Intent::Create,
-            ..scimsync::reconcile::DesiredUser::new(
-                scimsync::domain::UserName::parse(&format!("member{i}@example.com")).expect("name"),
-            )
-        });
-        ids.push(id);
-    }
-    desired.teams.push(scimsync::reconcile::DesiredTeam {
-        id: Some(team_id),
-        intent: scimsync::reconcile::Intent::Create,
-        ..scimsync::reconcile::DesiredTeam::new(
-            scimsync::domain::TeamName::parse("Grouped").expect("name"),
-        )
-    });
+    let (desired, ids, team_id) = scim_users_and_team("member", PATCHED, "Grouped", false);
     common::apply_as_operator(&store, &desired).await;
-    let token = store
-        .issue_token("idp", TokenScope::Scim, "default")
-        .await
-        .expect("token")
-        .expose()
-        .to_owned();
+    let token = default_scim_token(&store).await;
     store.close().await;
 
-    let mut daemon = Daemon::start({
-        let mut cmd = serve(dir.path());
-        cmd.env("SCIMSYNC_DATABASE_URL", &url);
-        cmd
-    });
+    let mut daemon = daemon_on(dir.path(), &url);
     let group = daemon.url(&format!(
         "/scim/v2/Groups/{team_id}?excludedAttributes=members"
     ));
@@ -576,11 +557,7 @@ async fn killing_the_daemon_during_grouped_patches_keeps_every_acknowledged_memb
     pool.close().await;
 
     // The restarted daemon serves what the database holds.
-    let daemon = Daemon::start({
-        let mut cmd = serve(dir.path());
-        cmd.env("SCIMSYNC_DATABASE_URL", &url);
-        cmd
-    });
+    let daemon = daemon_on(dir.path(), &url);
     let read: Value = client
         .get(daemon.url(&format!("/scim/v2/Groups/{team_id}")))
         .bearer_auth(&reader)

@@ -350,16 +350,11 @@ async fn puts_of_users_and_groups_queued_together_commit_together_and_a_refused_
 /// A table whose deferred foreign key fails the COMMIT of any transaction in which a
 /// membership of `victim` was inserted (the statements themselves all succeed).
 async fn arm_commit_bomb(app: &TestApp, victim: &str) {
-    use sqlx::{Connection, Executor};
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&app.config.database.url)
-        .await
-        .expect("database");
     let table = "CREATE TABLE commit_bomb \
                  (ref TEXT REFERENCES teams(id) DEFERRABLE INITIALLY DEFERRED)";
-    conn.execute(table).await.expect("bomb table");
-    let trigger = match common::postgres_server() {
+    let statements = match common::postgres_server() {
         Some(_) => vec![
+            table.to_owned(),
             "CREATE FUNCTION arm_commit_bomb() RETURNS trigger AS $$ \
              BEGIN INSERT INTO commit_bomb VALUES ('no such team'); RETURN NEW; END \
              $$ LANGUAGE plpgsql"
@@ -369,16 +364,27 @@ async fn arm_commit_bomb(app: &TestApp, victim: &str) {
                  WHEN (NEW.user_id = '{victim}') EXECUTE FUNCTION arm_commit_bomb()"
             ),
         ],
-        None => vec![format!(
-            "CREATE TRIGGER commit_bomb AFTER INSERT ON memberships \
-             WHEN NEW.user_id = '{victim}' \
-             BEGIN INSERT INTO commit_bomb VALUES ('no such team'); END"
-        )],
+        None => vec![
+            table.to_owned(),
+            format!(
+                "CREATE TRIGGER commit_bomb AFTER INSERT ON memberships \
+                 WHEN NEW.user_id = '{victim}' \
+                 BEGIN INSERT INTO commit_bomb VALUES ('no such team'); END"
+            ),
+        ],
     };
-    for statement in trigger {
-        conn.execute(statement.as_str())
-            .await
-            .expect("bomb trigger");
+    execute(app, &statements).await;
+}
+
+/// Runs DDL on the app's database behind its back, on a connection of its own.
+async fn execute(app: &TestApp, statements: &[String]) {
+    use sqlx::{Connection, Executor};
+    sqlx::any::install_default_drivers();
+    let mut conn = sqlx::AnyConnection::connect(&app.config.database.url)
+        .await
+        .expect("database");
+    for statement in statements {
+        conn.execute(statement.as_str()).await.expect(statement);
     }
     let _ = conn.close().await;
 }
@@ -439,11 +445,6 @@ async fn a_failed_commit_fails_every_write_of_its_batch_and_keeps_none_of_them()
 /// further statement of the transaction until it is rolled back to a savepoint) any
 /// insert of a membership of `victim`.
 async fn refuse_memberships_of(app: &TestApp, victim: &str) {
-    use sqlx::{Connection, Executor};
-    sqlx::any::install_default_drivers();
-    let mut conn = sqlx::AnyConnection::connect(&app.config.database.url)
-        .await
-        .expect("database");
     let statements = match common::postgres_server() {
         Some(_) => vec![
             "CREATE FUNCTION refuse_victim() RETURNS trigger AS $$ \
@@ -459,10 +460,7 @@ async fn refuse_memberships_of(app: &TestApp, victim: &str) {
              WHEN NEW.user_id = '{victim}' BEGIN SELECT RAISE(ABORT, 'disk on fire'); END"
         )],
     };
-    for statement in statements {
-        conn.execute(statement.as_str()).await.expect("trigger");
-    }
-    let _ = conn.close().await;
+    execute(app, &statements).await;
 }
 
 #[tokio::test]
