@@ -49,7 +49,8 @@ if [[ "$mode" == patch_* ]]; then
     # per round, and the pool of members to add, applied as a pull would.
     snapshot=$(mktemp)
     users=$big; [[ "$mode" == patch_empty ]] && users=0
-    python3 "$root/benches/gen_snapshot.py" roster --users "$users" --pool "$pool" --empty "$rounds" >"$snapshot"
+    # Owned by the IdP the initial token pushes for, which may therefore change it.
+    python3 "$root/benches/gen_snapshot.py" roster --users "$users" --pool "$pool" --empty "$rounds" --idp default >"$snapshot"
 fi
 cleanup() {
     for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
