@@ -448,8 +448,10 @@ if [[ "${SKIP_HTTP:-0}" != 1 ]]; then
 
     # -----------------------------------------------------------------------------------
     log "phase 2: $LARGE_USERS users in one group (scimsync: apply --snapshot; peer: preloaded in-process)"
-    "$python" "$root/benches/gen_snapshot.py" roster --users "$LARGE_USERS" --empty "$ROUNDS" >"$tmp/roster.json"
-    "$python" "$root/benches/gen_snapshot.py" roster --users "$LARGE_USERS" --pool "$POOL" --empty "$ROUNDS" >"$tmp/roster-pool.json"
+    # Owned by the IdP "default", which the SCIM tokens push for: groups pulled for any
+    # other IdP are refused to them (403), and the PATCH rows would measure refusals.
+    "$python" "$root/benches/gen_snapshot.py" roster --users "$LARGE_USERS" --empty "$ROUNDS" --idp default >"$tmp/roster.json"
+    "$python" "$root/benches/gen_snapshot.py" roster --users "$LARGE_USERS" --pool "$POOL" --empty "$ROUNDS" --idp default >"$tmp/roster-pool.json"
     large="$tmp/large"; mkdir -p "$large"
     timed serve_setup apply_roster 1 "0" "" -- "$scimsync" --database-url "sqlite://$large/scimsync.db" apply --snapshot "$tmp/roster.json"
     if [[ "${SKIP_PEER:-0}" != 1 ]]; then

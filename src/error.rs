@@ -193,6 +193,15 @@ impl From<crate::reconcile::EngineError> for ApiError {
                 tracing::error!(error = %e, "a quarantined plan cannot be read");
                 ApiError::internal()
             }
+            E::NotCommitted(_) => {
+                tracing::error!(error = %e, "a batch of writes failed");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "the change was not applied: the database failed while committing it \
+                     with others; it is safe to retry",
+                )
+                .with_retry_after(1)
+            }
             E::Store(e) | E::Apply(ApplyError::Store(e)) => e.into(),
         }
     }

@@ -146,6 +146,11 @@ fn describe() {
         Unit::Count,
         "SCIM creates committed by one transaction (group commit)."
     );
+    describe_histogram!(
+        "scimsync_scim_change_batch_size",
+        Unit::Count,
+        "SCIM PUTs and PATCHes committed by one transaction (group commit, one savepoint each)."
+    );
     describe_counter!(
         "scimsync_plan_operations_applied_total",
         "Plan operations applied to the store, by kind and trigger."
@@ -301,6 +306,11 @@ pub fn scim_operation(resource: &'static str, kind: &'static str) {
 /// How many SCIM creates one transaction committed (see `reconcile::batch`).
 pub fn create_batch(size: usize) {
     metrics::histogram!("scimsync_scim_create_batch_size").record(size as f64);
+}
+
+/// How many SCIM PUTs and PATCHes one transaction committed (see `reconcile::batch`).
+pub fn change_batch(size: usize) {
+    metrics::histogram!("scimsync_scim_change_batch_size").record(size as f64);
 }
 
 /// Plan operations applied, by kind and trigger.

@@ -4,7 +4,7 @@
 //! wires them together, depends on them, with no circle.
 
 use crate::config::Config;
-use crate::reconcile::batch::CreateBatcher;
+use crate::reconcile::batch::WriteBatcher;
 use crate::reconcile::{Engine, Policy};
 use crate::store::Store;
 use std::collections::HashMap;
@@ -26,8 +26,8 @@ pub struct AppState {
     live: Arc<watch::Sender<Arc<Config>>>,
     token_uses: Arc<Mutex<HashMap<String, Instant>>>,
     token_buckets: Arc<Mutex<HashMap<String, Bucket>>>,
-    /// Group commit for SCIM creates, started on first use.
-    creates: Arc<std::sync::OnceLock<CreateBatcher>>,
+    /// Group commit for SCIM creates, PUTs and PATCHes, started on first use.
+    writes: Arc<std::sync::OnceLock<WriteBatcher>>,
 }
 
 /// A token bucket: `tokens` requests may be made now; it refills at the configured rate.
@@ -46,19 +46,20 @@ impl AppState {
             live: Arc::new(live),
             token_uses: Arc::default(),
             token_buckets: Arc::default(),
-            creates: Arc::default(),
+            writes: Arc::default(),
         }
     }
 
-    /// Where SCIM creates are applied, several to a transaction when they queue up.
     /// The policy the configuration in force now sets, on the store's clock.
     pub fn policy(&self) -> Policy {
         Policy::from_config(&self.current_config(), crate::store::now())
     }
 
-    pub fn creates(&self) -> &CreateBatcher {
-        self.creates
-            .get_or_init(|| CreateBatcher::start(self.store.clone(), self.subscribe_config()))
+    /// Where SCIM creates, PUTs and PATCHes are applied, several to a transaction when
+    /// they queue up.
+    pub fn writes(&self) -> &WriteBatcher {
+        self.writes
+            .get_or_init(|| WriteBatcher::start(self.store.clone(), self.subscribe_config()))
     }
 
     /// Spends one request of a token's budget (`[server] rate_limit` per second, with a

@@ -134,14 +134,14 @@ pub async fn apply(
         .filter(|t| !a.created_teams.contains(t))
         .copied()
         .collect();
-    a.tx.touch_teams(&touched, a.now).await?;
     let touched_users: Vec<Uuid> = a
         .touched_users
         .iter()
         .filter(|u| !a.created_users.contains(u))
         .copied()
         .collect();
-    a.tx.touch_users(&touched_users, a.now).await?;
+    a.tx.touch_teams_and_users(&touched, &touched_users, a.now)
+        .await?;
     // The last audit rows ride with the caller's COMMIT: a round trip saved per write.
     let records = std::mem::take(&mut a.audit);
     a.tx.audit_at_commit(a.actor.trigger, &a.actor.name, a.now, &records)

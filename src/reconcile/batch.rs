@@ -1,73 +1,123 @@
-//! Group commit for SCIM creates.
+//! Group commit for SCIM writes.
 //!
-//! A POST /Users holds the writer lock for three round trips to SQLite's worker thread
-//! (BEGIN, its INSERT, its audit rows with the COMMIT), and every other writer waits
-//! for them. When creates arrive faster than that, the ones queued behind the lock are
-//! better applied together: one task takes every create waiting, applies each in turn
-//! in one transaction and commits once, so a create costs about one round trip.
+//! A write holds the writer lock for several round trips to the database (SQLite's
+//! worker thread, or PostgreSQL's socket), and every other writer waits for them. When
+//! writes arrive faster than that, the ones queued behind the lock are better applied
+//! together: one task takes every write waiting, applies each in turn in one
+//! transaction and commits once, so a write no longer pays a BEGIN and a COMMIT of its
+//! own. Each caller is answered only once the commit that holds its change is known,
+//! refusals included (a 412 that an earlier change of the same batch caused must not
+//! be told about a change that then failed to commit); a failed commit fails every
+//! write of the batch with [`EngineError::NotCommitted`].
 //!
-//! Only desired states that create users with fresh ids are taken
-//! ([`super::load::only_creates_new_users`]). Such a create either succeeds or is
-//! refused before it has written anything (its userName is taken: the INSERT did
-//! nothing), so one refused create never undoes the others; a database error, after
-//! which nothing is known, fails the whole batch. Each caller is answered only once
-//! the batch has committed.
+//! Two kinds of write are taken:
+//! - creates of users with fresh ids ([`super::load::only_creates_new_users`]), which
+//!   either succeed or are refused before writing anything (their userName is taken:
+//!   the INSERT did nothing), so they need no savepoint; a database error, after which
+//!   nothing is known, fails the whole batch;
+//! - changes computed from one user or team as it is now (SCIM PUT and PATCH), each in
+//!   a savepoint of its own: one that is refused (If-Match, a bad value, a vanished
+//!   target, another IdP's resource, a guard, even a database error the savepoint
+//!   survives) is undone alone and the others commit. Each reads its target inside the
+//!   transaction, after the changes queued before it, so two PATCHes of one group with
+//!   the same If-Match in one batch are judged in order: the first wins, the second
+//!   gets 412. Their audit and outbox rows are those of the one-at-a-time path (the
+//!   same `apply_in`), and go or stay with their savepoint.
 
 use super::apply::ApplyError;
-use super::engine::{apply_in, Applied as Done, EngineError, Request};
+use super::engine::{
+    apply_in, change_in_savepoint, Applied as Done, EngineError, Expect, Request, Target,
+};
 use super::{Actor, Desired, Policy};
 use crate::config::Config;
-use crate::store::{Store, StoreError};
+use crate::domain::{Team, User};
+use crate::store::{Savepoint, Store, StoreError, WriteTx};
+use futures::future::BoxFuture;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
+use uuid::Uuid;
 
-/// Creates in one transaction at most; enough to drain a queue of many clients,
-/// small enough that one batch never holds the lock for long.
+/// Writes in one transaction at most; enough to drain a queue of many clients,
+/// small enough that one batch never holds the lock for long (and, on PostgreSQL,
+/// that a batch's subtransactions stay within what each backend caches).
 const MAX_BATCH: usize = 64;
+
+/// The savepoint each change runs in (nested ones of one name are told apart by
+/// their order, which is all `ROLLBACK TO` needs).
+const SAVEPOINT: &str = "scimsync_change";
 
 type Applied = Result<Done, EngineError>;
 
-struct Job {
-    desired: Desired,
-    actor: Actor,
-    reply: oneshot::Sender<Applied>,
+/// Tells a caller its fate once the batch's commit is known: `None` when it committed.
+type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
+
+/// What one write did in the batch's transaction.
+enum Outcome {
+    Applied(Answer),
+    /// Refused; what it wrote since its savepoint, if it has one, is to be undone.
+    Refused(Answer),
+    /// The transaction can no longer be trusted (a create's database error).
+    Broken(StoreError, Answer),
 }
 
-/// The queue of creates and the task that applies them (which ends when the last
-/// `CreateBatcher` clone is dropped).
+/// A write waiting for a batch.
+trait Job: Send {
+    /// Runs the write in `tx`, returning the savepoint it took to be undone alone, if
+    /// it needs one; creates are judged by `policy`, the configuration's at the start
+    /// of the batch (a change carries its caller's).
+    fn run<'t>(
+        self: Box<Self>,
+        tx: &'t mut WriteTx,
+        policy: &'t Policy,
+    ) -> BoxFuture<'t, (Option<Savepoint>, Outcome)>;
+    /// Whether this is a create (counted apart from changes).
+    fn is_create(&self) -> bool;
+    /// Answers the caller that its write was not applied, without running it.
+    fn fail(self: Box<Self>, cause: &StoreError);
+}
+
+/// The queue of writes and the task that applies them (which ends when the last
+/// `WriteBatcher` clone is dropped).
 #[derive(Clone)]
-pub struct CreateBatcher {
-    queue: mpsc::Sender<Job>,
-    committed: Arc<Committed>,
+pub struct WriteBatcher {
+    queue: mpsc::Sender<Box<dyn Job>>,
+    counts: Arc<Counts>,
 }
 
-/// What the batches committed so far add up to.
+/// What the batches add up to so far.
 #[derive(Debug, Default)]
-struct Committed {
+struct Counts {
+    queued: AtomicU64,
     transactions: AtomicU64,
-    creates: AtomicU64,
+    writes: AtomicU64,
 }
 
-impl CreateBatcher {
-    /// Starts the applying task; `config` gives the policy each batch is applied under.
+impl WriteBatcher {
+    /// Starts the applying task; `config` gives the policy creates are applied under.
     pub fn start(store: Store, config: watch::Receiver<Arc<Config>>) -> Self {
         let (queue, jobs) = mpsc::channel(4 * MAX_BATCH);
-        let committed = Arc::new(Committed::default());
-        tokio::spawn(run(store, config, jobs, committed.clone()));
-        Self { queue, committed }
+        let counts = Arc::new(Counts::default());
+        tokio::spawn(run(store, config, jobs, counts.clone()));
+        Self { queue, counts }
     }
 
-    /// Transactions and creates committed since start.
+    /// Transactions committed since start, and the writes they applied.
     pub fn committed(&self) -> (u64, u64) {
         (
-            self.committed.transactions.load(Ordering::Relaxed),
-            self.committed.creates.load(Ordering::Relaxed),
+            self.counts.transactions.load(Ordering::Relaxed),
+            self.counts.writes.load(Ordering::Relaxed),
         )
     }
 
+    /// Writes handed to the applying task since start (for tests that hold the writer
+    /// lock until a known number of writes wait, so that they form one batch).
+    pub fn queued(&self) -> u64 {
+        self.counts.queued.load(Ordering::Relaxed)
+    }
+
     /// Applies `desired`, which must only create users with fresh ids, and commits it
-    /// (with whatever other creates were waiting). The write completes even if the
+    /// (with whatever other writes were waiting). The write completes even if the
     /// caller stops waiting.
     pub async fn create(&self, desired: Desired, actor: Actor) -> Applied {
         if !super::load::only_creates_new_users(&desired) {
@@ -76,96 +126,306 @@ impl CreateBatcher {
             )));
         }
         let (reply, answer) = oneshot::channel();
-        let job = Job {
+        self.submit(Box::new(Create {
             desired,
             actor,
             reply,
-        };
-        if self.queue.send(job).await.is_err() {
-            return Err(stopped());
-        }
+        }))
+        .await;
         answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
+    /// [`super::Engine::change_user`], committed with whatever other writes are waiting.
+    pub async fn change_user<E, B>(
+        &self,
+        id: Uuid,
+        expect: Expect,
+        policy: Policy,
+        actor: Actor,
+        build: B,
+    ) -> Result<Done, E>
+    where
+        E: From<EngineError> + Send + 'static,
+        B: FnOnce(&User) -> Result<Desired, E> + Send + 'static,
+    {
+        self.change(id, expect, policy, actor, build).await
+    }
+
+    /// [`super::Engine::change_team`], committed with whatever other writes are waiting.
+    pub async fn change_team<E, B>(
+        &self,
+        id: Uuid,
+        expect: Expect,
+        policy: Policy,
+        actor: Actor,
+        build: B,
+    ) -> Result<Done, E>
+    where
+        E: From<EngineError> + Send + 'static,
+        B: FnOnce(&Team) -> Result<Desired, E> + Send + 'static,
+    {
+        self.change(id, expect, policy, actor, build).await
+    }
+
+    async fn change<T: Target, E: From<EngineError> + Send + 'static>(
+        &self,
+        id: Uuid,
+        expect: Expect,
+        policy: Policy,
+        actor: Actor,
+        build: impl FnOnce(&T) -> Result<Desired, E> + Send + 'static,
+    ) -> Result<Done, E> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Box::new(Change {
+            id,
+            expect,
+            policy,
+            actor,
+            build: Box::new(build),
+            reply,
+        }))
+        .await;
+        answer.await.unwrap_or_else(|_| Err(stopped().into()))
+    }
+
+    /// Queues `job`; a job the task is gone for is answered at once.
+    async fn submit(&self, job: Box<dyn Job>) {
+        match self.queue.send(job).await {
+            Ok(()) => {
+                self.counts.queued.fetch_add(1, Ordering::Relaxed);
+            }
+            Err(mpsc::error::SendError(job)) => job.fail(&stopped_cause()),
+        }
     }
 }
 
+fn stopped_cause() -> StoreError {
+    StoreError::Database(sqlx::Error::WorkerCrashed)
+}
+
 fn stopped() -> EngineError {
-    EngineError::Store(StoreError::Database(sqlx::Error::WorkerCrashed))
+    EngineError::Store(stopped_cause())
+}
+
+/// A user create.
+struct Create {
+    desired: Desired,
+    actor: Actor,
+    reply: oneshot::Sender<Applied>,
+}
+
+impl Job for Create {
+    fn run<'t>(
+        self: Box<Self>,
+        tx: &'t mut WriteTx,
+        policy: &'t Policy,
+    ) -> BoxFuture<'t, (Option<Savepoint>, Outcome)> {
+        Box::pin(async move {
+            let Create {
+                desired,
+                actor,
+                reply,
+            } = *self;
+            // No savepoint: a create that is refused has written nothing.
+            let outcome = match apply_in(tx, Request::new(&desired, policy, &actor)).await {
+                // Nothing is known of the transaction now.
+                Err(EngineError::Store(e) | EngineError::Apply(ApplyError::Store(e))) => {
+                    let cause = StoreError::Database(sqlx::Error::Protocol(e.to_string()));
+                    Outcome::Broken(e, answer(reply, Err(EngineError::Store(cause))))
+                }
+                Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
+                // Refused before it wrote anything.
+                Err(refused) => Outcome::Refused(answer(reply, Err(refused))),
+            };
+            (None, outcome)
+        })
+    }
+
+    fn is_create(&self) -> bool {
+        true
+    }
+
+    fn fail(self: Box<Self>, cause: &StoreError) {
+        let _ = self.reply.send(Err(not_committed(cause)));
+    }
+}
+
+/// The caller's function from the target of a change as it is now to the desired state.
+type BuildFrom<T, E> = Box<dyn FnOnce(&T) -> Result<Desired, E> + Send>;
+
+/// A change computed from one user or team as it is now.
+struct Change<T, E> {
+    id: Uuid,
+    expect: Expect,
+    policy: Policy,
+    actor: Actor,
+    build: BuildFrom<T, E>,
+    reply: oneshot::Sender<Result<Done, E>>,
+}
+
+impl<T: Target, E: From<EngineError> + Send + 'static> Job for Change<T, E> {
+    fn run<'t>(
+        self: Box<Self>,
+        tx: &'t mut WriteTx,
+        _: &'t Policy,
+    ) -> BoxFuture<'t, (Option<Savepoint>, Outcome)> {
+        Box::pin(async move {
+            let Change {
+                id,
+                expect,
+                policy,
+                actor,
+                build,
+                reply,
+            } = *self;
+            let (savepoint, result) =
+                change_in_savepoint(tx, SAVEPOINT, id, &expect, &policy, &actor, build).await;
+            let outcome = match result {
+                Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
+                Err(refused) => Outcome::Refused(answer(reply, Err(refused))),
+            };
+            (savepoint, outcome)
+        })
+    }
+
+    fn is_create(&self) -> bool {
+        false
+    }
+
+    fn fail(self: Box<Self>, cause: &StoreError) {
+        let _ = self.reply.send(Err(not_committed(cause).into()));
+    }
+}
+
+/// The answer to give once the commit is known: `result` if it committed.
+fn answer<E: From<EngineError> + Send + 'static>(
+    reply: oneshot::Sender<Result<Done, E>>,
+    result: Result<Done, E>,
+) -> Answer {
+    Box::new(move |failed| {
+        let _ = reply.send(match failed {
+            None => result,
+            Some(cause) => Err(not_committed(cause).into()),
+        });
+    })
+}
+
+/// What a write that was not applied because its batch failed is told (the cause
+/// reaches only the log: see src/error.rs).
+fn not_committed(cause: &StoreError) -> EngineError {
+    EngineError::NotCommitted(cause.to_string())
 }
 
 async fn run(
     store: Store,
     config: watch::Receiver<Arc<Config>>,
-    mut jobs: mpsc::Receiver<Job>,
-    committed: Arc<Committed>,
+    mut jobs: mpsc::Receiver<Box<dyn Job>>,
+    counts: Arc<Counts>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let tx = store.begin_write().await;
+        // Whatever queued up while the writer lock was busy joins this batch.
+        while batch.len() < MAX_BATCH {
+            match jobs.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
         let policy = Policy::from_config(&config.borrow(), crate::store::now());
-        if let Some(creates) = apply_batch(&store, &policy, std::mem::take(&mut batch)).await {
-            committed.transactions.fetch_add(1, Ordering::Relaxed);
-            committed
-                .creates
-                .fetch_add(creates as u64, Ordering::Relaxed);
-            crate::metrics::create_batch(creates);
+        if let Some(done) = apply_batch(tx, &policy, std::mem::take(&mut batch)).await {
+            counts.transactions.fetch_add(1, Ordering::Relaxed);
+            let writes = done.creates + done.changes;
+            counts.writes.fetch_add(writes as u64, Ordering::Relaxed);
+            if done.creates > 0 {
+                crate::metrics::create_batch(done.creates);
+            }
+            if done.changes > 0 {
+                crate::metrics::change_batch(done.changes);
+            }
         }
     }
 }
 
-/// Applies `jobs` in one transaction and answers each; `Some(creates committed)`
+/// What a committed batch applied.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Committed {
+    creates: usize,
+    changes: usize,
+}
+
+/// Applies `jobs` in `tx` and answers each once the commit is known; what it applied
 /// when it committed.
-async fn apply_batch(store: &Store, policy: &Policy, jobs: Vec<Job>) -> Option<usize> {
+async fn apply_batch(
+    tx: Result<WriteTx, StoreError>,
+    policy: &Policy,
+    jobs: Vec<Box<dyn Job>>,
+) -> Option<Committed> {
     let size = jobs.len();
-    let mut tx = match store.begin_write().await {
+    let mut tx = match tx {
         Ok(tx) => tx,
         Err(e) => {
-            fail_all(jobs.into_iter().map(|j| j.reply), &e);
+            fail_all(Vec::new(), jobs, &e);
             return None;
         }
     };
-    let mut applied = Vec::with_capacity(size);
+    let mut answers: Vec<Answer> = Vec::with_capacity(size);
+    let mut done = Committed::default();
     let mut jobs = jobs.into_iter();
     while let Some(job) = jobs.next() {
-        match apply_in(&mut tx, Request::new(&job.desired, policy, &job.actor)).await {
-            Ok(result) => applied.push((job.reply, result)),
-            // Nothing is known of the transaction now: it is rolled back (dropped).
-            Err(EngineError::Store(e) | EngineError::Apply(ApplyError::Store(e))) => {
-                let waiting = applied.into_iter().map(|(reply, _)| reply);
-                fail_all(waiting.chain(jobs.map(|j| j.reply)), &e);
-                let _ = job.reply.send(Err(EngineError::Store(e)));
-                return None;
+        let create = job.is_create();
+        let (savepoint, outcome) = job.run(&mut tx, policy).await;
+        match outcome {
+            Outcome::Applied(answer) => {
+                match create {
+                    true => done.creates += 1,
+                    false => done.changes += 1,
+                }
+                answers.push(answer);
             }
-            // Refused before it wrote anything; the others go on.
-            Err(refused) => {
-                let _ = job.reply.send(Err(refused));
+            Outcome::Refused(answer) => {
+                let undone = match savepoint {
+                    Some(savepoint) => tx.rollback_to(savepoint).await,
+                    None => Ok(()),
+                };
+                if let Err(e) = undone {
+                    answers.push(answer);
+                    fail_all(answers, jobs, &e);
+                    return None;
+                }
+                answers.push(answer);
+            }
+            Outcome::Broken(e, answer) => {
+                // The write that broke the transaction is told its own error.
+                answer(None);
+                fail_all(answers, jobs, &e);
+                return None;
             }
         }
     }
     match tx.commit().await {
         Ok(()) => {
-            let creates = applied.len();
-            tracing::debug!(size, creates, "committed a batch of creates");
-            for (reply, result) in applied {
-                let _ = reply.send(Ok(result));
-            }
-            Some(creates)
+            tracing::debug!(size, ?done, "committed a batch of writes");
+            answers.into_iter().for_each(|answer| answer(None));
+            Some(done)
         }
         Err(e) => {
-            fail_all(applied.into_iter().map(|(reply, _)| reply), &e);
+            fail_all(answers, Vec::new(), &e);
             None
         }
     }
 }
 
-/// Answers every waiting caller with a database error (whose text only reaches the
-/// log: the client sees a 500 without it).
-fn fail_all(replies: impl Iterator<Item = oneshot::Sender<Applied>>, cause: &StoreError) {
-    tracing::warn!(error = %cause, "a batch of creates failed");
-    for reply in replies {
-        let error = StoreError::Database(sqlx::Error::Protocol(format!(
-            "the batch this create was in failed: {cause}"
-        )));
-        let _ = reply.send(Err(EngineError::Store(error)));
-    }
+/// Answers every write of a failed batch: those that ran and those still waiting.
+/// (The transaction is rolled back when the caller drops it.)
+fn fail_all(
+    answers: Vec<Answer>,
+    waiting: impl IntoIterator<Item = Box<dyn Job>>,
+    cause: &StoreError,
+) {
+    tracing::warn!(error = %cause, "a batch of writes failed; none of it was applied");
+    answers.into_iter().for_each(|answer| answer(Some(cause)));
+    waiting.into_iter().for_each(|job| job.fail(cause));
 }
 
 #[cfg(test)]
@@ -197,19 +457,31 @@ mod tests {
     }
 
     /// Jobs for `apply_batch`, and where their answers arrive.
-    fn jobs(names: &[&str]) -> (Vec<Job>, Vec<oneshot::Receiver<Applied>>) {
+    fn jobs(names: &[&str]) -> (Vec<Box<dyn Job>>, Vec<oneshot::Receiver<Applied>>) {
         names
             .iter()
             .map(|name| {
                 let (reply, answer) = oneshot::channel();
-                let job = Job {
+                let job: Box<dyn Job> = Box::new(Create {
                     desired: create(name),
                     actor: actor(),
                     reply,
-                };
+                });
                 (job, answer)
             })
             .unzip()
+    }
+
+    /// Applies `jobs` in a transaction of their own, as the batching task does.
+    async fn batch(store: &Store, jobs: Vec<Box<dyn Job>>) -> Option<Committed> {
+        apply_batch(store.begin_write().await, &Policy::default(), jobs).await
+    }
+
+    fn creates(n: usize) -> Option<Committed> {
+        Some(Committed {
+            creates: n,
+            changes: 0,
+        })
     }
 
     async fn exists(store: &Store, name: &str) -> bool {
@@ -221,7 +493,7 @@ mod tests {
     async fn creates_that_queue_up_together_commit_in_one_transaction() {
         let (_dir, store) = store().await;
         let (_config, receiver) = watch::channel(Arc::new(Config::default()));
-        let batcher = CreateBatcher::start(store.clone(), receiver);
+        let batcher = WriteBatcher::start(store.clone(), receiver);
         let names: Vec<String> = (0..20).map(|i| format!("user{i}@example.com")).collect();
         let creates = names.iter().map(|n| batcher.create(create(n), actor()));
         for result in futures::future::join_all(creates).await {
@@ -230,8 +502,8 @@ mod tests {
         for name in &names {
             assert!(exists(&store, name).await, "{name}");
         }
-        let (transactions, creates) = batcher.committed();
-        assert_eq!(creates, 20);
+        let (transactions, writes) = batcher.committed();
+        assert_eq!(writes, 20);
         assert!(
             transactions < 20,
             "{transactions} transactions for 20 creates"
@@ -242,7 +514,7 @@ mod tests {
     async fn a_refused_create_leaves_the_others_in_its_batch_alone() {
         let (_dir, store) = store().await;
         let (seed, _) = jobs(&["taken@example.com"]);
-        apply_batch(&store, &Policy::default(), seed).await;
+        batch(&store, seed).await;
 
         let names = [
             "a@example.com",
@@ -250,11 +522,8 @@ mod tests {
             "b@example.com",
             "a@EXAMPLE.com",
         ];
-        let (batch, answers) = jobs(&names);
-        assert_eq!(
-            apply_batch(&store, &Policy::default(), batch).await,
-            Some(2)
-        );
+        let (jobs_of_batch, answers) = jobs(&names);
+        assert_eq!(batch(&store, jobs_of_batch).await, creates(2));
         let mut outcomes = Vec::new();
         for answer in answers {
             outcomes.push(match answer.await.expect("answered") {
@@ -286,18 +555,29 @@ mod tests {
         .await
         .expect("trigger");
 
-        let (batch, answers) = jobs(&["first@example.com", "boom", "last@example.com"]);
-        assert_eq!(apply_batch(&store, &Policy::default(), batch).await, None);
+        let (jobs_of_batch, answers) = jobs(&["first@example.com", "boom", "last@example.com"]);
+        assert_eq!(batch(&store, jobs_of_batch).await, None);
+        let mut outcomes = Vec::new();
         for answer in answers {
-            let outcome = answer.await.expect("answered");
-            assert!(matches!(outcome, Err(EngineError::Store(_))), "{outcome:?}");
+            outcomes.push(answer.await.expect("answered"));
+        }
+        assert!(
+            matches!(outcomes[1], Err(EngineError::Store(_))),
+            "the create that failed is told its own error: {:?}",
+            outcomes[1]
+        );
+        for other in [&outcomes[0], &outcomes[2]] {
+            assert!(
+                matches!(other, Err(EngineError::NotCommitted(_))),
+                "{other:?}"
+            );
         }
         assert!(!exists(&store, "first@example.com").await);
         assert!(!exists(&store, "last@example.com").await);
         assert!(store.audit_since(None).await.expect("audit").is_empty());
 
         let (next, _) = jobs(&["next@example.com"]);
-        assert_eq!(apply_batch(&store, &Policy::default(), next).await, Some(1));
+        assert_eq!(batch(&store, next).await, creates(1));
         assert!(exists(&store, "next@example.com").await);
     }
 }

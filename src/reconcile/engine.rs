@@ -10,7 +10,7 @@
 
 use super::apply::{apply, ApplyError, ApplySummary};
 use super::desired::{Desired, Scope};
-use super::load::{fingerprint, load_actual};
+use super::load::{fingerprint, load_actual, load_actual_knowing};
 use super::ops::Plan;
 use super::plan::{plan, plan_for_user};
 use super::policy::{check_deletion_guard, GuardVerdict, PlanError, Policy, ResourceKind};
@@ -22,7 +22,7 @@ use crate::domain::{ApiKey, PurgeReason, Team, User};
 use crate::keys::{self, Secret};
 use crate::store::actual::AuditRecord;
 use crate::store::quarantine::{NewQuarantinedPlan, QuarantinedBody, QuarantinedPlan};
-use crate::store::{Store, StoreError, WriteTx};
+use crate::store::{Savepoint, Store, StoreError, WriteTx};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use uuid::Uuid;
@@ -40,6 +40,11 @@ pub enum EngineError {
     /// → 500; the text is for the log, not the client.
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// → 503: the change was one of several committed together (see `batch.rs`) and
+    /// their transaction failed, so nothing of it was applied and it is safe to retry.
+    /// The database's own error (the text) is for the log, not the client.
+    #[error("the change was not applied: the transaction it shared with others failed ({0})")]
+    NotCommitted(String),
     /// → 412: the target is no longer at a version the caller accepts.
     #[error("the resource has changed since the version given in If-Match")]
     PreconditionFailed,
@@ -494,19 +499,9 @@ impl Engine {
         build: impl FnOnce(&User) -> Result<Desired, E>,
     ) -> Result<Applied, E> {
         let mut tx = self.store.begin_write().await.map_err(EngineError::from)?;
-        let current = tx.user(id).await.map_err(EngineError::from)?;
-        let current = current.map(|u| (u.version, u));
-        change_current(
-            tx,
-            current,
-            ResourceKind::User,
-            id,
-            expect,
-            policy,
-            actor,
-            build,
-        )
-        .await
+        let applied = change_in(&mut tx, id, expect, policy, actor, build).await?;
+        tx.commit().await.map_err(EngineError::from)?;
+        Ok(applied)
     }
 
     /// [`Engine::change_user`] for a team (SCIM PUT, PATCH and DELETE on /Groups).
@@ -519,19 +514,9 @@ impl Engine {
         build: impl FnOnce(&Team) -> Result<Desired, E>,
     ) -> Result<Applied, E> {
         let mut tx = self.store.begin_write().await.map_err(EngineError::from)?;
-        let current = tx.team(id).await.map_err(EngineError::from)?;
-        let current = current.map(|t| (t.version, t));
-        change_current(
-            tx,
-            current,
-            ResourceKind::Team,
-            id,
-            expect,
-            policy,
-            actor,
-            build,
-        )
-        .await
+        let applied = change_in(&mut tx, id, expect, policy, actor, build).await?;
+        tx.commit().await.map_err(EngineError::from)?;
+        Ok(applied)
     }
 
     /// Issues an API key for a user, optionally scoped to a team the user is in, and
@@ -625,33 +610,157 @@ pub struct NewKey {
     pub expires: Option<DateTime<Utc>>,
 }
 
-/// The shared tail of [`Engine::change_user`] and [`Engine::change_team`]: the target
-/// `current` (with its version) was read in `tx`; check the precondition, build the
-/// desired state from it, apply and commit.
-#[allow(clippy::too_many_arguments)]
-async fn change_current<T, E: From<EngineError>>(
-    mut tx: WriteTx,
-    current: Option<(i64, T)>,
-    kind: ResourceKind,
+/// What a SCIM PUT, PATCH or DELETE changes, as it is now: a user or a team.
+pub(crate) trait Target: Sized + Send + Sync + 'static {
+    const KIND: ResourceKind;
+    fn version(&self) -> i64;
+    /// Reads it in `tx`.
+    fn read(
+        tx: &mut WriteTx,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = Result<Option<Self>, StoreError>> + Send;
+    /// Takes a savepoint in `tx`, then reads it (see `WriteTx::savepoint_then_row`).
+    fn read_after_savepoint(
+        tx: &mut WriteTx,
+        savepoint: &'static str,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = (Option<Savepoint>, Result<Option<Self>, StoreError>)> + Send;
+    /// The team, which planning the change then need not read again.
+    fn as_team(&self) -> Option<&Team> {
+        None
+    }
+}
+
+impl Target for User {
+    const KIND: ResourceKind = ResourceKind::User;
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn read(
+        tx: &mut WriteTx,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = Result<Option<Self>, StoreError>> + Send {
+        tx.user(id)
+    }
+
+    fn read_after_savepoint(
+        tx: &mut WriteTx,
+        savepoint: &'static str,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = (Option<Savepoint>, Result<Option<Self>, StoreError>)> + Send
+    {
+        tx.savepoint_then_user(savepoint, id)
+    }
+}
+
+impl Target for Team {
+    const KIND: ResourceKind = ResourceKind::Team;
+
+    fn version(&self) -> i64 {
+        self.version
+    }
+
+    fn read(
+        tx: &mut WriteTx,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = Result<Option<Self>, StoreError>> + Send {
+        tx.team(id)
+    }
+
+    fn read_after_savepoint(
+        tx: &mut WriteTx,
+        savepoint: &'static str,
+        id: Uuid,
+    ) -> impl std::future::Future<Output = (Option<Savepoint>, Result<Option<Self>, StoreError>)> + Send
+    {
+        tx.savepoint_then_team(savepoint, id)
+    }
+
+    fn as_team(&self) -> Option<&Team> {
+        Some(self)
+    }
+}
+
+/// [`Engine::change_user`] or [`Engine::change_team`] inside `tx`, which the caller
+/// commits.
+pub(super) async fn change_in<T: Target, E: From<EngineError>>(
+    tx: &mut WriteTx,
     id: Uuid,
     expect: &Expect,
     policy: &Policy,
     actor: &Actor,
     build: impl FnOnce(&T) -> Result<Desired, E>,
 ) -> Result<Applied, E> {
+    let current = T::read(tx, id).await;
+    change_read(tx, current, id, expect, policy, actor, build).await
+}
+
+/// [`change_in`] as one of several changes that share a transaction (see `batch.rs`):
+/// in a savepoint of its own, returned whenever it was taken, for the caller to roll
+/// back to if the change is refused.
+pub(super) async fn change_in_savepoint<T: Target, E: From<EngineError>>(
+    tx: &mut WriteTx,
+    savepoint: &'static str,
+    id: Uuid,
+    expect: &Expect,
+    policy: &Policy,
+    actor: &Actor,
+    build: impl FnOnce(&T) -> Result<Desired, E>,
+) -> (Option<Savepoint>, Result<Applied, E>) {
+    let (taken, current) = T::read_after_savepoint(tx, savepoint, id).await;
+    let changed = change_read(tx, current, id, expect, policy, actor, build).await;
+    (taken, changed)
+}
+
+/// The rest of a change, once its target has been read in `tx` (a team is not read
+/// again to plan it).
+async fn change_read<T: Target, E: From<EngineError>>(
+    tx: &mut WriteTx,
+    current: Result<Option<T>, StoreError>,
+    id: Uuid,
+    expect: &Expect,
+    policy: &Policy,
+    actor: &Actor,
+    build: impl FnOnce(&T) -> Result<Desired, E>,
+) -> Result<Applied, E> {
+    let current = current.map_err(EngineError::from)?;
+    let current = checked(current.map(|t| (t.version(), t)), T::KIND, id, expect)?;
+    let desired = build(&current)?;
+    let change = Request::new(&desired, policy, actor);
+    let plan = plan_knowing(tx, change, current.as_team()).await?;
+    refuse_if_guarded(&plan)?;
+    Ok(apply_planned(tx, plan, change).await?)
+}
+
+/// The target of a change as read in its transaction, if it exists at a version
+/// `expect` accepts.
+fn checked<T>(
+    current: Option<(i64, T)>,
+    kind: ResourceKind,
+    id: Uuid,
+    expect: &Expect,
+) -> Result<T, EngineError> {
     let (version, current) = current.ok_or(EngineError::Plan(PlanError::NotFound { kind, id }))?;
     if !expect.accepts(version) {
-        return Err(EngineError::PreconditionFailed.into());
+        return Err(EngineError::PreconditionFailed);
     }
-    let desired = build(&current)?;
-    let applied = apply_in(&mut tx, Request::new(&desired, policy, actor)).await?;
-    tx.commit().await.map_err(EngineError::from)?;
-    Ok(applied)
+    Ok(current)
 }
 
 /// Loads what the change touches and plans it, guards included, inside `tx`.
 async fn plan_in(tx: &mut WriteTx, change: Request<'_>) -> Result<Plan, EngineError> {
-    let actual = load_actual(tx, change.desired, change.policy).await?;
+    plan_knowing(tx, change, None).await
+}
+
+/// [`plan_in`] with a team already read in `tx` (see [`load_actual_knowing`]).
+async fn plan_knowing(
+    tx: &mut WriteTx,
+    change: Request<'_>,
+    known: Option<&Team>,
+) -> Result<Plan, EngineError> {
+    let actual = load_actual_knowing(tx, change.desired, change.policy, known).await?;
     let mut planned = match change.for_user {
         Some(user) => plan_for_user(change.desired, &actual, change.policy, user)?,
         None => plan(change.desired, &actual, change.policy)?,
@@ -663,7 +772,7 @@ async fn plan_in(tx: &mut WriteTx, change: Request<'_>) -> Result<Plan, EngineEr
 }
 
 /// Plans and applies inside `tx`, which the caller commits: the engine's own methods,
-/// and the grouped SCIM creates (one transaction, one savepoint per create).
+/// and the grouped SCIM writes of `batch.rs`.
 pub(super) async fn apply_in(
     tx: &mut WriteTx,
     change: Request<'_>,

@@ -171,7 +171,8 @@ pub async fn create(
     read_back(state, base, id, StatusCode::CREATED, projection).await
 }
 
-/// PUT: a full replace; `members` left out means no members.
+/// PUT: a full replace; `members` left out means no members. Committed with whatever
+/// other writes are waiting (`reconcile::batch`).
 pub async fn replace(
     state: &AppState,
     actor: &Actor,
@@ -197,10 +198,14 @@ pub async fn replace(
         },
     );
     state
-        .engine
-        .change_team(uuid, &expect_version(if_match), &policy, actor, |_| {
-            Ok::<_, ApiError>(desired)
-        })
+        .writes()
+        .change_team(
+            uuid,
+            expect_version(if_match),
+            policy,
+            actor.clone(),
+            |_| Ok::<_, ApiError>(desired),
+        )
         .await
         .map_err(|e| with_not_found(e, || not_found(id)))?;
     read_back(state, base, uuid, StatusCode::OK, projection).await
@@ -268,7 +273,8 @@ impl Members {
 }
 
 /// PATCH: member operations become a delta; the others are applied to the group as
-/// rendered without its members.
+/// rendered without its members. Committed with whatever other writes are waiting
+/// (`reconcile::batch`): the most frequent write IdPs send, one member at a time.
 pub async fn patch(
     state: &AppState,
     actor: &Actor,
@@ -298,24 +304,31 @@ pub async fn patch(
         rest.extend(split.rest);
     }
     let members = members.spec(&policy)?;
+    let (who, at) = (actor.clone(), base.to_owned());
     state
-        .engine
-        .change_team(uuid, &expect_version(if_match), &policy, actor, |current| {
-            let mut resource = render_group(current, None, base);
-            apply_operations(&mut resource, &rest, READ_ONLY)?;
-            let input = parse_group(&resource)?;
-            Ok::<_, ApiError>(one_team(
-                actor,
-                DesiredTeam {
-                    id: Some(uuid),
-                    intent: Intent::Update,
-                    external_id: input.external_id,
-                    display_name: input.display_name,
-                    metadata: None,
-                    members,
-                },
-            ))
-        })
+        .writes()
+        .change_team(
+            uuid,
+            expect_version(if_match),
+            policy,
+            actor.clone(),
+            move |current| {
+                let mut resource = render_group(current, None, &at);
+                apply_operations(&mut resource, &rest, READ_ONLY)?;
+                let input = parse_group(&resource)?;
+                Ok::<_, ApiError>(one_team(
+                    &who,
+                    DesiredTeam {
+                        id: Some(uuid),
+                        intent: Intent::Update,
+                        external_id: input.external_id,
+                        display_name: input.display_name,
+                        metadata: None,
+                        members,
+                    },
+                ))
+            },
+        )
         .await
         .map_err(|e| with_not_found(e, || not_found(id)))?;
     // RFC 7644 §3.5.2 lets a PATCH answer 200 with the resource or 204. The resource

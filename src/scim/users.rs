@@ -143,7 +143,7 @@ pub async fn create(
     let input = parse_user(body)?;
     let id = Uuid::new_v4();
     let desired = one_user(actor, input, id, Intent::Create, true);
-    let created = state.creates().create(desired, actor.clone()).await?;
+    let created = state.writes().create(desired, actor.clone()).await?;
     let (plan, applied) = (created.plan, created.summary);
     // The row just inserted is exactly the plan's new user stamped with the apply's
     // time, and a new user is in no group: answering from it saves two reads.
@@ -163,7 +163,8 @@ pub async fn create(
 }
 
 /// PUT: a full replace of an existing user (never a create). Attributes left out
-/// are cleared, except `active`, which stays as it is when not given.
+/// are cleared, except `active`, which stays as it is when not given. Committed with
+/// whatever other writes are waiting (`reconcile::batch`).
 pub async fn replace(
     state: &AppState,
     actor: &Actor,
@@ -174,15 +175,16 @@ pub async fn replace(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let input = parse_user(body)?;
+    let who = actor.clone();
     state
-        .engine
+        .writes()
         .change_user(
             uuid,
-            &expect_version(if_match),
-            &state.policy(),
-            actor,
-            |current| {
-                Ok::<_, ApiError>(one_user(actor, input, uuid, Intent::Update, current.active))
+            expect_version(if_match),
+            state.policy(),
+            actor.clone(),
+            move |current| {
+                Ok::<_, ApiError>(one_user(&who, input, uuid, Intent::Update, current.active))
             },
         )
         .await
@@ -191,7 +193,8 @@ pub async fn replace(
 }
 
 /// PATCH: the operations are applied, in order, to the user as SCIM renders it, and
-/// the result is the desired user. All or nothing.
+/// the result is the desired user. All or nothing; committed with whatever other
+/// writes are waiting.
 pub async fn patch(
     state: &AppState,
     actor: &Actor,
@@ -202,18 +205,19 @@ pub async fn patch(
 ) -> Result<Written, ApiError> {
     let uuid = parse_id(id)?;
     let operations = parse_patch_request(body)?;
+    let (who, at) = (actor.clone(), base.to_owned());
     state
-        .engine
+        .writes()
         .change_user(
             uuid,
-            &expect_version(if_match),
-            &state.policy(),
-            actor,
-            |current| {
-                let mut resource = render_user(current, None, base);
+            expect_version(if_match),
+            state.policy(),
+            actor.clone(),
+            move |current| {
+                let mut resource = render_user(current, None, &at);
                 apply_operations(&mut resource, &operations, READ_ONLY)?;
                 let input = parse_user(&resource)?;
-                Ok::<_, ApiError>(one_user(actor, input, uuid, Intent::Update, current.active))
+                Ok::<_, ApiError>(one_user(&who, input, uuid, Intent::Update, current.active))
             },
         )
         .await

@@ -498,6 +498,44 @@ impl WriteTx {
         Ok(out)
     }
 
+    /// Users by id, each with their membership of `team` if they have one: what a
+    /// change to that team's members needs to know of them, in one statement.
+    pub async fn users_with_membership_of(
+        &mut self,
+        team: Uuid,
+        users: &[String],
+    ) -> StoreResult<Vec<(User, Option<Membership>)>> {
+        let style = params_of(self.conn());
+        let mut out = Vec::with_capacity(users.len());
+        for chunk in users.chunks(IN_CHUNK) {
+            let sql = format!(
+                "SELECT {USER_COLUMNS}, (SELECT source FROM memberships \
+                 WHERE team_id = {} AND user_id = users.id) AS membership_source \
+                 FROM users WHERE id IN ({})",
+                placeholders(style, 1, 1),
+                placeholders(style, 2, chunk.len())
+            );
+            let mut q = sqlx::query(&sql).bind(team.to_string());
+            for u in chunk {
+                q = q.bind(u.clone());
+            }
+            for row in q.fetch_all(self.conn()).await? {
+                let user = user_from_row(&row)?;
+                let source: Option<String> = row.try_get("membership_source")?;
+                let membership = match source {
+                    Some(source) => Some(Membership {
+                        team_id: team,
+                        user_id: user.id,
+                        source: parse_source("memberships", &source)?,
+                    }),
+                    None => None,
+                };
+                out.push((user, membership));
+            }
+        }
+        Ok(out)
+    }
+
     /// Inserts users that do not exist yet (by id). Returns the ids inserted; a user
     /// left out either existed already or collided on userName, which the caller tells apart.
     pub async fn insert_users_if_absent(&mut self, users: &[User]) -> StoreResult<Vec<Uuid>> {
@@ -680,6 +718,46 @@ impl WriteTx {
             .bind(team.to_string())
             .execute(self.conn())
             .await?;
+        Ok(())
+    }
+
+    /// [`WriteTx::touch_teams`] and [`WriteTx::touch_users`] in one round trip when
+    /// both lists are short (a SCIM membership change: one team, a few users): a
+    /// multi-statement on SQLite, a data-modifying WITH on PostgreSQL.
+    pub async fn touch_teams_and_users(
+        &mut self,
+        teams: &[Uuid],
+        users: &[Uuid],
+        at: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        if teams.is_empty() || users.is_empty() || teams.len() + users.len() > IN_CHUNK {
+            self.touch("teams", teams, at).await?;
+            return self.touch("users", users, at).await;
+        }
+        let sql = match params_of(self.conn()) {
+            Params::Anonymous => format!(
+                "UPDATE teams SET version = version + 1, modified = ? WHERE id IN ({}); \
+                 UPDATE users SET version = version + 1, modified = ? WHERE id IN ({})",
+                placeholders(Params::Anonymous, 1, teams.len()),
+                placeholders(Params::Anonymous, 1, users.len()),
+            ),
+            Params::Numbered => format!(
+                "WITH touched AS (UPDATE teams SET version = version + 1, modified = $1 \
+                 WHERE id IN ({})) \
+                 UPDATE users SET version = version + 1, modified = $1 WHERE id IN ({})",
+                placeholders(Params::Numbered, 2, teams.len()),
+                placeholders(Params::Numbered, 2 + teams.len(), users.len()),
+            ),
+        };
+        let at = format_ts(at);
+        let mut binds = Vec::with_capacity(teams.len() + users.len() + 2);
+        binds.push(at.clone());
+        binds.extend(teams.iter().map(Uuid::to_string));
+        if params_of(self.conn()) == Params::Anonymous {
+            binds.push(at);
+        }
+        binds.extend(users.iter().map(Uuid::to_string));
+        super::execute_text(self.conn(), &sql, binds).await?;
         Ok(())
     }
 

@@ -344,6 +344,15 @@ fn tokens_generation(rows: &[sqlx::any::AnyRow]) -> Option<i64> {
     rows.first()?.try_get("tokens").ok()
 }
 
+/// A point inside a [`WriteTx`] (see [`WriteTx::savepoint`]).
+#[derive(Debug)]
+#[must_use = "a savepoint is kept unless rolled back to"]
+pub struct Savepoint {
+    name: &'static str,
+    /// How many statements were kept for COMMIT when it was taken.
+    at_commit: usize,
+}
+
 /// SQLite's default page cache (2 MB), which `end_bulk` and a rollback restore.
 pub(crate) const DEFAULT_CACHE_SIZE: &str = "PRAGMA cache_size = -2000";
 
@@ -424,6 +433,88 @@ impl WriteTx {
     /// transaction depends on; a rollback discards them with everything else.
     pub(crate) fn at_commit(&mut self, sql: String, binds: Vec<String>) {
         self.at_commit.push(Deferred { sql, binds });
+    }
+
+    /// Marks a point that what follows can be undone to with [`WriteTx::rollback_to`],
+    /// leaving what came before in the transaction (several changes that share one
+    /// transaction, each to be refused alone). `name` must be a plain identifier.
+    ///
+    /// A savepoint that is kept needs no release: COMMIT releases every savepoint, and
+    /// a RELEASE would cost a round trip per change.
+    pub async fn savepoint(&mut self, name: &'static str) -> StoreResult<Savepoint> {
+        sqlx::query(&format!("SAVEPOINT {name}"))
+            .execute(self.conn())
+            .await?;
+        Ok(Savepoint {
+            name,
+            at_commit: self.at_commit.len(),
+        })
+    }
+
+    /// [`WriteTx::savepoint`], then the row by id of `table` (`columns` of it), if any:
+    /// the first read of a change that may have to be undone alone. On SQLite both go in
+    /// one round trip. The savepoint is returned whenever it was taken, even if the read
+    /// failed (a failed statement leaves a PostgreSQL transaction unusable until rolled
+    /// back to it).
+    pub(crate) async fn savepoint_then_row(
+        &mut self,
+        name: &'static str,
+        table: &str,
+        columns: &str,
+        id: uuid::Uuid,
+    ) -> (Option<Savepoint>, StoreResult<Option<sqlx::any::AnyRow>>) {
+        if self.postgres.is_some() {
+            let savepoint = match self.savepoint(name).await {
+                Ok(savepoint) => savepoint,
+                Err(e) => return (None, Err(e)),
+            };
+            let row = sqlx::query(&format!("SELECT {columns} FROM {table} WHERE id = $1"))
+                .bind(id.to_string())
+                .fetch_optional(self.conn())
+                .await
+                .map_err(StoreError::from);
+            return (Some(savepoint), row);
+        }
+        let savepoint = Savepoint {
+            name,
+            at_commit: self.at_commit.len(),
+        };
+        let row = sqlx::query(&format!(
+            "SAVEPOINT {name}; SELECT {columns} FROM {table} WHERE id = ?"
+        ))
+        .bind(id.to_string())
+        // `fetch_optional` stops after the first statement, which returns no rows.
+        .fetch_all(self.conn())
+        .await
+        .map(|rows| rows.into_iter().next());
+        match row {
+            Ok(row) => (Some(savepoint), Ok(row)),
+            // Whether the SAVEPOINT ran is unknown; nothing was written after it either
+            // way, and a savepoint left over is released by the COMMIT.
+            Err(e) => (None, Err(e.into())),
+        }
+    }
+
+    /// Undoes everything since `savepoint`, including the statements kept for COMMIT
+    /// since then. An error means the transaction can no longer be trusted (SQLite
+    /// rolls back a whole transaction on some errors, and the savepoint is gone with
+    /// it): the caller must drop it.
+    pub async fn rollback_to(&mut self, savepoint: Savepoint) -> StoreResult<()> {
+        let name = savepoint.name;
+        sqlx::query(&format!("ROLLBACK TO SAVEPOINT {name}"))
+            .execute(self.conn())
+            .await?;
+        sqlx::query(&format!("RELEASE SAVEPOINT {name}"))
+            .execute(self.conn())
+            .await?;
+        self.at_commit.truncate(savepoint.at_commit);
+        // A large change undone half-way leaves the writer's connection with the big
+        // page cache of `begin_bulk`, which outlives the transaction.
+        if self.bulk {
+            sqlx::query(DEFAULT_CACHE_SIZE).execute(self.conn()).await?;
+            self.bulk = false;
+        }
+        Ok(())
     }
 
     pub(crate) fn conn(&mut self) -> &mut sqlx::AnyConnection {

@@ -1,5 +1,5 @@
 use super::rows::{team_from_row, uuid, TEAM_COLUMNS};
-use super::{format_ts, Store, StoreError, StoreResult, WriteTx};
+use super::{format_ts, Savepoint, Store, StoreError, StoreResult, WriteTx};
 use crate::domain::{Membership, Source, Team};
 use sqlx::{AnyConnection, Row};
 use uuid::Uuid;
@@ -72,6 +72,19 @@ impl Store {
 impl WriteTx {
     pub async fn team(&mut self, id: Uuid) -> StoreResult<Option<Team>> {
         fetch_team(self.conn(), id).await
+    }
+
+    /// A savepoint, then the team (see [`WriteTx::savepoint_then_row`]).
+    pub async fn savepoint_then_team(
+        &mut self,
+        savepoint: &'static str,
+        id: Uuid,
+    ) -> (Option<Savepoint>, StoreResult<Option<Team>>) {
+        let (taken, row) = self
+            .savepoint_then_row(savepoint, "teams", TEAM_COLUMNS, id)
+            .await;
+        let team = row.and_then(|row| row.as_ref().map(team_from_row).transpose());
+        (taken, team)
     }
 
     pub async fn update_team(&mut self, team: &Team) -> StoreResult<()> {

@@ -1,5 +1,5 @@
 use super::rows::{user_from_row, USER_COLUMNS};
-use super::{format_ts, is_unique_violation, Store, StoreError, StoreResult, WriteTx};
+use super::{format_ts, is_unique_violation, Savepoint, Store, StoreError, StoreResult, WriteTx};
 use crate::domain::{User, UserName};
 use sqlx::AnyConnection;
 use uuid::Uuid;
@@ -74,6 +74,19 @@ impl Store {
 impl WriteTx {
     pub async fn user(&mut self, id: Uuid) -> StoreResult<Option<User>> {
         fetch_user(self.conn(), id).await
+    }
+
+    /// A savepoint, then the user (see [`WriteTx::savepoint_then_row`]).
+    pub async fn savepoint_then_user(
+        &mut self,
+        savepoint: &'static str,
+        id: Uuid,
+    ) -> (Option<Savepoint>, StoreResult<Option<User>>) {
+        let (taken, row) = self
+            .savepoint_then_row(savepoint, "users", USER_COLUMNS, id)
+            .await;
+        let user = row.and_then(|row| row.as_ref().map(user_from_row).transpose());
+        (taken, user)
     }
 
     pub async fn user_by_name(&mut self, name: &UserName) -> StoreResult<Option<User>> {

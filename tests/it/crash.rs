@@ -1,7 +1,7 @@
-//! Crash consistency: kill -9 in the middle of a large `scimsync apply` and in the
-//! middle of SCIM DELETEs of users with keys, then look at the database. It must
-//! hold the state before or the state after, never a mixture, and the next plan
-//! must converge.
+//! Crash consistency: kill -9 in the middle of a large `scimsync apply`, in the
+//! middle of SCIM DELETEs of users with keys, and in the middle of membership PATCHes
+//! committed together, then look at the database. It must hold the state before or
+//! the state after, never a mixture, and the next plan must converge.
 
 use crate::common;
 
@@ -221,6 +221,60 @@ fn killing_apply_midway_leaves_the_state_before_or_after_and_the_next_apply_conv
 }
 
 const USERS: usize = 400;
+
+/// `scimsync serve` on the database at `url`.
+fn daemon_on(dir: &Path, url: &str) -> Daemon {
+    let mut cmd = serve(dir);
+    cmd.env("SCIMSYNC_DATABASE_URL", url);
+    Daemon::start(cmd)
+}
+
+/// A SCIM token of the default IdP.
+async fn default_scim_token(store: &Store) -> String {
+    store
+        .issue_token("idp", TokenScope::Scim, "default")
+        .await
+        .expect("token")
+        .expose()
+        .to_owned()
+}
+
+/// `n` users named PREFIXi@example.com and a team, all new, as the default IdP's SCIM
+/// client would push them (the team holding every one of them if `members`); with the
+/// users' ids and the team's.
+fn scim_users_and_team(
+    prefix: &str,
+    n: usize,
+    team: &str,
+    members: bool,
+) -> (scimsync::reconcile::Desired, Vec<Uuid>, Uuid) {
+    use scimsync::reconcile::{Desired, DesiredTeam, DesiredUser, Intent, MemberRef, MemberSpec};
+    let team_id = Uuid::new_v4();
+    let mut desired = Desired::new(
+        Source::Scim("default".into()),
+        scimsync::reconcile::Scope::Listed,
+    );
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+    for (i, id) in ids.iter().enumerate() {
+        let name =
+            scimsync::domain::UserName::parse(&format!("{prefix}{i}@example.com")).expect("name");
+        desired.users.push(DesiredUser {
+            id: Some(*id),
+            intent: Intent::Create,
+            ..DesiredUser::new(name)
+        });
+    }
+    desired.teams.push(DesiredTeam {
+        id: Some(team_id),
+        intent: Intent::Create,
+        members: match members {
+            true => MemberSpec::Exactly(ids.iter().map(|id| MemberRef::UserId(*id)).collect()),
+            false => MemberSpec::Unchanged,
+        },
+        ..DesiredTeam::new(scimsync::domain::TeamName::parse(team).expect("name"))
+    });
+    (desired, ids, team_id)
+}
 const KEYS_PER_USER: usize = 3;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,35 +284,7 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
     let store = Store::open(&url, 2).await.expect("store");
     // The victims, their team and memberships, pushed as the default IdP's SCIM client
     // would: through the engine, in one transaction.
-    let team_id = Uuid::new_v4();
-    let mut desired = scimsync::reconcile::Desired::new(
-        Source::Scim("default".into()),
-        scimsync::reconcile::Scope::Listed,
-    );
-    let mut ids = Vec::new();
-    for i in 0..USERS {
-        let id = Uuid::new_v4();
-        desired.users.push(scimsync::reconcile::DesiredUser {
-            id: Some(id),
-            intent: scimsync::reconcile::Intent::Create,
-            ..scimsync::reconcile::DesiredUser::new(
-                scimsync::domain::UserName::parse(&format!("victim{i}@example.com")).expect("name"),
-            )
-        });
-        ids.push(id);
-    }
-    desired.teams.push(scimsync::reconcile::DesiredTeam {
-        id: Some(team_id),
-        intent: scimsync::reconcile::Intent::Create,
-        members: scimsync::reconcile::MemberSpec::Exactly(
-            ids.iter()
-                .map(|id| scimsync::reconcile::MemberRef::UserId(*id))
-                .collect(),
-        ),
-        ..scimsync::reconcile::DesiredTeam::new(
-            scimsync::domain::TeamName::parse("Everyone").expect("name"),
-        )
-    });
+    let (desired, ids, team_id) = scim_users_and_team("victim", USERS, "Everyone", true);
     common::apply_as_operator(&store, &desired).await;
     for user_id in &ids {
         for k in 0..KEYS_PER_USER {
@@ -274,19 +300,10 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
                 .expect("key");
         }
     }
-    let token = store
-        .issue_token("idp", TokenScope::Scim, "default")
-        .await
-        .expect("token")
-        .expose()
-        .to_owned();
+    let token = default_scim_token(&store).await;
     store.close().await;
 
-    let mut daemon = Daemon::start({
-        let mut cmd = serve(dir.path());
-        cmd.env("SCIMSYNC_DATABASE_URL", &url);
-        cmd
-    });
+    let mut daemon = daemon_on(dir.path(), &url);
     let base = daemon.url("/scim/v2/Users");
     let client = reqwest::Client::new();
     let acknowledged = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
@@ -386,15 +403,177 @@ async fn killing_the_daemon_during_user_deletions_never_separates_a_user_from_th
     );
 
     // The restarted daemon serves and agrees with the database.
-    let daemon = Daemon::start({
-        let mut cmd = serve(dir.path());
-        cmd.env("SCIMSYNC_DATABASE_URL", &url);
-        cmd
-    });
+    let daemon = daemon_on(dir.path(), &url);
     let ready = client
         .get(daemon.url("/readyz"))
         .send()
         .await
         .expect("restarted daemon answers");
     assert_eq!(ready.status(), 200);
+}
+
+/// Members added by PATCH, one per request, in the grouped-commit test below.
+const PATCHED: usize = 300;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_daemon_during_grouped_patches_keeps_every_acknowledged_member_and_no_half_patch(
+) {
+    let dir = tempfile::tempdir().expect("temporary directory");
+    let url = match common::postgres_server() {
+        Some(server) => common::fresh_postgres_database(&server).await,
+        None => db_url(dir.path()),
+    };
+    let store = Store::open(&url, 2).await.expect("store");
+    // The users and their (empty) group, as the default IdP's SCIM client made them.
+    let (desired, ids, team_id) = scim_users_and_team("member", PATCHED, "Grouped", false);
+    common::apply_as_operator(&store, &desired).await;
+    let token = default_scim_token(&store).await;
+    store.close().await;
+
+    let mut daemon = daemon_on(dir.path(), &url);
+    let group = daemon.url(&format!(
+        "/scim/v2/Groups/{team_id}?excludedAttributes=members"
+    ));
+    let metrics = daemon.url("/metrics");
+    let reader = token.clone();
+    let client = reqwest::Client::new();
+    let acknowledged = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let patching = {
+        let (ids, client, acknowledged) = (ids.clone(), client.clone(), acknowledged.clone());
+        tokio::spawn(async move {
+            use futures::StreamExt;
+            // 32 PATCHes in flight at any time, so that they queue up and commit together.
+            let answers = futures::stream::iter(ids).map(|id| {
+                let body = json!({
+                    "schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"],
+                    "Operations": [{"op": "add", "path": "members", "value": [{"value": id}]}]
+                });
+                let request = client
+                    .patch(&group)
+                    .bearer_auth(&token)
+                    .header("content-type", "application/scim+json")
+                    .body(body.to_string())
+                    .send();
+                async move { (id, request.await) }
+            });
+            let mut answers = answers.buffer_unordered(32);
+            while let Some((id, answer)) = answers.next().await {
+                match answer {
+                    Ok(r) if r.status().is_success() => {
+                        if let Ok(mut acked) = acknowledged.lock() {
+                            acked.push(id);
+                        }
+                    }
+                    // Only a refusal the test did not cause is an error here.
+                    Ok(r) => panic!("PATCH answered {}", r.status()),
+                    Err(_) => {} // the daemon is gone
+                }
+            }
+        })
+    };
+    let acked = |acknowledged: &std::sync::Mutex<Vec<Uuid>>| {
+        acknowledged.lock().map(|a| a.len()).unwrap_or_default()
+    };
+    let kill_at = rand::thread_rng().gen_range(PATCHED / 8..PATCHED / 2);
+    let started = Instant::now();
+    while acked(&acknowledged) < kill_at {
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "PATCHes stalled"
+        );
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    // Taken at the last moment: how many changes shared their transactions.
+    let exposition = client
+        .get(&metrics)
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    daemon.child.kill().expect("SIGKILL sent");
+    let _ = daemon.child.wait();
+    let _ = patching.await;
+    drop(daemon);
+    let acknowledged: Vec<Uuid> = acknowledged.lock().map(|a| a.clone()).unwrap_or_default();
+
+    let figure = |name: &str| -> f64 {
+        exposition
+            .lines()
+            .find_map(|line| line.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or(0.0)
+    };
+    let (changes, transactions) = (
+        figure("scimsync_scim_change_batch_size_sum"),
+        figure("scimsync_scim_change_batch_size_count"),
+    );
+    assert!(
+        changes > transactions,
+        "{changes} PATCHes in {transactions} transactions: none were grouped"
+    );
+
+    let pool = open(&url).await;
+    let team = team_id.to_string();
+    let members: std::collections::BTreeSet<String> =
+        sqlx::query("SELECT user_id FROM memberships WHERE team_id = $1")
+            .bind(&team)
+            .fetch_all(&pool)
+            .await
+            .expect("members")
+            .iter()
+            .map(|row| row.get::<String, _>(0))
+            .collect();
+    for id in &acknowledged {
+        assert!(
+            members.contains(&id.to_string()),
+            "member {id} was acknowledged but is not in the group after the crash"
+        );
+    }
+    assert!(
+        members.len() < PATCHED,
+        "every PATCH finished before the kill; nothing was interrupted"
+    );
+    // Each PATCH is whole or absent: its membership, its audit row and its version.
+    let audited = count(
+        &pool,
+        &format!(
+            "SELECT COUNT(*) FROM audit_log WHERE operation = 'add_member' \
+             AND target LIKE 'membership:{team}:%'"
+        ),
+    )
+    .await;
+    let version = count(
+        &pool,
+        &format!("SELECT version FROM teams WHERE id = '{team}'"),
+    )
+    .await;
+    assert_eq!(audited, members.len() as i64, "audit rows for the members");
+    assert_eq!(
+        version,
+        1 + members.len() as i64,
+        "one version per applied PATCH"
+    );
+    pool.close().await;
+
+    // The restarted daemon serves what the database holds.
+    let daemon = daemon_on(dir.path(), &url);
+    let read: Value = client
+        .get(daemon.url(&format!("/scim/v2/Groups/{team_id}")))
+        .bearer_auth(&reader)
+        .send()
+        .await
+        .expect("restarted daemon answers")
+        .json()
+        .await
+        .expect("a group");
+    let served: std::collections::BTreeSet<String> = read["members"]
+        .as_array()
+        .map(|m| {
+            m.iter()
+                .filter_map(|m| m["value"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(served, members);
 }

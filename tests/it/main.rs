@@ -21,6 +21,7 @@ mod connections;
 mod crash;
 mod daemon;
 mod fuzz_regressions;
+mod group_commit;
 mod hostile_input;
 mod idp_auth0;
 mod idp_faults;

@@ -81,6 +81,8 @@ pub struct TestApp {
     pub base_url: String,
     /// The store the server uses, for seeding and for checking what was written.
     pub store: Store,
+    /// The server's shared state (its group commit's counters, for one).
+    pub state: scimsync::state::AppState,
     pub config: Config,
     /// The `initial` SCIM token the server wrote on first start.
     pub scim_token: String,
@@ -122,6 +124,7 @@ impl TestApp {
         let app = App::build(config.clone()).await.expect("app starts");
         let addr = app.local_addr().expect("bound address");
         let store = app.state().store.clone();
+        let state = app.state().clone();
         let (tx, rx) = oneshot::channel::<()>();
         tokio::spawn(async move {
             let _ = app
@@ -140,6 +143,7 @@ impl TestApp {
             addr,
             base_url: format!("http://{addr}"),
             store,
+            state,
             config,
             scim_token,
             http: reqwest::Client::new(),
