@@ -75,7 +75,12 @@ async fn litellm_bench_initial_mirror_and_patch_delay() {
         .expect("applied");
     let committed = started.elapsed();
     loop {
-        let (depth, _) = app.store.outbox_depth("bench").await.unwrap();
+        let depth = app
+            .store
+            .outbox_depth("bench", scimsync::target::worker::DEAD_AFTER)
+            .await
+            .unwrap()
+            .waiting;
         if depth == 0 {
             break;
         }
