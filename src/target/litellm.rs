@@ -118,6 +118,13 @@ pub fn email_of(user: &User) -> Option<String> {
     })
 }
 
+/// Emails as LiteLLM compares them (its duplicate check and `user_email` filter are
+/// case-insensitive in the database, Unicode included). No other folding: a look-alike
+/// address (a Cyrillic "а") is another address and is never adopted.
+pub fn same_email(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
 /// Whether `have` (a `metadata.scimsync` value) marks the object as ours: the same id
 /// and source. Other keys (`adopted`) do not count.
 pub fn owner_matches(have: Option<&Value>, ours: &Value) -> bool {
@@ -156,7 +163,7 @@ impl UserSpec {
             if !have
                 .user_email
                 .as_deref()
-                .is_some_and(|theirs| theirs.eq_ignore_ascii_case(ours))
+                .is_some_and(|theirs| same_email(theirs, ours))
             {
                 changes.push(("user_email", json!(have.user_email), json!(ours)));
             }
@@ -469,7 +476,7 @@ impl Client {
         Ok(users.into_iter().find(|u| {
             u.user_email
                 .as_deref()
-                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+                .is_some_and(|e| same_email(e, email))
         }))
     }
 
@@ -763,6 +770,12 @@ mod tests {
         assert_eq!(body["metadata"]["cost_center"], "42");
         assert_eq!(body["metadata"]["scim_active"], false);
         assert_eq!(body["metadata"]["scimsync"]["id"], user.id.to_string());
+    }
+
+    #[test]
+    fn a_look_alike_email_is_another_address() {
+        assert!(same_email("Éva@Example.com", "éva@example.com"));
+        assert!(!same_email("dave@exаmple.com", "dave@example.com"));
     }
 
     #[test]

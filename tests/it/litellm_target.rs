@@ -1053,3 +1053,53 @@ fn hangup(daemon: &crate::common::daemon::Daemon) {
         .status()
         .unwrap();
 }
+
+#[tokio::test]
+async fn a_user_linked_before_adoption_stamped_users_is_adopted_by_the_next_repair() {
+    use scimsync::store::targets::TargetLink;
+    let fake = FakeLiteLlm::start().await;
+    fake.insert_user(json!({"user_id": "nina-legacy", "user_email": "nina@example.com", "user_role": "proxy_admin", "metadata": {"note": "kept"}}));
+    // A store written by an earlier version: linked, managed=false, never stamped.
+    let app = TestApp::spawn().await;
+    let nina = create_user(&app, "nina@example.com").await;
+    app.store
+        .set_target_link(
+            "litellm",
+            &TargetLink {
+                kind: "user".into(),
+                local_id: nina.clone(),
+                remote_id: "nina-legacy".into(),
+                managed: false,
+            },
+        )
+        .await
+        .unwrap();
+    let config = cli_config(&app, &fake, "");
+    let out = cli(&app, &config, &["plan", "--target", "litellm"]).await;
+    let text = stdout(&out);
+    assert!(
+        text.contains("~ user nina@example.com: adopt existing LiteLLM user \"nina-legacy\" (same email; managed by scimsync from now on)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("user_role: \"proxy_admin\" → \"internal_user_viewer\""),
+        "the plan shows what adoption changes: {text}"
+    );
+    let out = cli(&app, &config, &["apply", "--target", "litellm"]).await;
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let stamped = fake.user("nina-legacy").unwrap();
+    assert_eq!(stamped["metadata"]["scimsync"]["id"], nina.as_str());
+    assert_eq!(stamped["metadata"]["scimsync"]["adopted"], true);
+    assert_eq!(stamped["metadata"]["note"], "kept");
+    let link = app
+        .store
+        .target_link("litellm", "user", &nina)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(link.managed);
+    let writes = fake.writes();
+    let out = cli(&app, &config, &["apply", "--target", "litellm"]).await;
+    assert!(stdout(&out).contains("No changes"), "{}", stdout(&out));
+    assert_eq!(fake.writes(), writes);
+}
