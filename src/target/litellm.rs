@@ -404,6 +404,51 @@ impl Client {
             .await
     }
 
+    /// One page of a list (`/user/list`, `/v2/team/list`): the items under `key`, and
+    /// how many pages there are.
+    async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        page: u64,
+        filter: &[(&str, String)],
+    ) -> Result<(Vec<T>, u64), TargetError> {
+        let mut query = vec![
+            ("page", page.to_string()),
+            ("page_size", PAGE_SIZE.to_string()),
+        ];
+        query.extend(filter.iter().cloned());
+        let (status, body) = self.get(path, &query).await?;
+        if status != 200 {
+            return Err(rejected(status, &body));
+        }
+        let items = parse(body.get(key).cloned().unwrap_or(json!([])), path)?;
+        let total_pages = body.get("total_pages").and_then(Value::as_u64).unwrap_or(0);
+        Ok((items, total_pages))
+    }
+
+    /// Every item of a list, page by page, in `order` (a column) ascending: LiteLLM's
+    /// default, newest first, shifts the pages under a list that runs while objects
+    /// are created.
+    async fn all_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        order: &str,
+    ) -> Result<Vec<T>, TargetError> {
+        let sort = [("sort_by", order.to_owned()), ("sort_order", "asc".into())];
+        let mut all = Vec::new();
+        for page in 1.. {
+            let (items, total_pages): (Vec<T>, u64) = self.page(path, key, page, &sort).await?;
+            let last = items.is_empty() || page >= total_pages;
+            all.extend(items);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     /// `/user/info`: `None` for a user LiteLLM does not have.
     pub async fn user_info(&self, user_id: &str) -> Result<Option<LiteUser>, TargetError> {
         let (status, body) = self
@@ -419,60 +464,22 @@ impl Client {
         }
     }
 
-    /// Every LiteLLM user, a page of at most 100 at a time, in `user_id` order: the
-    /// default order is newest first, which shifts the pages under a list that runs
-    /// while users are created.
+    /// Every LiteLLM user, a page of at most 100 at a time, in `user_id` order.
     pub async fn all_users(&self) -> Result<Vec<LiteUser>, TargetError> {
-        let mut users = Vec::new();
-        for page in 1.. {
-            let (status, body) = self
-                .get(
-                    "/user/list",
-                    &[
-                        ("page", page.to_string()),
-                        ("page_size", PAGE_SIZE.to_string()),
-                        ("sort_by", "user_id".into()),
-                        ("sort_order", "asc".into()),
-                    ],
-                )
-                .await?;
-            if status != 200 {
-                return Err(rejected(status, &body));
-            }
-            let batch: Vec<LiteUser> = parse(
-                body.get("users").cloned().unwrap_or(json!([])),
-                "/user/list",
-            )?;
-            let total_pages = body.get("total_pages").and_then(Value::as_u64).unwrap_or(0);
-            let last = batch.is_empty() || page as u64 >= total_pages;
-            users.extend(batch);
-            if last {
-                break;
-            }
-        }
-        Ok(users)
+        self.all_pages("/user/list", "users", "user_id").await
     }
 
     /// The user with this email (case-insensitively), if LiteLLM has one.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<LiteUser>, TargetError> {
-        let (status, body) = self
-            .get(
+        // LiteLLM's filter matches substrings: keep only the exact address.
+        let (users, _) = self
+            .page::<LiteUser>(
                 "/user/list",
-                &[
-                    ("user_email", email.to_owned()),
-                    ("page", "1".into()),
-                    ("page_size", PAGE_SIZE.to_string()),
-                ],
+                "users",
+                1,
+                &[("user_email", email.to_owned())],
             )
             .await?;
-        if status != 200 {
-            return Err(rejected(status, &body));
-        }
-        // LiteLLM's filter matches substrings: keep only the exact address.
-        let users: Vec<LiteUser> = parse(
-            body.get("users").cloned().unwrap_or(json!([])),
-            "/user/list",
-        )?;
         Ok(users.into_iter().find(|u| {
             u.user_email
                 .as_deref()
@@ -524,58 +531,22 @@ impl Client {
     }
 
     /// Every LiteLLM team (`/v2/team/list`), a page of at most 100 at a time, in
-    /// `team_id` order (not the default, newest first, for the same reason).
+    /// `team_id` order.
     pub async fn all_teams(&self) -> Result<Vec<LiteTeam>, TargetError> {
-        let mut teams = Vec::new();
-        for page in 1.. {
-            let (status, body) = self
-                .get(
-                    "/v2/team/list",
-                    &[
-                        ("page", page.to_string()),
-                        ("page_size", PAGE_SIZE.to_string()),
-                        ("sort_by", "team_id".into()),
-                        ("sort_order", "asc".into()),
-                    ],
-                )
-                .await?;
-            if status != 200 {
-                return Err(rejected(status, &body));
-            }
-            let batch: Vec<LiteTeam> = parse(
-                body.get("teams").cloned().unwrap_or(json!([])),
-                "/v2/team/list",
-            )?;
-            let total_pages = body.get("total_pages").and_then(Value::as_u64).unwrap_or(0);
-            let last = batch.is_empty() || page as u64 >= total_pages;
-            teams.extend(batch);
-            if last {
-                break;
-            }
-        }
-        Ok(teams)
+        self.all_pages("/v2/team/list", "teams", "team_id").await
     }
 
     /// The teams whose alias is `alias` (LiteLLM's filter matches substrings without
     /// case; only the same alias, ignoring case, is kept).
     pub async fn teams_with_alias(&self, alias: &str) -> Result<Vec<LiteTeam>, TargetError> {
-        let (status, body) = self
-            .get(
+        let (teams, _) = self
+            .page::<LiteTeam>(
                 "/v2/team/list",
-                &[
-                    ("team_alias", alias.to_owned()),
-                    ("page", "1".into()),
-                    ("page_size", PAGE_SIZE.to_string()),
-                ],
+                "teams",
+                1,
+                &[("team_alias", alias.to_owned())],
             )
             .await?;
-        if status != 200 {
-            return Err(rejected(status, &body));
-        }
-        let teams: Vec<LiteTeam> = parse(
-            body.get("teams").cloned().unwrap_or(json!([])),
-            "/v2/team/list",
-        )?;
         Ok(teams
             .into_iter()
             .filter(|t| {
