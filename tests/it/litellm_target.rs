@@ -925,8 +925,11 @@ async fn a_429_is_retried_after_the_retry_after_it_names() {
         config.target.push(target);
     })
     .await;
-    // Let the drift repair at start finish before the limit bites.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The drift repair at start lists users, then teams: the limit is for what follows.
+    eventually("the start repair listed the teams", WAIT, || {
+        fake.calls("/v2/team/list") > 0
+    })
+    .await;
     fake.rate_limit_next(1);
     let started = Instant::now();
     create_user(&app, "lee@example.com").await;
