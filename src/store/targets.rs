@@ -30,16 +30,9 @@ pub struct NewOutboxRow {
     pub payload: serde_json::Value,
 }
 
-/// The outbox of one target, counted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct OutboxDepth {
-    /// Rows still to be delivered (due or waiting for their retry).
-    pub waiting: i64,
-    /// Rows given up on after repeated refusals; a successful drift repair clears them.
-    pub dead: i64,
-    /// When the oldest row still to be delivered was written.
-    pub oldest: Option<DateTime<Utc>>,
-}
+/// Refusals after which an outbox row is a dead letter: never tried again, counted
+/// apart, cleared by a drift repair that succeeds (src/target/worker.rs).
+pub const OUTBOX_DEAD_AFTER: i64 = 12;
 
 /// Our object → the target's id for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,15 +96,14 @@ impl WriteTx {
 impl Store {
     /// The rows of `target` due at `now`: up to `fresh` never tried (in commit order)
     /// and up to `retries` tried before (longest waiting first). Two shares, so that
-    /// rows that keep failing cannot crowd out newer changes; rows tried
-    /// `dead_after` times or more are dead letters and never returned.
+    /// rows that keep failing cannot crowd out newer changes; dead letters
+    /// ([`OUTBOX_DEAD_AFTER`]) are never returned.
     pub async fn outbox_due(
         &self,
         target: &str,
         now: DateTime<Utc>,
         fresh: i64,
         retries: i64,
-        dead_after: i64,
     ) -> StoreResult<Vec<OutboxRow>> {
         const COLUMNS: &str =
             "id, target, object, op, payload, created, attempts, next_attempt, last_error";
@@ -131,7 +123,7 @@ impl Store {
                  AND attempts < $2 AND next_attempt <= $3 ORDER BY next_attempt, id LIMIT $4"
             ))
             .bind(target.to_owned())
-            .bind(dead_after)
+            .bind(OUTBOX_DEAD_AFTER)
             .bind(now)
             .bind(retries)
             .fetch_all(self.pool())
@@ -175,13 +167,13 @@ impl Store {
     }
 
     /// A failed delivery of the rows `ids` (one object's): tried again at
-    /// `next_attempt`, or never again (a dead letter) with `attempts` set to `dead`.
-    /// `error` must hold no secret.
+    /// `next_attempt`, or, `dead`, never again (a dead letter). `error` must hold no
+    /// secret.
     pub async fn outbox_failed(
         &self,
         ids: &[i64],
         next_attempt: DateTime<Utc>,
-        dead: Option<i64>,
+        dead: bool,
         error: &str,
     ) -> StoreResult<()> {
         for chunk in ids.chunks(OUTBOX_CHUNK) {
@@ -192,7 +184,7 @@ impl Store {
                 placeholders.join(", ")
             );
             let mut query = sqlx::query(&sql)
-                .bind(dead.unwrap_or(0))
+                .bind(if dead { OUTBOX_DEAD_AFTER } else { 0 })
                 .bind(format_ts(next_attempt))
                 .bind(error.to_owned());
             for id in chunk {
@@ -203,39 +195,43 @@ impl Store {
         Ok(())
     }
 
-    /// What waits for `target`: rows still to be delivered, dead letters (tried
-    /// `dead_after` times or more), and when the oldest row still to be delivered was
-    /// written.
-    pub async fn outbox_depth(&self, target: &str, dead_after: i64) -> StoreResult<OutboxDepth> {
+    /// How many rows wait for `target` (dead letters aside), and when the oldest of
+    /// them was written.
+    pub async fn outbox_depth(&self, target: &str) -> StoreResult<(i64, Option<DateTime<Utc>>)> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS depth, \
-             COALESCE(SUM(CASE WHEN attempts >= $2 THEN 1 ELSE 0 END), 0) AS dead, \
-             MIN(CASE WHEN attempts < $2 THEN created END) AS oldest \
-             FROM target_outbox WHERE target = $1",
+            "SELECT COUNT(*) AS depth, MIN(created) AS oldest FROM target_outbox \
+             WHERE target = $1 AND attempts < $2",
         )
         .bind(target.to_owned())
-        .bind(dead_after)
+        .bind(OUTBOX_DEAD_AFTER)
         .fetch_one(self.pool())
         .await?;
         let depth: i64 = row.try_get("depth")?;
-        let dead: i64 = row.try_get("dead")?;
         let oldest: Option<String> = row.try_get("oldest")?;
         let oldest = oldest
             .map(|at| parse_ts("target_outbox", &at))
             .transpose()?;
-        Ok(OutboxDepth {
-            waiting: depth - dead,
-            dead,
-            oldest,
-        })
+        Ok((depth, oldest))
+    }
+
+    /// How many dead letters `target` has.
+    pub async fn outbox_dead(&self, target: &str) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS dead FROM target_outbox WHERE target = $1 AND attempts >= $2",
+        )
+        .bind(target.to_owned())
+        .bind(OUTBOX_DEAD_AFTER)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("dead")?)
     }
 
     /// Drops the dead letters of `target`: a drift repair that succeeded has made the
     /// target agree with the store, which is what they were about.
-    pub async fn outbox_clear_dead(&self, target: &str, dead_after: i64) -> StoreResult<u64> {
+    pub async fn outbox_clear_dead(&self, target: &str) -> StoreResult<u64> {
         let done = sqlx::query("DELETE FROM target_outbox WHERE target = $1 AND attempts >= $2")
             .bind(target.to_owned())
-            .bind(dead_after)
+            .bind(OUTBOX_DEAD_AFTER)
             .execute(self.pool())
             .await?;
         Ok(done.rows_affected())

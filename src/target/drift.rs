@@ -492,10 +492,7 @@ pub async fn plan(
             safety.max_deletions, safety.max_deletion_ratio
         )
     });
-    let dead_letters = store
-        .outbox_depth(&target.name, super::worker::DEAD_AFTER)
-        .await?
-        .dead;
+    let dead_letters = store.outbox_dead(&target.name).await?;
     Ok(DriftPlan {
         target: target.name.clone(),
         ops,
@@ -569,10 +566,7 @@ pub async fn apply(target: &Target, plan: &DriftPlan) -> Result<Repaired, Target
         }
     }
     if repaired.failures.is_empty() && plan.dead_letters > 0 {
-        let cleared = target
-            .store
-            .outbox_clear_dead(&target.name, super::worker::DEAD_AFTER)
-            .await?;
+        let cleared = target.store.outbox_clear_dead(&target.name).await?;
         tracing::info!(target = %target.name, cleared, "dead letters cleared by a drift repair");
     }
     Ok(repaired)

@@ -31,7 +31,7 @@ const MAX_BACKOFF_SECS: f64 = 300.0;
 /// Refusals after which an object is a dead letter (about 25 minutes of retries).
 /// Outages and timeouts never make one: they are retried every 5 minutes until the
 /// target is back.
-pub const DEAD_AFTER: i64 = 12;
+pub const DEAD_AFTER: i64 = crate::store::targets::OUTBOX_DEAD_AFTER;
 
 /// What one round did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -64,7 +64,7 @@ pub async fn deliver_due(target: &Target) -> Result<Round, TargetError> {
     let now = Utc::now();
     let rows = target
         .store
-        .outbox_due(&target.name, now, FRESH, RETRIES, DEAD_AFTER)
+        .outbox_due(&target.name, now, FRESH, RETRIES)
         .await?;
     // object → its rows in this round, in the order objects first appear.
     let mut objects: Vec<(String, Vec<OutboxRow>)> = Vec::new();
@@ -173,7 +173,7 @@ async fn settle(
                     tracing::error!(target = %target.name, object = %first.object, attempts = attempts + 1, error = %e, "delivery refused again; given up (a dead letter) until a drift repair");
                     target
                         .store
-                        .outbox_failed(&ids, now, Some(DEAD_AFTER), &e.to_string())
+                        .outbox_failed(&ids, now, true, &e.to_string())
                         .await?;
                 } else {
                     let jitter = rand::Rng::gen_range(&mut rand::thread_rng(), 0.8..1.2);
@@ -181,7 +181,7 @@ async fn settle(
                     tracing::warn!(target = %target.name, object = %first.object, attempts = attempts + 1, error = %e, "delivery failed; will retry");
                     target
                         .store
-                        .outbox_failed(&ids, next, None, &e.to_string())
+                        .outbox_failed(&ids, next, false, &e.to_string())
                         .await?;
                 }
                 round.failed += 1;
@@ -194,11 +194,12 @@ async fn settle(
 
 /// Refreshes the depth, dead-letter and lag gauges.
 pub async fn report_depth(target: &Target) {
-    if let Ok(depth) = target.store.outbox_depth(&target.name, DEAD_AFTER).await {
-        let lag = depth.oldest.map_or(0.0, |at| {
+    let dead = target.store.outbox_dead(&target.name).await.unwrap_or(0);
+    if let Ok((depth, oldest)) = target.store.outbox_depth(&target.name).await {
+        let lag = oldest.map_or(0.0, |at| {
             (Utc::now() - at).num_milliseconds().max(0) as f64 / 1000.0
         });
-        crate::metrics::target_outbox(&target.name, depth.waiting as f64, depth.dead as f64, lag);
+        crate::metrics::target_outbox(&target.name, depth as f64, dead as f64, lag);
     }
 }
 

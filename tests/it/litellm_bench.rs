@@ -75,12 +75,7 @@ async fn litellm_bench_initial_mirror_and_patch_delay() {
         .expect("applied");
     let committed = started.elapsed();
     loop {
-        let depth = app
-            .store
-            .outbox_depth("bench", scimsync::target::worker::DEAD_AFTER)
-            .await
-            .unwrap()
-            .waiting;
+        let (depth, _) = app.store.outbox_depth("bench").await.unwrap();
         if depth == 0 {
             break;
         }

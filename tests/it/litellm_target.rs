@@ -70,11 +70,7 @@ async fn metrics_showing(app: &TestApp, lines: &[&str]) -> String {
 
 /// Outbox rows of `target` still to be delivered.
 async fn waiting(app: &TestApp, target: &str) -> i64 {
-    app.store
-        .outbox_depth(target, scimsync::target::worker::DEAD_AFTER)
-        .await
-        .unwrap()
-        .waiting
+    app.store.outbox_depth(target).await.unwrap().0
 }
 
 async fn create_user(app: &TestApp, user_name: &str) -> String {
@@ -812,35 +808,25 @@ async fn changes_that_keep_failing_cannot_starve_a_newer_change() {
 
 #[tokio::test]
 async fn a_dead_letter_is_counted_shown_by_the_plan_and_cleared_by_a_clean_repair() {
-    use scimsync::target::worker::DEAD_AFTER;
     let fake = FakeLiteLlm::start().await;
     fake.set_failing(true);
     let app = spawn(&fake, |_| {}).await;
     create_user(&app, "ivy@example.com").await;
-    // Refused over and over until given up: what the worker does after DEAD_AFTER
+    // Refused over and over until given up: what the worker does after 12
     // refusals, written as it writes it.
     let far = chrono::Utc::now() + chrono::Duration::days(1);
-    let rows = app
-        .store
-        .outbox_due("litellm", far, 10, 10, DEAD_AFTER)
-        .await
-        .unwrap();
+    let rows = app.store.outbox_due("litellm", far, 10, 10).await.unwrap();
     let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 1, "{rows:?}");
     app.store
-        .outbox_failed(
-            &ids,
-            chrono::Utc::now(),
-            Some(DEAD_AFTER),
-            "refused (HTTP 400)",
-        )
+        .outbox_failed(&ids, chrono::Utc::now(), true, "refused (HTTP 400)")
         .await
         .unwrap();
-    let depth = app.store.outbox_depth("litellm", DEAD_AFTER).await.unwrap();
-    assert_eq!((depth.waiting, depth.dead), (0, 1));
+    assert_eq!(waiting(&app, "litellm").await, 0);
+    assert_eq!(app.store.outbox_dead("litellm").await.unwrap(), 1);
     assert!(
         app.store
-            .outbox_due("litellm", far, 10, 10, DEAD_AFTER)
+            .outbox_due("litellm", far, 10, 10)
             .await
             .unwrap()
             .is_empty(),
@@ -859,8 +845,8 @@ async fn a_dead_letter_is_counted_shown_by_the_plan_and_cleared_by_a_clean_repai
     let out = cli(&app, &config, &["apply", "--target", "litellm"]).await;
     assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
     assert!(fake.user("ivy@example.com").is_some());
-    let depth = app.store.outbox_depth("litellm", DEAD_AFTER).await.unwrap();
-    assert_eq!((depth.waiting, depth.dead), (0, 0));
+    assert_eq!(waiting(&app, "litellm").await, 0);
+    assert_eq!(app.store.outbox_dead("litellm").await.unwrap(), 0);
 }
 
 #[tokio::test]
@@ -942,14 +928,7 @@ async fn a_429_is_retried_after_the_retry_after_it_names() {
         "waited for Retry-After: {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        app.store
-            .outbox_depth("litellm", scimsync::target::worker::DEAD_AFTER)
-            .await
-            .unwrap()
-            .dead,
-        0
-    );
+    assert_eq!(app.store.outbox_dead("litellm").await.unwrap(), 0);
 }
 
 #[tokio::test]
