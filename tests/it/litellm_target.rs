@@ -903,14 +903,7 @@ async fn a_member_already_in_the_team_does_not_keep_the_others_out() {
 #[tokio::test]
 async fn a_429_is_retried_after_the_retry_after_it_names() {
     let fake = FakeLiteLlm::start().await;
-    let url = fake.url.clone();
-    let app = TestApp::spawn_with(move |config| {
-        let mut target = TargetConfig::new("litellm", TargetKind::Litellm, &url);
-        target.master_key = Some(MASTER_KEY.into());
-        target.max_retries = Some(2);
-        config.target.push(target);
-    })
-    .await;
+    let app = spawn(&fake, |config| config.target[0].max_retries = Some(2)).await;
     // The drift repair at start lists users, then teams: the limit is for what follows.
     eventually("the start repair listed the teams", WAIT, || {
         fake.calls("/v2/team/list") > 0
