@@ -242,11 +242,17 @@ impl App {
         let scheduler = Arc::new(tokio::sync::Mutex::new(
             crate::sync::start(&self.state, &self.state.current_config()).await?,
         ));
+        // [[target]]: outbox delivery and drift repair (src/target/); a reload that
+        // changes the targets restarts them.
+        let targets: SharedTargets = Arc::new(tokio::sync::Mutex::new(Some(
+            crate::target::start(&self.state.current_config(), &store).await?,
+        )));
         let reloads = match self.reloader.clone() {
             Some(loader) => Some(spawn_reload_on_hangup(
                 self.state.clone(),
                 loader,
                 scheduler.clone(),
+                targets.clone(),
             )?),
             None => None,
         };
@@ -255,8 +261,6 @@ impl App {
         let watchdog = systemd::spawn_watchdog(store.clone());
         // Pruning to [audit] retain; SQLite's optimize and checkpoints.
         let maintenance = crate::maintenance::start(&self.state);
-        // [[target]]: outbox delivery and drift repair (src/target/).
-        let targets = crate::target::start(&self.state.current_config(), &store).await?;
         let header_read_timeout =
             Duration::from_secs(self.state.current_config().server.header_read_timeout_secs);
         let max_connections = {
@@ -284,7 +288,9 @@ impl App {
             scheduler.shutdown().await;
         }
         maintenance.shutdown().await;
-        targets.shutdown().await;
+        if let Some(targets) = targets.lock().await.take() {
+            targets.shutdown().await;
+        }
         store.close().await;
         tracing::info!("stopped");
         Ok(())
@@ -312,12 +318,14 @@ async fn register_idp_metrics(store: &Store, config: &Config) {
 }
 
 type SharedScheduler = Arc<tokio::sync::Mutex<Option<crate::sync::Scheduler>>>;
+type SharedTargets = Arc<tokio::sync::Mutex<Option<crate::target::Running>>>;
 
 /// Listens for SIGHUP (installed before READY=1, so an early reload is not fatal).
 fn spawn_reload_on_hangup(
     state: AppState,
     loader: ConfigLoader,
     scheduler: SharedScheduler,
+    targets: SharedTargets,
 ) -> anyhow::Result<tokio::task::JoinHandle<()>> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hangups = signal(SignalKind::hangup())
@@ -328,6 +336,13 @@ fn spawn_reload_on_hangup(
             match loader() {
                 Ok(config) => {
                     if let Err(e) = reschedule(&state, &scheduler, &config).await {
+                        tracing::error!(
+                            error = %e,
+                            "refusing the new configuration; the previous one stays in force"
+                        );
+                        continue;
+                    }
+                    if let Err(e) = retarget(&state, &targets, &config).await {
                         tracing::error!(
                             error = %e,
                             "refusing the new configuration; the previous one stays in force"
@@ -362,6 +377,35 @@ async fn reschedule(
         previous.shutdown().await;
     }
     tracing::info!(idps = new.idp.len(), "IdP schedules rebuilt");
+    Ok(())
+}
+
+/// Restarts the target workers when the [[target]] tables (or the team defaults they
+/// create teams with) changed: a new target's worker and drift repair start, a removed
+/// one's stop. A new configuration whose targets cannot start is refused and the
+/// previous targets are started again.
+async fn retarget(state: &AppState, targets: &SharedTargets, new: &Config) -> anyhow::Result<()> {
+    let old = state.current_config();
+    if new.target == old.target && new.teams.defaults == old.teams.defaults {
+        return Ok(());
+    }
+    let mut slot = targets.lock().await;
+    if let Some(running) = slot.take() {
+        running.shutdown().await;
+    }
+    match crate::target::start(new, &state.store).await {
+        Ok(running) => *slot = Some(running),
+        Err(e) => {
+            *slot = Some(crate::target::start(&old, &state.store).await?);
+            return Err(e);
+        }
+    }
+    let names = |c: &Config| -> Vec<String> { c.target.iter().map(|t| t.name.clone()).collect() };
+    let (before, after) = (names(&old), names(new));
+    for removed in before.iter().filter(|n| !after.contains(n)) {
+        tracing::warn!(target = %removed, "target removed: its worker stopped; changes not yet delivered stay in the outbox until a target of that name is configured again");
+    }
+    tracing::info!(targets = ?after, "targets restarted after the reload");
     Ok(())
 }
 

@@ -465,7 +465,8 @@ pub struct TargetConfig {
     pub request_timeout_secs: Option<u64>,
     /// Retries of a failed or timed-out request before the delivery is put back (default 3).
     pub max_retries: Option<u32>,
-    /// Parallel calls during a drift repair (default 8).
+    /// Calls in flight to the target, from the outbox worker and from a drift repair
+    /// (default 8).
     pub concurrency: Option<usize>,
 }
 

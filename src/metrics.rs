@@ -110,6 +110,11 @@ fn describe() {
         "Changes waiting in the outbox for a downstream target, by target."
     );
     describe_gauge!(
+        "scimsync_target_outbox_dead",
+        "Changes a downstream target kept refusing and that are no longer retried (dead \
+         letters), by target; a drift repair that succeeds clears them."
+    );
+    describe_gauge!(
         "scimsync_target_outbox_lag_seconds",
         Unit::Seconds,
         "Age of the oldest change waiting for a downstream target (0 when none wait)."
@@ -371,9 +376,11 @@ pub fn audit_rows_pruned(table: &'static str, rows: u64) {
     metrics::counter!("scimsync_audit_rows_pruned_total", "table" => table).increment(rows);
 }
 
-/// The outbox of one target: how many changes wait, and how old the oldest is.
-pub fn target_outbox(target: &str, depth: f64, lag_seconds: f64) {
+/// The outbox of one target: how many changes wait, how many were given up, and how
+/// old the oldest waiting is.
+pub fn target_outbox(target: &str, depth: f64, dead: f64, lag_seconds: f64) {
     metrics::gauge!("scimsync_target_outbox_depth", "target" => target.to_owned()).set(depth);
+    metrics::gauge!("scimsync_target_outbox_dead", "target" => target.to_owned()).set(dead);
     metrics::gauge!("scimsync_target_outbox_lag_seconds", "target" => target.to_owned())
         .set(lag_seconds);
 }

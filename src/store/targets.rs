@@ -30,6 +30,10 @@ pub struct NewOutboxRow {
     pub payload: serde_json::Value,
 }
 
+/// Refusals after which an outbox row is a dead letter: never tried again, counted
+/// apart, cleared by a drift repair that succeeds (src/target/worker.rs).
+pub const OUTBOX_DEAD_AFTER: i64 = 12;
+
 /// Our object → the target's id for it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TargetLink {
@@ -90,17 +94,41 @@ impl WriteTx {
 }
 
 impl Store {
-    /// Up to `limit` rows of `target` in id order, due or not: the worker needs the
-    /// rows that are not yet due to hold back later rows of the same object.
-    pub async fn outbox_head(&self, target: &str, limit: i64) -> StoreResult<Vec<OutboxRow>> {
-        let rows = sqlx::query(
-            "SELECT id, target, object, op, payload, created, attempts, next_attempt, last_error \
-             FROM target_outbox WHERE target = $1 ORDER BY id LIMIT $2",
-        )
+    /// The rows of `target` due at `now`: up to `fresh` never tried (in commit order)
+    /// and up to `retries` tried before (longest waiting first). Two shares, so that
+    /// rows that keep failing cannot crowd out newer changes; dead letters
+    /// ([`OUTBOX_DEAD_AFTER`]) are never returned.
+    pub async fn outbox_due(
+        &self,
+        target: &str,
+        now: DateTime<Utc>,
+        fresh: i64,
+        retries: i64,
+    ) -> StoreResult<Vec<OutboxRow>> {
+        const COLUMNS: &str =
+            "id, target, object, op, payload, created, attempts, next_attempt, last_error";
+        let now = format_ts(now);
+        let mut rows = sqlx::query(&format!(
+            "SELECT {COLUMNS} FROM target_outbox WHERE target = $1 AND attempts = 0 \
+             AND next_attempt <= $2 ORDER BY id LIMIT $3"
+        ))
         .bind(target.to_owned())
-        .bind(limit)
+        .bind(now.clone())
+        .bind(fresh)
         .fetch_all(self.pool())
         .await?;
+        rows.extend(
+            sqlx::query(&format!(
+                "SELECT {COLUMNS} FROM target_outbox WHERE target = $1 AND attempts > 0 \
+                 AND attempts < $2 AND next_attempt <= $3 ORDER BY next_attempt, id LIMIT $4"
+            ))
+            .bind(target.to_owned())
+            .bind(OUTBOX_DEAD_AFTER)
+            .bind(now)
+            .bind(retries)
+            .fetch_all(self.pool())
+            .await?,
+        );
         rows.iter()
             .map(|row| {
                 let payload: String = row.try_get("payload")?;
@@ -138,31 +166,44 @@ impl Store {
         Ok(())
     }
 
-    /// A failed delivery: tried again at `next_attempt`. `error` must hold no secret.
+    /// A failed delivery of the rows `ids` (one object's): tried again at
+    /// `next_attempt`, or, `dead`, never again (a dead letter). `error` must hold no
+    /// secret.
     pub async fn outbox_failed(
         &self,
-        id: i64,
+        ids: &[i64],
         next_attempt: DateTime<Utc>,
+        dead: bool,
         error: &str,
     ) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE target_outbox SET attempts = attempts + 1, next_attempt = $1, \
-             last_error = $2 WHERE id = $3",
-        )
-        .bind(format_ts(next_attempt))
-        .bind(error.to_owned())
-        .bind(id)
-        .execute(self.pool())
-        .await?;
+        for chunk in ids.chunks(OUTBOX_CHUNK) {
+            let placeholders: Vec<String> = (4..4 + chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "UPDATE target_outbox SET attempts = CASE WHEN $1 > 0 THEN $1 ELSE attempts + 1 END, \
+                 next_attempt = $2, last_error = $3 WHERE id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(if dead { OUTBOX_DEAD_AFTER } else { 0 })
+                .bind(format_ts(next_attempt))
+                .bind(error.to_owned());
+            for id in chunk {
+                query = query.bind(*id);
+            }
+            query.execute(self.pool()).await?;
+        }
         Ok(())
     }
 
-    /// How many rows wait for `target`, and when the oldest was written.
+    /// How many rows wait for `target` (dead letters aside), and when the oldest of
+    /// them was written.
     pub async fn outbox_depth(&self, target: &str) -> StoreResult<(i64, Option<DateTime<Utc>>)> {
         let row = sqlx::query(
-            "SELECT COUNT(*) AS depth, MIN(created) AS oldest FROM target_outbox WHERE target = $1",
+            "SELECT COUNT(*) AS depth, MIN(created) AS oldest FROM target_outbox \
+             WHERE target = $1 AND attempts < $2",
         )
         .bind(target.to_owned())
+        .bind(OUTBOX_DEAD_AFTER)
         .fetch_one(self.pool())
         .await?;
         let depth: i64 = row.try_get("depth")?;
@@ -171,6 +212,29 @@ impl Store {
             .map(|at| parse_ts("target_outbox", &at))
             .transpose()?;
         Ok((depth, oldest))
+    }
+
+    /// How many dead letters `target` has.
+    pub async fn outbox_dead(&self, target: &str) -> StoreResult<i64> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS dead FROM target_outbox WHERE target = $1 AND attempts >= $2",
+        )
+        .bind(target.to_owned())
+        .bind(OUTBOX_DEAD_AFTER)
+        .fetch_one(self.pool())
+        .await?;
+        Ok(row.try_get("dead")?)
+    }
+
+    /// Drops the dead letters of `target`: a drift repair that succeeded has made the
+    /// target agree with the store, which is what they were about.
+    pub async fn outbox_clear_dead(&self, target: &str) -> StoreResult<u64> {
+        let done = sqlx::query("DELETE FROM target_outbox WHERE target = $1 AND attempts >= $2")
+            .bind(target.to_owned())
+            .bind(OUTBOX_DEAD_AFTER)
+            .execute(self.pool())
+            .await?;
+        Ok(done.rows_affected())
     }
 
     pub async fn target_link(
@@ -231,6 +295,61 @@ impl Store {
             .execute(self.pool())
             .await?;
         Ok(())
+    }
+
+    /// The links of `kind` among `local_ids`.
+    pub async fn target_links_among(
+        &self,
+        target: &str,
+        kind: &str,
+        local_ids: &[String],
+    ) -> StoreResult<Vec<TargetLink>> {
+        let mut links = Vec::new();
+        for chunk in local_ids.chunks(OUTBOX_CHUNK) {
+            let placeholders: Vec<String> = (3..3 + chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT kind, local_id, remote_id, managed FROM target_links \
+                 WHERE target = $1 AND kind = $2 AND local_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(target.to_owned())
+                .bind(kind.to_owned());
+            for id in chunk {
+                query = query.bind(id.clone());
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                links.push(link_from_row(&row)?);
+            }
+        }
+        Ok(links)
+    }
+
+    /// Which of `users` are in the team now.
+    pub async fn members_among(
+        &self,
+        team: uuid::Uuid,
+        users: &[uuid::Uuid],
+    ) -> StoreResult<Vec<uuid::Uuid>> {
+        let mut members = Vec::new();
+        for chunk in users.chunks(OUTBOX_CHUNK) {
+            let placeholders: Vec<String> = (2..2 + chunk.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "SELECT user_id FROM memberships WHERE team_id = $1 AND user_id IN ({})",
+                placeholders.join(", ")
+            );
+            let mut query = sqlx::query(&sql).bind(team.to_string());
+            for user in chunk {
+                query = query.bind(user.to_string());
+            }
+            for row in query.fetch_all(self.pool()).await? {
+                let id: String = row.try_get("user_id")?;
+                if let Ok(id) = uuid::Uuid::parse_str(&id) {
+                    members.push(id);
+                }
+            }
+        }
+        Ok(members)
     }
 
     /// Whether the user is in the team now.

@@ -28,11 +28,13 @@ pub enum DriftOp {
         id: Uuid,
         user_name: String,
     },
-    /// A target user with the same email: linked, never modified.
+    /// A target user with the same email, not made by scimsync: stamped with our
+    /// mark (`adopted: true`) and managed from now on, with these changes.
     AdoptUser {
         id: Uuid,
         user_name: String,
         litellm_user_id: String,
+        changes: Vec<FieldChange>,
     },
     UpdateUser {
         id: Uuid,
@@ -47,6 +49,11 @@ pub enum DriftOp {
     CreateTeam {
         id: Uuid,
         display_name: String,
+        /// LiteLLM teams with the same alias that scimsync did not make. Never adopted:
+        /// a team made by hand may be another group of people under the same name,
+        /// and taking it over would hand its keys and budget to the IdP's group.
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        alias_taken_by: Vec<String>,
     },
     UpdateTeam {
         id: Uuid,
@@ -75,7 +82,7 @@ impl DriftOp {
     fn is_removal(&self) -> bool {
         match self {
             DriftOp::DeleteUser { .. } | DriftOp::DeleteTeam { .. } => true,
-            DriftOp::UpdateUser { changes, .. } => changes
+            DriftOp::UpdateUser { changes, .. } | DriftOp::AdoptUser { changes, .. } => changes
                 .iter()
                 .any(|c| c.field == "metadata.scim_active" && c.after == Value::Bool(false)),
             _ => false,
@@ -91,6 +98,9 @@ pub struct DriftPlan {
     /// Why the deletion guard refuses the plan (`None`: it does not).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub refused: Option<String>,
+    /// Outbox changes the target kept refusing and that are no longer retried; this
+    /// plan covers what they were about, and applying it without failures clears them.
+    pub dead_letters: i64,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
@@ -127,6 +137,16 @@ impl DriftPlan {
     pub fn render_text(&self) -> String {
         use std::fmt::Write;
         let mut out = format!("Target {:?}:\n", self.target);
+        if self.dead_letters > 0 {
+            let _ = writeln!(
+                out,
+                "{} outbox change(s) were refused {} times and are no longer retried (dead letters; \
+                 `scimsync_target_outbox_dead`). The plan below covers them; applying it without \
+                 failures clears them.",
+                self.dead_letters,
+                super::worker::DEAD_AFTER
+            );
+        }
         if self.ops.is_empty() {
             out.push_str("No changes. LiteLLM matches the store.\n");
             return out;
@@ -144,12 +164,14 @@ impl DriftPlan {
                 DriftOp::AdoptUser {
                     user_name,
                     litellm_user_id,
+                    changes: c,
                     ..
                 } => {
                     let _ = writeln!(
                         out,
-                        "  ~ user {user_name}: adopt existing LiteLLM user {litellm_user_id:?} (same email; linked, not modified)"
+                        "  ~ user {user_name}: adopt existing LiteLLM user {litellm_user_id:?} (same email; managed by scimsync from now on)"
                     );
+                    changes(&mut out, c);
                 }
                 DriftOp::UpdateUser {
                     user_name,
@@ -165,8 +187,23 @@ impl DriftPlan {
                         "  - user {litellm_user_id:?} (made by scimsync; no longer in the store)"
                     );
                 }
-                DriftOp::CreateTeam { display_name, .. } => {
+                DriftOp::CreateTeam {
+                    display_name,
+                    alias_taken_by,
+                    ..
+                } => {
                     let _ = writeln!(out, "  + team {display_name}");
+                    if !alias_taken_by.is_empty() {
+                        let _ = writeln!(
+                            out,
+                            "      note: LiteLLM already has a team with this alias that is not scimsync's ({}); it is left alone and a separate team is created",
+                            alias_taken_by
+                                .iter()
+                                .map(|t| format!("{t:?}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        );
+                    }
                 }
                 DriftOp::UpdateTeam {
                     display_name,
@@ -216,6 +253,7 @@ impl DriftPlan {
             "counts": self.counts(),
             "ops": self.ops,
             "refused": self.refused,
+            "dead_letters": self.dead_letters,
         })
     }
 }
@@ -259,16 +297,18 @@ pub async fn plan(
         let id = user.id.to_string();
         let spec = UserSpec::of(user);
         let user_name = user.user_name.as_str().to_owned();
-        let update = |have: &LiteUser| {
-            let changes: Vec<FieldChange> = spec
-                .diff(have)
+        let changes_on = |have: &LiteUser| -> Vec<FieldChange> {
+            spec.diff(have)
                 .into_iter()
                 .map(|(field, before, after)| FieldChange {
                     field,
                     before,
                     after,
                 })
-                .collect();
+                .collect()
+        };
+        let update = |have: &LiteUser| {
+            let changes = changes_on(have);
             (!changes.is_empty()).then(|| DriftOp::UpdateUser {
                 id: user.id,
                 user_name: user_name.clone(),
@@ -276,18 +316,26 @@ pub async fn plan(
                 changes,
             })
         };
-        let linked = link_of.get(&("user", id.as_str()));
+        let adopt = |have: &LiteUser| DriftOp::AdoptUser {
+            id: user.id,
+            user_name: user_name.clone(),
+            litellm_user_id: have.user_id.clone(),
+            changes: changes_on(have),
+        };
+        let linked = link_of
+            .get(&("user", id.as_str()))
+            .and_then(|link| Some((link, *by_id.get(link.remote_id.as_str())?)));
         match linked {
-            Some(link) if !link.managed => {
+            Some((link, have)) => {
                 remote_of.insert(user.id, link.remote_id.clone());
-            }
-            Some(link) if by_id.contains_key(link.remote_id.as_str()) => {
-                remote_of.insert(user.id, link.remote_id.clone());
-                if let Some(op) = by_id.get(link.remote_id.as_str()).and_then(|h| update(h)) {
+                // Linked before adoption stamped users (managed=false): adopted now.
+                if !link.managed && have.owner_id() != Some(id.as_str()) {
+                    ops.push(adopt(have));
+                } else if let Some(op) = update(have) {
                     ops.push(op);
                 }
             }
-            _ => {
+            None => {
                 let email = spec.user_email.as_deref().map(str::to_lowercase);
                 let found = email.as_deref().and_then(|e| by_email.get(e).copied());
                 match (by_owner.get(id.as_str()), found) {
@@ -307,11 +355,7 @@ pub async fn plan(
                     }
                     (None, Some(theirs)) => {
                         remote_of.insert(user.id, theirs.user_id.clone());
-                        ops.push(DriftOp::AdoptUser {
-                            id: user.id,
-                            user_name: user_name.clone(),
-                            litellm_user_id: theirs.user_id.clone(),
-                        });
+                        ops.push(adopt(theirs));
                     }
                     (None, None) => {
                         remote_of.insert(user.id, user_name.clone());
@@ -324,9 +368,12 @@ pub async fn plan(
             }
         }
     }
+    // A user made for an id the store no longer has is deleted, unless one of ours
+    // is taking it over (same email).
+    let taken: BTreeSet<&str> = remote_of.values().map(String::as_str).collect();
     for remote in &remote_users {
         if let Some(owner) = remote.owner_id() {
-            if !store_users.contains(owner) {
+            if !store_users.contains(owner) && !taken.contains(remote.user_id.as_str()) {
                 ops.push(DriftOp::DeleteUser {
                     litellm_user_id: remote.user_id.clone(),
                 });
@@ -376,6 +423,16 @@ pub async fn plan(
             None => ops.push(DriftOp::CreateTeam {
                 id: team.id,
                 display_name: alias.to_owned(),
+                alias_taken_by: remote_teams
+                    .iter()
+                    .filter(|t| t.owner_id().is_none())
+                    .filter(|t| {
+                        t.team_alias
+                            .as_deref()
+                            .is_some_and(|a| a.trim().to_lowercase() == alias.trim().to_lowercase())
+                    })
+                    .map(|t| t.team_id.clone())
+                    .collect(),
             }),
         }
         let current: BTreeSet<&str> = have.map(|t| t.user_members().collect()).unwrap_or_default();
@@ -435,10 +492,12 @@ pub async fn plan(
             safety.max_deletions, safety.max_deletion_ratio
         )
     });
+    let dead_letters = store.outbox_dead(&target.name).await?;
     Ok(DriftPlan {
         target: target.name.clone(),
         ops,
         refused,
+        dead_letters,
     })
 }
 
@@ -465,17 +524,38 @@ pub async fn apply(target: &Target, plan: &DriftPlan) -> Result<Repaired, Target
     };
     let mut repaired = Repaired::default();
     for phase in 0..3 {
-        let calls: Vec<_> = plan
-            .ops
-            .iter()
-            .filter(|op| phase_of(op) == phase)
-            .map(|op| run(target, op))
-            .collect();
-        let results: Vec<Result<(), TargetError>> = futures::stream::iter(calls)
+        let ops = plan.ops.iter().filter(|op| phase_of(op) == phase);
+        // Members to add go in one call per team (up to 100 a call).
+        let mut adds: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+        let mut calls = Vec::new();
+        for op in ops {
+            match op {
+                DriftOp::AddMember {
+                    team_id, user_id, ..
+                } => adds.entry(*team_id).or_default().push(*user_id),
+                other => calls.push(futures::future::Either::Left(async move {
+                    vec![run(target, other).await]
+                })),
+            }
+        }
+        for (team, users) in adds {
+            for chunk in users.chunks(100) {
+                let chunk = chunk.to_vec();
+                calls.push(futures::future::Either::Right(async move {
+                    target
+                        .sync_members(team, &chunk)
+                        .await
+                        .into_iter()
+                        .map(|(_, result)| result)
+                        .collect::<Vec<_>>()
+                }));
+            }
+        }
+        let results: Vec<Vec<Result<(), TargetError>>> = futures::stream::iter(calls)
             .buffer_unordered(target.concurrency)
             .collect()
             .await;
-        for result in results {
+        for result in results.into_iter().flatten() {
             match result {
                 Ok(()) => repaired.applied += 1,
                 Err(e) => {
@@ -484,6 +564,10 @@ pub async fn apply(target: &Target, plan: &DriftPlan) -> Result<Repaired, Target
                 }
             }
         }
+    }
+    if repaired.failures.is_empty() && plan.dead_letters > 0 {
+        let cleared = target.store.outbox_clear_dead(&target.name).await?;
+        tracing::info!(target = %target.name, cleared, "dead letters cleared by a drift repair");
     }
     Ok(repaired)
 }
@@ -528,7 +612,7 @@ pub async fn repair(target: &Target, safety: &SafetyConfig) {
             return;
         }
     };
-    if plan.is_empty() {
+    if plan.is_empty() && plan.dead_letters == 0 {
         tracing::debug!(target = %target.name, "no drift");
         return;
     }
@@ -584,7 +668,7 @@ pub async fn apply_command(
         eprintln!("Nothing was applied: {why}");
         return Ok(1);
     }
-    if plan.is_empty() {
+    if plan.is_empty() && plan.dead_letters == 0 {
         return Ok(0);
     }
     let done = apply(&target, &plan).await?;

@@ -6,7 +6,8 @@
 //! `team_member_already_in_team`, `/team/member_delete` 400 (not in the team, or no
 //! such team), `/user/delete` and `/team/delete` 404 (we delete one id per call, so
 //! their all-or-nothing 404 is about that id). Server errors, timeouts and refused
-//! connections are retried with backoff; other refusals are reported at once.
+//! connections are retried with backoff, 429 after its `Retry-After`; other refusals
+//! are reported at once.
 //!
 //! The master key is sent as `Authorization: Bearer` and never appears in an error,
 //! a log line or a metric.
@@ -117,6 +118,19 @@ pub fn email_of(user: &User) -> Option<String> {
     })
 }
 
+/// Emails as LiteLLM compares them (its duplicate check and `user_email` filter are
+/// case-insensitive in the database, Unicode included). No other folding: a look-alike
+/// address (a Cyrillic "а") is another address and is never adopted.
+pub fn same_email(a: &str, b: &str) -> bool {
+    a == b || a.to_lowercase() == b.to_lowercase()
+}
+
+/// Whether `have` (a `metadata.scimsync` value) marks the object as ours: the same id
+/// and source. Other keys (`adopted`) do not count.
+pub fn owner_matches(have: Option<&Value>, ours: &Value) -> bool {
+    have.is_some_and(|h| h.get("id") == ours.get("id") && h.get("source") == ours.get("source"))
+}
+
 /// The fields scimsync keeps in line on a user it manages, as LiteLLM should show them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UserSpec {
@@ -141,17 +155,20 @@ impl UserSpec {
     }
 
     /// What differs on `have`: (field, LiteLLM's value, ours). Emails compare
-    /// case-insensitively, as LiteLLM's sign-in matches them.
+    /// case-insensitively, as LiteLLM's sign-in matches them. A field we have no value
+    /// for is not compared: `/user/update` ignores nulls, so it could never agree.
     pub fn diff(&self, have: &LiteUser) -> Vec<(&'static str, Value, Value)> {
         let mut changes = Vec::new();
-        let same_email = match (&self.user_email, &have.user_email) {
-            (Some(a), Some(b)) => a.eq_ignore_ascii_case(b),
-            (a, b) => a == b,
-        };
-        if !same_email {
-            changes.push(("user_email", json!(have.user_email), json!(self.user_email)));
+        if let Some(ours) = &self.user_email {
+            if !have
+                .user_email
+                .as_deref()
+                .is_some_and(|theirs| same_email(theirs, ours))
+            {
+                changes.push(("user_email", json!(have.user_email), json!(ours)));
+            }
         }
-        if self.user_alias != have.user_alias {
+        if self.user_alias.is_some() && self.user_alias != have.user_alias {
             changes.push(("user_alias", json!(have.user_alias), json!(self.user_alias)));
         }
         if self.sso_user_id.is_some() && self.sso_user_id != have.sso_user_id {
@@ -172,14 +189,27 @@ impl UserSpec {
                 Value::Bool(self.active),
             ));
         }
-        if have.metadata.get(OWNER_KEY) != Some(&self.owner) {
+        if !owner_matches(have.metadata.get(OWNER_KEY), &self.owner) {
             changes.push((
                 "metadata.scimsync",
                 have.metadata.get(OWNER_KEY).cloned().unwrap_or(Value::Null),
-                self.owner.clone(),
+                self.owner_for(have),
             ));
         }
         changes
+    }
+
+    /// The ownership mark to write on `have`: ours, with `adopted: true` on a user
+    /// scimsync did not create (no mark of ours yet), kept once it is there.
+    pub fn owner_for(&self, have: &LiteUser) -> Value {
+        let mut owner = self.owner.clone();
+        let current = have.metadata.get(OWNER_KEY);
+        let adopted = !owner_matches(current, &self.owner)
+            || current.and_then(|o| o.get("adopted")) == Some(&Value::Bool(true));
+        if let (true, Some(map)) = (adopted, owner.as_object_mut()) {
+            map.insert("adopted".into(), Value::Bool(true));
+        }
+        owner
     }
 
     /// The `/user/new` body: `user_id` is the userName, never re-keyed afterwards.
@@ -196,22 +226,26 @@ impl UserSpec {
     }
 
     /// The `/user/update` body. LiteLLM replaces the whole metadata dict, so the
-    /// metadata sent is what it has, with our two keys set.
+    /// metadata sent is what it has, with our two keys set; it ignores null fields,
+    /// so ours that are unset are left out.
     pub fn update_body(&self, have: &LiteUser) -> Value {
         let mut metadata = have.metadata.clone();
         metadata.insert(ACTIVE_KEY.into(), Value::Bool(self.active));
-        metadata.insert(OWNER_KEY.into(), self.owner.clone());
-        let mut body = json!({
-            "user_id": have.user_id,
-            "user_email": self.user_email,
-            "user_alias": self.user_alias,
-            "user_role": self.user_role,
-            "metadata": metadata,
-        });
-        if let (Some(sso), Some(map)) = (&self.sso_user_id, body.as_object_mut()) {
-            map.insert("sso_user_id".into(), json!(sso));
+        metadata.insert(OWNER_KEY.into(), self.owner_for(have));
+        let mut body = Map::new();
+        body.insert("user_id".into(), json!(have.user_id));
+        body.insert("user_role".into(), json!(self.user_role));
+        body.insert("metadata".into(), Value::Object(metadata));
+        for (key, value) in [
+            ("user_email", &self.user_email),
+            ("user_alias", &self.user_alias),
+            ("sso_user_id", &self.sso_user_id),
+        ] {
+            if let Some(value) = value {
+                body.insert(key.into(), json!(value));
+            }
         }
-        body
+        Value::Object(body)
     }
 }
 
@@ -221,7 +255,7 @@ pub fn team_diff(alias: &str, owner: &Value, have: &LiteTeam) -> Vec<(&'static s
     if have.team_alias.as_deref() != Some(alias) {
         changes.push(("team_alias", json!(have.team_alias), json!(alias)));
     }
-    if have.metadata.get(OWNER_KEY) != Some(owner) {
+    if !owner_matches(have.metadata.get(OWNER_KEY), owner) {
         changes.push((
             "metadata.scimsync",
             have.metadata.get(OWNER_KEY).cloned().unwrap_or(Value::Null),
@@ -325,12 +359,14 @@ impl Client {
             if let Some(body) = body {
                 request = request.json(body);
             }
+            let mut wait = None;
             let outcome = match request.send().await {
                 Ok(response) => {
                     let status = response.status().as_u16();
+                    wait = retry_after(response.headers());
                     let text = response.text().await.unwrap_or_default();
                     let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-                    if status >= 500 {
+                    if status >= 500 || status == 429 {
                         Err(TargetError::Server {
                             status,
                             message: error_message(&body),
@@ -347,7 +383,9 @@ impl Client {
             match outcome {
                 Err(e) if attempt < self.retries => {
                     attempt += 1;
-                    let delay = self.backoff * 2u32.saturating_pow(attempt - 1);
+                    // A 429's Retry-After is honoured (up to a minute), never shortened.
+                    let delay = (self.backoff * 2u32.saturating_pow(attempt - 1))
+                        .max(wait.unwrap_or_default().min(Duration::from_secs(60)));
                     tracing::debug!(path, attempt, error = %e, "retrying a LiteLLM call");
                     crate::metrics::target_retry();
                     tokio::time::sleep(delay).await;
@@ -366,6 +404,51 @@ impl Client {
             .await
     }
 
+    /// One page of a list (`/user/list`, `/v2/team/list`): the items under `key`, and
+    /// how many pages there are.
+    async fn page<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        page: u64,
+        filter: &[(&str, String)],
+    ) -> Result<(Vec<T>, u64), TargetError> {
+        let mut query = vec![
+            ("page", page.to_string()),
+            ("page_size", PAGE_SIZE.to_string()),
+        ];
+        query.extend(filter.iter().cloned());
+        let (status, body) = self.get(path, &query).await?;
+        if status != 200 {
+            return Err(rejected(status, &body));
+        }
+        let items = parse(body.get(key).cloned().unwrap_or(json!([])), path)?;
+        let total_pages = body.get("total_pages").and_then(Value::as_u64).unwrap_or(0);
+        Ok((items, total_pages))
+    }
+
+    /// Every item of a list, page by page, in `order` (a column) ascending: LiteLLM's
+    /// default, newest first, shifts the pages under a list that runs while objects
+    /// are created.
+    async fn all_pages<T: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        key: &str,
+        order: &str,
+    ) -> Result<Vec<T>, TargetError> {
+        let sort = [("sort_by", order.to_owned()), ("sort_order", "asc".into())];
+        let mut all = Vec::new();
+        for page in 1.. {
+            let (items, total_pages): (Vec<T>, u64) = self.page(path, key, page, &sort).await?;
+            let last = items.is_empty() || page >= total_pages;
+            all.extend(items);
+            if last {
+                break;
+            }
+        }
+        Ok(all)
+    }
+
     /// `/user/info`: `None` for a user LiteLLM does not have.
     pub async fn user_info(&self, user_id: &str) -> Result<Option<LiteUser>, TargetError> {
         let (status, body) = self
@@ -381,60 +464,26 @@ impl Client {
         }
     }
 
-    /// Every LiteLLM user, a page of at most 100 at a time.
+    /// Every LiteLLM user, a page of at most 100 at a time, in `user_id` order.
     pub async fn all_users(&self) -> Result<Vec<LiteUser>, TargetError> {
-        let mut users = Vec::new();
-        for page in 1.. {
-            let (status, body) = self
-                .get(
-                    "/user/list",
-                    &[
-                        ("page", page.to_string()),
-                        ("page_size", PAGE_SIZE.to_string()),
-                    ],
-                )
-                .await?;
-            if status != 200 {
-                return Err(rejected(status, &body));
-            }
-            let batch: Vec<LiteUser> = parse(
-                body.get("users").cloned().unwrap_or(json!([])),
-                "/user/list",
-            )?;
-            let total_pages = body.get("total_pages").and_then(Value::as_u64).unwrap_or(0);
-            let last = batch.is_empty() || page as u64 >= total_pages;
-            users.extend(batch);
-            if last {
-                break;
-            }
-        }
-        Ok(users)
+        self.all_pages("/user/list", "users", "user_id").await
     }
 
     /// The user with this email (case-insensitively), if LiteLLM has one.
     pub async fn user_by_email(&self, email: &str) -> Result<Option<LiteUser>, TargetError> {
-        let (status, body) = self
-            .get(
+        // LiteLLM's filter matches substrings: keep only the exact address.
+        let (users, _) = self
+            .page::<LiteUser>(
                 "/user/list",
-                &[
-                    ("user_email", email.to_owned()),
-                    ("page", "1".into()),
-                    ("page_size", PAGE_SIZE.to_string()),
-                ],
+                "users",
+                1,
+                &[("user_email", email.to_owned())],
             )
             .await?;
-        if status != 200 {
-            return Err(rejected(status, &body));
-        }
-        // LiteLLM's filter matches substrings: keep only the exact address.
-        let users: Vec<LiteUser> = parse(
-            body.get("users").cloned().unwrap_or(json!([])),
-            "/user/list",
-        )?;
         Ok(users.into_iter().find(|u| {
             u.user_email
                 .as_deref()
-                .is_some_and(|e| e.eq_ignore_ascii_case(email))
+                .is_some_and(|e| same_email(e, email))
         }))
     }
 
@@ -481,34 +530,31 @@ impl Client {
         }
     }
 
-    /// Every LiteLLM team (`/v2/team/list`), a page of at most 100 at a time.
+    /// Every LiteLLM team (`/v2/team/list`), a page of at most 100 at a time, in
+    /// `team_id` order.
     pub async fn all_teams(&self) -> Result<Vec<LiteTeam>, TargetError> {
-        let mut teams = Vec::new();
-        for page in 1.. {
-            let (status, body) = self
-                .get(
-                    "/v2/team/list",
-                    &[
-                        ("page", page.to_string()),
-                        ("page_size", PAGE_SIZE.to_string()),
-                    ],
-                )
-                .await?;
-            if status != 200 {
-                return Err(rejected(status, &body));
-            }
-            let batch: Vec<LiteTeam> = parse(
-                body.get("teams").cloned().unwrap_or(json!([])),
+        self.all_pages("/v2/team/list", "teams", "team_id").await
+    }
+
+    /// The teams whose alias is `alias` (LiteLLM's filter matches substrings without
+    /// case; only the same alias, ignoring case, is kept).
+    pub async fn teams_with_alias(&self, alias: &str) -> Result<Vec<LiteTeam>, TargetError> {
+        let (teams, _) = self
+            .page::<LiteTeam>(
                 "/v2/team/list",
-            )?;
-            let total_pages = body.get("total_pages").and_then(Value::as_u64).unwrap_or(0);
-            let last = batch.is_empty() || page as u64 >= total_pages;
-            teams.extend(batch);
-            if last {
-                break;
-            }
-        }
-        Ok(teams)
+                "teams",
+                1,
+                &[("team_alias", alias.to_owned())],
+            )
+            .await?;
+        Ok(teams
+            .into_iter()
+            .filter(|t| {
+                t.team_alias
+                    .as_deref()
+                    .is_some_and(|a| a.to_lowercase() == alias.to_lowercase())
+            })
+            .collect())
     }
 
     pub async fn team_new(&self, body: &Value) -> Result<Done, TargetError> {
@@ -541,7 +587,21 @@ impl Client {
 
     /// Adds a member with role `user` (role `admin` is an enterprise feature).
     pub async fn member_add(&self, team_id: &str, user_id: &str) -> Result<Done, TargetError> {
-        let body = json!({"team_id": team_id, "member": [{"user_id": user_id, "role": "user"}]});
+        self.member_add_many(team_id, &[user_id]).await
+    }
+
+    /// Adds members with role `user` in one call. LiteLLM checks every one before it
+    /// adds any: `AlreadyDone` means one was in the team already and none was added.
+    pub async fn member_add_many(
+        &self,
+        team_id: &str,
+        user_ids: &[&str],
+    ) -> Result<Done, TargetError> {
+        let members: Vec<Value> = user_ids
+            .iter()
+            .map(|id| json!({"user_id": id, "role": "user"}))
+            .collect();
+        let body = json!({"team_id": team_id, "member": members});
         let (status, answer) = self.post("/team/member_add", &body).await?;
         match status {
             200 | 201 => Ok(Done::Changed),
@@ -565,6 +625,18 @@ impl Client {
             _ => Err(rejected(status, &answer)),
         }
     }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not worth its parsing here).
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let seconds: u64 = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds))
 }
 
 fn parse<T: serde::de::DeserializeOwned>(value: Value, what: &str) -> Result<T, TargetError> {
@@ -669,6 +741,12 @@ mod tests {
         assert_eq!(body["metadata"]["cost_center"], "42");
         assert_eq!(body["metadata"]["scim_active"], false);
         assert_eq!(body["metadata"]["scimsync"]["id"], user.id.to_string());
+    }
+
+    #[test]
+    fn a_look_alike_email_is_another_address() {
+        assert!(same_email("Éva@Example.com", "éva@example.com"));
+        assert!(!same_email("dave@exаmple.com", "dave@example.com"));
     }
 
     #[test]

@@ -9,7 +9,8 @@
 //!
 //! Ownership: what scimsync creates carries `metadata.scimsync`; anything else in the
 //! target is never modified or deleted. A target user with the email of one of ours is
-//! adopted: linked, shown in the plan, and left as it is.
+//! adopted: stamped with `metadata.scimsync` (`adopted: true`) and from then on managed
+//! like one scimsync created, so that deprovisioning in the IdP reaches its keys.
 
 pub mod drift;
 pub mod litellm;
@@ -46,6 +47,9 @@ pub enum TargetError {
     Conflict(String),
     #[error(transparent)]
     Store(#[from] StoreError),
+    /// A store failure shared by several deliveries (one batch): its text.
+    #[error("{0}")]
+    StoreFailed(String),
 }
 
 impl TargetError {
@@ -59,7 +63,38 @@ impl TargetError {
             TargetError::Rejected { .. } => "rejected",
             TargetError::Protocol(_) => "protocol",
             TargetError::Conflict(_) => "conflict",
-            TargetError::Store(_) => "store",
+            TargetError::Store(_) | TargetError::StoreFailed(_) => "store",
+        }
+    }
+
+    /// Whether trying again later cannot help: the target refused the call itself, or
+    /// answered something scimsync does not understand. (An outage, a timeout or a
+    /// wrong master key can be over by the next try.)
+    pub fn is_refusal(&self) -> bool {
+        matches!(
+            self,
+            TargetError::Rejected { .. } | TargetError::Conflict(_) | TargetError::Protocol(_)
+        )
+    }
+
+    /// The same failure again, for each delivery of a batch it ended.
+    pub fn again(&self) -> TargetError {
+        match self {
+            TargetError::Config(m) => TargetError::Config(m.clone()),
+            TargetError::Unreachable(m) => TargetError::Unreachable(m.clone()),
+            TargetError::Server { status, message } => TargetError::Server {
+                status: *status,
+                message: message.clone(),
+            },
+            TargetError::Unauthorized { status } => TargetError::Unauthorized { status: *status },
+            TargetError::Rejected { status, message } => TargetError::Rejected {
+                status: *status,
+                message: message.clone(),
+            },
+            TargetError::Protocol(m) => TargetError::Protocol(m.clone()),
+            TargetError::Conflict(m) => TargetError::Conflict(m.clone()),
+            TargetError::Store(e) => TargetError::StoreFailed(e.to_string()),
+            TargetError::StoreFailed(m) => TargetError::StoreFailed(m.clone()),
         }
     }
 }
@@ -195,10 +230,11 @@ impl Target {
         let user = self.store.user(id).await?;
         let link = self.link("user", id).await?;
         let Some(user) = user else {
+            // Created or adopted, a linked user is ours: deleting it is what purges
+            // their keys. (A link written before adoption stamped users, managed=false,
+            // is an adoption all the same.)
             if let Some(link) = link {
-                if link.managed {
-                    self.client.user_delete(&link.remote_id).await?;
-                }
+                self.client.user_delete(&link.remote_id).await?;
                 self.store
                     .remove_target_link(&self.name, "user", &link.local_id)
                     .await?;
@@ -207,17 +243,39 @@ impl Target {
         };
         let spec = UserSpec::of(&user);
         if let Some(link) = &link {
-            if !link.managed {
-                return Ok(Some(link.remote_id.clone()));
-            }
             if let Some(have) = self.client.user_info(&link.remote_id).await? {
+                self.claim(&user, &have).await?;
                 self.update_user(&spec, &have).await?;
+                if !link.managed {
+                    self.set_link("user", user.id, &have.user_id, true).await?;
+                }
                 return Ok(Some(have.user_id));
             }
             // Deleted in the target behind our back: created again below. (/user/update
             // would create it silently, without our metadata.)
         }
         self.create_or_adopt(&user, &spec).await.map(Some)
+    }
+
+    /// Refuses a target user that another of our users owns (its mark names a user
+    /// the store still has): taking it over would move someone else's keys.
+    async fn claim(&self, user: &User, have: &LiteUser) -> Result<(), TargetError> {
+        let Some(owner) = have.owner_id() else {
+            return Ok(());
+        };
+        if owner == user.id.to_string() {
+            return Ok(());
+        }
+        let other = Uuid::parse_str(owner).ok();
+        match other {
+            Some(other) if self.store.user(other).await?.is_some() => {
+                Err(TargetError::Conflict(format!(
+                    "LiteLLM user {:?} belongs to another scimsync user ({other})",
+                    have.user_id
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 
     async fn update_user(&self, spec: &UserSpec, have: &LiteUser) -> Result<(), TargetError> {
@@ -227,17 +285,18 @@ impl Target {
         Ok(())
     }
 
-    /// Links an existing target user with the same email (adopted, left as it is, or
-    /// ours from a delivery whose link was never written), else creates one.
+    /// Takes over an existing target user with the same email (adopted: stamped with
+    /// our mark and managed from now on, or ours from a delivery whose link was never
+    /// written), else creates one.
     async fn create_or_adopt(&self, user: &User, spec: &UserSpec) -> Result<String, TargetError> {
         if let Some(email) = &spec.user_email {
             if let Some(found) = self.client.user_by_email(email).await? {
-                let ours = found.owner_id() == Some(user.id.to_string().as_str());
-                self.set_link("user", user.id, &found.user_id, ours).await?;
-                if ours {
-                    self.update_user(spec, &found).await?;
-                } else {
-                    tracing::info!(target = %self.name, user = %user.user_name, "adopted an existing LiteLLM user with the same email");
+                self.claim(user, &found).await?;
+                let adopting = found.owner_id() != Some(user.id.to_string().as_str());
+                self.update_user(spec, &found).await?;
+                self.set_link("user", user.id, &found.user_id, true).await?;
+                if adopting {
+                    tracing::info!(target = %self.name, user = %user.user_name, litellm_user = %found.user_id, "adopted an existing LiteLLM user with the same email; scimsync manages it from now on");
                 }
                 return Ok(found.user_id);
             }
@@ -295,11 +354,34 @@ impl Target {
             }
             None => {
                 let body = litellm::new_team_body(&remote, alias, &owner, &self.team_defaults);
-                self.client.team_new(&body).await?;
+                if self.client.team_new(&body).await? == Done::Changed {
+                    self.note_alias_taken(&remote, alias).await;
+                }
             }
         }
         self.set_link("team", id, &remote, true).await?;
         Ok(Some(remote))
+    }
+
+    /// Teams are never adopted by alias: a LiteLLM team made by hand with the same
+    /// name may be another group of people, and taking it over would hand its keys
+    /// and budget to the IdP's group. A separate team is created; this says so.
+    async fn note_alias_taken(&self, created: &str, alias: &str) {
+        match self.client.teams_with_alias(alias).await {
+            Ok(teams) => {
+                let others: Vec<&str> = teams
+                    .iter()
+                    .filter(|t| t.team_id != created && t.owner_id().is_none())
+                    .map(|t| t.team_id.as_str())
+                    .collect();
+                if !others.is_empty() {
+                    tracing::warn!(target = %self.name, team = %alias, litellm_teams = ?others, "LiteLLM already had a team with this alias that scimsync did not make; it is left alone and a separate team was created");
+                }
+            }
+            Err(e) => {
+                tracing::debug!(target = %self.name, error = %e, "cannot look for teams with the same alias")
+            }
+        }
     }
 
     /// Makes the membership in the target agree with the store.
@@ -333,6 +415,93 @@ impl Target {
                 self.client
                     .member_delete(&t.remote_id, &u.remote_id)
                     .await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Makes the memberships of `users` in `team` agree with the store: the members
+    /// to add in one `/team/member_add` call (LiteLLM takes a list), each removal in
+    /// its own call (`/team/member_delete` takes one). One result per user.
+    pub async fn sync_members(
+        &self,
+        team: Uuid,
+        users: &[Uuid],
+    ) -> Vec<(Uuid, Result<(), TargetError>)> {
+        let mut results = Vec::with_capacity(users.len());
+        if let Err(e) = self.try_sync_members(team, users, &mut results).await {
+            let done: std::collections::HashSet<Uuid> = results.iter().map(|(u, _)| *u).collect();
+            for user in users.iter().filter(|u| !done.contains(u)) {
+                results.push((*user, Err(e.again())));
+            }
+        }
+        results
+    }
+
+    async fn try_sync_members(
+        &self,
+        team: Uuid,
+        users: &[Uuid],
+        results: &mut Vec<(Uuid, Result<(), TargetError>)>,
+    ) -> Result<(), TargetError> {
+        let members: std::collections::HashSet<Uuid> = self
+            .store
+            .members_among(team, users)
+            .await?
+            .into_iter()
+            .collect();
+        let (adds, removals): (Vec<Uuid>, Vec<Uuid>) =
+            users.iter().copied().partition(|u| members.contains(u));
+        for user in removals {
+            results.push((user, self.sync_member(team, user).await));
+        }
+        if adds.is_empty() {
+            return Ok(());
+        }
+        let remote_team = match self.link("team", team).await? {
+            Some(l) => l.remote_id,
+            None => match self.sync_team(team).await? {
+                Some(t) => t,
+                None => {
+                    results.extend(adds.into_iter().map(|u| (u, Ok(()))));
+                    return Ok(());
+                }
+            },
+        };
+        let ids: Vec<String> = adds.iter().map(Uuid::to_string).collect();
+        let linked: std::collections::HashMap<String, String> = self
+            .store
+            .target_links_among(&self.name, "user", &ids)
+            .await?
+            .into_iter()
+            .map(|l| (l.local_id, l.remote_id))
+            .collect();
+        let mut remote_users: Vec<(Uuid, String)> = Vec::with_capacity(adds.len());
+        for user in adds {
+            match linked.get(&user.to_string()) {
+                Some(remote) => remote_users.push((user, remote.clone())),
+                None => match self.sync_user(user).await {
+                    Ok(Some(remote)) => remote_users.push((user, remote)),
+                    Ok(None) => results.push((user, Ok(()))),
+                    Err(e) => results.push((user, Err(e))),
+                },
+            }
+        }
+        if remote_users.is_empty() {
+            return Ok(());
+        }
+        let names: Vec<&str> = remote_users.iter().map(|(_, r)| r.as_str()).collect();
+        match self.client.member_add_many(&remote_team, &names).await {
+            Ok(Done::Changed) => results.extend(remote_users.iter().map(|(u, _)| (*u, Ok(())))),
+            // One was in the team already, so none was added: one at a time.
+            Ok(Done::AlreadyDone) => {
+                for (user, remote) in &remote_users {
+                    let added = self.client.member_add(&remote_team, remote).await;
+                    results.push((*user, added.map(drop)));
+                }
+            }
+            Err(e) => {
+                results.extend(remote_users.iter().map(|(u, _)| (*u, Err(e.again()))));
             }
         }
         Ok(())

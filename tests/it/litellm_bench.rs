@@ -102,27 +102,37 @@ async fn litellm_bench_initial_mirror_and_patch_delay() {
     );
     assert_eq!(members, TEAMS * MEMBERS_PER_TEAM);
 
-    // Delay from a PATCH's answer to LiteLLM showing it, under steady SCIM writes.
-    let user = app
-        .store
-        .resolve_user("user00001@example.com")
-        .await
-        .unwrap()
-        .unwrap();
+    // Delay from a PATCH's answer to LiteLLM showing it, under steady SCIM writes. The
+    // user is the SCIM client's own (the snapshot's belong to the "bench" IdP, whose
+    // objects the SCIM token may not change).
+    let (status, created) = app
+        .scim_json(
+            Method::POST,
+            "/Users",
+            Some(json!({"schemas": ["urn:ietf:params:scim:schemas:core:2.0:User"], "userName": "patched@example.com", "emails": [{"value": "patched@example.com"}]})),
+        )
+        .await;
+    assert!(status.is_success(), "{created}");
+    let id = created["id"].as_str().unwrap_or_default().to_owned();
+    let answered = Instant::now();
+    while fake.user("patched@example.com").is_none() {
+        assert!(answered.elapsed() < Duration::from_secs(10));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
     let mut delays = Vec::new();
     for i in 0..200 {
         let alias = format!("Alias {i}");
         let (status, _) = app
             .scim_json(
                 Method::PATCH,
-                &format!("/Users/{}", user.id),
+                &format!("/Users/{id}"),
                 Some(json!({"schemas": ["urn:ietf:params:scim:api:messages:2.0:PatchOp"], "Operations": [{"op": "replace", "path": "displayName", "value": alias}]})),
             )
             .await;
         assert!(status.is_success());
         let answered = Instant::now();
         while fake
-            .user("user00001@example.com")
+            .user("patched@example.com")
             .map(|u| u["user_alias"].clone())
             != Some(json!(alias))
         {

@@ -1,18 +1,27 @@
 //! A fake LiteLLM proxy: the management endpoints scimsync calls, answering as
 //! LiteLLM's source (litellm/proxy/management_endpoints/) does, quirks included:
 //!
-//! - lists are paged, at most 100 a page (more answers 422, as FastAPI's `le=100`);
+//! - lists are paged, at most 100 a page (more answers 422, as FastAPI's `le=100`),
+//!   newest first unless `sort_by`/`sort_order` say otherwise; default page sizes 25
+//!   (`/user/list`) and 10 (`/v2/team/list`); `user_email` and `team_alias` filter by
+//!   substring without case (internal_user_endpoints.py `get_users`, team_endpoints.py
+//!   `list_team_v2`);
 //! - `/user/new` answers 409 on a duplicate id or email, and mints a key unless
 //!   `auto_create_key` is false;
-//! - `/user/update` silently creates a user it cannot find; metadata is replaced whole;
+//! - `/user/update` silently creates a user it cannot find; it ignores null, empty list
+//!   and empty dict values (`_update_internal_user_params`), and replaces a metadata
+//!   dict whole;
 //! - `/team/new` answers 400 "already exists" and adds `default_user_id` as an admin;
-//! - `/team/member_add` answers 400 `team_member_already_in_team`, 400 for role admin
-//!   (enterprise), and creates an unknown user by id;
+//! - `/team/member_add` takes one member or a list; it checks every listed member
+//!   before adding any (400 `team_member_already_in_team` for one already in, 400 for
+//!   role admin, a premium feature), and creates an unknown user by id;
 //! - `/team/member_delete` answers 400 for a member not in the team and a missing team;
 //! - `/user/delete` and `/team/delete` fail whole with 404 if one id is missing;
 //! - a user with `metadata.scim_active == false` has every key refused.
 //!
-//! A fault switch answers 503 or adds latency; every write call is counted.
+//! A fault switch answers 503 or adds latency, another fails the users whose id starts
+//! with a prefix, another answers 429 with Retry-After; every write call is counted,
+//! and calls by path.
 
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -36,6 +45,14 @@ struct Inner {
     fail: bool,
     latency_ms: u64,
     next_key: u64,
+    /// Users whose id starts with this fail to be created (500).
+    failing_prefix: Option<String>,
+    /// The next this many calls answer 429 with `Retry-After: 1`.
+    rate_limited: u64,
+    /// Calls by path.
+    calls: BTreeMap<String, u64>,
+    /// Creation order, for `created_at` (lists are newest first by default).
+    seq: u64,
 }
 
 #[derive(Clone, Default)]
@@ -101,6 +118,21 @@ impl FakeLiteLlm {
         self.lock().writes
     }
 
+    /// Users whose id starts with `prefix` cannot be created (LiteLLM answers 500).
+    pub fn fail_users_starting_with(&self, prefix: &str) {
+        self.lock().failing_prefix = Some(prefix.to_owned());
+    }
+
+    /// The next `calls` calls answer 429 Too Many Requests with `Retry-After: 1`.
+    pub fn rate_limit_next(&self, calls: u64) {
+        self.lock().rate_limited = calls;
+    }
+
+    /// How many calls `path` has answered (whatever the answer).
+    pub fn calls(&self, path: &str) -> u64 {
+        self.lock().calls.get(path).copied().unwrap_or(0)
+    }
+
     pub fn user(&self, id: &str) -> Option<Value> {
         self.lock().users.get(id).cloned().map(Value::Object)
     }
@@ -135,13 +167,17 @@ impl FakeLiteLlm {
     pub fn insert_user(&self, user: Value) {
         let user = user.as_object().unwrap().clone();
         let id = user["user_id"].as_str().unwrap().to_owned();
-        self.lock().users.insert(id, with_user_defaults(user));
+        let mut inner = self.lock();
+        let user = inner.created(with_user_defaults(user));
+        inner.users.insert(id, user);
     }
 
     pub fn insert_team(&self, team: Value) {
         let team = team.as_object().unwrap().clone();
         let id = team["team_id"].as_str().unwrap().to_owned();
-        self.lock().teams.insert(id, with_team_defaults(team));
+        let mut inner = self.lock();
+        let team = inner.created(with_team_defaults(team));
+        inner.teams.insert(id, team);
     }
 
     pub fn edit_team(&self, id: &str, edit: impl FnOnce(&mut Map<String, Value>)) {
@@ -186,8 +222,9 @@ impl FakeLiteLlm {
         }
     }
 
-    /// The gate every call passes: the master key, then the fault switch.
-    async fn gate(&self, headers: &HeaderMap, write: bool) -> Result<(), Answer> {
+    /// The gate every call passes: the master key, then the fault switches.
+    async fn gate(&self, path: &str, headers: &HeaderMap, write: bool) -> Result<(), Answer> {
+        *self.lock().calls.entry(path.to_owned()).or_default() += 1;
         let latency = self.lock().latency_ms;
         if latency > 0 {
             tokio::time::sleep(Duration::from_millis(latency)).await;
@@ -202,6 +239,19 @@ impl FakeLiteLlm {
             ));
         }
         let mut inner = self.lock();
+        if inner.rate_limited > 0 {
+            inner.rate_limited -= 1;
+            let mut answer = error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "Rate limit exceeded",
+                "rate_limit_error",
+                None,
+            );
+            answer
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            return Err(answer);
+        }
         if inner.fail {
             return Err(error(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -215,6 +265,56 @@ impl FakeLiteLlm {
         }
         Ok(())
     }
+}
+
+impl Inner {
+    /// Stamps `created_at` (strictly increasing), as LiteLLM's tables have it.
+    fn created(&mut self, mut object: Map<String, Value>) -> Map<String, Value> {
+        self.seq += 1;
+        let at = chrono::DateTime::<chrono::Utc>::UNIX_EPOCH
+            + chrono::Duration::days(20_000)
+            + chrono::Duration::milliseconds(self.seq as i64);
+        object.insert(
+            "created_at".into(),
+            json!(at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+        );
+        object
+    }
+}
+
+/// A list sorted as LiteLLM sorts it: by `sort_by` (one of `columns`) and
+/// `sort_order`, else newest first.
+fn sorted(mut items: Vec<Value>, q: &HashMap<String, String>, columns: &[&str]) -> Vec<Value> {
+    let column = q
+        .get("sort_by")
+        .map(String::as_str)
+        .filter(|c| columns.contains(c))
+        .unwrap_or("created_at");
+    let descending = match q.get("sort_by") {
+        Some(c) if columns.contains(&c.as_str()) => {
+            q.get("sort_order").map(|o| o.to_lowercase()) == Some("desc".into())
+        }
+        _ => true,
+    };
+    items.sort_by(|a, b| {
+        let key = |v: &Value| {
+            v.get(column)
+                .and_then(Value::as_str)
+                .unwrap_or("")
+                .to_owned()
+        };
+        key(a).cmp(&key(b))
+    });
+    if descending {
+        items.reverse();
+    }
+    items
+}
+
+fn contains_ignoring_case(value: Option<&Value>, needle: &str) -> bool {
+    value
+        .and_then(Value::as_str)
+        .is_some_and(|have| have.to_lowercase().contains(&needle.to_lowercase()))
 }
 
 fn with_user_defaults(mut user: Map<String, Value>) -> Map<String, Value> {
@@ -249,12 +349,16 @@ fn page_of<T: Clone>(items: &[T], page: usize, size: usize) -> (Vec<T>, usize) {
     )
 }
 
-fn paging(q: &HashMap<String, String>, size_key: &str) -> Result<(usize, usize), Box<Answer>> {
+fn paging(
+    q: &HashMap<String, String>,
+    size_key: &str,
+    default_size: usize,
+) -> Result<(usize, usize), Box<Answer>> {
     let page = q.get("page").and_then(|p| p.parse().ok()).unwrap_or(1usize);
     let size = q
         .get(size_key)
         .and_then(|p| p.parse().ok())
-        .unwrap_or(25usize);
+        .unwrap_or(default_size);
     if !(1..=100).contains(&size) || page < 1 {
         return Err(Box::new(
             (
@@ -272,7 +376,7 @@ async fn user_info(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, false).await {
+    if let Err(e) = f.gate("/user/info", &headers, false).await {
         return e;
     }
     let id = q.get("user_id").cloned().unwrap_or_default();
@@ -294,28 +398,35 @@ async fn user_list(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, false).await {
+    if let Err(e) = f.gate("/user/list", &headers, false).await {
         return e;
     }
-    let (page, size) = match paging(&q, "page_size") {
+    let (page, size) = match paging(&q, "page_size", 25) {
         Ok(p) => p,
         Err(e) => return *e,
     };
     let inner = f.lock();
-    let email = q.get("user_email").map(|e| e.to_lowercase());
     let users: Vec<Value> = inner
         .users
         .values()
-        .filter(|u| match &email {
-            Some(e) => u
-                .get("user_email")
-                .and_then(Value::as_str)
-                .is_some_and(|have| have.to_lowercase().contains(e)),
+        .filter(|u| match q.get("user_email") {
+            Some(e) => contains_ignoring_case(u.get("user_email"), e),
             None => true,
         })
         .cloned()
         .map(Value::Object)
         .collect();
+    let users = sorted(
+        users,
+        &q,
+        &[
+            "user_id",
+            "user_email",
+            "created_at",
+            "user_alias",
+            "user_role",
+        ],
+    );
     let (items, total_pages) = page_of(&users, page, size);
     Json(json!({"users": items, "total": users.len(), "page": page, "page_size": size, "total_pages": total_pages})).into_response()
 }
@@ -325,7 +436,7 @@ async fn user_new(
     headers: HeaderMap,
     Json(body): Json<Map<String, Value>>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, true).await {
+    if let Err(e) = f.gate("/user/new", &headers, true).await {
         return e;
     }
     let mut inner = f.lock();
@@ -347,12 +458,32 @@ async fn user_new(
                 == Some(e)
         })
     });
-    if inner.users.contains_key(&id) || email_taken {
+    if inner.users.contains_key(&id) {
         return error(
             StatusCode::CONFLICT,
-            &format!("User with id={id} or email already exists"),
+            &format!("{{'error': 'User with id {id} already exists'}}"),
             "bad_request_error",
-            Some("user_id"),
+            Some("None"),
+        );
+    }
+    if email_taken {
+        return error(
+            StatusCode::CONFLICT,
+            "{'error': 'User with email already exists'}",
+            "bad_request_error",
+            Some("None"),
+        );
+    }
+    if inner
+        .failing_prefix
+        .as_deref()
+        .is_some_and(|p| id.starts_with(p))
+    {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "Internal Server Error",
+            "internal_server_error",
+            None,
         );
     }
     let mut user = Map::new();
@@ -369,7 +500,8 @@ async fn user_new(
         }
     }
     user.insert("user_id".into(), json!(id));
-    inner.users.insert(id.clone(), with_user_defaults(user));
+    let user = inner.created(with_user_defaults(user));
+    inner.users.insert(id.clone(), user);
     let mut answer = json!({"user_id": id});
     if body.get("auto_create_key") != Some(&Value::Bool(false)) {
         inner.next_key += 1;
@@ -385,7 +517,7 @@ async fn user_update(
     headers: HeaderMap,
     Json(body): Json<Map<String, Value>>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, true).await {
+    if let Err(e) = f.gate("/user/update", &headers, true).await {
         return e;
     }
     let Some(id) = body
@@ -402,12 +534,22 @@ async fn user_update(
     };
     let mut inner = f.lock();
     // LiteLLM upserts: an unknown id is created.
-    let user = inner
-        .users
-        .entry(id.clone())
-        .or_insert_with(|| with_user_defaults(Map::from_iter([("user_id".to_owned(), json!(id))])));
+    if !inner.users.contains_key(&id) {
+        let user = inner.created(with_user_defaults(Map::from_iter([(
+            "user_id".to_owned(),
+            json!(id),
+        )])));
+        inner.users.insert(id.clone(), user);
+    }
+    let Some(user) = inner.users.get_mut(&id) else {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "lost", "internal", None);
+    };
     for (key, value) in &body {
-        if key != "user_id" {
+        // None, [] and {} are "not set" to LiteLLM: they never clear a field.
+        let unset = value.is_null()
+            || value.as_array().is_some_and(Vec::is_empty)
+            || value.as_object().is_some_and(Map::is_empty);
+        if key != "user_id" && !unset {
             user.insert(key.clone(), value.clone());
         }
     }
@@ -419,7 +561,7 @@ async fn user_delete(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, true).await {
+    if let Err(e) = f.gate("/user/delete", &headers, true).await {
         return e;
     }
     let ids: Vec<String> = body["user_ids"]
@@ -456,7 +598,7 @@ async fn team_info(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, false).await {
+    if let Err(e) = f.gate("/team/info", &headers, false).await {
         return e;
     }
     let id = q.get("team_id").cloned().unwrap_or_default();
@@ -479,10 +621,10 @@ async fn team_list(
     headers: HeaderMap,
     Query(q): Query<HashMap<String, String>>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, false).await {
+    if let Err(e) = f.gate("/v2/team/list", &headers, false).await {
         return e;
     }
-    let (page, size) = match paging(&q, "page_size") {
+    let (page, size) = match paging(&q, "page_size", 10) {
         Ok(p) => p,
         Err(e) => return *e,
     };
@@ -490,9 +632,14 @@ async fn team_list(
         .lock()
         .teams
         .values()
+        .filter(|t| match q.get("team_alias") {
+            Some(a) => contains_ignoring_case(t.get("team_alias"), a),
+            None => true,
+        })
         .cloned()
         .map(Value::Object)
         .collect();
+    let teams = sorted(teams, &q, &["team_id", "team_alias", "created_at"]);
     let (items, total_pages) = page_of(&teams, page, size);
     Json(json!({"teams": items, "total": teams.len(), "page": page, "page_size": size, "total_pages": total_pages})).into_response()
 }
@@ -502,7 +649,7 @@ async fn team_new(
     headers: HeaderMap,
     Json(body): Json<Map<String, Value>>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, true).await {
+    if let Err(e) = f.gate("/team/new", &headers, true).await {
         return e;
     }
     let mut inner = f.lock();
@@ -526,9 +673,8 @@ async fn team_new(
         "members_with_roles".into(),
         json!([{"user_id": "default_user_id", "user_email": null, "role": "admin"}]),
     );
-    inner
-        .teams
-        .insert(id.clone(), with_team_defaults(team.clone()));
+    let team = inner.created(with_team_defaults(team));
+    inner.teams.insert(id.clone(), team.clone());
     Json(Value::Object(team)).into_response()
 }
 
@@ -537,7 +683,7 @@ async fn team_update(
     headers: HeaderMap,
     Json(body): Json<Map<String, Value>>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, true).await {
+    if let Err(e) = f.gate("/team/update", &headers, true).await {
         return e;
     }
     let id = body
@@ -565,7 +711,7 @@ async fn team_delete(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, true).await {
+    if let Err(e) = f.gate("/team/delete", &headers, true).await {
         return e;
     }
     let ids: Vec<String> = body["team_ids"]
@@ -597,7 +743,7 @@ async fn member_add(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, true).await {
+    if let Err(e) = f.gate("/team/member_add", &headers, true).await {
         return e;
     }
     let id = body["team_id"].as_str().unwrap_or_default().to_owned();
@@ -615,28 +761,38 @@ async fn member_add(
         );
     };
     let mut roster = members(&team);
+    // Every member is checked before any is added (team_call_validation_checks, then
+    // team_member_add_duplication_check).
+    if new.iter().any(|m| m["role"] == json!("admin")) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Assigning team admins is a premium feature. You must be a LiteLLM Enterprise user to use this feature.",
+            "bad_request_error",
+            Some("None"),
+        );
+    }
+    if let Some(user_id) = new
+        .iter()
+        .filter_map(|m| m["user_id"].as_str())
+        .find(|id| roster.iter().any(|m| m["user_id"] == json!(id)))
+    {
+        return error(
+            StatusCode::BAD_REQUEST,
+            &format!("User with user_id={user_id} already in team. Existing members={roster:?}"),
+            "team_member_already_in_team",
+            Some("user_id"),
+        );
+    }
     for member in &new {
-        if member["role"] == json!("admin") {
-            return error(
-                StatusCode::BAD_REQUEST,
-                "Assigning team admins is a feature for LiteLLM Enterprise",
-                "bad_request_error",
-                Some("member"),
-            );
-        }
         let user_id = member["user_id"].as_str().unwrap_or_default().to_owned();
-        if roster.iter().any(|m| m["user_id"] == json!(user_id)) {
-            return error(
-                StatusCode::BAD_REQUEST,
-                &format!("User={user_id} already in team. Existing members={roster:?}"),
-                "team_member_already_in_team",
-                Some("member"),
-            );
-        }
         // LiteLLM creates a member it does not know.
-        inner.users.entry(user_id.clone()).or_insert_with(|| {
-            with_user_defaults(Map::from_iter([("user_id".to_owned(), json!(user_id))]))
-        });
+        if !inner.users.contains_key(&user_id) {
+            let user = inner.created(with_user_defaults(Map::from_iter([(
+                "user_id".to_owned(),
+                json!(user_id),
+            )])));
+            inner.users.insert(user_id.clone(), user);
+        }
         roster.push(
             json!({"user_id": user_id, "user_email": member.get("user_email"), "role": "user"}),
         );
@@ -652,7 +808,7 @@ async fn member_delete(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, true).await {
+    if let Err(e) = f.gate("/team/member_delete", &headers, true).await {
         return e;
     }
     let id = body["team_id"].as_str().unwrap_or_default().to_owned();
@@ -670,7 +826,7 @@ async fn member_delete(
     if !roster.iter().any(|m| m["user_id"] == json!(user_id)) {
         return error(
             StatusCode::BAD_REQUEST,
-            &format!("Team member not found in team: user_id={user_id}"),
+            "{'error': 'User not found in team'}",
             "bad_request_error",
             Some("user_id"),
         );
@@ -691,7 +847,7 @@ async fn key_generate(
     headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Answer {
-    if let Err(e) = f.gate(&headers, true).await {
+    if let Err(e) = f.gate("/key/generate", &headers, true).await {
         return e;
     }
     let user = body["user_id"].as_str().unwrap_or_default();
