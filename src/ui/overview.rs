@@ -336,20 +336,19 @@ pub async fn apply_sync(
                 .into(),
         ));
     };
-    let Some(lock) = state.store.try_sync_lock(&idp).await? else {
-        return Err(UiError::BadRequest(format!(
-            "another sync of {idp} is running; nothing was applied. Try again once it has finished."
-        )));
-    };
     if pending_plan_of(&state, &idp).await?.is_some()
         && shown.plan.ops.iter().any(|op| op.is_removal())
     {
-        lock.release().await;
         return Err(UiError::BadRequest(format!(
             "a plan of {idp} was kept for review after this one was shown, and its removals \
              are held until it is decided; nothing was applied. Plan again."
         )));
     }
+    let Some(lock) = state.store.try_sync_lock(&idp).await? else {
+        return Err(UiError::BadRequest(format!(
+            "another sync of {idp} is running; nothing was applied. Try again once it has finished."
+        )));
+    };
     let config = state.current_config();
     let policy = Policy::from_config(&config, crate::store::now());
     let result = Engine::new(state.store.clone())
