@@ -22,17 +22,26 @@
 //!   transaction, after the changes queued before it, so two PATCHes of one group with
 //!   the same If-Match in one batch are judged in order: the first wins, the second
 //!   gets 412. Their audit and outbox rows are those of the one-at-a-time path (the
-//!   same `apply_in`), and go or stay with their savepoint.
+//!   same `apply_in`), and go or stay with their savepoint;
+//! - member changes (a SCIM PATCH that only adds and removes members of one group, by
+//!   user id: what Entra and Okta send for every membership change). Consecutive ones
+//!   are applied together where the order between them cannot matter (see
+//!   [`merge_groups`]): the member changes of one team, from one actor, none naming a
+//!   user another of the run names, become one change of that team, with one read of
+//!   it, one lookup of the users and one INSERT. If that merged change is refused for
+//!   any reason, it is undone to its savepoint and its PATCHes run one by one, so each
+//!   is judged on its own exactly as it would have been alone.
 
 use super::apply::ApplyError;
 use super::engine::{
     apply_in, change_in_savepoint, Applied as Done, EngineError, Expect, Request, Target,
 };
-use super::{Actor, Desired, Policy};
+use super::{Actor, Desired, DesiredTeam, Intent, MemberRef, MemberSpec, Policy, Scope};
 use crate::config::Config;
 use crate::domain::{Team, User};
 use crate::store::{Savepoint, Store, StoreError, WriteTx};
 use futures::future::BoxFuture;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -77,11 +86,26 @@ trait Job: Send {
     fn fail(self: Box<Self>, cause: &StoreError);
 }
 
+/// What waits in the queue: member changes apart, since consecutive ones may merge.
+enum Queued {
+    Job(Box<dyn Job>),
+    Members(MemberChange),
+}
+
+impl Queued {
+    fn fail(self, cause: &StoreError) {
+        match self {
+            Queued::Job(job) => job.fail(cause),
+            Queued::Members(change) => Box::new(change).fail(cause),
+        }
+    }
+}
+
 /// The queue of writes and the task that applies them (which ends when the last
 /// `WriteBatcher` clone is dropped).
 #[derive(Clone)]
 pub struct WriteBatcher {
-    queue: mpsc::Sender<Box<dyn Job>>,
+    queue: mpsc::Sender<Queued>,
     counts: Arc<Counts>,
 }
 
@@ -126,11 +150,11 @@ impl WriteBatcher {
             )));
         }
         let (reply, answer) = oneshot::channel();
-        self.submit(Box::new(Create {
+        self.submit(Queued::Job(Box::new(Create {
             desired,
             actor,
             reply,
-        }))
+        })))
         .await;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
@@ -176,20 +200,47 @@ impl WriteBatcher {
         build: impl FnOnce(&T) -> Result<Desired, E> + Send + 'static,
     ) -> Result<Done, E> {
         let (reply, answer) = oneshot::channel();
-        self.submit(Box::new(Change {
+        self.submit(Queued::Job(Box::new(Change {
             id,
             expect,
             policy,
             actor,
             build: Box::new(build),
             reply,
-        }))
+        })))
         .await;
         answer.await.unwrap_or_else(|_| Err(stopped().into()))
     }
 
+    /// Adds the users `add` to team `team` and takes the users `remove` out of it (a
+    /// SCIM PATCH of members only; the two lists name no user twice), committed with
+    /// whatever other writes are waiting and, where that cannot change what any of them
+    /// does, merged with the other member changes among them.
+    pub async fn change_members(
+        &self,
+        team: Uuid,
+        add: Vec<Uuid>,
+        remove: Vec<Uuid>,
+        expect: Expect,
+        policy: Policy,
+        actor: Actor,
+    ) -> Applied {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Queued::Members(MemberChange {
+            team,
+            add,
+            remove,
+            expect,
+            policy,
+            actor,
+            reply,
+        }))
+        .await;
+        answer.await.unwrap_or_else(|_| Err(stopped()))
+    }
+
     /// Queues `job`; a job the task is gone for is answered at once.
-    async fn submit(&self, job: Box<dyn Job>) {
+    async fn submit(&self, job: Queued) {
         match self.queue.send(job).await {
             Ok(()) => {
                 self.counts.queued.fetch_add(1, Ordering::Relaxed);
@@ -297,6 +348,185 @@ impl<T: Target, E: From<EngineError> + Send + 'static> Job for Change<T, E> {
     }
 }
 
+/// A SCIM PATCH that only adds and removes members of one team, by user id.
+struct MemberChange {
+    team: Uuid,
+    add: Vec<Uuid>,
+    remove: Vec<Uuid>,
+    expect: Expect,
+    policy: Policy,
+    actor: Actor,
+    reply: oneshot::Sender<Applied>,
+}
+
+impl MemberChange {
+    /// The users it names.
+    fn users(&self) -> impl Iterator<Item = &Uuid> {
+        self.add.iter().chain(&self.remove)
+    }
+
+    /// Whether `other` may be applied as one change with this one: the same team, the
+    /// same actor and the same rules (the policies were taken at different instants).
+    fn merges_with(&self, other: &MemberChange) -> bool {
+        self.team == other.team
+            && self.actor == other.actor
+            && Policy {
+                now: other.policy.now,
+                ..self.policy.clone()
+            } == other.policy
+    }
+}
+
+/// The desired state of a member change of `team` as it is now: its name and external
+/// id as they are (what rendering the group, applying no other operation and parsing it
+/// back gives), and the members added and removed.
+fn member_delta(actor: &Actor, team: &Team, add: &[Uuid], remove: &[Uuid]) -> Desired {
+    let refs = |ids: &[Uuid]| ids.iter().copied().map(MemberRef::UserId).collect();
+    let mut desired = Desired::new(actor.scim_source(), Scope::Listed);
+    desired.teams.push(DesiredTeam {
+        id: Some(team.id),
+        intent: Intent::Update,
+        external_id: team.external_id.clone(),
+        display_name: team.display_name.clone(),
+        metadata: None,
+        members: MemberSpec::Delta {
+            add: refs(add),
+            remove: refs(remove),
+        },
+    });
+    desired
+}
+
+impl Job for MemberChange {
+    fn run<'t>(
+        self: Box<Self>,
+        tx: &'t mut WriteTx,
+        _: &'t Policy,
+    ) -> BoxFuture<'t, (Option<Savepoint>, Outcome)> {
+        Box::pin(async move {
+            let MemberChange {
+                team,
+                add,
+                remove,
+                expect,
+                policy,
+                actor,
+                reply,
+            } = *self;
+            let (savepoint, result) =
+                change_in_savepoint(tx, SAVEPOINT, team, &expect, &policy, &actor, |current| {
+                    Ok::<_, EngineError>(member_delta(&actor, current, &add, &remove))
+                })
+                .await;
+            let outcome = match result {
+                Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
+                Err(refused) => Outcome::Refused(answer(reply, Err(refused))),
+            };
+            (savepoint, outcome)
+        })
+    }
+
+    fn is_create(&self) -> bool {
+        false
+    }
+
+    fn fail(self: Box<Self>, cause: &StoreError) {
+        let _ = self.reply.send(Err(not_committed(cause)));
+    }
+}
+
+/// Splits a run of consecutive member changes into groups, in the order they are to be
+/// applied, such that applying each group as one change does what applying the run one
+/// change at a time would do.
+///
+/// The run is cut into segments where no user is named twice: within a segment every
+/// user's memberships come from one change, so the order of its changes cannot matter
+/// (a user's role, from the role groups they are in, included), and the changes of one
+/// team that merge (same actor and rules) become one group. Beyond that a change with
+/// an If-Match runs alone and in its place, since the version it names depends on
+/// every change of its team before it.
+fn merge_groups(run: Vec<MemberChange>) -> Vec<Vec<MemberChange>> {
+    let mut groups: Vec<Vec<MemberChange>> = Vec::new();
+    // Where the current segment's groups start, and the users it names.
+    let mut segment = 0;
+    let mut named: HashSet<Uuid> = HashSet::new();
+    for change in run {
+        let alone = !matches!(change.expect, Expect::AnyVersion);
+        let clash = change.users().any(|user| named.contains(user));
+        if alone || clash {
+            segment = groups.len();
+            named.clear();
+        }
+        named.extend(change.users().copied());
+        if alone {
+            groups.push(vec![change]);
+            segment = groups.len();
+            named.clear();
+            continue;
+        }
+        match groups[segment..]
+            .iter_mut()
+            .find(|group| group[0].merges_with(&change))
+        {
+            Some(group) => group.push(change),
+            None => groups.push(vec![change]),
+        }
+    }
+    groups
+}
+
+/// Applies a group of [`merge_groups`] as one change of its team, in a savepoint;
+/// refused, it is undone and its changes are applied one by one instead.
+async fn apply_merged(
+    tx: &mut WriteTx,
+    policy: &Policy,
+    group: Vec<MemberChange>,
+    answers: &mut Vec<Answer>,
+    done: &mut Committed,
+) -> Result<(), (StoreError, Vec<MemberChange>)> {
+    let first = &group[0];
+    let add: Vec<Uuid> = group.iter().flat_map(|c| c.add.iter().copied()).collect();
+    let remove: Vec<Uuid> = group
+        .iter()
+        .flat_map(|c| c.remove.iter().copied())
+        .collect();
+    let (savepoint, merged) = change_in_savepoint(
+        tx,
+        SAVEPOINT,
+        first.team,
+        &Expect::AnyVersion,
+        &first.policy,
+        &first.actor,
+        |current| Ok::<_, EngineError>(member_delta(&first.actor, current, &add, &remove)),
+    )
+    .await;
+    match merged {
+        Ok(applied) => {
+            done.changes += group.len();
+            for change in group {
+                answers.push(answer(change.reply, Ok(applied.clone())));
+            }
+            return Ok(());
+        }
+        Err(refused) => {
+            tracing::debug!(error = %refused, size = group.len(), "merged member changes refused; applying them one by one");
+        }
+    }
+    if let Some(savepoint) = savepoint {
+        if let Err(e) = tx.rollback_to(savepoint).await {
+            return Err((e, group));
+        }
+    }
+    let mut group = group.into_iter();
+    while let Some(change) = group.next() {
+        let job: Box<dyn Job> = Box::new(change);
+        if let Err(e) = run_one(tx, policy, job, answers, done).await {
+            return Err((e, group.collect()));
+        }
+    }
+    Ok(())
+}
+
 /// The answer to give once the commit is known: `result` if it committed.
 fn answer<E: From<EngineError> + Send + 'static>(
     reply: oneshot::Sender<Result<Done, E>>,
@@ -319,7 +549,7 @@ fn not_committed(cause: &StoreError) -> EngineError {
 async fn run(
     store: Store,
     config: watch::Receiver<Arc<Config>>,
-    mut jobs: mpsc::Receiver<Box<dyn Job>>,
+    mut jobs: mpsc::Receiver<Queued>,
     counts: Arc<Counts>,
 ) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
@@ -359,7 +589,7 @@ struct Committed {
 async fn apply_batch(
     tx: Result<WriteTx, StoreError>,
     policy: &Policy,
-    jobs: Vec<Box<dyn Job>>,
+    jobs: Vec<Queued>,
 ) -> Option<Committed> {
     let size = jobs.len();
     let mut tx = match tx {
@@ -371,36 +601,26 @@ async fn apply_batch(
     };
     let mut answers: Vec<Answer> = Vec::with_capacity(size);
     let mut done = Committed::default();
-    let mut jobs = jobs.into_iter();
+    let mut jobs = jobs.into_iter().peekable();
     while let Some(job) = jobs.next() {
-        let create = job.is_create();
-        let (savepoint, outcome) = job.run(&mut tx, policy).await;
-        match outcome {
-            Outcome::Applied(answer) => {
-                match create {
-                    true => done.creates += 1,
-                    false => done.changes += 1,
+        let broken = match job {
+            Queued::Job(job) => run_one(&mut tx, policy, job, &mut answers, &mut done)
+                .await
+                .map_err(|e| (e, Vec::new())),
+            Queued::Members(first) => {
+                let mut run = vec![first];
+                while let Some(Queued::Members(_)) = jobs.peek() {
+                    if let Some(Queued::Members(next)) = jobs.next() {
+                        run.push(next);
+                    }
                 }
-                answers.push(answer);
+                apply_member_changes(&mut tx, policy, run, &mut answers, &mut done).await
             }
-            Outcome::Refused(answer) => {
-                let undone = match savepoint {
-                    Some(savepoint) => tx.rollback_to(savepoint).await,
-                    None => Ok(()),
-                };
-                if let Err(e) = undone {
-                    answers.push(answer);
-                    fail_all(answers, jobs, &e);
-                    return None;
-                }
-                answers.push(answer);
-            }
-            Outcome::Broken(e, answer) => {
-                // The write that broke the transaction is told its own error.
-                answer(None);
-                fail_all(answers, jobs, &e);
-                return None;
-            }
+        };
+        if let Err((e, unrun)) = broken {
+            let waiting = unrun.into_iter().chain(jobs);
+            fail_all(answers, waiting, &e);
+            return None;
         }
     }
     match tx.commit().await {
@@ -416,13 +636,77 @@ async fn apply_batch(
     }
 }
 
+/// Why a batch cannot go on, and the writes of the current step that did not run.
+type Broken = (StoreError, Vec<Queued>);
+
+/// Runs one write in `tx`, undoing it to its savepoint if it is refused.
+async fn run_one(
+    tx: &mut WriteTx,
+    policy: &Policy,
+    job: Box<dyn Job>,
+    answers: &mut Vec<Answer>,
+    done: &mut Committed,
+) -> Result<(), StoreError> {
+    let create = job.is_create();
+    let (savepoint, outcome) = job.run(tx, policy).await;
+    match outcome {
+        Outcome::Applied(answer) => {
+            match create {
+                true => done.creates += 1,
+                false => done.changes += 1,
+            }
+            answers.push(answer);
+            Ok(())
+        }
+        Outcome::Refused(answer) => {
+            answers.push(answer);
+            match savepoint {
+                Some(savepoint) => tx.rollback_to(savepoint).await,
+                None => Ok(()),
+            }
+        }
+        Outcome::Broken(e, answer) => {
+            // The write that broke the transaction is told its own error.
+            answer(None);
+            Err(e)
+        }
+    }
+}
+
+/// Applies a run of consecutive member changes, merged where [`merge_groups`] allows.
+async fn apply_member_changes(
+    tx: &mut WriteTx,
+    policy: &Policy,
+    run: Vec<MemberChange>,
+    answers: &mut Vec<Answer>,
+    done: &mut Committed,
+) -> Result<(), Broken> {
+    let mut groups = merge_groups(run).into_iter();
+    while let Some(mut group) = groups.next() {
+        let applied = match group.len() {
+            1 => {
+                let job: Box<dyn Job> = Box::new(group.remove(0));
+                run_one(tx, policy, job, answers, done)
+                    .await
+                    .map_err(|e| (e, Vec::new()))
+            }
+            _ => apply_merged(tx, policy, group, answers, done).await,
+        };
+        if let Err((e, unrun)) = applied {
+            let waiting = unrun
+                .into_iter()
+                .chain(groups.flatten())
+                .map(Queued::Members)
+                .collect();
+            return Err((e, waiting));
+        }
+    }
+    Ok(())
+}
+
 /// Answers every write of a failed batch: those that ran and those still waiting.
 /// (The transaction is rolled back when the caller drops it.)
-fn fail_all(
-    answers: Vec<Answer>,
-    waiting: impl IntoIterator<Item = Box<dyn Job>>,
-    cause: &StoreError,
-) {
+fn fail_all(answers: Vec<Answer>, waiting: impl IntoIterator<Item = Queued>, cause: &StoreError) {
     tracing::warn!(error = %cause, "a batch of writes failed; none of it was applied");
     answers.into_iter().for_each(|answer| answer(Some(cause)));
     waiting.into_iter().for_each(|job| job.fail(cause));
@@ -474,6 +758,7 @@ mod tests {
 
     /// Applies `jobs` in a transaction of their own, as the batching task does.
     async fn batch(store: &Store, jobs: Vec<Box<dyn Job>>) -> Option<Committed> {
+        let jobs = jobs.into_iter().map(Queued::Job).collect();
         apply_batch(store.begin_write().await, &Policy::default(), jobs).await
     }
 
@@ -487,6 +772,145 @@ mod tests {
     async fn exists(store: &Store, name: &str) -> bool {
         let name = UserName::parse(name).expect("name");
         store.user_by_name(&name).await.expect("read").is_some()
+    }
+
+    /// A member change of `team` by `actor`, adding `add` and removing `remove`.
+    fn members(team: u128, add: &[u128], remove: &[u128], actor: &str) -> MemberChange {
+        let ids = |n: &[u128]| n.iter().map(|&n| Uuid::from_u128(n)).collect();
+        MemberChange {
+            team: Uuid::from_u128(team),
+            add: ids(add),
+            remove: ids(remove),
+            expect: Expect::AnyVersion,
+            policy: Policy::default(),
+            actor: Actor::new(crate::domain::Trigger::Scim, actor),
+            reply: oneshot::channel().0,
+        }
+    }
+
+    /// The groups as (team, the users each change adds), for comparing.
+    fn shape(groups: Vec<Vec<MemberChange>>) -> Vec<(u128, Vec<Vec<u128>>)> {
+        groups
+            .into_iter()
+            .map(|group| {
+                let team = group[0].team.as_u128();
+                let adds = group
+                    .iter()
+                    .map(|c| c.users().map(|u| u.as_u128()).collect())
+                    .collect();
+                (team, adds)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn member_changes_of_one_team_naming_different_users_merge_into_one_group() {
+        let run = vec![
+            members(1, &[10], &[], "okta"),
+            members(1, &[11], &[], "okta"),
+            members(1, &[], &[12], "okta"),
+        ];
+        assert_eq!(
+            shape(merge_groups(run)),
+            vec![(1, vec![vec![10], vec![11], vec![12]])]
+        );
+    }
+
+    #[test]
+    fn member_changes_of_different_teams_merge_per_team_keeping_their_first_place() {
+        let run = vec![
+            members(1, &[10], &[], "okta"),
+            members(2, &[11], &[], "okta"),
+            members(1, &[12], &[], "okta"),
+        ];
+        assert_eq!(
+            shape(merge_groups(run)),
+            vec![(1, vec![vec![10], vec![12]]), (2, vec![vec![11]])]
+        );
+    }
+
+    #[test]
+    fn a_user_named_again_starts_a_new_segment_so_the_later_change_comes_after() {
+        // 10 is added to team 1, then removed from it, then 11 joins team 2: merging the
+        // removal with the add would lose the order; 11's change may join neither
+        // earlier group, since its segment starts after the removal.
+        let run = vec![
+            members(1, &[10], &[], "okta"),
+            members(2, &[13], &[], "okta"),
+            members(1, &[], &[10], "okta"),
+            members(2, &[11], &[], "okta"),
+        ];
+        assert_eq!(
+            shape(merge_groups(run)),
+            vec![
+                (1, vec![vec![10]]),
+                (2, vec![vec![13]]),
+                (1, vec![vec![10]]),
+                (2, vec![vec![11]]),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_user_in_two_teams_of_one_run_keeps_the_order_of_its_changes() {
+        // Role groups make a user's memberships of different teams depend on each
+        // other, so a user named for another team also cuts the segment.
+        let run = vec![
+            members(1, &[10], &[], "okta"),
+            members(2, &[10], &[], "okta"),
+            members(1, &[11], &[], "okta"),
+        ];
+        assert_eq!(
+            shape(merge_groups(run)),
+            vec![
+                (1, vec![vec![10]]),
+                (2, vec![vec![10]]),
+                (1, vec![vec![11]])
+            ]
+        );
+    }
+
+    #[test]
+    fn a_member_change_with_if_match_runs_alone_and_in_its_place() {
+        let mut guarded = members(1, &[11], &[], "okta");
+        guarded.expect = Expect::OneOf(vec![3]);
+        let run = vec![
+            members(1, &[10], &[], "okta"),
+            guarded,
+            members(1, &[12], &[], "okta"),
+            members(1, &[13], &[], "okta"),
+        ];
+        assert_eq!(
+            shape(merge_groups(run)),
+            vec![
+                (1, vec![vec![10]]),
+                (1, vec![vec![11]]),
+                (1, vec![vec![12], vec![13]]),
+            ]
+        );
+    }
+
+    #[test]
+    fn member_changes_from_different_actors_or_rules_do_not_merge() {
+        let mut stricter = members(1, &[12], &[], "okta");
+        stricter.policy.max_membership_removals = 1;
+        let mut later = members(1, &[13], &[], "okta");
+        later.policy.now += chrono::Duration::seconds(5);
+        let run = vec![
+            members(1, &[10], &[], "okta"),
+            members(1, &[11], &[], "entra"),
+            stricter,
+            later,
+        ];
+        assert_eq!(
+            shape(merge_groups(run)),
+            vec![
+                (1, vec![vec![10], vec![13]]),
+                (1, vec![vec![11]]),
+                (1, vec![vec![12]]),
+            ],
+            "the clock the rules were taken at is not a difference"
+        );
     }
 
     #[tokio::test]

@@ -6,7 +6,9 @@
 
 use super::list::{ListParams, Projection};
 use super::lower::Resource;
-use super::patch::{apply_operations, member_changes, parse_patch_request, MemberChange};
+use super::patch::{
+    apply_operations, member_changes, parse_patch_request, MemberChange, PatchOperation,
+};
 use super::resources::{parse_group, render_group};
 use super::response::{expect_version, with_not_found, Written};
 use crate::config::UnknownMembers;
@@ -304,6 +306,68 @@ pub async fn patch(
         rest.extend(split.rest);
     }
     let members = members.spec(&policy)?;
+    let written = match (rest.is_empty(), members) {
+        // Members only, the PATCH IdPs send for every membership change: one that may
+        // be merged with the others of its batch.
+        (true, MemberSpec::Delta { add, remove }) => state
+            .writes()
+            .change_members(
+                uuid,
+                user_ids(add),
+                user_ids(remove),
+                expect_version(if_match),
+                policy,
+                actor.clone(),
+            )
+            .await
+            .map(drop)
+            .map_err(ApiError::from),
+        (_, members) => patch_team(state, actor, base, uuid, rest, members, if_match, policy).await,
+    };
+    written.map_err(|e| with_not_found(e, || not_found(id)))?;
+    // RFC 7644 §3.5.2 lets a PATCH answer 200 with the resource or 204. The resource
+    // is the better answer (scim-sanity's strict mode insists on it) until echoing the
+    // roster would cost far more than the change itself (reading 100,000 members takes
+    // about a second); past that, 204 with the new ETag.
+    if projection.wants("members")
+        && state
+            .store
+            .team_has_more_members_than(uuid, MAX_MEMBERS_IN_PATCH_RESPONSE)
+            .await?
+    {
+        let version = state.store.team(uuid).await?.map(|t| t.version);
+        return Ok(Written {
+            version,
+            ..Written::no_content()
+        });
+    }
+    read_back(state, base, uuid, StatusCode::OK, projection).await
+}
+
+/// The users a PATCH's member references name (member values are user ids: see
+/// [`member_refs`]).
+fn user_ids(refs: Vec<MemberRef>) -> Vec<Uuid> {
+    refs.into_iter()
+        .filter_map(|r| match r {
+            MemberRef::UserId(id) => Some(id),
+            MemberRef::ExternalId(_) => None,
+        })
+        .collect()
+}
+
+/// A PATCH with operations on other attributes than members (or replacing the whole
+/// roster): applied to the group as rendered without its members.
+#[allow(clippy::too_many_arguments)]
+async fn patch_team(
+    state: &AppState,
+    actor: &Actor,
+    base: &str,
+    uuid: Uuid,
+    rest: Vec<PatchOperation>,
+    members: MemberSpec,
+    if_match: Option<&str>,
+    policy: Policy,
+) -> Result<(), ApiError> {
     let (who, at) = (actor.clone(), base.to_owned());
     state
         .writes()
@@ -330,24 +394,7 @@ pub async fn patch(
             },
         )
         .await
-        .map_err(|e| with_not_found(e, || not_found(id)))?;
-    // RFC 7644 §3.5.2 lets a PATCH answer 200 with the resource or 204. The resource
-    // is the better answer (scim-sanity's strict mode insists on it) until echoing the
-    // roster would cost far more than the change itself (reading 100,000 members takes
-    // about a second); past that, 204 with the new ETag.
-    if projection.wants("members")
-        && state
-            .store
-            .team_has_more_members_than(uuid, MAX_MEMBERS_IN_PATCH_RESPONSE)
-            .await?
-    {
-        let version = state.store.team(uuid).await?.map(|t| t.version);
-        return Ok(Written {
-            version,
-            ..Written::no_content()
-        });
-    }
-    read_back(state, base, uuid, StatusCode::OK, projection).await
+        .map(drop)
 }
 
 /// DELETE: the team, its memberships and the keys scoped to it, in one transaction.

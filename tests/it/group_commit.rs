@@ -514,3 +514,172 @@ async fn a_patch_that_fails_after_writing_is_undone_to_its_savepoint_and_the_oth
     );
     assert_eq!(membership_audit(&app, &team).await.len(), 2);
 }
+
+fn remove_member(app: &TestApp, group: &str, user: &str) -> RequestBuilder {
+    app.scim(
+        Method::PATCH,
+        &format!("/Groups/{group}?excludedAttributes=members"),
+    )
+    .header("content-type", SCIM_JSON)
+    .body(patch_body(json!([
+        {"op": "remove", "path": format!("members[value eq \"{user}\"]")}
+    ])))
+}
+
+async fn users(app: &TestApp, prefix: &str, n: usize) -> Vec<String> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        ids.push(user(app, &format!("{prefix}{i}")).await);
+    }
+    ids
+}
+
+#[tokio::test]
+async fn member_patches_of_one_group_queued_together_are_applied_as_one_change_and_all_answered() {
+    let app = TestApp::spawn().await;
+    let team = group(&app, "Merged").await;
+    let joiners = users(&app, "joiner", 6).await;
+    let before = version(&app, &team).await;
+
+    let requests = joiners.iter().map(|u| add_member(&app, &team, u)).collect();
+    let (answers, transactions, applied) = in_one_batch_counted(&app, requests).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(transactions, 1);
+    assert_eq!(applied, 6, "every PATCH counts as a write");
+    assert_eq!(
+        members(&app, &team).await,
+        joiners.iter().cloned().collect::<BTreeSet<_>>()
+    );
+    assert_eq!(
+        version(&app, &team).await,
+        before + 1,
+        "six PATCHes naming different users became one change of the group"
+    );
+    for (_, body) in &answers {
+        assert_eq!(
+            body["meta"]["version"],
+            json!(etag(before + 1)),
+            "each answer shows the group as committed"
+        );
+    }
+    let audited: BTreeSet<(String, String)> =
+        membership_audit(&app, &team).await.into_iter().collect();
+    let expected: BTreeSet<(String, String)> = joiners
+        .iter()
+        .map(|u| ("add_member".to_owned(), format!("membership:{team}:{u}")))
+        .collect();
+    assert_eq!(
+        audited, expected,
+        "one audit row per member, as one at a time"
+    );
+}
+
+#[tokio::test]
+async fn a_patch_naming_a_user_that_does_not_exist_among_mergeable_ones_is_refused_alone() {
+    let app = TestApp::spawn().await;
+    let team = group(&app, "Careful").await;
+    let (a, b) = (user(&app, "a").await, user(&app, "b").await);
+    let ghost = Uuid::new_v4().to_string();
+    let before = version(&app, &team).await;
+
+    let (answers, transactions) = in_one_batch(
+        &app,
+        vec![
+            add_member(&app, &team, &a),
+            add_member(&app, &team, &ghost),
+            add_member(&app, &team, &b),
+        ],
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| s.as_u16()).collect();
+    assert_eq!(statuses, [200, 400, 200], "{answers:?}");
+    let detail = answers[1].1["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains(&ghost),
+        "the refusal names the member: {detail}"
+    );
+    assert_eq!(transactions, 1);
+    assert_eq!(members(&app, &team).await, BTreeSet::from([a, b]));
+    assert_eq!(
+        version(&app, &team).await,
+        before + 2,
+        "applied one by one once the merged change was refused"
+    );
+    assert_eq!(membership_audit(&app, &team).await.len(), 2);
+}
+
+#[tokio::test]
+async fn member_removals_queued_together_take_every_named_member_out() {
+    let app = TestApp::spawn().await;
+    let team = group(&app, "Shrinking").await;
+    let staff = users(&app, "staff", 5).await;
+    for member in &staff {
+        let (status, body) = send(add_member(&app, &team, member)).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let before = version(&app, &team).await;
+
+    let leaving = &staff[..3];
+    let requests = leaving
+        .iter()
+        .map(|u| remove_member(&app, &team, u))
+        .collect();
+    let (answers, transactions) = in_one_batch(&app, requests).await;
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    assert_eq!(transactions, 1);
+    assert_eq!(
+        members(&app, &team).await,
+        staff[3..].iter().cloned().collect::<BTreeSet<_>>()
+    );
+    assert_eq!(version(&app, &team).await, before + 1);
+    let removed = membership_audit(&app, &team)
+        .await
+        .into_iter()
+        .filter(|(op, _)| op == "remove_member")
+        .count();
+    assert_eq!(removed, 3, "one audit row per member taken out");
+}
+
+#[tokio::test]
+async fn a_member_added_then_removed_in_one_batch_ends_as_one_at_a_time_would() {
+    let app = TestApp::spawn().await;
+    let (batched, alone) = (group(&app, "Batched").await, group(&app, "Alone").await);
+    let (flicker, stays) = (user(&app, "flicker").await, user(&app, "stays").await);
+
+    let sequence = |team: &str| {
+        vec![
+            add_member(&app, team, &flicker),
+            add_member(&app, team, &stays),
+            remove_member(&app, team, &flicker),
+        ]
+    };
+    let (answers, transactions) = in_one_batch(&app, sequence(&batched)).await;
+    assert_eq!(transactions, 1);
+    for (status, body) in &answers {
+        assert_eq!(*status, StatusCode::OK, "{body}");
+    }
+    for request in sequence(&alone) {
+        let (status, body) = send(request).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+
+    assert_eq!(
+        members(&app, &batched).await,
+        BTreeSet::from([stays.clone()])
+    );
+    assert_eq!(members(&app, &alone).await, BTreeSet::from([stays]));
+    let ops = |rows: Vec<(String, String)>| {
+        let mut ops: Vec<String> = rows.into_iter().map(|(op, _)| op).collect();
+        ops.sort();
+        ops
+    };
+    assert_eq!(
+        ops(membership_audit(&app, &batched).await),
+        ops(membership_audit(&app, &alone).await),
+        "the same audit rows as one at a time: the add and the removal both recorded"
+    );
+}
