@@ -156,6 +156,12 @@ fn describe() {
         Unit::Count,
         "SCIM PUTs and PATCHes committed by one transaction (group commit, one savepoint each)."
     );
+    describe_histogram!(
+        "scimsync_scim_write_batch_seconds",
+        Unit::Seconds,
+        "How long one group-commit transaction of SCIM writes held the writer, from BEGIN \
+         to the end of its COMMIT (every write waiting meanwhile joins the next)."
+    );
     describe_counter!(
         "scimsync_plan_operations_applied_total",
         "Plan operations applied to the store, by kind and trigger."
@@ -316,6 +322,11 @@ pub fn create_batch(size: usize) {
 /// How many SCIM PUTs and PATCHes one transaction committed (see `reconcile::batch`).
 pub fn change_batch(size: usize) {
     metrics::histogram!("scimsync_scim_change_batch_size").record(size as f64);
+}
+
+/// How long one group-commit transaction held the writer (see `reconcile::batch`).
+pub fn write_batch_duration(seconds: f64) {
+    metrics::histogram!("scimsync_scim_write_batch_seconds").record(seconds);
 }
 
 /// Plan operations applied, by kind and trigger.

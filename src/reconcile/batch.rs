@@ -32,7 +32,8 @@
 //!   any reason, it is undone to its savepoint and its PATCHes run one by one, so each
 //!   is judged on its own exactly as it would have been alone.
 
-use super::apply::ApplyError;
+use super::apply::{ApplyError, ApplySummary};
+use super::ops::{Op, Plan};
 use super::engine::{
     apply_in, change_in_savepoint, Applied as Done, EngineError, Expect, Request, Target,
 };
@@ -89,6 +90,7 @@ trait Job: Send {
 /// What waits in the queue: member changes apart, since consecutive ones may merge.
 enum Queued {
     Job(Box<dyn Job>),
+    Create(Create),
     Members(MemberChange),
 }
 
@@ -96,6 +98,7 @@ impl Queued {
     fn fail(self, cause: &StoreError) {
         match self {
             Queued::Job(job) => job.fail(cause),
+            Queued::Create(create) => Box::new(create).fail(cause),
             Queued::Members(change) => Box::new(change).fail(cause),
         }
     }
@@ -115,6 +118,7 @@ struct Counts {
     queued: AtomicU64,
     transactions: AtomicU64,
     writes: AtomicU64,
+    merged: AtomicU64,
 }
 
 impl WriteBatcher {
@@ -134,6 +138,12 @@ impl WriteBatcher {
         )
     }
 
+    /// Committed writes that were applied as part of a merged change (creates of one
+    /// actor, or member changes of one team, applied as one).
+    pub fn merged(&self) -> u64 {
+        self.counts.merged.load(Ordering::Relaxed)
+    }
+
     /// Writes handed to the applying task since start (for tests that hold the writer
     /// lock until a known number of writes wait, so that they form one batch).
     pub fn queued(&self) -> u64 {
@@ -150,11 +160,11 @@ impl WriteBatcher {
             )));
         }
         let (reply, answer) = oneshot::channel();
-        self.submit(Queued::Job(Box::new(Create {
+        self.submit(Queued::Create(Create {
             desired,
             actor,
             reply,
-        })))
+        }))
         .await;
         answer.await.unwrap_or_else(|_| Err(stopped()))
     }
@@ -503,8 +513,10 @@ async fn apply_merged(
     match merged {
         Ok(applied) => {
             done.changes += group.len();
+            done.merged += group.len();
             for change in group {
-                answers.push(answer(change.reply, Ok(applied.clone())));
+                let users: Vec<Uuid> = change.users().copied().collect();
+                answers.push(answer(change.reply, Ok(part_of(&applied, &users))));
             }
             return Ok(());
         }
@@ -563,10 +575,14 @@ async fn run(
             }
         }
         let policy = Policy::from_config(&config.borrow(), crate::store::now());
-        if let Some(done) = apply_batch(tx, &policy, std::mem::take(&mut batch)).await {
+        let started = std::time::Instant::now();
+        let committed = apply_batch(tx, &policy, std::mem::take(&mut batch)).await;
+        crate::metrics::write_batch_duration(started.elapsed().as_secs_f64());
+        if let Some(done) = committed {
             counts.transactions.fetch_add(1, Ordering::Relaxed);
             let writes = done.creates + done.changes;
             counts.writes.fetch_add(writes as u64, Ordering::Relaxed);
+            counts.merged.fetch_add(done.merged as u64, Ordering::Relaxed);
             if done.creates > 0 {
                 crate::metrics::create_batch(done.creates);
             }
@@ -582,6 +598,8 @@ async fn run(
 struct Committed {
     creates: usize,
     changes: usize,
+    /// Of those, applied as part of a merged change.
+    merged: usize,
 }
 
 /// Applies `jobs` in `tx` and answers each once the commit is known; what it applied
@@ -607,6 +625,15 @@ async fn apply_batch(
             Queued::Job(job) => run_one(&mut tx, policy, job, &mut answers, &mut done)
                 .await
                 .map_err(|e| (e, Vec::new())),
+            Queued::Create(first) => {
+                let mut run = vec![first];
+                while let Some(Queued::Create(_)) = jobs.peek() {
+                    if let Some(Queued::Create(next)) = jobs.next() {
+                        run.push(next);
+                    }
+                }
+                apply_creates(&mut tx, policy, run, &mut answers, &mut done).await
+            }
             Queued::Members(first) => {
                 let mut run = vec![first];
                 while let Some(Queued::Members(_)) = jobs.peek() {
@@ -704,6 +731,132 @@ async fn apply_member_changes(
     Ok(())
 }
 
+/// Applies a run of consecutive creates: those of one actor in a row as one change,
+/// in a savepoint; a merged change that is refused (a userName taken, by the store or
+/// by another create of the run) is undone and its creates are applied one by one, so
+/// each is judged on its own exactly as it would have been alone.
+async fn apply_creates(
+    tx: &mut WriteTx,
+    policy: &Policy,
+    run: Vec<Create>,
+    answers: &mut Vec<Answer>,
+    done: &mut Committed,
+) -> Result<(), Broken> {
+    let mut groups: Vec<Vec<Create>> = Vec::new();
+    for create in run {
+        match groups.last_mut() {
+            Some(group)
+                if group[0].actor == create.actor
+                    && group[0].desired.source == create.desired.source =>
+            {
+                group.push(create)
+            }
+            _ => groups.push(vec![create]),
+        }
+    }
+    let mut groups = groups.into_iter();
+    while let Some(mut group) = groups.next() {
+        let applied = match group.len() {
+            1 => {
+                let job: Box<dyn Job> = Box::new(group.remove(0));
+                run_one(tx, policy, job, answers, done)
+                    .await
+                    .map_err(|e| (e, Vec::new()))
+            }
+            _ => apply_merged_creates(tx, policy, group, answers, done).await,
+        };
+        if let Err((e, unrun)) = applied {
+            let waiting = unrun
+                .into_iter()
+                .chain(groups.flatten())
+                .map(Queued::Create)
+                .collect();
+            return Err((e, waiting));
+        }
+    }
+    Ok(())
+}
+
+/// Applies creates of one actor as one change (see [`apply_creates`]).
+async fn apply_merged_creates(
+    tx: &mut WriteTx,
+    policy: &Policy,
+    group: Vec<Create>,
+    answers: &mut Vec<Answer>,
+    done: &mut Committed,
+) -> Result<(), (StoreError, Vec<Create>)> {
+    let savepoint = match tx.savepoint(SAVEPOINT).await {
+        Ok(savepoint) => savepoint,
+        Err(e) => return Err((e, group)),
+    };
+    let first = &group[0];
+    let mut merged = Desired::new(first.desired.source.clone(), first.desired.scope);
+    merged.users = group
+        .iter()
+        .flat_map(|c| c.desired.users.iter().cloned())
+        .collect();
+    match apply_in(tx, Request::new(&merged, policy, &first.actor)).await {
+        Ok(applied) => {
+            done.creates += group.len();
+            done.merged += group.len();
+            for create in group {
+                let users: Vec<Uuid> = create.desired.users.iter().filter_map(|u| u.id).collect();
+                answers.push(answer(create.reply, Ok(part_of(&applied, &users))));
+            }
+            return Ok(());
+        }
+        Err(refused) => {
+            tracing::debug!(error = %refused, size = group.len(), "merged creates refused; applying them one by one");
+        }
+    }
+    if let Err(e) = tx.rollback_to(savepoint).await {
+        return Err((e, group));
+    }
+    let mut group = group.into_iter();
+    while let Some(create) = group.next() {
+        let job: Box<dyn Job> = Box::new(create);
+        if let Err(e) = run_one(tx, policy, job, answers, done).await {
+            return Err((e, group.collect()));
+        }
+    }
+    Ok(())
+}
+
+/// What a merged change did for one of the writes in it: the operations on `users`
+/// (and their names); the time it was applied at is the merged change's.
+fn part_of(applied: &Done, users: &[Uuid]) -> Done {
+    let whole = &applied.plan;
+    let ops: Vec<Op> = whole
+        .ops
+        .iter()
+        .filter(|op| op.user_id().is_some_and(|id| users.contains(&id)))
+        .cloned()
+        .collect();
+    let plan = Plan {
+        format_version: whole.format_version.clone(),
+        source: whole.source.clone(),
+        scope: whole.scope,
+        fingerprint: None,
+        user_names: whole
+            .user_names
+            .iter()
+            .filter(|(id, _)| users.contains(id))
+            .map(|(id, name)| (*id, name.clone()))
+            .collect(),
+        team_names: whole.team_names.clone(),
+        warnings: whole.warnings.clone(),
+        team_deletions: whole.team_deletions,
+        guard: whole.guard.clone(),
+        ops,
+    };
+    let summary = ApplySummary {
+        applied: plan.ops.len(),
+        unchanged: 0,
+        ..applied.summary.clone()
+    };
+    Done { plan, summary }
+}
+
 /// Answers every write of a failed batch: those that ran and those still waiting.
 /// (The transaction is rolled back when the caller drops it.)
 fn fail_all(answers: Vec<Answer>, waiting: impl IntoIterator<Item = Queued>, cause: &StoreError) {
@@ -741,12 +894,12 @@ mod tests {
     }
 
     /// Jobs for `apply_batch`, and where their answers arrive.
-    fn jobs(names: &[&str]) -> (Vec<Box<dyn Job>>, Vec<oneshot::Receiver<Applied>>) {
+    fn jobs(names: &[&str]) -> (Vec<Queued>, Vec<oneshot::Receiver<Applied>>) {
         names
             .iter()
             .map(|name| {
                 let (reply, answer) = oneshot::channel();
-                let job: Box<dyn Job> = Box::new(Create {
+                let job = Queued::Create(Create {
                     desired: create(name),
                     actor: actor(),
                     reply,
@@ -757,15 +910,16 @@ mod tests {
     }
 
     /// Applies `jobs` in a transaction of their own, as the batching task does.
-    async fn batch(store: &Store, jobs: Vec<Box<dyn Job>>) -> Option<Committed> {
-        let jobs = jobs.into_iter().map(Queued::Job).collect();
+    async fn batch(store: &Store, jobs: Vec<Queued>) -> Option<Committed> {
         apply_batch(store.begin_write().await, &Policy::default(), jobs).await
     }
 
-    fn creates(n: usize) -> Option<Committed> {
+    /// `n` creates committed, `merged` of them as one change.
+    fn creates(n: usize, merged: usize) -> Option<Committed> {
         Some(Committed {
             creates: n,
             changes: 0,
+            merged,
         })
     }
 
@@ -935,6 +1089,51 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn creates_of_one_actor_in_a_batch_are_applied_as_one_change_each_told_its_own_user() {
+        let (_dir, store) = store().await;
+        let names = ["one@example.com", "two@example.com", "three@example.com"];
+        let (jobs_of_batch, answers) = jobs(&names);
+        assert_eq!(batch(&store, jobs_of_batch).await, creates(3, 3));
+        for (name, answer) in names.iter().zip(answers) {
+            let done = answer.await.expect("answered").expect("created");
+            let created: Vec<&str> = done
+                .plan
+                .ops
+                .iter()
+                .filter_map(|op| match op {
+                    Op::CreateUser(new) => Some(new.user_name.as_str()),
+                    _ => None,
+                })
+                .collect();
+            assert_eq!(created, [*name], "each create is told about its own user");
+            assert_eq!(done.summary.applied, 1);
+            assert!(exists(&store, name).await, "{name}");
+        }
+        let audited = store.audit_since(None).await.expect("audit").len();
+        assert_eq!(audited, 3, "one audit row per user, as one at a time");
+    }
+
+    #[tokio::test]
+    async fn two_creates_of_one_name_in_a_batch_end_as_one_at_a_time_would() {
+        let (_dir, store) = store().await;
+        let (jobs_of_batch, answers) = jobs(&["same@example.com", "SAME@example.com"]);
+        assert_eq!(batch(&store, jobs_of_batch).await, creates(1, 0));
+        let mut outcomes = Vec::new();
+        for answer in answers {
+            outcomes.push(
+                answer
+                    .await
+                    .expect("answered")
+                    .map(|_| ())
+                    .map_err(|e| e.to_string()),
+            );
+        }
+        assert_eq!(outcomes[0], Ok(()));
+        let refused = outcomes[1].clone().expect_err("the second is refused");
+        assert!(refused.contains("already taken"), "{refused}");
+    }
+
+    #[tokio::test]
     async fn a_refused_create_leaves_the_others_in_its_batch_alone() {
         let (_dir, store) = store().await;
         let (seed, _) = jobs(&["taken@example.com"]);
@@ -947,7 +1146,7 @@ mod tests {
             "a@EXAMPLE.com",
         ];
         let (jobs_of_batch, answers) = jobs(&names);
-        assert_eq!(batch(&store, jobs_of_batch).await, creates(2));
+        assert_eq!(batch(&store, jobs_of_batch).await, creates(2, 0));
         let mut outcomes = Vec::new();
         for answer in answers {
             outcomes.push(match answer.await.expect("answered") {
@@ -1001,7 +1200,7 @@ mod tests {
         assert!(store.audit_since(None).await.expect("audit").is_empty());
 
         let (next, _) = jobs(&["next@example.com"]);
-        assert_eq!(batch(&store, next).await, creates(1));
+        assert_eq!(batch(&store, next).await, creates(1, 0));
         assert!(exists(&store, "next@example.com").await);
     }
 }

@@ -541,8 +541,10 @@ async fn member_patches_of_one_group_queued_together_are_applied_as_one_change_a
     let joiners = users(&app, "joiner", 6).await;
     let before = version(&app, &team).await;
 
+    let merged_before = app.state.writes().merged();
     let requests = joiners.iter().map(|u| add_member(&app, &team, u)).collect();
     let (answers, transactions, applied) = in_one_batch_counted(&app, requests).await;
+    assert_eq!(app.state.writes().merged() - merged_before, 6);
     for (status, body) in &answers {
         assert_eq!(*status, StatusCode::OK, "{body}");
     }
