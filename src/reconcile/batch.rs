@@ -33,16 +33,17 @@
 //!   is judged on its own exactly as it would have been alone.
 
 use super::apply::{ApplyError, ApplySummary};
-use super::ops::{Op, Plan};
 use super::engine::{
     apply_in, change_in_savepoint, Applied as Done, EngineError, Expect, Request, Target,
 };
+use super::ops::{Op, Plan};
 use super::{Actor, Desired, DesiredTeam, Intent, MemberRef, MemberSpec, Policy, Scope};
 use crate::config::Config;
 use crate::domain::{Team, User};
+use crate::store::actual::TeamKey;
 use crate::store::{Savepoint, Store, StoreError, WriteTx};
 use futures::future::BoxFuture;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use tokio::sync::{mpsc, oneshot, watch};
@@ -58,6 +59,18 @@ const MAX_BATCH: usize = 64;
 const SAVEPOINT: &str = "scimsync_change";
 
 type Applied = Result<Done, EngineError>;
+
+/// What a member change did, and its team as the batch committed it (read once per
+/// batch and team, before the COMMIT, so that answering the PATCH needs no read of
+/// its own; `None` if that read found nothing).
+#[derive(Debug)]
+pub struct MembersChanged {
+    pub applied: Done,
+    pub team: Option<Team>,
+}
+
+/// Where the batch leaves a team as it committed it, for the member changes of it.
+type TeamSlot = Arc<std::sync::OnceLock<Team>>;
 
 /// Tells a caller its fate once the batch's commit is known: `None` when it committed.
 type Answer = Box<dyn FnOnce(Option<&StoreError>) + Send>;
@@ -234,7 +247,7 @@ impl WriteBatcher {
         expect: Expect,
         policy: Policy,
         actor: Actor,
-    ) -> Applied {
+    ) -> Result<MembersChanged, EngineError> {
         let (reply, answer) = oneshot::channel();
         self.submit(Queued::Members(MemberChange {
             team,
@@ -244,6 +257,7 @@ impl WriteBatcher {
             policy,
             actor,
             reply,
+            committed: TeamSlot::default(),
         }))
         .await;
         answer.await.unwrap_or_else(|_| Err(stopped()))
@@ -366,10 +380,26 @@ struct MemberChange {
     expect: Expect,
     policy: Policy,
     actor: Actor,
-    reply: oneshot::Sender<Applied>,
+    reply: oneshot::Sender<Result<MembersChanged, EngineError>>,
+    /// Its team as the batch commits it (shared by the batch's changes of the team).
+    committed: TeamSlot,
 }
 
 impl MemberChange {
+    /// The answer to give once the commit is known.
+    fn answer(self, result: Applied) -> Answer {
+        let (reply, committed) = (self.reply, self.committed);
+        Box::new(move |failed| {
+            let _ = reply.send(match failed {
+                None => result.map(|applied| MembersChanged {
+                    applied,
+                    team: committed.get().cloned(),
+                }),
+                Some(cause) => Err(not_committed(cause)),
+            });
+        })
+    }
+
     /// The users it names.
     fn users(&self) -> impl Iterator<Item = &Uuid> {
         self.add.iter().chain(&self.remove)
@@ -414,23 +444,26 @@ impl Job for MemberChange {
         _: &'t Policy,
     ) -> BoxFuture<'t, (Option<Savepoint>, Outcome)> {
         Box::pin(async move {
-            let MemberChange {
-                team,
-                add,
-                remove,
-                expect,
-                policy,
-                actor,
-                reply,
-            } = *self;
-            let (savepoint, result) =
-                change_in_savepoint(tx, SAVEPOINT, team, &expect, &policy, &actor, |current| {
-                    Ok::<_, EngineError>(member_delta(&actor, current, &add, &remove))
-                })
-                .await;
+            let (savepoint, result) = change_in_savepoint(
+                tx,
+                SAVEPOINT,
+                self.team,
+                &self.expect,
+                &self.policy,
+                &self.actor,
+                |current| {
+                    Ok::<_, EngineError>(member_delta(
+                        &self.actor,
+                        current,
+                        &self.add,
+                        &self.remove,
+                    ))
+                },
+            )
+            .await;
             let outcome = match result {
-                Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
-                Err(refused) => Outcome::Refused(answer(reply, Err(refused))),
+                Ok(done) => Outcome::Applied(self.answer(Ok(done))),
+                Err(refused) => Outcome::Refused(self.answer(Err(refused))),
             };
             (savepoint, outcome)
         })
@@ -516,7 +549,8 @@ async fn apply_merged(
             done.merged += group.len();
             for change in group {
                 let users: Vec<Uuid> = change.users().copied().collect();
-                answers.push(answer(change.reply, Ok(part_of(&applied, &users))));
+                let part = part_of(&applied, &users);
+                answers.push(change.answer(Ok(part)));
             }
             return Ok(());
         }
@@ -582,7 +616,9 @@ async fn run(
             counts.transactions.fetch_add(1, Ordering::Relaxed);
             let writes = done.creates + done.changes;
             counts.writes.fetch_add(writes as u64, Ordering::Relaxed);
-            counts.merged.fetch_add(done.merged as u64, Ordering::Relaxed);
+            counts
+                .merged
+                .fetch_add(done.merged as u64, Ordering::Relaxed);
             if done.creates > 0 {
                 crate::metrics::create_batch(done.creates);
             }
@@ -619,6 +655,8 @@ async fn apply_batch(
     };
     let mut answers: Vec<Answer> = Vec::with_capacity(size);
     let mut done = Committed::default();
+    // The teams member changes touched, read back once before the COMMIT.
+    let mut teams: HashMap<Uuid, TeamSlot> = HashMap::new();
     let mut jobs = jobs.into_iter().peekable();
     while let Some(job) = jobs.next() {
         let broken = match job {
@@ -641,7 +679,8 @@ async fn apply_batch(
                         run.push(next);
                     }
                 }
-                apply_member_changes(&mut tx, policy, run, &mut answers, &mut done).await
+                apply_member_changes(&mut tx, policy, run, &mut answers, &mut done, &mut teams)
+                    .await
             }
         };
         if let Err((e, unrun)) = broken {
@@ -650,6 +689,7 @@ async fn apply_batch(
             return None;
         }
     }
+    read_back_teams(&mut tx, teams).await;
     match tx.commit().await {
         Ok(()) => {
             tracing::debug!(size, ?done, "committed a batch of writes");
@@ -660,6 +700,25 @@ async fn apply_batch(
             fail_all(answers, Vec::new(), &e);
             None
         }
+    }
+}
+
+/// Reads the teams of the batch's member changes as they will commit, in one query,
+/// for their answers. A failed read only costs those answers a read of their own.
+async fn read_back_teams(tx: &mut WriteTx, teams: HashMap<Uuid, TeamSlot>) {
+    if teams.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = teams.keys().map(Uuid::to_string).collect();
+    match tx.teams_where(TeamKey::Id, &ids).await {
+        Ok(read) => {
+            for team in read {
+                if let Some(slot) = teams.get(&team.id) {
+                    let _ = slot.set(team);
+                }
+            }
+        }
+        Err(e) => tracing::debug!(error = %e, "could not read back the teams of a batch"),
     }
 }
 
@@ -707,7 +766,12 @@ async fn apply_member_changes(
     run: Vec<MemberChange>,
     answers: &mut Vec<Answer>,
     done: &mut Committed,
+    committed: &mut HashMap<Uuid, TeamSlot>,
 ) -> Result<(), Broken> {
+    let mut run = run;
+    for change in &mut run {
+        change.committed = committed.entry(change.team).or_default().clone();
+    }
     let mut groups = merge_groups(run).into_iter();
     while let Some(mut group) = groups.next() {
         let applied = match group.len() {
@@ -939,6 +1003,7 @@ mod tests {
             policy: Policy::default(),
             actor: Actor::new(crate::domain::Trigger::Scim, actor),
             reply: oneshot::channel().0,
+            committed: TeamSlot::default(),
         }
     }
 

@@ -306,7 +306,7 @@ pub async fn patch(
         rest.extend(split.rest);
     }
     let members = members.spec(&policy)?;
-    let written = match (rest.is_empty(), members) {
+    let committed = match (rest.is_empty(), members) {
         // Members only, the PATCH IdPs send for every membership change: one that may
         // be merged with the others of its batch.
         (true, MemberSpec::Delta { add, remove }) => state
@@ -320,11 +320,24 @@ pub async fn patch(
                 actor.clone(),
             )
             .await
-            .map(drop)
+            .map(|changed| changed.team)
             .map_err(ApiError::from),
-        (_, members) => patch_team(state, actor, base, uuid, rest, members, if_match, policy).await,
+        (_, members) => patch_team(state, actor, base, uuid, rest, members, if_match, policy)
+            .await
+            .map(|()| None),
     };
-    written.map_err(|e| with_not_found(e, || not_found(id)))?;
+    let committed = committed.map_err(|e| with_not_found(e, || not_found(id)))?;
+    // Without its members (Entra asks so), the group as its batch committed it is the
+    // answer, and costs no read.
+    if let Some(team) = committed.filter(|_| !projection.wants("members")) {
+        let mut rendered = render_all(state, base, std::slice::from_ref(&team), projection).await?;
+        return Ok(Written {
+            status: StatusCode::OK,
+            location: None,
+            resource: rendered.pop(),
+            version: Some(team.version),
+        });
+    }
     // RFC 7644 §3.5.2 lets a PATCH answer 200 with the resource or 204. The resource
     // is the better answer (scim-sanity's strict mode insists on it) until echoing the
     // roster would cost far more than the change itself (reading 100,000 members takes
