@@ -401,7 +401,7 @@ impl MemberChange {
     }
 
     /// The users it names.
-    fn users(&self) -> impl Iterator<Item = &Uuid> {
+    fn named(&self) -> impl Iterator<Item = &Uuid> {
         self.add.iter().chain(&self.remove)
     }
 
@@ -495,12 +495,12 @@ fn merge_groups(run: Vec<MemberChange>) -> Vec<Vec<MemberChange>> {
     let mut named: HashSet<Uuid> = HashSet::new();
     for change in run {
         let alone = !matches!(change.expect, Expect::AnyVersion);
-        let clash = change.users().any(|user| named.contains(user));
+        let clash = change.named().any(|user| named.contains(user));
         if alone || clash {
             segment = groups.len();
             named.clear();
         }
-        named.extend(change.users().copied());
+        named.extend(change.named().copied());
         if alone {
             groups.push(vec![change]);
             segment = groups.len();
@@ -516,61 +516,6 @@ fn merge_groups(run: Vec<MemberChange>) -> Vec<Vec<MemberChange>> {
         }
     }
     groups
-}
-
-/// Applies a group of [`merge_groups`] as one change of its team, in a savepoint;
-/// refused, it is undone and its changes are applied one by one instead.
-async fn apply_merged(
-    tx: &mut WriteTx,
-    policy: &Policy,
-    group: Vec<MemberChange>,
-    answers: &mut Vec<Answer>,
-    done: &mut Committed,
-) -> Result<(), (StoreError, Vec<MemberChange>)> {
-    let first = &group[0];
-    let add: Vec<Uuid> = group.iter().flat_map(|c| c.add.iter().copied()).collect();
-    let remove: Vec<Uuid> = group
-        .iter()
-        .flat_map(|c| c.remove.iter().copied())
-        .collect();
-    let (savepoint, merged) = change_in_savepoint(
-        tx,
-        SAVEPOINT,
-        first.team,
-        &Expect::AnyVersion,
-        &first.policy,
-        &first.actor,
-        |current| Ok::<_, EngineError>(member_delta(&first.actor, current, &add, &remove)),
-    )
-    .await;
-    match merged {
-        Ok(applied) => {
-            done.changes += group.len();
-            done.merged += group.len();
-            for change in group {
-                let users: Vec<Uuid> = change.users().copied().collect();
-                let part = part_of(&applied, &users);
-                answers.push(change.answer(Ok(part)));
-            }
-            return Ok(());
-        }
-        Err(refused) => {
-            tracing::debug!(error = %refused, size = group.len(), "merged member changes refused; applying them one by one");
-        }
-    }
-    if let Some(savepoint) = savepoint {
-        if let Err(e) = tx.rollback_to(savepoint).await {
-            return Err((e, group));
-        }
-    }
-    let mut group = group.into_iter();
-    while let Some(change) = group.next() {
-        let job: Box<dyn Job> = Box::new(change);
-        if let Err(e) = run_one(tx, policy, job, answers, done).await {
-            return Err((e, group.collect()));
-        }
-    }
-    Ok(())
 }
 
 /// The answer to give once the commit is known: `result` if it committed.
@@ -763,42 +708,20 @@ async fn run_one(
 async fn apply_member_changes(
     tx: &mut WriteTx,
     policy: &Policy,
-    run: Vec<MemberChange>,
+    mut run: Vec<MemberChange>,
     answers: &mut Vec<Answer>,
     done: &mut Committed,
     committed: &mut HashMap<Uuid, TeamSlot>,
 ) -> Result<(), Broken> {
-    let mut run = run;
     for change in &mut run {
         change.committed = committed.entry(change.team).or_default().clone();
     }
-    let mut groups = merge_groups(run).into_iter();
-    while let Some(mut group) = groups.next() {
-        let applied = match group.len() {
-            1 => {
-                let job: Box<dyn Job> = Box::new(group.remove(0));
-                run_one(tx, policy, job, answers, done)
-                    .await
-                    .map_err(|e| (e, Vec::new()))
-            }
-            _ => apply_merged(tx, policy, group, answers, done).await,
-        };
-        if let Err((e, unrun)) = applied {
-            let waiting = unrun
-                .into_iter()
-                .chain(groups.flatten())
-                .map(Queued::Members)
-                .collect();
-            return Err((e, waiting));
-        }
-    }
-    Ok(())
+    apply_groups(tx, policy, merge_groups(run), answers, done).await
 }
 
-/// Applies a run of consecutive creates: those of one actor in a row as one change,
-/// in a savepoint; a merged change that is refused (a userName taken, by the store or
-/// by another create of the run) is undone and its creates are applied one by one, so
-/// each is judged on its own exactly as it would have been alone.
+/// Applies a run of consecutive creates: those of one actor in a row as one change.
+/// A userName taken, by the store or by another create of the run, refuses the merged
+/// change, and its creates are then applied one by one.
 async fn apply_creates(
     tx: &mut WriteTx,
     policy: &Policy,
@@ -818,72 +741,173 @@ async fn apply_creates(
             _ => groups.push(vec![create]),
         }
     }
+    apply_groups(tx, policy, groups, answers, done).await
+}
+
+/// Writes of one kind that a batch may apply as one change.
+trait Mergeable: Job + Sized + 'static {
+    /// Back into the queue's type, to be failed with its batch.
+    fn queued(self) -> Queued;
+    /// The users it is about: its part of a merged change.
+    fn users(&self) -> Vec<Uuid>;
+    /// Applies `group` as one change in `tx`, returning the savepoint it took first.
+    fn apply_together<'t>(
+        tx: &'t mut WriteTx,
+        policy: &'t Policy,
+        group: &'t [Self],
+    ) -> BoxFuture<'t, (Option<Savepoint>, Applied)>;
+    /// The answer to give once the commit is known.
+    fn answer_with(self, result: Applied) -> Answer;
+}
+
+/// Applies `groups` in order: a group of one alone, a larger one as one change, which
+/// when refused is undone to its savepoint and applied one write at a time, so that
+/// each write is judged exactly as it would have been alone.
+async fn apply_groups<W: Mergeable>(
+    tx: &mut WriteTx,
+    policy: &Policy,
+    groups: Vec<Vec<W>>,
+    answers: &mut Vec<Answer>,
+    done: &mut Committed,
+) -> Result<(), Broken> {
     let mut groups = groups.into_iter();
-    while let Some(mut group) = groups.next() {
+    while let Some(group) = groups.next() {
         let applied = match group.len() {
-            1 => {
-                let job: Box<dyn Job> = Box::new(group.remove(0));
-                run_one(tx, policy, job, answers, done)
-                    .await
-                    .map_err(|e| (e, Vec::new()))
-            }
-            _ => apply_merged_creates(tx, policy, group, answers, done).await,
+            1 => one_by_one(tx, policy, group, answers, done).await,
+            _ => apply_merged(tx, policy, group, answers, done).await,
         };
         if let Err((e, unrun)) = applied {
-            let waiting = unrun
-                .into_iter()
-                .chain(groups.flatten())
-                .map(Queued::Create)
-                .collect();
-            return Err((e, waiting));
+            let waiting = unrun.into_iter().chain(groups.flatten());
+            return Err((e, waiting.map(W::queued).collect()));
         }
     }
     Ok(())
 }
 
-/// Applies creates of one actor as one change (see [`apply_creates`]).
-async fn apply_merged_creates(
+async fn apply_merged<W: Mergeable>(
     tx: &mut WriteTx,
     policy: &Policy,
-    group: Vec<Create>,
+    group: Vec<W>,
     answers: &mut Vec<Answer>,
     done: &mut Committed,
-) -> Result<(), (StoreError, Vec<Create>)> {
-    let savepoint = match tx.savepoint(SAVEPOINT).await {
-        Ok(savepoint) => savepoint,
-        Err(e) => return Err((e, group)),
-    };
-    let first = &group[0];
-    let mut merged = Desired::new(first.desired.source.clone(), first.desired.scope);
-    merged.users = group
-        .iter()
-        .flat_map(|c| c.desired.users.iter().cloned())
-        .collect();
-    match apply_in(tx, Request::new(&merged, policy, &first.actor)).await {
+) -> Result<(), (StoreError, Vec<W>)> {
+    let (savepoint, merged) = W::apply_together(tx, policy, &group).await;
+    match merged {
         Ok(applied) => {
-            done.creates += group.len();
+            match group[0].is_create() {
+                true => done.creates += group.len(),
+                false => done.changes += group.len(),
+            }
             done.merged += group.len();
-            for create in group {
-                let users: Vec<Uuid> = create.desired.users.iter().filter_map(|u| u.id).collect();
-                answers.push(answer(create.reply, Ok(part_of(&applied, &users))));
+            for write in group {
+                let part = part_of(&applied, &write.users());
+                answers.push(write.answer_with(Ok(part)));
             }
             return Ok(());
         }
-        Err(refused) => {
-            tracing::debug!(error = %refused, size = group.len(), "merged creates refused; applying them one by one");
+        Err(refused) => tracing::debug!(
+            error = %refused,
+            size = group.len(),
+            "a merged change was refused; applying its writes one by one"
+        ),
+    }
+    if let Some(savepoint) = savepoint {
+        if let Err(e) = tx.rollback_to(savepoint).await {
+            return Err((e, group));
         }
     }
-    if let Err(e) = tx.rollback_to(savepoint).await {
-        return Err((e, group));
-    }
-    let mut group = group.into_iter();
-    while let Some(create) = group.next() {
-        let job: Box<dyn Job> = Box::new(create);
-        if let Err(e) = run_one(tx, policy, job, answers, done).await {
-            return Err((e, group.collect()));
+    one_by_one(tx, policy, group, answers, done).await
+}
+
+/// Runs `writes` one after the other; on a broken batch, the error and those not run.
+async fn one_by_one<W: Mergeable>(
+    tx: &mut WriteTx,
+    policy: &Policy,
+    writes: Vec<W>,
+    answers: &mut Vec<Answer>,
+    done: &mut Committed,
+) -> Result<(), (StoreError, Vec<W>)> {
+    let mut writes = writes.into_iter();
+    while let Some(write) = writes.next() {
+        if let Err(e) = run_one(tx, policy, Box::new(write), answers, done).await {
+            return Err((e, writes.collect()));
         }
     }
     Ok(())
+}
+
+impl Mergeable for MemberChange {
+    fn queued(self) -> Queued {
+        Queued::Members(self)
+    }
+
+    fn users(&self) -> Vec<Uuid> {
+        self.named().copied().collect()
+    }
+
+    fn apply_together<'t>(
+        tx: &'t mut WriteTx,
+        _: &'t Policy,
+        group: &'t [Self],
+    ) -> BoxFuture<'t, (Option<Savepoint>, Applied)> {
+        Box::pin(async move {
+            let first = &group[0];
+            let add: Vec<Uuid> = group.iter().flat_map(|c| c.add.iter().copied()).collect();
+            let remove: Vec<Uuid> = group
+                .iter()
+                .flat_map(|c| c.remove.iter().copied())
+                .collect();
+            change_in_savepoint(
+                tx,
+                SAVEPOINT,
+                first.team,
+                &Expect::AnyVersion,
+                &first.policy,
+                &first.actor,
+                |current| Ok(member_delta(&first.actor, current, &add, &remove)),
+            )
+            .await
+        })
+    }
+
+    fn answer_with(self, result: Applied) -> Answer {
+        self.answer(result)
+    }
+}
+
+impl Mergeable for Create {
+    fn queued(self) -> Queued {
+        Queued::Create(self)
+    }
+
+    fn users(&self) -> Vec<Uuid> {
+        self.desired.users.iter().filter_map(|u| u.id).collect()
+    }
+
+    fn apply_together<'t>(
+        tx: &'t mut WriteTx,
+        policy: &'t Policy,
+        group: &'t [Self],
+    ) -> BoxFuture<'t, (Option<Savepoint>, Applied)> {
+        Box::pin(async move {
+            let savepoint = match tx.savepoint(SAVEPOINT).await {
+                Ok(savepoint) => savepoint,
+                Err(e) => return (None, Err(EngineError::Store(e))),
+            };
+            let first = &group[0];
+            let mut merged = Desired::new(first.desired.source.clone(), first.desired.scope);
+            merged.users = group
+                .iter()
+                .flat_map(|c| c.desired.users.iter().cloned())
+                .collect();
+            let result = apply_in(tx, Request::new(&merged, policy, &first.actor)).await;
+            (Some(savepoint), result)
+        })
+    }
+
+    fn answer_with(self, result: Applied) -> Answer {
+        answer(self.reply, result)
+    }
 }
 
 /// What a merged change did for one of the writes in it: the operations on `users`
@@ -1015,7 +1039,7 @@ mod tests {
                 let team = group[0].team.as_u128();
                 let adds = group
                     .iter()
-                    .map(|c| c.users().map(|u| u.as_u128()).collect())
+                    .map(|c| c.named().map(|u| u.as_u128()).collect())
                     .collect();
                 (team, adds)
             })
