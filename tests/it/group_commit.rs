@@ -690,3 +690,46 @@ async fn a_member_added_then_removed_in_one_batch_ends_as_one_at_a_time_would() 
         "the same audit rows as one at a time: the add and the removal both recorded"
     );
 }
+
+fn post_user(app: &TestApp, user_name: &str) -> RequestBuilder {
+    app.scim(Method::POST, "/Users")
+        .header("content-type", SCIM_JSON)
+        .body(json!({"userName": user_name}).to_string())
+}
+
+#[tokio::test]
+async fn creates_of_unicode_twins_queued_together_make_one_user_and_one_conflict() {
+    let app = TestApp::spawn().await;
+    // "josé" precomposed, then with a combining accent: one person.
+    let (composed, decomposed) = ("jos\u{e9}@example.com", "jose\u{301}@example.com");
+    let merged_before = app.state.writes().merged();
+    let (answers, transactions, applied) = in_one_batch_counted(
+        &app,
+        vec![
+            post_user(&app, "first@example.com"),
+            post_user(&app, composed),
+            post_user(&app, decomposed),
+            post_user(&app, "last@example.com"),
+        ],
+    )
+    .await;
+    let statuses: Vec<u16> = answers.iter().map(|(s, _)| s.as_u16()).collect();
+    assert_eq!(statuses, [201, 201, 409, 201], "{answers:?}");
+    assert_eq!(transactions, 1);
+    assert_eq!(applied, 3);
+    assert_eq!(
+        app.state.writes().merged() - merged_before,
+        0,
+        "the merged create was refused and its creates applied one by one"
+    );
+    let (status, listed) = app
+        .scim_json(
+            Method::GET,
+            &format!("/Users?filter=userName%20eq%20%22{decomposed}%22"),
+            None,
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{listed}");
+    assert_eq!(listed["totalResults"], 1, "{listed}");
+    assert_eq!(listed["Resources"][0]["id"], answers[1].1["id"]);
+}
