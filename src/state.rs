@@ -15,19 +15,33 @@ use tokio::sync::watch;
 /// How often a token's last_used column is refreshed; every request would be a write.
 const TOKEN_TOUCH_INTERVAL: Duration = Duration::from_secs(60);
 
+/// Cloned by axum for every extractor of every request, so a clone is one reference
+/// count: as a struct of its fields' own handles it was a dozen atomic increments and
+/// decrements on cache lines both cores share, ~10% of a cached GET's CPU (perf,
+/// BENCHMARKS.md). Its fields are reached through [`SharedState`].
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<SharedState>);
+
+pub struct SharedState {
     pub store: Store,
     /// The front door for every write to users, teams, memberships and keys.
     pub engine: Engine,
     /// The configuration the process started with. Prefer [`AppState::current_config`],
     /// which follows reloads (SIGHUP).
     pub config: Arc<Config>,
-    live: Arc<watch::Sender<Arc<Config>>>,
-    token_uses: Arc<Mutex<HashMap<String, Instant>>>,
-    token_buckets: Arc<Mutex<HashMap<String, Bucket>>>,
+    live: watch::Sender<Arc<Config>>,
+    token_uses: Mutex<HashMap<String, Instant>>,
+    token_buckets: Mutex<HashMap<String, Bucket>>,
     /// Group commit for SCIM creates, PUTs and PATCHes, started on first use.
-    writes: Arc<std::sync::OnceLock<WriteBatcher>>,
+    writes: std::sync::OnceLock<WriteBatcher>,
+}
+
+impl std::ops::Deref for AppState {
+    type Target = SharedState;
+
+    fn deref(&self) -> &SharedState {
+        &self.0
+    }
 }
 
 /// A token bucket: `tokens` requests may be made now; it refills at the configured rate.
@@ -39,15 +53,15 @@ struct Bucket {
 impl AppState {
     pub fn new(store: Store, config: Arc<Config>) -> Self {
         let (live, _) = watch::channel(config.clone());
-        Self {
+        Self(Arc::new(SharedState {
             engine: Engine::new(store.clone()),
             store,
             config,
-            live: Arc::new(live),
-            token_uses: Arc::default(),
-            token_buckets: Arc::default(),
-            writes: Arc::default(),
-        }
+            live,
+            token_uses: Mutex::default(),
+            token_buckets: Mutex::default(),
+            writes: std::sync::OnceLock::default(),
+        }))
     }
 
     /// The policy the configuration in force now sets, on the store's clock.
