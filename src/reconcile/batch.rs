@@ -84,6 +84,16 @@ enum Outcome {
     Broken(StoreError, Answer),
 }
 
+impl Outcome {
+    /// A change's outcome from its result, with the answer `answer` makes of it.
+    fn settled<E>(result: Result<Done, E>, answer: impl FnOnce(Result<Done, E>) -> Answer) -> Self {
+        match result.is_ok() {
+            true => Outcome::Applied(answer(result)),
+            false => Outcome::Refused(answer(result)),
+        }
+    }
+}
+
 /// A write waiting for a batch.
 trait Job: Send {
     /// Runs the write in `tx`, returning the savepoint it took to be undone alone, if
@@ -355,11 +365,7 @@ impl<T: Target, E: From<EngineError> + Send + 'static> Job for Change<T, E> {
             } = *self;
             let (savepoint, result) =
                 change_in_savepoint(tx, SAVEPOINT, id, &expect, &policy, &actor, build).await;
-            let outcome = match result {
-                Ok(done) => Outcome::Applied(answer(reply, Ok(done))),
-                Err(refused) => Outcome::Refused(answer(reply, Err(refused))),
-            };
-            (savepoint, outcome)
+            (savepoint, Outcome::settled(result, |r| answer(reply, r)))
         })
     }
 
@@ -410,10 +416,7 @@ impl MemberChange {
     fn merges_with(&self, other: &MemberChange) -> bool {
         self.team == other.team
             && self.actor == other.actor
-            && Policy {
-                now: other.policy.now,
-                ..self.policy.clone()
-            } == other.policy
+            && self.policy.same_rules_as(&other.policy)
     }
 }
 
@@ -461,11 +464,7 @@ impl Job for MemberChange {
                 },
             )
             .await;
-            let outcome = match result {
-                Ok(done) => Outcome::Applied(self.answer(Ok(done))),
-                Err(refused) => Outcome::Refused(self.answer(Err(refused))),
-            };
-            (savepoint, outcome)
+            (savepoint, Outcome::settled(result, |r| self.answer(r)))
         })
     }
 

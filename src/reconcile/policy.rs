@@ -49,6 +49,44 @@ pub struct Policy {
     pub targets: Vec<String>,
 }
 
+impl Policy {
+    /// Whether `other` sets the same rules, whatever instant each was taken at. Every
+    /// field is named, so a new one must be decided on here.
+    pub fn same_rules_as(&self, other: &Policy) -> bool {
+        let Policy {
+            default_role,
+            role_groups,
+            unknown_members,
+            purge_team_keys_on_removal,
+            delete_after,
+            max_deletions,
+            max_deletion_ratio,
+            max_membership_removals,
+            max_membership_removal_ratio,
+            allow_deletions,
+            hold_removals,
+            team_defaults,
+            now: _,
+            adopt,
+            targets,
+        } = self;
+        *default_role == other.default_role
+            && *role_groups == other.role_groups
+            && *unknown_members == other.unknown_members
+            && *purge_team_keys_on_removal == other.purge_team_keys_on_removal
+            && *delete_after == other.delete_after
+            && *max_deletions == other.max_deletions
+            && *max_deletion_ratio == other.max_deletion_ratio
+            && *max_membership_removals == other.max_membership_removals
+            && *max_membership_removal_ratio == other.max_membership_removal_ratio
+            && *allow_deletions == other.allow_deletions
+            && *hold_removals == other.hold_removals
+            && *team_defaults == other.team_defaults
+            && *adopt == other.adopt
+            && *targets == other.targets
+    }
+}
+
 /// How the IdP behind a desired state stands to the owner of an object it touches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ownership {
