@@ -5,7 +5,7 @@ use crate::domain::TokenScope;
 use crate::error::ApiError;
 use crate::keys::{self, API_KEY_PREFIX, TOKEN_PREFIX};
 use crate::state::AppState;
-use crate::store::{KeyPrincipal, TokenPrincipal};
+use crate::store::{KeyPrincipal, Ticket, TokenPrincipal};
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
@@ -42,6 +42,9 @@ impl RequiredScope for AdminScope {
 /// A request carrying a valid, unrevoked token of scope `S`.
 pub struct Authorized<S> {
     pub token: TokenPrincipal,
+    /// What the token was checked under: a read-only handler serves its cached reads
+    /// under it too (one freshness check a request; see [`crate::store::TokenCheck`]).
+    pub ticket: Ticket,
     _scope: PhantomData<S>,
 }
 
@@ -100,10 +103,12 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
         if !keys::is_well_formed(credential, TOKEN_PREFIX) {
             return Err(ApiError::unauthorized("the bearer token is malformed"));
         }
-        let token = state
+        let check = state
             .store
             .authenticate_token(&keys::hash_secret(credential))
-            .await?
+            .await?;
+        let token = check
+            .principal
             .ok_or_else(|| ApiError::unauthorized("the bearer token is unknown or revoked"))?;
         if token.scope != S::SCOPE {
             return Err(ApiError::forbidden(format!(
@@ -126,6 +131,7 @@ impl<S: RequiredScope> FromRequestParts<AppState> for Authorized<S> {
         }
         Ok(Self {
             token,
+            ticket: check.ticket,
             _scope: PhantomData,
         })
     }

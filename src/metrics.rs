@@ -2,6 +2,8 @@
 //! kinds, IdP connection names from the config): never user names, ids or secrets.
 
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::cell::RefCell;
+use std::collections::HashMap;
 use std::sync::OnceLock;
 use std::time::Duration;
 
@@ -294,18 +296,72 @@ pub fn quarantined_plans(idp: &str, pending: &[(String, i64)]) {
 }
 
 pub fn http_request(method: &str, route: &str, status: u16, latency: Duration) {
-    let labels = [
-        ("method", method.to_owned()),
-        ("route", route.to_owned()),
-        ("status", status.to_string()),
+    let method = method_label(method);
+    if handle().is_none() {
+        // No recorder of ours: nothing to count into, and no handle worth keeping.
+        return;
+    }
+    HTTP_SERIES.with(|series| {
+        let Ok(mut series) = series.try_borrow_mut() else {
+            return;
+        };
+        let route_series = match series.get_mut(route) {
+            Some(found) => found,
+            None => series.entry(route.into()).or_default(),
+        };
+        route_series
+            .requests
+            .entry((method, status))
+            .or_insert_with(|| {
+                metrics::counter!(
+                    "scimsync_http_requests_total",
+                    "method" => method,
+                    "route" => route.to_owned(),
+                    "status" => status.to_string()
+                )
+            })
+            .increment(1);
+        route_series
+            .durations
+            .entry(method)
+            .or_insert_with(|| {
+                metrics::histogram!(
+                    "scimsync_http_request_duration_seconds",
+                    "method" => method,
+                    "route" => route.to_owned()
+                )
+            })
+            .record(latency.as_secs_f64());
+    });
+}
+
+/// The handles of one route's request series.
+#[derive(Default)]
+struct RouteSeries {
+    requests: HashMap<(&'static str, u16), metrics::Counter>,
+    durations: HashMap<&'static str, metrics::Histogram>,
+}
+
+thread_local! {
+    /// The request series' handles, by route, kept per thread: finding a series in
+    /// the registry means building its three labels and hashing them, which on a cached
+    /// read was a measurable share of the request (BENCHMARKS.md, session 7). Bounded:
+    /// routes are the router's templates, methods are [`method_label`]'s and statuses
+    /// are three digits.
+    static HTTP_SERIES: RefCell<HashMap<Box<str>, RouteSeries>> = RefCell::new(HashMap::new());
+}
+
+/// The method as a label: the standard ones by name, any other as `OTHER`, so that a
+/// client inventing methods (`/v1/whoami` accepts any) cannot make new series.
+fn method_label(method: &str) -> &'static str {
+    const STANDARD: &[&str] = &[
+        "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "CONNECT", "TRACE",
     ];
-    metrics::counter!("scimsync_http_requests_total", &labels).increment(1);
-    metrics::histogram!(
-        "scimsync_http_request_duration_seconds",
-        "method" => method.to_owned(),
-        "route" => route.to_owned()
-    )
-    .record(latency.as_secs_f64());
+    STANDARD
+        .iter()
+        .find(|standard| **standard == method)
+        .copied()
+        .unwrap_or("OTHER")
 }
 
 /// A SCIM operation, by resource and kind (create, replace, patch, delete, get, list, bulk).

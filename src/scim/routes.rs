@@ -2,7 +2,7 @@
 //! thin: extract, call users/groups/bulk, render.
 
 use super::list::{list_response, ListParams, Projection};
-use super::response::{answer_key, answered, scim_json, to_body, Written};
+use super::response::{answer_key, answered, scim_json, to_body, IfNoneMatch, Written};
 use super::{bulk, discovery, groups, users};
 use crate::auth::{Authorized, ScimScope};
 use crate::error::ApiError;
@@ -281,8 +281,12 @@ pub fn if_match(headers: &HeaderMap) -> Option<String> {
 }
 
 /// GET of one resource: 304 when If-None-Match names the current version.
-fn read_response(written: Written, headers: &HeaderMap, projection: &Projection) -> Response {
-    answered(written.into_answer(projection), headers)
+fn read_response(
+    written: Written,
+    if_none_match: &IfNoneMatch,
+    projection: &Projection,
+) -> Response {
+    answered(written.into_answer(projection), if_none_match)
 }
 
 // ---------------------------------------------------------------------------
@@ -292,7 +296,7 @@ fn read_response(written: Written, headers: &HeaderMap, projection: &Projection)
 /// the same URL was answered: the whole body, rendered and serialised once.
 async fn list_users(
     State(state): State<AppState>,
-    _auth: Authorized<ScimScope>,
+    auth: Authorized<ScimScope>,
     Base(base): Base,
     uri: Uri,
 ) -> Result<Response, ApiError> {
@@ -305,8 +309,8 @@ async fn list_users(
         })
     };
     let key = answer_key(b"Users", &base, &uri);
-    let answer = state.store.answer(&key, render).await?;
-    Ok(answered(answer, &HeaderMap::new()))
+    let answer = state.store.answer(auth.ticket, &key, render).await?;
+    Ok(answered(answer, &IfNoneMatch::default()))
 }
 
 async fn search_users(
@@ -325,11 +329,11 @@ async fn search_users(
 
 async fn get_user(
     State(state): State<AppState>,
-    _auth: Authorized<ScimScope>,
+    auth: Authorized<ScimScope>,
     Base(base): Base,
     Path(id): Path<String>,
     uri: Uri,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let render = async {
         let projection = Projection::from_query(&Params::from_uri(&uri)?)?;
@@ -337,8 +341,8 @@ async fn get_user(
         Ok::<_, ApiError>(written.into_answer(&projection))
     };
     let key = answer_key(b"User", &base, &uri);
-    let answer = state.store.answer(&key, render).await?;
-    Ok(answered(answer, &headers))
+    let answer = state.store.answer(auth.ticket, &key, render).await?;
+    Ok(answered(answer, &if_none_match))
 }
 
 async fn create_user(
@@ -444,11 +448,11 @@ async fn get_group(
     Base(base): Base,
     Params(params): Params,
     Path(id): Path<String>,
-    headers: HeaderMap,
+    if_none_match: IfNoneMatch,
 ) -> Result<Response, ApiError> {
     let projection = Projection::from_query(&params)?;
     let written = groups::get(&state, &base, &id, &projection).await?;
-    Ok(read_response(written, &headers, &projection))
+    Ok(read_response(written, &if_none_match, &projection))
 }
 
 async fn create_group(

@@ -66,15 +66,18 @@ impl Store {
 
     /// A whole rendered answer (an HTTP body), kept like the reads it was made from:
     /// served while nothing it could depend on has changed since. `key` must name
-    /// everything the answer depends on; `render` is not polled before the ticket is
-    /// taken, so what it reads is at least as new as the entry's stamp.
+    /// everything the answer depends on. `ticket` is the request's token check's (see
+    /// [`super::TokenCheck::ticket`]): taken before `render` is polled, so what it
+    /// reads is at least as new as the entry's stamp.
     pub async fn answer<E>(
         &self,
+        ticket: super::Ticket,
         key: &[u8],
         render: impl std::future::Future<Output = Result<super::Answer, E>>,
     ) -> Result<super::Answer, E> {
         self.cache
-            .through(
+            .through_at(
+                ticket,
                 |cached| cached.answer(key).cloned(),
                 render,
                 |cached, answer| cached.put_answer(key, answer),

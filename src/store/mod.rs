@@ -36,7 +36,7 @@ pub use backup::{backup_sqlite, BackupError};
 pub use generations::as_of;
 pub use keys::{DeletedKey, KeyPrincipal, NamedKey};
 pub use locks::SyncLock;
-pub use read_cache::{Answer, CacheStats};
+pub use read_cache::{Answer, CacheStats, Ticket, TokenCheck};
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
@@ -97,6 +97,15 @@ const SQLITE_PRAGMAS: &[&str] = &[
 /// this cache misses is one `pread` from the operating system's, so 1 MB a reader keeps
 /// the daemon's memory lower (issue #16, BENCHMARKS.md) at no measurable cost.
 const READER_CACHE_SIZE: &str = "PRAGMA cache_size = -1024";
+
+/// The writer's connection keeps its statement journals in memory. A savepoint, and
+/// any statement that may fail half-way inside a transaction, journals the pages it
+/// changes so that it can be undone alone; past 64 KB SQLite spills that journal to a
+/// temporary file, created and deleted again by every group commit of the SCIM writes
+/// (`reconcile::batch`), whose savepoints routinely touch more. The journal is never
+/// larger than the pages one statement or one batch changes, and readers keep the
+/// default, so that a large sort still goes to disk.
+const SQLITE_WRITER_PRAGMAS: &[&str] = &["PRAGMA temp_store = MEMORY"];
 
 /// Session settings for PostgreSQL. A replica that vanishes without closing its
 /// connections (power loss, network partition) must not keep its advisory locks (see
@@ -309,6 +318,9 @@ impl Store {
         if writer.is_none() {
             let mut conn = sqlx::AnyConnection::connect_with(&self.options).await?;
             prepare_session(&mut conn, self.backend).await?;
+            for statement in SQLITE_WRITER_PRAGMAS {
+                sqlx::Executor::execute(&mut conn, *statement).await?;
+            }
             *writer = Some(conn);
         }
         Ok(writer)
@@ -732,6 +744,27 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(writer.try_get::<i64, _>(0).unwrap(), -2000);
+    }
+
+    #[tokio::test]
+    async fn the_writer_keeps_statement_journals_in_memory_and_readers_leave_sorts_on_disk() {
+        use sqlx::Row;
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("journals.db").display());
+        let store = Store::open(&url, 2).await.unwrap();
+        const DEFAULT: i64 = 0;
+        const MEMORY: i64 = 2;
+        let reader = sqlx::query("PRAGMA temp_store")
+            .fetch_one(store.pool())
+            .await
+            .unwrap();
+        assert_eq!(reader.try_get::<i64, _>(0).unwrap(), DEFAULT);
+        let mut tx = store.begin_write().await.unwrap();
+        let writer = sqlx::query("PRAGMA temp_store")
+            .fetch_one(tx.conn())
+            .await
+            .unwrap();
+        assert_eq!(writer.try_get::<i64, _>(0).unwrap(), MEMORY);
     }
 
     #[test]

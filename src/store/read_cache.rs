@@ -81,6 +81,16 @@ impl Ticket {
     }
 }
 
+/// A bearer token's check: who it is, if anyone, and the stamps it was checked under.
+#[derive(Debug, Clone)]
+pub struct TokenCheck {
+    pub principal: Option<TokenPrincipal>,
+    /// Taken after the request arrived, so its reads may be served under it as well
+    /// (one wal-index read a request, not one per cached lookup), as long as the
+    /// request has written nothing since: a read after its own write needs a newer one.
+    pub ticket: Ticket,
+}
+
 /// A rendered answer: its body and the version its ETag names.
 #[derive(Debug, Clone)]
 pub struct Answer {
@@ -318,12 +328,13 @@ impl ReadCache {
     }
 
     /// A token check: the cached principal when the ticket allows, else `read`'s,
-    /// kept for the checks that follow.
+    /// kept for the checks that follow; and the ticket it was checked under, which the
+    /// request may serve its own reads under (see [`TokenCheck::ticket`]).
     pub async fn token<E>(
         &self,
         hash: &str,
         read: impl std::future::Future<Output = Result<Option<TokenPrincipal>, E>>,
-    ) -> Result<Option<TokenPrincipal>, E> {
+    ) -> Result<TokenCheck, E> {
         let ticket = self.ticket().await;
         let hit = self.tokens.lock().ok().and_then(|mut section| {
             section
@@ -332,7 +343,10 @@ impl ReadCache {
         });
         if let Some(principal) = hit {
             self.token_hits.fetch_add(1, Ordering::Relaxed);
-            return Ok(Some(principal));
+            return Ok(TokenCheck {
+                principal: Some(principal),
+                ticket,
+            });
         }
         self.token_misses.fetch_add(1, Ordering::Relaxed);
         let principal = read.await?;
@@ -341,7 +355,7 @@ impl ReadCache {
                 tokens.put(hash, principal);
             }
         }
-        Ok(principal)
+        Ok(TokenCheck { principal, ticket })
     }
 
     /// The read-through every cached data query shares: the answer from the cache when
@@ -354,6 +368,19 @@ impl ReadCache {
         keep: impl FnOnce(&mut Entries, &T),
     ) -> Result<T, E> {
         let ticket = self.ticket().await;
+        self.through_at(ticket, look, read, keep).await
+    }
+
+    /// [`ReadCache::through`] under a ticket the caller already holds, which must
+    /// have been taken after its request arrived and before anything the request
+    /// wrote.
+    pub async fn through_at<T, E>(
+        &self,
+        ticket: Ticket,
+        look: impl FnOnce(&Entries) -> Option<T>,
+        read: impl std::future::Future<Output = Result<T, E>>,
+        keep: impl FnOnce(&mut Entries, &T),
+    ) -> Result<T, E> {
         if let Some(hit) = self.lookup(ticket, look) {
             return Ok(hit);
         }

@@ -1,4 +1,6 @@
-use super::{format_ts, is_unique_violation, now, parse_ts, Store, StoreError, StoreResult};
+use super::{
+    format_ts, is_unique_violation, now, parse_ts, Store, StoreError, StoreResult, TokenCheck,
+};
 use crate::domain::{TokenInfo, TokenScope};
 use crate::keys::hashes_match;
 use sqlx::Row;
@@ -115,7 +117,7 @@ impl Store {
     /// Looks a presented token up by its hash; revoked tokens authenticate as nothing.
     /// A cached answer is only used while nothing was committed since it was read, so
     /// a revocation (from this process or from the CLI) takes effect at once.
-    pub async fn authenticate_token(&self, hash: &str) -> StoreResult<Option<TokenPrincipal>> {
+    pub async fn authenticate_token(&self, hash: &str) -> StoreResult<TokenCheck> {
         self.cache.token(hash, self.read_token(hash)).await
     }
 

@@ -294,6 +294,7 @@ pub async fn sign_in(
         .store
         .authenticate_token(&keys::hash_secret(token))
         .await
+        .map(|check| check.principal)
     {
         Ok(Some(principal)) => principal,
         Ok(None) => return refuse("That token is unknown or revoked."),

@@ -161,6 +161,37 @@ async fn metrics_are_exposed_in_the_prometheus_text_format_and_count_requests() 
 }
 
 #[tokio::test]
+async fn invented_http_methods_are_counted_as_other_so_they_cannot_make_new_series() {
+    let app = TestApp::spawn().await;
+    let other = |text: &str| {
+        sample(
+            text,
+            "scimsync_http_requests_total",
+            &[("route", "/v1/whoami"), ("method", "OTHER")],
+        )
+    };
+    let before = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let before = other(&before.text().await.unwrap());
+    for invented in ["BREW", "PROPFIND-ZZ"] {
+        let method = reqwest::Method::from_bytes(invented.as_bytes()).unwrap();
+        let response = app
+            .http
+            .request(method, app.url("/v1/whoami"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "no key was sent");
+    }
+    let text = app.http.get(app.url("/metrics")).send().await.unwrap();
+    let text = text.text().await.unwrap();
+    assert!(
+        !text.contains("BREW") && !text.contains("PROPFIND"),
+        "{text}"
+    );
+    assert!(other(&text) - before >= 2.0, "{before} → {}", other(&text));
+}
+
+#[tokio::test]
 async fn metric_labels_never_carry_ids_or_user_data() {
     let app = TestApp::spawn().await;
     let id = uuid::Uuid::new_v4();
