@@ -1,6 +1,6 @@
 //! Builds the HTTP application and its background work from a `Config`.
 
-use crate::auth::ApiKeyAuth;
+use crate::auth::{ApiKeyAuth, AuthenticatedMark};
 use crate::config::Config;
 use crate::domain::TokenScope;
 use crate::error::ApiError;
@@ -49,7 +49,7 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/whoami/{*original}", any(whoami))
         .merge(crate::sso::routes())
         .route("/metrics", get(metrics_exposition))
-        .nest("/scim/v2", crate::scim::router());
+        .merge(crate::scim::router());
     if crate::ui::enabled(&state) {
         routes = routes.nest(crate::ui::BASE, crate::ui::router(&state));
     }
@@ -67,11 +67,21 @@ pub fn router(state: AppState) -> Router {
 /// One span per request with method, route and, on completion, status and latency.
 /// Headers are never logged: they carry bearer credentials. The events use the target
 /// `scimsync::http`, so `level = "info,scimsync::http=warn"` keeps only failed requests.
-async fn log_request(request: Request, next: Next) -> Response {
+///
+/// Also counts SCIM operations (`scim::routes::operation_of`) whose token was
+/// accepted: one middleware for both, since each layer costs every request a boxed
+/// future and a clone of the service behind it.
+async fn log_request(mut request: Request, next: Next) -> Response {
     let method = request.method().clone();
     // A clone of the router's own template (a reference count), not a copy of it.
     let matched = request.extensions().get::<MatchedPath>().cloned();
     let route = matched.as_ref().map_or("<unmatched>", MatchedPath::as_str);
+    let operation = crate::scim::routes::operation_of(route, method.as_str());
+    let authenticated = operation.map(|_| {
+        let mark = AuthenticatedMark::default();
+        request.extensions_mut().insert(mark.clone());
+        mark
+    });
     let span = tracing::info_span!("request", %method, route);
     let started = Instant::now();
     async move {
@@ -80,6 +90,11 @@ async fn log_request(request: Request, next: Next) -> Response {
         let status = response.status().as_u16();
         let elapsed = started.elapsed();
         crate::metrics::http_request(method.as_str(), route, status, elapsed);
+        if let (Some((resource, kind)), Some(mark)) = (operation, &authenticated) {
+            if mark.is_set() {
+                crate::metrics::scim_operation(resource, kind);
+            }
+        }
         let latency_ms = elapsed.as_micros() as f64 / 1000.0;
         // One INFO line per successful request cost ~5% of throughput under load, and
         // an IdP's steady traffic is what /metrics counts; refusals and failures are

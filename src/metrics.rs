@@ -349,6 +349,9 @@ thread_local! {
     /// routes are the router's templates, methods are [`method_label`]'s and statuses
     /// are three digits.
     static HTTP_SERIES: RefCell<HashMap<Box<str>, RouteSeries>> = RefCell::new(HashMap::new());
+    /// The same for the SCIM operations' counters, by resource and kind.
+    static SCIM_OPERATIONS: RefCell<HashMap<(&'static str, &'static str), metrics::Counter>> =
+        RefCell::new(HashMap::new());
 }
 
 /// The method as a label: the standard ones by name, any other as `OTHER`, so that a
@@ -366,8 +369,23 @@ fn method_label(method: &str) -> &'static str {
 
 /// A SCIM operation, by resource and kind (create, replace, patch, delete, get, list, bulk).
 pub fn scim_operation(resource: &'static str, kind: &'static str) {
-    metrics::counter!("scimsync_scim_operations_total", "resource" => resource, "kind" => kind)
-        .increment(1);
+    if handle().is_none() {
+        return;
+    }
+    SCIM_OPERATIONS.with(|operations| {
+        if let Ok(mut operations) = operations.try_borrow_mut() {
+            operations
+                .entry((resource, kind))
+                .or_insert_with(|| {
+                    metrics::counter!(
+                        "scimsync_scim_operations_total",
+                        "resource" => resource,
+                        "kind" => kind
+                    )
+                })
+                .increment(1);
+        }
+    });
 }
 
 /// How many SCIM creates one transaction committed (see `reconcile::batch`).
