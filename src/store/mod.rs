@@ -12,6 +12,7 @@
 pub mod actual;
 mod audit;
 mod backup;
+mod checkpoint;
 pub mod console;
 mod generations;
 mod keys;
@@ -135,6 +136,8 @@ pub struct Store {
     options: Arc<AnyConnectOptions>,
     /// Hot read results, valid until the next commit by anyone (see [`read_cache`]).
     cache: Arc<read_cache::ReadCache>,
+    /// SQLite in a file: checkpoints the WAL so that the writer need not.
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
 }
 
 /// The settings every connection starts with.
@@ -195,12 +198,21 @@ impl Store {
             })
             .connect_with(options.clone())
             .await?;
+        // Before anything writes, so that the writer's connection is opened knowing
+        // whether it must checkpoint the WAL itself.
+        let checkpointer = match backend {
+            Backend::Sqlite if sqlite_file(&url).is_some() => {
+                Some(Arc::new(checkpoint::Checkpointer::start(options.clone())))
+            }
+            _ => None,
+        };
         let mut store = Store {
             pool,
             backend,
             writer: Arc::new(Mutex::new(None)),
             options: Arc::new(options),
             cache: Arc::new(read_cache::ReadCache::off()),
+            checkpointer,
         };
         store.migrate().await?;
         // Before the read cache is on, so that nothing read before it is cached.
@@ -280,6 +292,7 @@ impl Store {
                 pool: Some(self.pool.clone()),
                 analyze: false,
                 cache: self.cache.clone(),
+                checkpointer: None,
                 tokens_before: None,
             });
         }
@@ -295,6 +308,7 @@ impl Store {
             pool: None,
             analyze: false,
             cache: self.cache.clone(),
+            checkpointer: self.checkpointer.clone(),
             tokens_before: None,
         };
         // IMMEDIATE takes SQLite's write lock now, waiting out another process (the
@@ -320,6 +334,14 @@ impl Store {
             prepare_session(&mut conn, self.backend).await?;
             for statement in SQLITE_WRITER_PRAGMAS {
                 sqlx::Executor::execute(&mut conn, *statement).await?;
+            }
+            if self.checkpointer.is_some() {
+                let backstop = checkpoint::WRITER_BACKSTOP_FRAMES;
+                sqlx::Executor::execute(
+                    &mut conn,
+                    format!("PRAGMA wal_autocheckpoint = {backstop}").as_str(),
+                )
+                .await?;
             }
             *writer = Some(conn);
         }
@@ -355,6 +377,8 @@ pub struct WriteTx {
     pub(crate) analyze: bool,
     /// The read cache, told about the commit (see [`WriteTx::commit`]).
     cache: Arc<read_cache::ReadCache>,
+    /// SQLite: told how long the WAL has grown after the commit.
+    checkpointer: Option<Arc<checkpoint::Checkpointer>>,
     /// SQLite: the tokens generation and the wal-index header when the transaction
     /// began, with the write lock held.
     tokens_before: Option<(i64, watermark::Watermark)>,
@@ -447,6 +471,9 @@ impl WriteTx {
         if let Some(after) = self.cache.watermark() {
             if tokens_generation(&rows) == Some(generation) && after.is_one_commit_after(&before) {
                 self.cache.tokens_survive(before, after);
+            }
+            if let Some(checkpointer) = &self.checkpointer {
+                checkpointer.committed(after.wal_frames());
             }
         }
         Ok(())
@@ -598,14 +625,21 @@ impl Drop for WriteTx {
 
 /// The read cache of a SQLite database file: on, unless the database lives in memory
 /// or its wal-index cannot be read (then every read simply goes to the database).
-async fn sqlite_read_cache(url: &str) -> read_cache::ReadCache {
+/// The file of a SQLite URL (as `normalise_url` spells it), unless the database lives
+/// in memory.
+fn sqlite_file(url: &str) -> Option<&str> {
     let path = url
         .strip_prefix("sqlite://")
         .map(|rest| rest.split('?').next().unwrap_or(rest))
         .unwrap_or_default();
-    if path.is_empty() || path == ":memory:" || url.contains("mode=memory") {
+    let in_memory = path.is_empty() || path == ":memory:" || url.contains("mode=memory");
+    (!in_memory).then_some(path)
+}
+
+async fn sqlite_read_cache(url: &str) -> read_cache::ReadCache {
+    let Some(path) = sqlite_file(url) else {
         return read_cache::ReadCache::off();
-    }
+    };
     let sentinel = match watermark::Sentinel::open(url).await {
         Ok(sentinel) => sentinel,
         Err(e) => {

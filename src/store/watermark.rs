@@ -31,6 +31,9 @@ const IS_INIT: usize = 12;
 /// Offset of `iChange`, a counter every commit increments (in native byte order, as
 /// the header lives in shared memory).
 const I_CHANGE: usize = 8;
+/// Offset of `mxFrame`, the number of valid frames in the WAL: how far it has grown
+/// since the last checkpoint that restarted it.
+const MX_FRAME: usize = 16;
 
 /// The state of the database as of one commit. Equal watermarks, read at two moments,
 /// mean nothing was committed in between.
@@ -38,10 +41,19 @@ const I_CHANGE: usize = 8;
 pub struct Watermark([u8; HEADER_LEN]);
 
 impl Watermark {
+    fn field(&self, offset: usize) -> u32 {
+        let mut value = [0u8; 4];
+        value.copy_from_slice(&self.0[offset..offset + 4]);
+        u32::from_ne_bytes(value)
+    }
+
     fn changes(&self) -> u32 {
-        let mut counter = [0u8; 4];
-        counter.copy_from_slice(&self.0[I_CHANGE..I_CHANGE + 4]);
-        u32::from_ne_bytes(counter)
+        self.field(I_CHANGE)
+    }
+
+    /// How many frames the WAL holds (see [`super::checkpoint`]).
+    pub fn wal_frames(&self) -> u32 {
+        self.field(MX_FRAME)
     }
 
     /// Whether exactly one commit lies between `before` and `self`. A writer that read
