@@ -458,6 +458,9 @@ async fn drift_is_shown_by_plan_target_and_repaired_by_apply_target_and_a_second
         member_of(&fake, &team, "frank@example.com")
     })
     .await;
+    // Everything delivered before the hand edits: a late delivery of the team would
+    // undo the rename between the two plans below, and they would disagree.
+    drained(&app).await;
 
     // Someone renames the team and adds a stray member in LiteLLM's UI.
     fake.insert_user(json!({"user_id": "mallory", "user_email": "mallory@example.com"}));
