@@ -63,30 +63,50 @@ impl Drop for Checkpointer {
 
 async fn run(options: AnyConnectOptions, wake: Arc<Notify>) {
     let mut conn: Option<AnyConnection> = None;
+    // Said once when checkpoints start failing and once when they work again: the
+    // writer's backstop keeps the WAL bounded meanwhile, so it is no emergency.
+    let mut failing = false;
     loop {
         let _ = tokio::time::timeout(IDLE_CHECK, wake.notified()).await;
-        if conn.is_none() {
-            conn = match open(&options).await {
-                Ok(opened) => Some(opened),
-                Err(e) => {
-                    tracing::debug!(error = %e, "checkpointer: cannot open its connection");
-                    continue;
+        let checkpointed = match conn.as_mut() {
+            Some(open) => checkpoint(open).await,
+            None => match open(&options).await {
+                Ok(mut opened) => {
+                    let result = checkpoint(&mut opened).await;
+                    conn = Some(opened);
+                    result
                 }
-            };
-        }
-        let Some(open) = conn.as_mut() else {
-            continue;
+                Err(e) => Err(e),
+            },
         };
-        // PASSIVE: copies what no reader still needs, waits for nobody. A busy
-        // database only means the next round copies more.
-        if let Err(e) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&mut *open)
-            .await
-        {
-            tracing::debug!(error = %e, "checkpointer: checkpoint failed; reconnecting");
-            conn = None;
+        match checkpointed {
+            Ok(()) if failing => {
+                failing = false;
+                tracing::info!("WAL checkpoints work again");
+            }
+            Ok(()) => {}
+            Err(e) => {
+                if !failing {
+                    tracing::warn!(
+                        error = %e,
+                        backstop_frames = WRITER_BACKSTOP_FRAMES,
+                        "WAL checkpoint failed; retrying, and the writer checkpoints by itself past the backstop"
+                    );
+                }
+                failing = true;
+                conn = None;
+            }
         }
     }
+}
+
+/// PASSIVE: copies what no reader still needs and waits for nobody; a busy database
+/// only means the next round copies more.
+async fn checkpoint(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
 
 async fn open(options: &AnyConnectOptions) -> Result<AnyConnection, sqlx::Error> {
