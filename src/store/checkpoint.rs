@@ -112,9 +112,7 @@ async fn checkpoint(conn: &mut AnyConnection) -> Result<(), sqlx::Error> {
 async fn open(options: &AnyConnectOptions) -> Result<AnyConnection, sqlx::Error> {
     let mut conn = AnyConnection::connect_with(options).await?;
     // The checkpoint syncs the WAL and the database file as the writer's settings ask.
-    for statement in super::SQLITE_PRAGMAS {
-        sqlx::Executor::execute(&mut conn, *statement).await?;
-    }
+    super::prepare_session(&mut conn, super::Backend::Sqlite).await?;
     Ok(conn)
 }
 
