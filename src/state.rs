@@ -89,17 +89,13 @@ impl AppState {
             return Ok(());
         };
         let now = Instant::now();
-        if !buckets.contains_key(token) {
-            buckets.insert(
-                token.to_owned(),
-                Bucket {
-                    tokens: rate,
-                    refilled: now,
-                },
-            );
-        }
-        let Some(bucket) = buckets.get_mut(token) else {
-            return Ok(());
+        // The name is copied only for a token's first request.
+        let bucket = match buckets.get_mut(token) {
+            Some(bucket) => bucket,
+            None => buckets.entry(token.to_owned()).or_insert(Bucket {
+                tokens: rate,
+                refilled: now,
+            }),
         };
         let elapsed = now.duration_since(bucket.refilled).as_secs_f64();
         bucket.tokens = (bucket.tokens + elapsed * rate).min(rate);
